@@ -1,0 +1,467 @@
+//! The layer's configuration and its builder.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::PgPool;
+pub use tower_cookies::cookie::SameSite;
+
+use crate::{AuthLayer, ConfigError, layer::Shared, store::PgStore};
+
+const DEFAULT_COOKIE_NAME: &str = "__Host-sid";
+const DEV_COOKIE_NAME: &str = "sid";
+const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
+const MAX_TOUCH: Duration = Duration::from_secs(60 * 60);
+const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
+/// The validated configuration of an [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct AuthConfig {
+    pub(crate) cookie: CookieConfig,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) touch_interval: Duration,
+    pub(crate) login_redirect: Option<Arc<str>>,
+}
+
+/// Attributes of the session cookie.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+}
+
+/// Builds an [`AuthLayer`]. Start with [`AuthLayer::builder`].
+///
+/// Every setting has a secure default; [`build`](Self::build) refuses combinations that browsers
+/// would silently drop or that weaken the session cookie.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum_live_auth::AuthLayer;
+/// use sqlx::postgres::PgPoolOptions;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = PgPoolOptions::new()
+///     .test_before_acquire(false)
+///     .connect_lazy("postgres://localhost/app")?;
+/// let auth = AuthLayer::builder(pool)
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+///     .login_redirect("/login")
+///     .build()?;
+/// # let _ = auth;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct AuthLayerBuilder {
+    pool: PgPool,
+    cookie_name: Option<String>,
+    domain: Option<String>,
+    same_site: SameSite,
+    idle_timeout: Duration,
+    absolute_timeout: Duration,
+    touch_interval: Option<Duration>,
+    insecure_dev_mode: bool,
+    login_redirect: Option<String>,
+}
+
+impl AuthLayerBuilder {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            cookie_name: None,
+            domain: None,
+            same_site: SameSite::Lax,
+            idle_timeout: DEFAULT_IDLE,
+            absolute_timeout: DEFAULT_ABSOLUTE,
+            touch_interval: None,
+            insecure_dev_mode: false,
+            login_redirect: None,
+        }
+    }
+
+    /// The session cookie's name. Default `__Host-sid` (`sid` in
+    /// [`insecure_dev_mode`](Self::insecure_dev_mode)).
+    ///
+    /// The `__Host-` prefix makes browsers insist on `Secure`, `Path=/` and no `Domain`, so a
+    /// sibling subdomain cannot plant or overwrite the cookie. Keep it unless you need a Domain.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool).cookie_name("__Host-app").build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = Some(name.into());
+        self
+    }
+
+    /// Sends the cookie to subdomains of `domain` too. Default: none (this host only).
+    ///
+    /// Not allowed with a `__Host-` cookie name; pick another name, such as `__Secure-sid`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use axum_live_auth::{AuthLayer, ConfigError, Error};
+    ///
+    /// let refused = AuthLayer::builder(pool.clone()).domain("example.com").build();
+    /// assert!(matches!(refused, Err(ConfigError::HostPrefixWithDomain)));
+    ///
+    /// let auth = AuthLayer::builder(pool)
+    ///     .cookie_name("__Secure-sid")
+    ///     .domain("example.com")
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// The cookie's `SameSite` attribute: `Lax` (default) or `Strict`. `None` is refused.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use axum_live_auth::{AuthLayer, SameSite};
+    /// let auth = AuthLayer::builder(pool).same_site(SameSite::Strict).build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// A session unused for this long ends. Default 30 minutes.
+    ///
+    /// The deadline moves forward when the session is used, at most once per
+    /// [`touch_interval`](Self::touch_interval), so the effective idle time may be shorter by up
+    /// to one touch interval.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .idle_timeout(Duration::from_secs(5 * 60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// A session ends this long after login, however active. Default 12 hours. Never extended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = timeout;
+        self
+    }
+
+    /// How often, at most, a session's idle deadline is written back. Default
+    /// `min(idle_timeout / 10, 1 hour)`; it must be shorter than the idle timeout.
+    ///
+    /// Requests in between make no write at all.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .touch_interval(Duration::from_secs(60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = Some(interval);
+        self
+    }
+
+    /// # ⚠️ Insecure: session cookies over plain HTTP
+    ///
+    /// Drops the cookie's `Secure` attribute (and, unless a name was set, uses `sid` instead of
+    /// `__Host-sid`), so that browsers send the session over unencrypted HTTP, where anyone on
+    /// the network can read and reuse it. Only for local development on a host other than
+    /// `localhost` (browsers already treat `http://localhost` as secure). Logs a warning each
+    /// time a layer is built with it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool).insecure_dev_mode().build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn insecure_dev_mode(mut self) -> Self {
+        self.insecure_dev_mode = true;
+        self
+    }
+
+    /// Where to send unauthenticated browser page requests (a `GET` or `HEAD` that accepts
+    /// `text/html`): `303 See Other` to this local path instead of `401`. Default: none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool).login_redirect("/login").build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn login_redirect(mut self, path: impl Into<String>) -> Self {
+        self.login_redirect = Some(path.into());
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a combination browsers would drop (a `__Host-` name with a domain
+    /// or without `Secure`), `SameSite=None`, an invalid name, domain or redirect, or timeouts
+    /// that cannot work together.
+    pub fn build(self) -> Result<AuthLayer, ConfigError> {
+        let secure = !self.insecure_dev_mode;
+        let default_name = if secure { DEFAULT_COOKIE_NAME } else { DEV_COOKIE_NAME };
+        let name = self.cookie_name.unwrap_or_else(|| default_name.to_owned());
+        validate_cookie(&name, self.domain.as_deref(), secure, self.same_site)?;
+
+        for (what, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("absolute_timeout", self.absolute_timeout),
+        ] {
+            if value < Duration::from_secs(1) || value > MAX_TIMEOUT {
+                return Err(ConfigError::InvalidTimeout(what));
+            }
+        }
+        let touch_interval = self
+            .touch_interval
+            .unwrap_or_else(|| (self.idle_timeout / 10).min(MAX_TOUCH));
+        if touch_interval >= self.idle_timeout {
+            return Err(ConfigError::TouchIntervalTooLong);
+        }
+        let login_redirect = self.login_redirect.map(validate_redirect).transpose()?;
+
+        if !secure {
+            tracing::warn!(
+                cookie = %name,
+                "axum-live-auth: insecure_dev_mode is on: the session cookie is sent over plain \
+                 HTTP without the Secure attribute; never use this in production"
+            );
+        }
+        if self.pool.options().get_test_before_acquire() {
+            tracing::warn!(
+                "axum-live-auth: the pool pings each connection on checkout \
+                 (test_before_acquire), which adds a database round trip to every \
+                 authenticated request; build it with PgPoolOptions::test_before_acquire(false)"
+            );
+        }
+
+        let config = AuthConfig {
+            cookie: CookieConfig {
+                name,
+                domain: self.domain,
+                secure,
+                same_site: self.same_site,
+            },
+            idle_timeout: self.idle_timeout,
+            absolute_timeout: self.absolute_timeout,
+            touch_interval,
+            login_redirect,
+        };
+        Ok(AuthLayer::from_shared(Shared {
+            config,
+            store: PgStore::new(self.pool),
+        }))
+    }
+}
+
+fn validate_cookie(
+    name: &str,
+    domain: Option<&str>,
+    secure: bool,
+    same_site: SameSite,
+) -> Result<(), ConfigError> {
+    // RFC 6265 cookie-name is an RFC 7230 token.
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(ConfigError::InvalidCookieName(name.to_owned()));
+    }
+    // Browsers match the prefixes case-insensitively.
+    let lower = name.to_ascii_lowercase();
+    let host_prefix = lower.starts_with("__host-");
+    if (host_prefix || lower.starts_with("__secure-")) && !secure {
+        return Err(ConfigError::PrefixWithoutSecure);
+    }
+    if let Some(domain) = domain {
+        if host_prefix {
+            return Err(ConfigError::HostPrefixWithDomain);
+        }
+        let valid = !domain.is_empty()
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.');
+        if !valid {
+            return Err(ConfigError::InvalidDomain(domain.to_owned()));
+        }
+    }
+    if same_site == SameSite::None {
+        return Err(ConfigError::SameSiteNone);
+    }
+    Ok(())
+}
+
+/// Only local paths: `/login` is fine; `//evil.example`, `https://…` and `/\evil` are open
+/// redirects and are refused.
+fn validate_redirect(path: String) -> Result<Arc<str>, ConfigError> {
+    let bytes = path.as_bytes();
+    let local = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && bytes.iter().all(|b| b.is_ascii_graphic());
+    if local {
+        Ok(path.into())
+    } else {
+        Err(ConfigError::InvalidRedirect(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> PgPool {
+        PgPool::connect_lazy("postgres://127.0.0.1:1/none").unwrap()
+    }
+
+    #[tokio::test]
+    async fn defaults_are_the_secure_ones() {
+        let layer = AuthLayerBuilder::new(pool()).build().unwrap();
+        let config = &layer.shared().config;
+        assert_eq!(config.cookie.name, "__Host-sid");
+        assert!(config.cookie.secure);
+        assert_eq!(config.cookie.same_site, SameSite::Lax);
+        assert!(config.cookie.domain.is_none());
+        assert_eq!(config.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(config.absolute_timeout, Duration::from_secs(43200));
+        assert_eq!(config.touch_interval, Duration::from_secs(180));
+        assert!(config.login_redirect.is_none());
+    }
+
+    #[tokio::test]
+    async fn touch_interval_default_is_capped_at_one_hour() {
+        let day = Duration::from_secs(86_400);
+        let layer = AuthLayerBuilder::new(pool())
+            .idle_timeout(day)
+            .absolute_timeout(day * 30)
+            .build()
+            .unwrap();
+        assert_eq!(layer.shared().config.touch_interval, MAX_TOUCH);
+    }
+
+    #[tokio::test]
+    async fn refuses_what_browsers_would_drop() {
+        let err = |b: AuthLayerBuilder| b.build().unwrap_err();
+        let b = || AuthLayerBuilder::new(pool());
+        assert_eq!(
+            err(b().domain("example.com")),
+            ConfigError::HostPrefixWithDomain
+        );
+        assert_eq!(
+            err(b().cookie_name("__host-x").domain("example.com")),
+            ConfigError::HostPrefixWithDomain
+        );
+        assert_eq!(
+            err(b().cookie_name("__Host-sid").insecure_dev_mode()),
+            ConfigError::PrefixWithoutSecure
+        );
+        assert_eq!(
+            err(b().cookie_name("__Secure-sid").insecure_dev_mode()),
+            ConfigError::PrefixWithoutSecure
+        );
+        assert_eq!(err(b().same_site(SameSite::None)), ConfigError::SameSiteNone);
+        assert!(matches!(
+            err(b().cookie_name("a b")),
+            ConfigError::InvalidCookieName(_)
+        ));
+        assert!(matches!(
+            err(b().cookie_name("")),
+            ConfigError::InvalidCookieName(_)
+        ));
+        assert!(matches!(
+            err(b().cookie_name("sid").domain("a;b")),
+            ConfigError::InvalidDomain(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn dev_mode_drops_secure_and_the_prefix() {
+        let layer = AuthLayerBuilder::new(pool()).insecure_dev_mode().build().unwrap();
+        assert_eq!(layer.shared().config.cookie.name, "sid");
+        assert!(!layer.shared().config.cookie.secure);
+    }
+
+    #[tokio::test]
+    async fn refuses_timeouts_that_cannot_work() {
+        let b = || AuthLayerBuilder::new(pool());
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            b().idle_timeout(Duration::ZERO).build().unwrap_err(),
+            ConfigError::InvalidTimeout("idle_timeout")
+        );
+        assert_eq!(
+            b().absolute_timeout(MAX_TIMEOUT + second).build().unwrap_err(),
+            ConfigError::InvalidTimeout("absolute_timeout")
+        );
+        assert_eq!(
+            b().touch_interval(DEFAULT_IDLE).build().unwrap_err(),
+            ConfigError::TouchIntervalTooLong
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_open_redirects() {
+        for bad in ["login", "//evil.example", "/\\evil", "https://evil.example", "/a b", ""] {
+            assert!(
+                matches!(
+                    AuthLayerBuilder::new(pool()).login_redirect(bad).build(),
+                    Err(ConfigError::InvalidRedirect(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(AuthLayerBuilder::new(pool()).login_redirect("/login?next=1").build().is_ok());
+    }
+}

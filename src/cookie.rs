@@ -1,0 +1,209 @@
+//! Reading the session cookie from a request, strictly, and writing `Set-Cookie` values.
+
+use http::{HeaderMap, HeaderValue, header};
+use tower_cookies::cookie::{Cookie, time::Duration as CookieDuration};
+
+use crate::{SessionToken, config::CookieConfig};
+
+/// Cookie headers larger than this (all `Cookie` fields together) are not searched: the request
+/// is anonymous. Browsers keep at most 4 KiB per cookie; 16 KiB leaves room for an app's own.
+pub const MAX_COOKIE_HEADER_BYTES: usize = 16 * 1024;
+
+/// What a request presented as its session cookie.
+#[derive(Debug)]
+pub(crate) enum Presented {
+    /// No session cookie.
+    None,
+    /// One session cookie holding a well-formed token.
+    Token(SessionToken),
+    /// Something that cannot be a valid session: reason for the logs.
+    Invalid(Invalid),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalid {
+    /// One session cookie whose value is not a well-formed token.
+    Malformed,
+    /// The session cookie name appears more than once (possible cookie tossing).
+    Duplicate,
+    /// The cookie headers are too large to search.
+    Oversized,
+}
+
+impl Invalid {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Duplicate => "duplicate_cookie",
+            Self::Oversized => "oversized_cookie_header",
+        }
+    }
+}
+
+/// Finds the session cookie in every `Cookie` header field (HTTP/2 splits them), byte by byte so
+/// that non-UTF-8 in other cookies does not matter. Decided without any I/O.
+pub(crate) fn read(headers: &HeaderMap, name: &str) -> Presented {
+    let fields = headers.get_all(header::COOKIE);
+    let total: usize = fields.iter().map(|v| v.as_bytes().len()).sum();
+    if total > MAX_COOKIE_HEADER_BYTES {
+        return Presented::Invalid(Invalid::Oversized);
+    }
+    let mut found: Option<&[u8]> = None;
+    for pair in fields.iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')) {
+        let pair = pair.trim_ascii();
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()),
+            None => (pair, &b""[..]),
+        };
+        if key != name.as_bytes() {
+            continue;
+        }
+        if found.is_some() {
+            return Presented::Invalid(Invalid::Duplicate);
+        }
+        found = Some(value);
+    }
+    match found.map(SessionToken::parse) {
+        None => Presented::None,
+        Some(Some(token)) => Presented::Token(token),
+        Some(None) => Presented::Invalid(Invalid::Malformed),
+    }
+}
+
+/// `Set-Cookie` for a new session: `<name>=<token>; HttpOnly; SameSite=…; Secure; Path=/`.
+/// No `Max-Age`: the cookie ends with the browser session, and the server enforces both
+/// deadlines whatever the browser keeps.
+pub(crate) fn set(config: &CookieConfig, token: &SessionToken) -> Option<HeaderValue> {
+    header_value(base(config, token.to_string()))
+}
+
+/// `Set-Cookie` that deletes the session cookie. It repeats the name, `Path`, `Domain` and
+/// `Secure` of the cookie it deletes: browsers ignore a deletion of a `__Host-` cookie without
+/// them.
+pub(crate) fn clear(config: &CookieConfig) -> Option<HeaderValue> {
+    let mut cookie = base(config, String::new());
+    cookie.set_max_age(CookieDuration::ZERO);
+    cookie.set_expires(tower_cookies::cookie::time::OffsetDateTime::UNIX_EPOCH);
+    header_value(cookie)
+}
+
+fn base(config: &CookieConfig, value: String) -> Cookie<'static> {
+    let mut cookie = Cookie::build((config.name.clone(), value))
+        .path("/")
+        .http_only(true)
+        .secure(config.secure)
+        .same_site(config.same_site)
+        .build();
+    if let Some(domain) = &config.domain {
+        cookie.set_domain(domain.clone());
+    }
+    cookie
+}
+
+fn header_value(cookie: Cookie<'_>) -> Option<HeaderValue> {
+    // Names and domains were validated by the builder and tokens are base64url, so this holds;
+    // a failure would drop the header rather than panic.
+    HeaderValue::try_from(cookie.encoded().to_string()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_cookies::cookie::SameSite;
+
+    use super::*;
+
+    const NAME: &str = "__Host-sid";
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    fn token() -> String {
+        SessionToken::generate().unwrap().to_string()
+    }
+
+    #[test]
+    fn finds_the_cookie_among_others_and_across_fields() {
+        let t = token();
+        let one = format!("a=1; {NAME}={t}; b=2");
+        assert!(matches!(read(&headers(&[one.as_bytes()]), NAME), Presented::Token(_)));
+        let second = format!("{NAME}={t}");
+        let split = headers(&[b"a=1", second.as_bytes()]);
+        assert!(matches!(read(&split, NAME), Presented::Token(_)));
+        let non_utf8 = [b"x=\xff\xfe; ".as_slice(), second.as_bytes()].concat();
+        assert!(matches!(read(&headers(&[&non_utf8]), NAME), Presented::Token(_)));
+    }
+
+    #[test]
+    fn absent_cookie_is_none() {
+        assert!(matches!(read(&HeaderMap::new(), NAME), Presented::None));
+        assert!(matches!(read(&headers(&[b"sid=1; __host-sid=2"]), NAME), Presented::None));
+    }
+
+    #[test]
+    fn duplicates_are_invalid_whatever_their_values() {
+        let (a, b) = (token(), token());
+        let same_field = format!("{NAME}={a}; {NAME}={b}");
+        let dup = |h: HeaderMap| matches!(read(&h, NAME), Presented::Invalid(Invalid::Duplicate));
+        assert!(dup(headers(&[same_field.as_bytes()])));
+        let (fa, fb) = (format!("{NAME}={a}"), format!("{NAME}={a}"));
+        assert!(dup(headers(&[fa.as_bytes(), fb.as_bytes()])));
+        assert!(dup(headers(&[format!("{NAME}=; {NAME}={b}").as_bytes()])));
+    }
+
+    #[test]
+    fn malformed_values_are_invalid() {
+        let t = token();
+        for value in [
+            String::new(),
+            "x".into(),
+            format!("\"{t}\""),
+            t[..65].to_string(),
+            t.replace('.', "-"),
+            "' OR 1=1 --".into(),
+        ] {
+            let h = headers(&[format!("{NAME}={value}").as_bytes()]);
+            assert!(
+                matches!(read(&h, NAME), Presented::Invalid(Invalid::Malformed)),
+                "{value:?}"
+            );
+        }
+        let h = headers(&[format!("{NAME}").as_bytes()]);
+        assert!(matches!(read(&h, NAME), Presented::Invalid(Invalid::Malformed)));
+    }
+
+    #[test]
+    fn oversized_headers_are_invalid_before_searching() {
+        let t = token();
+        let big = format!("{NAME}={t}; pad={}", "x".repeat(MAX_COOKIE_HEADER_BYTES));
+        assert!(matches!(
+            read(&headers(&[big.as_bytes()]), NAME),
+            Presented::Invalid(Invalid::Oversized)
+        ));
+    }
+
+    #[test]
+    fn set_and_clear_carry_the_same_attributes() {
+        let config = CookieConfig {
+            name: NAME.into(),
+            domain: None,
+            secure: true,
+            same_site: SameSite::Lax,
+        };
+        let t = SessionToken::generate().unwrap();
+        let set = set(&config, &t).unwrap();
+        let set = set.to_str().unwrap();
+        assert_eq!(
+            set,
+            format!("{NAME}={t}; HttpOnly; SameSite=Lax; Secure; Path=/")
+        );
+        let clear = clear(&config).unwrap();
+        let clear = clear.to_str().unwrap();
+        assert!(clear.starts_with(&format!("{NAME}=; HttpOnly; SameSite=Lax; Secure; Path=/")));
+        assert!(clear.contains("Max-Age=0"));
+    }
+}

@@ -1,0 +1,216 @@
+//! The tower layer and the per-request path.
+//!
+//! For every request: read the session cookie strictly (no I/O), and only for a well-formed
+//! token make one database round trip that returns session, user and effective permissions;
+//! compare the secret's hash in constant time; write the idle deadline back if the touch
+//! interval has passed; put the outcome into the request; after the handler, write the cookie
+//! the handler decided on. The layer never refuses a request itself: extractors and guards do.
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::extract::ConnectInfo;
+use http::{HeaderMap, Request, Response, header};
+use sqlx::PgPool;
+use tower::{Layer, Service};
+
+use crate::{
+    Accounts, AuthLayerBuilder, AuthState, CurrentUser, SessionToken,
+    config::AuthConfig,
+    cookie::{self, Invalid, Presented},
+    extract::{Auth, CookieChange},
+    store::PgStore,
+};
+
+/// Configuration and store, shared by every clone of the layer and every request.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: AuthConfig,
+    pub(crate) store: PgStore,
+}
+
+/// Authenticates every request from its session cookie against Postgres.
+///
+/// One `.layer(auth)` on the router is all it needs (it manages the cookie itself). Build it
+/// with [`AuthLayer::builder`]:
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use axum_live_auth::{AuthLayer, CurrentUser};
+/// use sqlx::postgres::PgPoolOptions;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = PgPoolOptions::new()
+///     // No ping on checkout: it would add a second round trip to every request.
+///     .test_before_acquire(false)
+///     .connect_lazy("postgres://localhost/app")?;
+/// let auth = AuthLayer::builder(pool).build()?;
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(|user: CurrentUser| async move { user.username().to_owned() }))
+///     .layer(auth);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl AuthLayer {
+    /// Starts configuring a layer that keeps its sessions in `pool`'s database (migrated with
+    /// [`MIGRATOR`](crate::MIGRATOR)).
+    ///
+    /// Build the pool with `PgPoolOptions::test_before_acquire(false)`: sqlx otherwise pings
+    /// each connection as it leaves the pool, a second round trip on every request. A dead
+    /// connection then fails its query instead, and that request answers `503`.
+    pub fn builder(pool: PgPool) -> AuthLayerBuilder {
+        AuthLayerBuilder::new(pool)
+    }
+
+    /// [`Accounts`] on the layer's database, to manage users and grants.
+    pub fn accounts(&self) -> Accounts {
+        Accounts::from_store(self.shared.store.clone())
+    }
+
+    pub(crate) fn from_shared(shared: Shared) -> Self {
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        // Call the service that was driven to readiness and leave a fresh clone in its place
+        // (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+
+        Box::pin(async move {
+            let (state, cookie) = authenticate(&shared, req.headers()).await;
+            let user_agent = req.headers().get(header::USER_AGENT).cloned();
+            let ip = client_ip(&req);
+            let auth = Auth::new(shared, state.clone(), cookie, user_agent, ip);
+            req.extensions_mut().insert(state);
+            req.extensions_mut().insert(auth.clone());
+
+            let mut response = inner.call(req).await?;
+            auth.write_cookie(response.headers_mut());
+            Ok(response)
+        })
+    }
+}
+
+/// Decides the request's [`AuthState`], and whether the response should clear the cookie
+/// (for a cookie that can never become valid again).
+async fn authenticate(shared: &Shared, headers: &HeaderMap) -> (AuthState, CookieChange) {
+    let token = match cookie::read(headers, &shared.config.cookie.name) {
+        Presented::None => return (AuthState::Anonymous, CookieChange::Keep),
+        Presented::Invalid(reason) => {
+            tracing::warn!(reason = reason.as_str(), "invalid session cookie");
+            // A duplicate may be a planted cookie next to the real one: clearing could delete
+            // the real one, so only a single malformed cookie is cleared.
+            let clear = reason == Invalid::Malformed;
+            let change = if clear { CookieChange::Clear } else { CookieChange::Keep };
+            return (AuthState::Anonymous, change);
+        }
+        Presented::Token(token) => token,
+    };
+    match resolve(shared, &token).await {
+        Ok(Some(user)) => (AuthState::Authenticated(user), CookieChange::Keep),
+        Ok(None) => {
+            tracing::info!(session.id = %token.id(), "unknown or expired session");
+            (AuthState::Anonymous, CookieChange::Clear)
+        }
+        Err(error) => {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                session.id = %token.id(),
+                "session lookup failed; answering as unavailable"
+            );
+            (AuthState::Unavailable, CookieChange::Keep)
+        }
+    }
+}
+
+/// One round trip for the session; a second, once per touch interval, to push the idle
+/// deadline forward after the secret has been verified.
+async fn resolve(shared: &Shared, token: &SessionToken) -> Result<Option<CurrentUser>, sqlx::Error> {
+    let config = &shared.config;
+    let Some(row) = shared
+        .store
+        .lookup_session(token.id(), config.touch_interval)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if !token.secret_hash().matches(&row.secret_hash) {
+        tracing::warn!(session.id = %token.id(), "session secret mismatch");
+        return Ok(None);
+    }
+    if row.touch_due {
+        // The request is authenticated either way; a failed touch only means the idle deadline
+        // moves on a later request.
+        let touched = shared
+            .store
+            .touch_session(token.id(), config.idle_timeout, config.touch_interval)
+            .await;
+        if let Err(error) = touched {
+            tracing::warn!(error = &error as &dyn std::error::Error, "session touch failed");
+        }
+    }
+    Ok(Some(CurrentUser::from_row(row, token.id().clone())))
+}
+
+/// The peer address, when the server was started with `into_make_service_with_connect_info`.
+fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}

@@ -1,0 +1,74 @@
+//! Server-side sessions for axum, with live permissions from Postgres.
+//!
+//! The session cookie holds nothing but a random token (`__Host-sid`, `HttpOnly`, `Secure`,
+//! `SameSite=Lax`). On every request the [`AuthLayer`] looks the session up in Postgres in one
+//! round trip and hands handlers the [`CurrentUser`] with their permissions as they are *now*:
+//! a ban, a logout, a revoked session or a removed permission is enforced on the next request,
+//! on every node, also when the change is made with plain SQL.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use axum_live_auth::{AuthLayer, CurrentUser, require_permission};
+//! use sqlx::postgres::PgPoolOptions;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // No ping on checkout: it would be a second database round trip on every request.
+//! let pool = PgPoolOptions::new()
+//!     .test_before_acquire(false)
+//!     .connect("postgres://localhost/app")
+//!     .await?;
+//! axum_live_auth::migrate(&pool).await?;
+//!
+//! let auth = AuthLayer::builder(pool).build()?;
+//! let app = Router::new()
+//!     .route("/reports", get(|| async { "reports" }))
+//!     .route_layer(require_permission("reports:read"))
+//!     .route("/me", get(|user: CurrentUser| async move { user.username().to_owned() }))
+//!     .layer(auth);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Log users in and out with the [`Auth`] handle; manage users, roles and grants with
+//! [`Accounts`]. `examples/quickstart.rs` is a complete app.
+//!
+//! # What each request costs
+//!
+//! A request without a session cookie, or with a malformed one, makes no query. A request
+//! with a well-formed token makes one query, plus one small write at most once per touch
+//! interval to move the idle deadline.
+
+mod admin;
+mod config;
+mod cookie;
+mod error;
+mod extract;
+mod guard;
+mod layer;
+mod password;
+mod rejection;
+mod store;
+mod token;
+
+pub use crate::{
+    admin::Accounts,
+    config::{AuthLayerBuilder, SameSite},
+    cookie::MAX_COOKIE_HEADER_BYTES,
+    error::{ConfigError, Error},
+    extract::{Auth, AuthState, CurrentUser},
+    guard::{RequirePermission, RequirePermissionLayer, require_permission},
+    layer::{AuthLayer, AuthService},
+    password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
+    rejection::AuthRejection,
+    store::{MIGRATOR, migrate},
+    token::{SessionId, SessionToken},
+};
+
+/// A user's id: `auth_users.id`.
+pub type UserId = i64;

@@ -1,0 +1,349 @@
+//! The Postgres store: every SQL statement of the crate.
+
+use std::{sync::LazyLock, time::Duration};
+
+use sqlx::{PgPool, migrate::Migrator};
+
+use super::{LoginRow, NewSession, SessionRow};
+use crate::{Error, SessionId, UserId};
+
+/// The crate's migrations, embedded at compile time.
+///
+/// Its bookkeeping table is `_axum_live_auth_migrations`, separate from the application's own
+/// `_sqlx_migrations`, so both migrators run on one database without seeing each other.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+/// axum_live_auth::MIGRATOR.run(&pool).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations");
+    // Set once, before the first run; changing it on a deployed database would make the
+    // migrations run again, which is what the "dangerous" in the name warns about.
+    migrator.dangerous_set_table_name("_axum_live_auth_migrations");
+    migrator
+});
+
+/// Applies the crate's migrations ([`MIGRATOR`]) to `pool`'s database.
+///
+/// # Errors
+///
+/// [`Error::Migrate`] when a migration fails or the applied ones differ from the shipped ones.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+/// axum_live_auth::migrate(&pool).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// The one query of every authenticated request: session, user, disabled flag and effective
+/// permissions, only if neither deadline has passed. It reads `auth_users.permissions`, which
+/// triggers keep up to date, instead of joining the grant tables (see README, "Cost of the
+/// per-request query").
+const LOOKUP: &str = "\
+SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
+       s.last_seen_at <= now() - $2 AS touch_due
+  FROM auth_sessions s
+  JOIN auth_users u ON u.id = s.user_id
+ WHERE s.id = $1
+   AND s.expires_at > now()
+   AND s.idle_expires_at > now()
+   AND u.disabled_at IS NULL";
+
+/// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
+/// makes concurrent touches of one session write once.
+const TOUCH: &str = "\
+UPDATE auth_sessions
+   SET last_seen_at = now(),
+       idle_expires_at = LEAST(now() + $2, expires_at)
+ WHERE id = $1
+   AND last_seen_at <= now() - $3";
+
+/// Inserts a session for an enabled user; a colliding id inserts nothing and is retried by the
+/// caller with a new token. The IP address is bound as text and cast, since `std::net::IpAddr`
+/// maps to `inet` in sqlx only with an extra crate.
+const CREATE_SESSION: &str = "\
+INSERT INTO auth_sessions
+       (id, secret_hash, user_id, idle_expires_at, expires_at, user_agent, ip)
+SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet
+  FROM auth_users u
+ WHERE u.id = $3 AND u.disabled_at IS NULL
+ON CONFLICT (id) DO NOTHING
+RETURNING 1";
+
+/// Handle on the crate's tables. Cheap to clone (the pool is reference-counted).
+#[derive(Debug, Clone)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+}
+
+/// Outcome of [`PgStore::create_session`].
+pub(crate) enum Created {
+    Yes,
+    IdTaken,
+    UserInactive,
+}
+
+impl PgStore {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    // --- sessions -------------------------------------------------------------------------
+
+    pub(crate) async fn lookup_session(
+        &self,
+        id: &SessionId,
+        touch_interval: Duration,
+    ) -> Result<Option<SessionRow>, sqlx::Error> {
+        sqlx::query_as(LOOKUP)
+            .bind(id.as_str())
+            .bind(touch_interval)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub(crate) async fn touch_session(
+        &self,
+        id: &SessionId,
+        idle_timeout: Duration,
+        touch_interval: Duration,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(TOUCH)
+            .bind(id.as_str())
+            .bind(idle_timeout)
+            .bind(touch_interval)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn create_session(&self, new: &NewSession<'_>) -> Result<Created, Error> {
+        let inserted = sqlx::query(CREATE_SESSION)
+            .bind(new.id.as_str())
+            .bind(new.secret_hash)
+            .bind(new.user_id)
+            .bind(new.idle_timeout)
+            .bind(new.absolute_timeout)
+            .bind(new.user_agent)
+            .bind(new.ip.map(|ip| ip.to_string()))
+            .fetch_optional(&self.pool)
+            .await?;
+        if inserted.is_some() {
+            return Ok(Created::Yes);
+        }
+        // Nothing inserted: either the id exists, or the user is missing or disabled.
+        let active: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = $1 AND disabled_at IS NULL)",
+        )
+        .bind(new.user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if active {
+            Created::IdTaken
+        } else {
+            Created::UserInactive
+        })
+    }
+
+    pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- users and grants -------------------------------------------------------------------
+
+    pub(crate) async fn create_user(
+        &self,
+        username: &str,
+        password_hash: Option<&str>,
+    ) -> Result<UserId, Error> {
+        sqlx::query_scalar(
+            "INSERT INTO auth_users (username, password_hash) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match e.as_database_error() {
+            Some(db) if db.is_unique_violation() => Error::UsernameTaken,
+            _ => Error::Database(e),
+        })
+    }
+
+    pub(crate) async fn user_id(&self, username: &str) -> Result<Option<UserId>, sqlx::Error> {
+        sqlx::query_scalar("SELECT id FROM auth_users WHERE lower(username) = lower($1)")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub(crate) async fn login_row(&self, username: &str) -> Result<Option<LoginRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, password_hash, disabled_at IS NOT NULL AS disabled
+               FROM auth_users WHERE lower(username) = lower($1)",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub(crate) async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE auth_users SET password_hash = $2 WHERE id = $1")
+            .bind(user)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets `disabled_at` and ends every session of the user, in one transaction.
+    pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
+        )
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE auth_users SET disabled_at = NULL WHERE id = $1")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn grant_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
+        let done = sqlx::query(
+            "INSERT INTO auth_user_permissions (user_id, permission)
+             SELECT id, $2 FROM auth_users WHERE id = $1
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user)
+        .bind(permission)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 && !self.user_exists(user).await? {
+            return Err(Error::UserNotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
+            .bind(user)
+            .bind(permission)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the role if it does not exist yet.
+    pub(crate) async fn ensure_role(&self, name: &str) -> Result<(), Error> {
+        sqlx::query("INSERT INTO auth_roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn grant_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+        let done = sqlx::query(
+            "INSERT INTO auth_role_permissions (role_id, permission)
+             SELECT id, $2 FROM auth_roles WHERE name = $1
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(role)
+        .bind(permission)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 && !self.role_exists(role).await? {
+            return Err(Error::RoleNotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn revoke_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+        sqlx::query(
+            "DELETE FROM auth_role_permissions rp USING auth_roles r
+              WHERE rp.role_id = r.id AND r.name = $1 AND rp.permission = $2",
+        )
+        .bind(role)
+        .bind(permission)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives the user the role. `Err(RoleNotFound)` / `Err(UserNotFound)` when either is missing.
+    pub(crate) async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        let done = sqlx::query(
+            "INSERT INTO auth_user_roles (user_id, role_id)
+             SELECT u.id, r.id FROM auth_users u, auth_roles r WHERE u.id = $1 AND r.name = $2
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        if !self.user_exists(user).await? {
+            return Err(Error::UserNotFound);
+        }
+        if !self.role_exists(role).await? {
+            return Err(Error::RoleNotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        sqlx::query(
+            "DELETE FROM auth_user_roles ur USING auth_roles r
+              WHERE ur.role_id = r.id AND ur.user_id = $1 AND r.name = $2",
+        )
+        .bind(user)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user_exists(&self, user: UserId) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = $1)")
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    async fn role_exists(&self, role: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_roles WHERE name = $1)")
+            .bind(role)
+            .fetch_one(&self.pool)
+            .await
+    }
+}
