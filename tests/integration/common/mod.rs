@@ -1,0 +1,260 @@
+//! The app the integration tests drive, and helpers to send requests and read cookies.
+
+pub mod wire;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Form, Json, Router,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, Request, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use axum_live_auth::{
+    Accounts, Auth, AuthLayer, AuthLayerBuilder, CurrentUser, UserId, require_permission,
+};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tower::ServiceExt;
+
+pub const ALICE: &str = "alice";
+pub const ALICE_PASSWORD: &str = "alice-password";
+pub const BOB: &str = "bob";
+pub const BOB_PASSWORD: &str = "bob-password";
+pub const COOKIE: &str = "__Host-sid";
+
+/// The app under test, its database and two users: alice (role `admin` with `admin` and
+/// `reports:read`) and bob (`reports:read` directly).
+#[derive(Clone)]
+pub struct TestApp {
+    pub pool: PgPool,
+    pub accounts: Accounts,
+    pub router: Router,
+    pub alice: UserId,
+    pub bob: UserId,
+    /// How many times a protected handler body ran.
+    pub handler_runs: Arc<AtomicUsize>,
+}
+
+/// Builds the app on a pool of the test database with the default layer configuration.
+pub async fn app(pool: PgPool) -> TestApp {
+    app_with(pool, |b| b).await
+}
+
+/// Builds the app with a customised layer.
+pub async fn app_with(
+    pool: PgPool,
+    configure: impl FnOnce(AuthLayerBuilder) -> AuthLayerBuilder,
+) -> TestApp {
+    let accounts = Accounts::new(pool.clone());
+    let alice = accounts.create_user(ALICE, ALICE_PASSWORD).await.unwrap();
+    let bob = accounts.create_user(BOB, BOB_PASSWORD).await.unwrap();
+    accounts.create_role("admin").await.unwrap();
+    accounts.grant_role_permission("admin", "admin").await.unwrap();
+    accounts.grant_role_permission("admin", "reports:read").await.unwrap();
+    accounts.assign_role(alice, "admin").await.unwrap();
+    accounts.grant_permission(bob, "reports:read").await.unwrap();
+
+    let layer = configure(AuthLayer::builder(pool.clone())).build().unwrap();
+    let handler_runs = Arc::new(AtomicUsize::new(0));
+    let router = router(accounts.clone(), Arc::clone(&handler_runs)).layer(layer);
+    TestApp {
+        pool,
+        accounts,
+        router,
+        alice,
+        bob,
+        handler_runs,
+    }
+}
+
+/// A pool on the same database that never pings on checkout and has one connection, so that
+/// every round trip of a request shows up at the wire, in order.
+pub async fn quiet_pool(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
+    let counted = move || {
+        let runs = Arc::clone(&runs);
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let on_me = counted();
+    let on_reports = counted();
+    let on_maybe = counted();
+    let on_post = counted();
+    Router::new()
+        .route("/reports", get(move || async move { on_reports(); "reports" }))
+        .route_layer(require_permission("reports:read"))
+        .route("/public", get(|| async { "public" }))
+        .route(
+            "/me",
+            get(move |user: CurrentUser| async move {
+                on_me();
+                Json(serde_json::json!({
+                    "id": user.id(),
+                    "username": user.username(),
+                    "permissions": user.permissions(),
+                    "session": user.session_id().as_str(),
+                }))
+            })
+            .post(move |user: CurrentUser| async move {
+                on_post();
+                user.username().to_owned()
+            }),
+        )
+        .route(
+            "/maybe",
+            get(move |user: Option<CurrentUser>| async move {
+                on_maybe();
+                user.map_or_else(|| "anonymous".to_owned(), |u| u.username().to_owned())
+            }),
+        )
+        .route(
+            "/admin-check",
+            get(|user: CurrentUser| async move {
+                user.require("admin")?;
+                Ok::<_, axum_live_auth::AuthRejection>("admin")
+            }),
+        )
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .with_state(accounts)
+}
+
+async fn login(
+    State(accounts): State<Accounts>,
+    auth: Auth,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, axum_live_auth::Error> {
+    match accounts.verify_password(&form.username, &form.password).await? {
+        Some(user) => {
+            auth.login(user).await?;
+            Ok(Redirect::to("/me").into_response())
+        }
+        None => Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response()),
+    }
+}
+
+async fn logout(auth: Auth) -> Result<Redirect, axum_live_auth::Error> {
+    auth.logout().await?;
+    Ok(Redirect::to("/"))
+}
+
+/// A response with its body read.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of the session cookie this response sets (`Some("")` when it clears it).
+    pub fn session_cookie(&self) -> Option<String> {
+        self.set_cookies()
+            .into_iter()
+            .find_map(|c| c.strip_prefix(&format!("{COOKIE}=")).map(|rest| {
+                rest.split(';').next().unwrap_or_default().to_owned()
+            }))
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+pub async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+pub fn get_with_cookie(path: &str, token: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+pub fn login_request(username: &str, password: &str) -> Request<Body> {
+    let body = format!(
+        "username={}&password={}",
+        urlencode(username),
+        urlencode(password)
+    );
+    Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::USER_AGENT, "integration-test/1.0")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// Logs in through `POST /login` and returns the session token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let reply = send(&self.router, login_request(username, password)).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "login of {username}");
+        reply.session_cookie().expect("login sets the session cookie")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        send(&self.router, get_with_cookie(path, token)).await
+    }
+
+    pub async fn status(&self, path: &str, token: &str) -> StatusCode {
+        self.get(path, token).await.status
+    }
+
+    pub fn runs(&self) -> usize {
+        self.handler_runs.load(Ordering::SeqCst)
+    }
+}
+
+/// Seconds as a Postgres interval literal for `UPDATE … SET x = now() - $1`.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

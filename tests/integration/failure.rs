@@ -1,0 +1,92 @@
+//! Fail closed: a database outage is never anonymous and never a 200; a missing layer is a 500.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Body, http::Request, routing::get};
+use axum_live_auth::{Accounts, Auth, AuthLayer, CurrentUser, SessionToken, require_permission};
+use http::{StatusCode, header};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+use crate::common::{ALICE, ALICE_PASSWORD, app, get_with_cookie, login_request, router, send};
+
+/// An app whose database does not answer: nothing listens on port 1.
+fn unreachable_app() -> (Router, Arc<AtomicUsize>) {
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .test_before_acquire(false)
+        .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = AuthLayer::builder(pool.clone()).build().unwrap();
+    (router(Accounts::new(pool), Arc::clone(&runs)).layer(layer), runs)
+}
+
+#[tokio::test]
+async fn an_unreachable_database_answers_503_quickly_and_keeps_the_cookie() {
+    let (router, runs) = unreachable_app();
+    let token = SessionToken::generate().unwrap().to_string();
+    for path in ["/me", "/maybe", "/reports"] {
+        let start = Instant::now();
+        let reply = send(&router, get_with_cookie(path, &token)).await;
+        assert!(start.elapsed() < Duration::from_secs(3), "{path} took {:?}", start.elapsed());
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(reply.headers[header::RETRY_AFTER], "5");
+        assert!(reply.set_cookies().is_empty(), "{path}: the cookie is not cleared");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no protected handler ran");
+    // Public routes keep working, and so do anonymous requests (no query needed).
+    let public = send(&router, Request::get("/public").body(Body::empty()).unwrap()).await;
+    assert_eq!(public.status, StatusCode::OK);
+    let anonymous = send(&router, Request::get("/maybe").body(Body::empty()).unwrap()).await;
+    assert_eq!((anonymous.status, anonymous.body.as_str()), (StatusCode::OK, "anonymous"));
+    // A login attempt cannot succeed either.
+    let login = send(&router, login_request(ALICE, ALICE_PASSWORD)).await;
+    assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(login.set_cookies().is_empty());
+}
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn a_database_lost_after_login_is_503_not_anonymous(pool: PgPool) {
+    let app = app(pool).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    app.pool.close().await;
+    let runs = app.runs();
+    for path in ["/me", "/maybe", "/reports"] {
+        let reply = app.get(path, &token).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(reply.set_cookies().is_empty());
+    }
+    assert_eq!(app.runs(), runs);
+    assert_eq!(app.status("/public", &token).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_route_without_the_layer_is_500_and_never_runs_the_handler() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (a, b, c) = (Arc::clone(&ran), Arc::clone(&ran), Arc::clone(&ran));
+    let router = Router::new()
+        .route("/guarded", get(move || async move { a.fetch_add(1, Ordering::SeqCst); }))
+        .route_layer(require_permission("admin"))
+        .route(
+            "/user",
+            get(move |_: CurrentUser| async move { b.fetch_add(1, Ordering::SeqCst); }),
+        )
+        .route(
+            "/maybe",
+            get(move |_: Option<CurrentUser>| async move { c.fetch_add(1, Ordering::SeqCst); }),
+        )
+        .route("/auth", get(|_: Auth| async {}));
+    let token = SessionToken::generate().unwrap().to_string();
+    for path in ["/guarded", "/user", "/maybe", "/auth"] {
+        let reply = send(&router, get_with_cookie(path, &token)).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert!(reply.body.contains("AuthLayer"), "{path}: {}", reply.body);
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}

@@ -1,0 +1,9 @@
+//! Integration tests against a real Postgres (`DATABASE_URL`, a superuser; `scripts/test`
+//! provides one). Each `#[sqlx::test]` gets a fresh database with the crate's migrations.
+
+mod common;
+mod failure;
+mod hostile;
+mod live;
+mod migrations;
+mod session;
