@@ -1,3 +1,5 @@
+//! Build script.
+
 // Rebuild when a migration changes: `sqlx::migrate!` embeds them at compile time.
 fn main() {
     println!("cargo:rerun-if-changed=migrations");

@@ -9,7 +9,7 @@
 //!
 //! It seeds `alice` / `alice-password` (role `admin`: permissions `admin` and `reports:read`)
 //! and `bob` / `bob-password` (permission `reports:read`), and listens on
-//! http://localhost:3000 (set `PORT` to change). Then, with one cookie jar per user:
+//! <http://localhost:3000> (set `PORT` to change). Then, with one cookie jar per user:
 //!
 //! ```text
 //! curl -i -c alice.txt -b alice.txt -d username=alice -d password=alice-password http://localhost:3000/login
@@ -64,18 +64,23 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     // `test_before_acquire(false)`: by default sqlx pings every connection as it leaves the
     // pool, which would be a second database round trip on every request. Without the ping a
-    // dead connection fails its query, and that one request answers 503 instead.
+    // dead connection fails its query, and that one request answers 503 instead. The short
+    // acquire timeout makes requests answer 503 after 2 s, not 30, while the database is down.
     let pool = PgPoolOptions::new()
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(2))
         .connect(&database_url)
-        .await?;
+        .await
+        .map_err(|error| {
+            format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
+        })?;
     axum_live_auth::migrate(&pool).await?;
 
     // The session cookie keeps its production attributes (`__Host-sid`, Secure, HttpOnly,
-    // SameSite=Lax). Browsers and curl treat http://localhost as a secure context, so a Secure
-    // cookie works there without TLS. `insecure_dev_mode()` is only for plain-HTTP development
-    // on another host name; this example does not need it.
+    // SameSite=Lax). Browsers and curl treat http://localhost as a secure context, so this
+    // Secure cookie works there without TLS (Safari is the exception: use another browser).
+    // `insecure_dev_mode()` is only for plain-HTTP development on another host name; this
+    // example does not need it.
     let auth = AuthLayer::builder(pool)
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
@@ -85,10 +90,10 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     // Each guarded group is a small router of its own: `route_layer` wraps only the routes
     // added before it (and only requests that match one, so unknown paths stay 404).
-    let reports = Router::new()
+    let reports_routes = Router::new()
         .route("/reports", get(reports))
         .route_layer(require_permission("reports:read"));
-    let admin = Router::new()
+    let admin_routes = Router::new()
         .route("/admin", get(admin))
         .route("/admin/users/{username}/disable", post(disable_user))
         .route("/admin/users/{username}/enable", post(enable_user))
@@ -100,8 +105,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/me", get(me))
-        .merge(reports)
-        .merge(admin)
+        .merge(reports_routes)
+        .merge(admin_routes)
         .with_state(accounts)
         // Outermost: authenticates every request from its session cookie.
         .layer(auth);

@@ -67,13 +67,14 @@ CREATE INDEX auth_sessions_idle_expires_at_idx ON auth_sessions (idle_expires_at
 -- Effective permissions -------------------------------------------------------------------------
 
 -- Recomputes auth_users.permissions for the given users. The user rows are locked first (in id
--- order, to avoid deadlocks between concurrent grants) and the set is read by a later statement,
--- which in READ COMMITTED sees every grant committed before the lock was obtained: two
--- concurrent grants to one user can therefore never lose one another.
+-- order, so that concurrent refreshes cannot deadlock; NO KEY UPDATE, which does not conflict
+-- with the KEY SHARE locks that the grant tables' foreign keys take) and the set is read by a
+-- later statement, which in READ COMMITTED sees every grant committed before the lock was
+-- obtained: two concurrent grants to one user can therefore never lose one another.
 CREATE FUNCTION auth_refresh_permissions(user_ids BIGINT[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM auth_users WHERE id = ANY (user_ids) ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM auth_users WHERE id = ANY (user_ids) ORDER BY id FOR NO KEY UPDATE;
     UPDATE auth_users u
        SET permissions = coalesce((
                SELECT array_agg(p.permission ORDER BY p.permission COLLATE "C")

@@ -183,11 +183,8 @@ async fn authenticate(shared: &Shared, headers: &HeaderMap) -> (AuthState, Cooki
 /// deadline forward after the secret has been verified.
 async fn resolve(shared: &Shared, token: &SessionToken) -> Result<Option<CurrentUser>, sqlx::Error> {
     let config = &shared.config;
-    let Some(row) = shared
-        .store
-        .lookup_session(token.id(), config.touch_interval)
-        .await?
-    else {
+    let mut db = shared.store.connection().await?;
+    let Some(row) = db.lookup_session(token.id(), config.touch_interval).await? else {
         return Ok(None);
     };
     if !token.secret_hash().matches(&row.secret_hash) {
@@ -197,8 +194,7 @@ async fn resolve(shared: &Shared, token: &SessionToken) -> Result<Option<Current
     if row.touch_due {
         // The request is authenticated either way; a failed touch only means the idle deadline
         // moves on a later request.
-        let touched = shared
-            .store
+        let touched = db
             .touch_session(token.id(), config.idle_timeout, config.touch_interval)
             .await;
         if let Err(error) = touched {

@@ -2,7 +2,7 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::{PgPool, Postgres, migrate::Migrator, pool::PoolConnection};
 
 use super::{LoginRow, NewSession, SessionRow};
 use crate::{Error, SessionId, UserId};
@@ -82,6 +82,39 @@ SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet
 ON CONFLICT (id) DO NOTHING
 RETURNING 1";
 
+/// One pool connection, held for the statements of one request.
+#[derive(Debug)]
+pub(crate) struct RequestConnection(PoolConnection<Postgres>);
+
+impl RequestConnection {
+    pub(crate) async fn lookup_session(
+        &mut self,
+        id: &SessionId,
+        touch_interval: Duration,
+    ) -> Result<Option<SessionRow>, sqlx::Error> {
+        sqlx::query_as(LOOKUP)
+            .bind(id.as_str())
+            .bind(touch_interval)
+            .fetch_optional(&mut *self.0)
+            .await
+    }
+
+    pub(crate) async fn touch_session(
+        &mut self,
+        id: &SessionId,
+        idle_timeout: Duration,
+        touch_interval: Duration,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(TOUCH)
+            .bind(id.as_str())
+            .bind(idle_timeout)
+            .bind(touch_interval)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+}
+
 /// Handle on the crate's tables. Cheap to clone (the pool is reference-counted).
 #[derive(Debug, Clone)]
 pub(crate) struct PgStore {
@@ -102,31 +135,10 @@ impl PgStore {
 
     // --- sessions -------------------------------------------------------------------------
 
-    pub(crate) async fn lookup_session(
-        &self,
-        id: &SessionId,
-        touch_interval: Duration,
-    ) -> Result<Option<SessionRow>, sqlx::Error> {
-        sqlx::query_as(LOOKUP)
-            .bind(id.as_str())
-            .bind(touch_interval)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    pub(crate) async fn touch_session(
-        &self,
-        id: &SessionId,
-        idle_timeout: Duration,
-        touch_interval: Duration,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(TOUCH)
-            .bind(id.as_str())
-            .bind(idle_timeout)
-            .bind(touch_interval)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// A connection for the per-request statements, so that the lookup and the touch that may
+    /// follow it share one checkout of the pool.
+    pub(crate) async fn connection(&self) -> Result<RequestConnection, sqlx::Error> {
+        Ok(RequestConnection(self.pool.acquire().await?))
     }
 
     pub(crate) async fn create_session(&self, new: &NewSession<'_>) -> Result<Created, Error> {

@@ -1,3 +1,5 @@
+#![allow(unreachable_pub, missing_docs)]
+
 //! Integration tests against a real Postgres (`DATABASE_URL`, a superuser; `scripts/test`
 //! provides one). Each `#[sqlx::test]` gets a fresh database with the crate's migrations.
 

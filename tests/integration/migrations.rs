@@ -1,7 +1,7 @@
 //! The crate's migrations live beside the application's own.
 
 use sqlx::{
-    PgPool,
+    PgPool, SqlSafeStr as _,
     migrate::{Migration, MigrationType, Migrator},
 };
 
@@ -13,7 +13,7 @@ fn app_migrator() -> Migrator {
             1,
             "app notes".into(),
             MigrationType::Simple,
-            "CREATE TABLE app_notes (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)".into(),
+            "CREATE TABLE app_notes (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)".into_sql_str(),
             false,
         ),
         Migration::new(
@@ -21,7 +21,7 @@ fn app_migrator() -> Migrator {
             "app profiles".into(),
             MigrationType::Simple,
             "CREATE TABLE app_profiles (user_id BIGINT PRIMARY KEY REFERENCES auth_users (id))"
-                .into(),
+                .into_sql_str(),
             false,
         ),
     ])

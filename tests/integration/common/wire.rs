@@ -1,6 +1,7 @@
-//! Counts database round trips at the wire: a TCP proxy between the pool and Postgres that
-//! counts the client's `Sync` messages (the end of every extended-protocol exchange, and the
-//! whole of sqlx's connection ping) and simple `Query` messages. Each is one round trip.
+//! Counts database round trips at the wire: a TCP proxy between the pool and Postgres that reads
+//! the client's messages. A `Sync` ends every extended-protocol exchange (a statement) and is also
+//! the whole of sqlx's connection ping (a `Sync` with nothing before it); a simple `Query` is a
+//! statement too. Each of these is one round trip.
 
 use std::sync::{
     Arc,
@@ -15,7 +16,30 @@ use tokio::{
 
 #[derive(Clone)]
 pub struct RoundTrips {
-    count: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    statements: AtomicUsize,
+    pings: AtomicUsize,
+}
+
+/// Round trips seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub statements: usize,
+    pub pings: usize,
+}
+
+impl std::ops::Sub for Seen {
+    type Output = Self;
+    fn sub(self, before: Self) -> Self {
+        Self {
+            statements: self.statements - before.statements,
+            pings: self.pings - before.pings,
+        }
+    }
 }
 
 impl RoundTrips {
@@ -25,8 +49,8 @@ impl RoundTrips {
         let target = format!("{}:{}", upstream.get_host(), upstream.get_port());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let count = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&count);
+        let counts = Arc::new(Counts::default());
+        let counter = Arc::clone(&counts);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
@@ -40,15 +64,18 @@ impl RoundTrips {
             .host("127.0.0.1")
             .port(port)
             .ssl_mode(PgSslMode::Disable);
-        (Self { count }, options)
+        (Self { counts }, options)
     }
 
-    pub fn get(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
+    pub fn get(&self) -> Seen {
+        Seen {
+            statements: self.counts.statements.load(Ordering::SeqCst),
+            pings: self.counts.pings.load(Ordering::SeqCst),
+        }
     }
 }
 
-async fn pump(client: TcpStream, server: TcpStream, count: Arc<AtomicUsize>) {
+async fn pump(client: TcpStream, server: TcpStream, counts: Arc<Counts>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async move {
@@ -59,7 +86,9 @@ async fn pump(client: TcpStream, server: TcpStream, count: Arc<AtomicUsize>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            count.fetch_add(parser.feed(&buf[..n]), Ordering::SeqCst);
+            let (statements, pings) = parser.feed(&buf[..n]);
+            counts.statements.fetch_add(statements, Ordering::SeqCst);
+            counts.pings.fetch_add(pings, Ordering::SeqCst);
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -79,12 +108,15 @@ async fn pump(client: TcpStream, server: TcpStream, count: Arc<AtomicUsize>) {
 struct Parser {
     started: bool,
     pending: Vec<u8>,
+    /// Messages since the last `Sync`: none means a bare `Sync`, a ping.
+    since_sync: usize,
 }
 
 impl Parser {
-    fn feed(&mut self, bytes: &[u8]) -> usize {
+    /// Returns the (statements, pings) completed in `bytes`.
+    fn feed(&mut self, bytes: &[u8]) -> (usize, usize) {
         self.pending.extend_from_slice(bytes);
-        let mut round_trips = 0;
+        let (mut statements, mut pings) = (0, 0);
         loop {
             let header = if self.started { 5 } else { 4 };
             if self.pending.len() < header {
@@ -96,12 +128,21 @@ impl Parser {
             if self.pending.len() < total {
                 break;
             }
-            if self.started && matches!(self.pending[0], b'S' | b'Q') {
-                round_trips += 1;
+            if self.started {
+                match self.pending[0] {
+                    b'S' if self.since_sync == 0 => pings += 1,
+                    b'S' => statements += 1,
+                    b'Q' => statements += 1,
+                    _ => {}
+                }
+                self.since_sync = match self.pending[0] {
+                    b'S' | b'Q' => 0,
+                    _ => self.since_sync + 1,
+                };
             }
             self.started = true;
             self.pending.drain(..total);
         }
-        round_trips
+        (statements, pings)
     }
 }
