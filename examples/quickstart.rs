@@ -85,31 +85,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
         .build()?;
-    let accounts = auth.accounts();
-    seed(&accounts).await?;
-
-    // Each guarded group is a small router of its own: `route_layer` wraps only the routes
-    // added before it (and only requests that match one, so unknown paths stay 404).
-    let reports_routes = Router::new()
-        .route("/reports", get(reports))
-        .route_layer(require_permission("reports:read"));
-    let admin_routes = Router::new()
-        .route("/admin", get(admin))
-        .route("/admin/users/{username}/disable", post(disable_user))
-        .route("/admin/users/{username}/enable", post(enable_user))
-        .route("/admin/users/{username}/grant", post(grant_permission))
-        .route("/admin/users/{username}/revoke", post(revoke_permission))
-        .route_layer(require_permission("admin"));
-    let app = Router::new()
-        .route("/", get(home))
-        .route("/login", get(login_form).post(login))
-        .route("/logout", post(logout))
-        .route("/me", get(me))
-        .merge(reports_routes)
-        .merge(admin_routes)
-        .with_state(accounts)
-        // Outermost: authenticates every request from its session cookie.
-        .layer(auth);
+    seed(&auth.accounts()).await?;
+    let app = app(auth);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("Listening on http://localhost:{port}");
@@ -124,8 +101,34 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The quickstart's routes behind the auth layer (the integration tests drive this router).
+pub(crate) fn app(auth: AuthLayer) -> Router {
+    // Each guarded group is a small router of its own: `route_layer` wraps only the routes
+    // added before it (and only requests that match one, so unknown paths stay 404).
+    let reports_routes = Router::new()
+        .route("/reports", get(reports))
+        .route_layer(require_permission("reports:read"));
+    let admin_routes = Router::new()
+        .route("/admin", get(admin))
+        .route("/admin/users/{username}/disable", post(disable_user))
+        .route("/admin/users/{username}/enable", post(enable_user))
+        .route("/admin/users/{username}/grant", post(grant_permission))
+        .route("/admin/users/{username}/revoke", post(revoke_permission))
+        .route_layer(require_permission("admin"));
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .merge(reports_routes)
+        .merge(admin_routes)
+        .with_state(auth.accounts())
+        // Outermost: authenticates every request from its session cookie.
+        .layer(auth)
+}
+
 /// Creates the demo users unless they exist (a restart keeps whatever the walkthrough changed).
-async fn seed(accounts: &Accounts) -> Result<(), Error> {
+pub(crate) async fn seed(accounts: &Accounts) -> Result<(), Error> {
     if accounts.user_id("alice").await?.is_none() {
         let alice = accounts.create_user("alice", "alice-password").await?;
         accounts.create_role("admin").await?;

@@ -201,7 +201,11 @@ impl Accounts {
 const MAX_USERNAME_BYTES: usize = 256;
 
 fn found(exists: bool) -> Result<(), Error> {
-    if exists { Ok(()) } else { Err(Error::UserNotFound) }
+    if exists {
+        Ok(())
+    } else {
+        Err(Error::UserNotFound)
+    }
 }
 
 fn validate_username(username: &str) -> Result<(), Error> {
@@ -210,7 +214,11 @@ fn validate_username(username: &str) -> Result<(), Error> {
         && username.len() <= MAX_USERNAME_BYTES
         && username.trim() == username
         && !username.chars().any(char::is_control);
-    if ok { Ok(()) } else { Err(Error::InvalidUsername) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidUsername)
+    }
 }
 
 fn validate_new_password(password: &str) -> Result<(), Error> {

@@ -211,9 +211,10 @@ impl AuthLayerBuilder {
     ///
     /// Drops the cookie's `Secure` attribute (and, unless a name was set, uses `sid` instead of
     /// `__Host-sid`), so that browsers send the session over unencrypted HTTP, where anyone on
-    /// the network can read and reuse it. Only for local development on a host other than
-    /// `localhost` (browsers already treat `http://localhost` as secure). Logs a warning each
-    /// time a layer is built with it.
+    /// the network can read and reuse it. Only for local development over plain http on a host
+    /// other than `localhost`, or for Safari, which unlike Chrome, Firefox and curl does not
+    /// send `Secure` cookies to `http://localhost`. Logs a warning each time a layer is built
+    /// with it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -253,7 +254,11 @@ impl AuthLayerBuilder {
     /// that cannot work together.
     pub fn build(self) -> Result<AuthLayer, ConfigError> {
         let secure = !self.insecure_dev_mode;
-        let default_name = if secure { DEFAULT_COOKIE_NAME } else { DEV_COOKIE_NAME };
+        let default_name = if secure {
+            DEFAULT_COOKIE_NAME
+        } else {
+            DEV_COOKIE_NAME
+        };
         let name = self.cookie_name.unwrap_or_else(|| default_name.to_owned());
         validate_cookie(&name, self.domain.as_deref(), secure, self.same_site)?;
 
@@ -411,7 +416,10 @@ mod tests {
             err(b().cookie_name("__Secure-sid").insecure_dev_mode()),
             ConfigError::PrefixWithoutSecure
         );
-        assert_eq!(err(b().same_site(SameSite::None)), ConfigError::SameSiteNone);
+        assert_eq!(
+            err(b().same_site(SameSite::None)),
+            ConfigError::SameSiteNone
+        );
         assert!(matches!(
             err(b().cookie_name("a b")),
             ConfigError::InvalidCookieName(_)
@@ -428,7 +436,10 @@ mod tests {
 
     #[tokio::test]
     async fn dev_mode_drops_secure_and_the_prefix() {
-        let layer = AuthLayerBuilder::new(pool()).insecure_dev_mode().build().unwrap();
+        let layer = AuthLayerBuilder::new(pool())
+            .insecure_dev_mode()
+            .build()
+            .unwrap();
         assert_eq!(layer.shared().config.cookie.name, "sid");
         assert!(!layer.shared().config.cookie.secure);
     }
@@ -442,7 +453,9 @@ mod tests {
             ConfigError::InvalidTimeout("idle_timeout")
         );
         assert_eq!(
-            b().absolute_timeout(MAX_TIMEOUT + second).build().unwrap_err(),
+            b().absolute_timeout(MAX_TIMEOUT + second)
+                .build()
+                .unwrap_err(),
             ConfigError::InvalidTimeout("absolute_timeout")
         );
         assert_eq!(
@@ -453,7 +466,14 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_open_redirects() {
-        for bad in ["login", "//evil.example", "/\\evil", "https://evil.example", "/a b", ""] {
+        for bad in [
+            "login",
+            "//evil.example",
+            "/\\evil",
+            "https://evil.example",
+            "/a b",
+            "",
+        ] {
             assert!(
                 matches!(
                     AuthLayerBuilder::new(pool()).login_redirect(bad).build(),
@@ -462,6 +482,11 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(AuthLayerBuilder::new(pool()).login_redirect("/login?next=1").build().is_ok());
+        assert!(
+            AuthLayerBuilder::new(pool())
+                .login_redirect("/login?next=1")
+                .build()
+                .is_ok()
+        );
     }
 }

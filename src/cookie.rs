@@ -49,7 +49,10 @@ pub(crate) fn read(headers: &HeaderMap, name: &str) -> Presented {
         return Presented::Invalid(Invalid::Oversized);
     }
     let mut found: Option<&[u8]> = None;
-    for pair in fields.iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')) {
+    for pair in fields
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+    {
         let pair = pair.trim_ascii();
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
             Some(eq) => (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()),
@@ -130,18 +133,27 @@ mod tests {
     fn finds_the_cookie_among_others_and_across_fields() {
         let t = token();
         let one = format!("a=1; {NAME}={t}; b=2");
-        assert!(matches!(read(&headers(&[one.as_bytes()]), NAME), Presented::Token(_)));
+        assert!(matches!(
+            read(&headers(&[one.as_bytes()]), NAME),
+            Presented::Token(_)
+        ));
         let second = format!("{NAME}={t}");
         let split = headers(&[b"a=1", second.as_bytes()]);
         assert!(matches!(read(&split, NAME), Presented::Token(_)));
         let non_utf8 = [b"x=\xff\xfe; ".as_slice(), second.as_bytes()].concat();
-        assert!(matches!(read(&headers(&[&non_utf8]), NAME), Presented::Token(_)));
+        assert!(matches!(
+            read(&headers(&[&non_utf8]), NAME),
+            Presented::Token(_)
+        ));
     }
 
     #[test]
     fn absent_cookie_is_none() {
         assert!(matches!(read(&HeaderMap::new(), NAME), Presented::None));
-        assert!(matches!(read(&headers(&[b"sid=1; __host-sid=2"]), NAME), Presented::None));
+        assert!(matches!(
+            read(&headers(&[b"sid=1; __host-sid=2"]), NAME),
+            Presented::None
+        ));
     }
 
     #[test]
@@ -172,8 +184,11 @@ mod tests {
                 "{value:?}"
             );
         }
-        let h = headers(&[format!("{NAME}").as_bytes()]);
-        assert!(matches!(read(&h, NAME), Presented::Invalid(Invalid::Malformed)));
+        let h = headers(&[NAME.as_bytes()]);
+        assert!(matches!(
+            read(&h, NAME),
+            Presented::Invalid(Invalid::Malformed)
+        ));
     }
 
     #[test]

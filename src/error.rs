@@ -69,7 +69,10 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
             Self::Database(_) => {
-                tracing::error!(error = &self as &dyn std::error::Error, "database unavailable");
+                tracing::error!(
+                    error = &self as &dyn std::error::Error,
+                    "database unavailable"
+                );
                 let mut response =
                     (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable").into_response();
                 response

@@ -257,7 +257,11 @@ impl Auth {
         let config = &inner.shared.config;
         let user_agent = inner.user_agent.as_ref().map(user_agent_text);
         if let Some(previous) = self.current_user() {
-            inner.shared.store.delete_session(previous.session_id()).await?;
+            inner
+                .shared
+                .store
+                .delete_session(previous.session_id())
+                .await?;
         }
         for _ in 0..SESSION_ID_ATTEMPTS {
             let token = SessionToken::generate()?;
@@ -296,7 +300,11 @@ impl Auth {
     /// A database error; the cookie is then left in place, since the session still exists.
     pub async fn logout(&self) -> Result<(), Error> {
         if let Some(user) = self.current_user() {
-            self.0.shared.store.delete_session(user.session_id()).await?;
+            self.0
+                .shared
+                .store
+                .delete_session(user.session_id())
+                .await?;
             tracing::info!(user.id = user.id(), session.id = %user.session_id(), "logout");
         }
         self.set_cookie(CookieChange::Clear);
@@ -348,11 +356,11 @@ impl std::fmt::Debug for Auth {
 /// A `GET`/`HEAD` whose `Accept` names `text/html`: a browser navigating to a page.
 fn wants_html_page(parts: &Parts) -> bool {
     (parts.method == Method::GET || parts.method == Method::HEAD)
-        && parts
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .any(|v| v.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
+        && parts.headers.get_all(header::ACCEPT).iter().any(|v| {
+            v.as_bytes()
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"text/html"))
+        })
 }
 
 /// The user agent as stored: lossy UTF-8, cut to a bounded length on a character boundary.

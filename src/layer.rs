@@ -157,7 +157,11 @@ async fn authenticate(shared: &Shared, headers: &HeaderMap) -> (AuthState, Cooki
             // A duplicate may be a planted cookie next to the real one: clearing could delete
             // the real one, so only a single malformed cookie is cleared.
             let clear = reason == Invalid::Malformed;
-            let change = if clear { CookieChange::Clear } else { CookieChange::Keep };
+            let change = if clear {
+                CookieChange::Clear
+            } else {
+                CookieChange::Keep
+            };
             return (AuthState::Anonymous, change);
         }
         Presented::Token(token) => token,
@@ -181,7 +185,10 @@ async fn authenticate(shared: &Shared, headers: &HeaderMap) -> (AuthState, Cooki
 
 /// One round trip for the session; a second, once per touch interval, to push the idle
 /// deadline forward after the secret has been verified.
-async fn resolve(shared: &Shared, token: &SessionToken) -> Result<Option<CurrentUser>, sqlx::Error> {
+async fn resolve(
+    shared: &Shared,
+    token: &SessionToken,
+) -> Result<Option<CurrentUser>, sqlx::Error> {
     let config = &shared.config;
     let mut db = shared.store.connection().await?;
     let Some(row) = db.lookup_session(token.id(), config.touch_interval).await? else {
@@ -198,7 +205,10 @@ async fn resolve(shared: &Shared, token: &SessionToken) -> Result<Option<Current
             .touch_session(token.id(), config.idle_timeout, config.touch_interval)
             .await;
         if let Err(error) = touched {
-            tracing::warn!(error = &error as &dyn std::error::Error, "session touch failed");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "session touch failed"
+            );
         }
     }
     Ok(Some(CurrentUser::from_row(row, token.id().clone())))

@@ -37,7 +37,8 @@ pub(crate) async fn verify(password: &str, stored: Option<String>) -> Result<boo
     tokio::task::spawn_blocking(move || match stored.as_deref().map(PasswordHash::new) {
         Some(Ok(hash)) => Ok(matches(&password, &hash)),
         _ => {
-            let dummy = PasswordHash::new(dummy_hash()?).map_err(|e| Error::PasswordHash(e.into()))?;
+            let dummy =
+                PasswordHash::new(dummy_hash()?).map_err(|e| Error::PasswordHash(e.into()))?;
             std::hint::black_box(matches(&password, &dummy));
             Ok(false)
         }

@@ -210,7 +210,7 @@ mod tests {
         let good = SessionToken::generate().unwrap().to_string();
         let cases: Vec<Vec<u8>> = vec![
             b"".to_vec(),
-            good[..65].as_bytes().to_vec(),
+            good.as_bytes()[..65].to_vec(),
             format!("{good}A").into_bytes(),
             good.replace('.', "A").into_bytes(),
             format!("{}={}", &good[..22], &good[23..]).into_bytes(),

@@ -13,7 +13,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-migration="$here/../../migrations/20261129000001_auth_init.sql"
+migrations="$here/../../migrations"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 DURATION="${DURATION:-15}"
 ROUNDS="${ROUNDS:-3}"
@@ -38,7 +38,9 @@ trap cleanup EXIT
 
 echo "server: $(psql "$ADMIN_URL" -AtX -c 'SHOW server_version')"
 psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-psql "$BENCH_URL" -qX -v ON_ERROR_STOP=1 -f "$migration" >/dev/null
+for migration in "$migrations"/*.sql; do
+    psql "$BENCH_URL" -qX -v ON_ERROR_STOP=1 -f "$migration" >/dev/null
+done
 psql "$BENCH_URL" -qX -v ON_ERROR_STOP=1 -f "$here/seed.sql" >/dev/null
 psql "$BENCH_URL" -AtX -v ON_ERROR_STOP=1 -c \
     "SELECT format('seeded: %s users, %s sessions, %s user_roles, %s user_permissions',

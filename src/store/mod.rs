@@ -6,8 +6,8 @@ use std::{net::IpAddr, time::Duration};
 
 use time::OffsetDateTime;
 
-pub use self::postgres::{MIGRATOR, migrate};
 pub(crate) use self::postgres::{Created, PgStore};
+pub use self::postgres::{MIGRATOR, migrate};
 use crate::{SessionId, UserId};
 
 /// What the per-request lookup returns for a live session of an enabled user.

@@ -248,7 +248,11 @@ impl PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    pub(crate) async fn grant_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
+    pub(crate) async fn grant_permission(
+        &self,
+        user: UserId,
+        permission: &str,
+    ) -> Result<(), Error> {
         let done = sqlx::query(
             "INSERT INTO auth_user_permissions (user_id, permission)
              SELECT id, $2 FROM auth_users WHERE id = $1
@@ -264,7 +268,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
+    pub(crate) async fn revoke_permission(
+        &self,
+        user: UserId,
+        permission: &str,
+    ) -> Result<(), Error> {
         sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
             .bind(user)
             .bind(permission)
@@ -282,7 +290,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn grant_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+    pub(crate) async fn grant_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<(), Error> {
         let done = sqlx::query(
             "INSERT INTO auth_role_permissions (role_id, permission)
              SELECT id, $2 FROM auth_roles WHERE name = $1
@@ -298,7 +310,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn revoke_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+    pub(crate) async fn revoke_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<(), Error> {
         sqlx::query(
             "DELETE FROM auth_role_permissions rp USING auth_roles r
               WHERE rp.role_id = r.id AND r.name = $1 AND rp.permission = $2",

@@ -24,7 +24,10 @@ fn unreachable_app() -> (Router, Arc<AtomicUsize>) {
         .unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let layer = AuthLayer::builder(pool.clone()).build().unwrap();
-    (router(Accounts::new(pool), Arc::clone(&runs)).layer(layer), runs)
+    (
+        router(Accounts::new(pool), Arc::clone(&runs)).layer(layer),
+        runs,
+    )
 }
 
 #[tokio::test]
@@ -34,17 +37,31 @@ async fn an_unreachable_database_answers_503_quickly_and_keeps_the_cookie() {
     for path in ["/me", "/maybe", "/reports"] {
         let start = Instant::now();
         let reply = send(&router, get_with_cookie(path, &token)).await;
-        assert!(start.elapsed() < Duration::from_secs(3), "{path} took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{path} took {:?}",
+            start.elapsed()
+        );
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_eq!(reply.headers[header::RETRY_AFTER], "5");
-        assert!(reply.set_cookies().is_empty(), "{path}: the cookie is not cleared");
+        assert!(
+            reply.set_cookies().is_empty(),
+            "{path}: the cookie is not cleared"
+        );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "no protected handler ran");
     // Public routes keep working, and so do anonymous requests (no query needed).
-    let public = send(&router, Request::get("/public").body(Body::empty()).unwrap()).await;
+    let public = send(
+        &router,
+        Request::get("/public").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(public.status, StatusCode::OK);
     let anonymous = send(&router, Request::get("/maybe").body(Body::empty()).unwrap()).await;
-    assert_eq!((anonymous.status, anonymous.body.as_str()), (StatusCode::OK, "anonymous"));
+    assert_eq!(
+        (anonymous.status, anonymous.body.as_str()),
+        (StatusCode::OK, "anonymous")
+    );
     // A login attempt cannot succeed either.
     let login = send(&router, login_request(ALICE, ALICE_PASSWORD)).await;
     assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -71,15 +88,24 @@ async fn a_route_without_the_layer_is_500_and_never_runs_the_handler() {
     let ran = Arc::new(AtomicUsize::new(0));
     let (a, b, c) = (Arc::clone(&ran), Arc::clone(&ran), Arc::clone(&ran));
     let router = Router::new()
-        .route("/guarded", get(move || async move { a.fetch_add(1, Ordering::SeqCst); }))
+        .route(
+            "/guarded",
+            get(move || async move {
+                a.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
         .route_layer(require_permission("admin"))
         .route(
             "/user",
-            get(move |_: CurrentUser| async move { b.fetch_add(1, Ordering::SeqCst); }),
+            get(move |_: CurrentUser| async move {
+                b.fetch_add(1, Ordering::SeqCst);
+            }),
         )
         .route(
             "/maybe",
-            get(move |_: Option<CurrentUser>| async move { c.fetch_add(1, Ordering::SeqCst); }),
+            get(move |_: Option<CurrentUser>| async move {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
         )
         .route("/auth", get(|_: Auth| async {}));
     let token = SessionToken::generate().unwrap().to_string();

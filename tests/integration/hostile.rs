@@ -1,7 +1,7 @@
 //! Round trips per request, counted at the wire, and malformed cookies.
 
-use axum::{body::Body, http::Request};
 use crate::common::Reply;
+use axum::{body::Body, http::Request};
 use http::{HeaderValue, StatusCode, header};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -65,18 +65,42 @@ async fn one_round_trip_with_a_token_and_none_without(_: PgPoolOptions, options:
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     warm_up(&app, &token).await;
 
-    let (n, reply) = counted(&trips, &app, Request::get("/public").body(Body::empty()).unwrap()).await;
-    assert_eq!((n, reply.status), (NO_QUERY, StatusCode::OK), "no cookie: no query");
-    let (n, reply) = counted(&trips, &app, Request::get("/me").body(Body::empty()).unwrap()).await;
+    let (n, reply) = counted(
+        &trips,
+        &app,
+        Request::get("/public").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (n, reply.status),
+        (NO_QUERY, StatusCode::OK),
+        "no cookie: no query"
+    );
+    let (n, reply) = counted(
+        &trips,
+        &app,
+        Request::get("/me").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!((n, reply.status), (NO_QUERY, StatusCode::UNAUTHORIZED));
 
     for path in ["/me", "/reports", "/maybe", "/public"] {
         let request = get_with_cookie(path, &token);
         let (n, reply) = counted(&trips, &app, request).await;
-        assert_eq!((n, reply.status), (ONE_QUERY, StatusCode::OK), "{path}: exactly one query");
+        assert_eq!(
+            (n, reply.status),
+            (ONE_QUERY, StatusCode::OK),
+            "{path}: exactly one query"
+        );
     }
     // A wrong secret for a real id: one lookup, nothing else.
-    let wrong = format!("{}{}", &token[..23], &axum_live_auth::SessionToken::generate().unwrap().to_string()[23..]);
+    let wrong = format!(
+        "{}{}",
+        &token[..23],
+        &axum_live_auth::SessionToken::generate()
+            .unwrap()
+            .to_string()[23..]
+    );
     let (n, reply) = counted(&trips, &app, get_with_cookie("/me", &wrong)).await;
     assert_eq!((n, reply.status), (ONE_QUERY, StatusCode::UNAUTHORIZED));
 
@@ -99,7 +123,14 @@ async fn one_round_trip_with_a_token_and_none_without(_: PgPoolOptions, options:
         .await
         .unwrap();
     let (n, _) = counted(&trips, &app, get_with_cookie("/me", &token)).await;
-    assert_eq!(n, Seen { statements: 2, pings: 1 }, "lookup + touch");
+    assert_eq!(
+        n,
+        Seen {
+            statements: 2,
+            pings: 1
+        },
+        "lookup + touch"
+    );
     let (n, _) = counted(&trips, &app, get_with_cookie("/me", &token)).await;
     assert_eq!(n, ONE_QUERY, "no second touch within the interval");
     app.pool.close().await;
@@ -119,12 +150,22 @@ async fn the_proxy_sees_pool_pings(_: PgPoolOptions, options: PgConnectOptions) 
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     warm_up(&app, &token).await;
     let (n, _) = counted(&trips, &app, get_with_cookie("/me", &token)).await;
-    assert_eq!(n, Seen { statements: 1, pings: 2 }, "checkout ping + lookup + release ping");
+    assert_eq!(
+        n,
+        Seen {
+            statements: 1,
+            pings: 2
+        },
+        "checkout ping + lookup + release ping"
+    );
     app.pool.close().await;
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn malformed_cookies_are_anonymous_without_a_query(_: PgPoolOptions, options: PgConnectOptions) {
+async fn malformed_cookies_are_anonymous_without_a_query(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
     let (trips, proxied) = RoundTrips::proxy(&options).await;
     let app = app(quiet_pool(proxied).await).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
@@ -135,16 +176,45 @@ async fn malformed_cookies_are_anonymous_without_a_query(_: PgPoolOptions, optio
         ("empty", format!("{COOKIE}=").into_bytes()),
         ("name only", COOKIE.as_bytes().to_vec()),
         ("too long", format!("{COOKIE}={token}{long}").into_bytes()),
-        ("one short", format!("{COOKIE}={}", &token[..65]).into_bytes()),
-        ("bad alphabet", format!("{COOKIE}={}+{}", &token[..10], &token[11..]).into_bytes()),
-        ("padding", format!("{COOKIE}={}=", &token[..65]).into_bytes()),
-        ("missing dot", format!("{COOKIE}={}A{}", &token[..22], &token[23..]).into_bytes()),
+        (
+            "one short",
+            format!("{COOKIE}={}", &token[..65]).into_bytes(),
+        ),
+        (
+            "bad alphabet",
+            format!("{COOKIE}={}+{}", &token[..10], &token[11..]).into_bytes(),
+        ),
+        (
+            "padding",
+            format!("{COOKIE}={}=", &token[..65]).into_bytes(),
+        ),
+        (
+            "missing dot",
+            format!("{COOKIE}={}A{}", &token[..22], &token[23..]).into_bytes(),
+        ),
         ("quoted", format!("{COOKIE}=\"{token}\"").into_bytes()),
         ("sql", format!("{COOKIE}=' OR 1=1 --").into_bytes()),
-        ("duplicate", format!("{COOKIE}={token}; {COOKIE}={other}").into_bytes()),
-        ("duplicate same", format!("{COOKIE}={token}; {COOKIE}={token}").into_bytes()),
-        ("non-utf8", [format!("{COOKIE}=").as_bytes(), b"\xff\xfe\xfd", &token.as_bytes()[3..]].concat()),
-        ("oversized header", format!("{COOKIE}={token}; pad={}", "x".repeat(20_000)).into_bytes()),
+        (
+            "duplicate",
+            format!("{COOKIE}={token}; {COOKIE}={other}").into_bytes(),
+        ),
+        (
+            "duplicate same",
+            format!("{COOKIE}={token}; {COOKIE}={token}").into_bytes(),
+        ),
+        (
+            "non-utf8",
+            [
+                format!("{COOKIE}=").as_bytes(),
+                b"\xff\xfe\xfd",
+                &token.as_bytes()[3..],
+            ]
+            .concat(),
+        ),
+        (
+            "oversized header",
+            format!("{COOKIE}={token}; pad={}", "x".repeat(20_000)).into_bytes(),
+        ),
     ];
     for (what, value) in cases {
         let (n, reply) = counted(&trips, &app, with_cookie_header(&value)).await;
@@ -162,10 +232,13 @@ async fn malformed_cookies_are_anonymous_without_a_query(_: PgPoolOptions, optio
     assert_eq!((n, reply.status), (NO_QUERY, StatusCode::UNAUTHORIZED));
     // ... while the cookie in a second header field, alone, is found.
     let mut second = Request::get("/me").body(Body::empty()).unwrap();
-    second.headers_mut().append(header::COOKIE, "a=1".parse().unwrap());
     second
         .headers_mut()
-        .append(header::COOKIE, format!("b=2; {COOKIE}={token}").parse().unwrap());
+        .append(header::COOKIE, "a=1".parse().unwrap());
+    second.headers_mut().append(
+        header::COOKIE,
+        format!("b=2; {COOKIE}={token}").parse().unwrap(),
+    );
     assert_eq!(send(&app.router, second).await.status, StatusCode::OK);
     app.pool.close().await;
 }
@@ -177,8 +250,13 @@ async fn every_kind_of_invalid_session_gets_the_same_401(pool: sqlx::PgPool) {
     bodies.push(app.get("/me", "").await);
     bodies.push(app.get("/me", "garbage").await);
     bodies.push(
-        app.get("/me", &axum_live_auth::SessionToken::generate().unwrap().to_string())
-            .await,
+        app.get(
+            "/me",
+            &axum_live_auth::SessionToken::generate()
+                .unwrap()
+                .to_string(),
+        )
+        .await,
     );
     let expired = app.login(ALICE, ALICE_PASSWORD).await;
     sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
@@ -186,7 +264,9 @@ async fn every_kind_of_invalid_session_gets_the_same_401(pool: sqlx::PgPool) {
         .await
         .unwrap();
     bodies.push(app.get("/me", &expired).await);
-    let banned = app.login(crate::common::BOB, crate::common::BOB_PASSWORD).await;
+    let banned = app
+        .login(crate::common::BOB, crate::common::BOB_PASSWORD)
+        .await;
     app.accounts.disable_user(app.bob).await.unwrap();
     bodies.push(app.get("/me", &banned).await);
     for reply in &bodies {

@@ -23,10 +23,17 @@ async fn disable_is_enforced_on_the_next_request(pool: PgPool) {
 async fn a_disabled_user_cannot_log_in(pool: PgPool) {
     let app = app(pool).await;
     app.accounts.disable_user(app.bob).await.unwrap();
-    let reply = crate::common::send(&app.router, crate::common::login_request(BOB, BOB_PASSWORD)).await;
+    let reply =
+        crate::common::send(&app.router, crate::common::login_request(BOB, BOB_PASSWORD)).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(reply.set_cookies().is_empty());
-    assert_eq!(app.accounts.verify_password(BOB, BOB_PASSWORD).await.unwrap(), None);
+    assert_eq!(
+        app.accounts
+            .verify_password(BOB, BOB_PASSWORD)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
@@ -51,28 +58,46 @@ async fn revoke_and_grant_are_enforced_on_the_next_request(pool: PgPool) {
     let app = app(pool).await;
     let token = app.login(BOB, BOB_PASSWORD).await;
     assert_eq!(app.status("/reports", &token).await, StatusCode::OK);
-    app.accounts.revoke_permission(app.bob, "reports:read").await.unwrap();
+    app.accounts
+        .revoke_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
     assert_eq!(app.status("/reports", &token).await, StatusCode::FORBIDDEN);
-    app.accounts.grant_permission(app.bob, "reports:read").await.unwrap();
+    app.accounts
+        .grant_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
     assert_eq!(app.status("/reports", &token).await, StatusCode::OK);
     // Through a role.
-    app.accounts.revoke_permission(app.bob, "reports:read").await.unwrap();
+    app.accounts
+        .revoke_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
     app.accounts.assign_role(app.bob, "admin").await.unwrap();
     assert_eq!(app.status("/reports", &token).await, StatusCode::OK);
     assert_eq!(app.status("/admin-check", &token).await, StatusCode::OK);
     app.accounts.unassign_role(app.bob, "admin").await.unwrap();
     assert_eq!(app.status("/reports", &token).await, StatusCode::FORBIDDEN);
-    assert_eq!(app.status("/admin-check", &token).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.status("/admin-check", &token).await,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
 async fn role_changes_reach_every_member_on_the_next_request(pool: PgPool) {
     let app = app(pool).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    app.accounts.revoke_role_permission("admin", "reports:read").await.unwrap();
+    app.accounts
+        .revoke_role_permission("admin", "reports:read")
+        .await
+        .unwrap();
     assert_eq!(app.status("/reports", &token).await, StatusCode::FORBIDDEN);
     assert_eq!(app.status("/admin-check", &token).await, StatusCode::OK);
-    app.accounts.grant_role_permission("admin", "reports:read").await.unwrap();
+    app.accounts
+        .grant_role_permission("admin", "reports:read")
+        .await
+        .unwrap();
     assert_eq!(app.status("/reports", &token).await, StatusCode::OK);
 }
 
@@ -94,21 +119,30 @@ async fn grants_by_plain_sql_are_enforced_on_the_next_request(pool: PgPool) {
     assert_eq!(app.status("/reports", &bob).await, StatusCode::OK);
 
     sql("DELETE FROM auth_role_permissions WHERE permission = 'admin'").await;
-    assert_eq!(app.status("/admin-check", &alice).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.status("/admin-check", &alice).await,
+        StatusCode::FORBIDDEN
+    );
     sql("INSERT INTO auth_role_permissions (role_id, permission)
          SELECT id, 'admin' FROM auth_roles WHERE name = 'admin'")
     .await;
     assert_eq!(app.status("/admin-check", &alice).await, StatusCode::OK);
 
     sql("DELETE FROM auth_user_roles").await;
-    assert_eq!(app.status("/admin-check", &alice).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.status("/admin-check", &alice).await,
+        StatusCode::FORBIDDEN
+    );
     sql("INSERT INTO auth_user_roles (user_id, role_id)
          SELECT u.id, r.id FROM auth_users u, auth_roles r WHERE u.username = 'alice'")
     .await;
     assert_eq!(app.status("/admin-check", &alice).await, StatusCode::OK);
 
     sql("DELETE FROM auth_roles WHERE name = 'admin'").await;
-    assert_eq!(app.status("/admin-check", &alice).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.status("/admin-check", &alice).await,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(app.status("/reports", &alice).await, StatusCode::FORBIDDEN);
 
     sql("DELETE FROM auth_sessions WHERE user_id = (SELECT id FROM auth_users WHERE username = 'bob')")
@@ -121,7 +155,10 @@ async fn the_permission_guard_answers_401_403_or_runs_the_handler(pool: PgPool) 
     let app = app(pool).await;
     let runs = app.runs();
     assert_eq!(app.status("/reports", "").await, StatusCode::UNAUTHORIZED);
-    app.accounts.revoke_permission(app.bob, "reports:read").await.unwrap();
+    app.accounts
+        .revoke_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
     let bob = app.login(BOB, BOB_PASSWORD).await;
     let denied = app.get("/reports", &bob).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
@@ -143,7 +180,10 @@ async fn concurrent_grants_to_one_user_are_never_lost(pool: PgPool) {
         let accounts = app.accounts.clone();
         let bob = app.bob;
         tasks.push(tokio::spawn(async move {
-            accounts.grant_permission(bob, &format!("p:{i:02}")).await.unwrap();
+            accounts
+                .grant_permission(bob, &format!("p:{i:02}"))
+                .await
+                .unwrap();
         }));
     }
     for task in tasks {
@@ -168,7 +208,10 @@ async fn accounts_report_unknown_users_and_roles(pool: PgPool) {
     use axum_live_auth::Error;
     let app = app(pool).await;
     let missing = 999_999;
-    assert!(matches!(app.accounts.disable_user(missing).await, Err(Error::UserNotFound)));
+    assert!(matches!(
+        app.accounts.disable_user(missing).await,
+        Err(Error::UserNotFound)
+    ));
     assert!(matches!(
         app.accounts.grant_permission(missing, "x").await,
         Err(Error::UserNotFound)
@@ -194,17 +237,32 @@ async fn accounts_report_unknown_users_and_roles(pool: PgPool) {
         Err(Error::InvalidPassword)
     ));
     // Granting twice is a no-op, not an error.
-    app.accounts.grant_permission(app.bob, "reports:read").await.unwrap();
+    app.accounts
+        .grant_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
     app.accounts.create_role("admin").await.unwrap();
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
 async fn set_password_replaces_the_old_one(pool: PgPool) {
     let app = app(pool).await;
-    app.accounts.set_password(app.bob, "new-bob-password").await.unwrap();
-    assert_eq!(app.accounts.verify_password(BOB, BOB_PASSWORD).await.unwrap(), None);
+    app.accounts
+        .set_password(app.bob, "new-bob-password")
+        .await
+        .unwrap();
     assert_eq!(
-        app.accounts.verify_password(BOB, "new-bob-password").await.unwrap(),
+        app.accounts
+            .verify_password(BOB, BOB_PASSWORD)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        app.accounts
+            .verify_password(BOB, "new-bob-password")
+            .await
+            .unwrap(),
         Some(app.bob)
     );
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM auth_users WHERE id = $1")
@@ -212,7 +270,10 @@ async fn set_password_replaces_the_old_one(pool: PgPool) {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
@@ -234,7 +295,10 @@ async fn verification_costs_the_same_whether_or_not_the_user_exists(pool: PgPool
             let mut samples = Vec::new();
             for _ in 0..5 {
                 let start = std::time::Instant::now();
-                let user = accounts.verify_password(username, "wrong-password").await.unwrap();
+                let user = accounts
+                    .verify_password(username, "wrong-password")
+                    .await
+                    .unwrap();
                 samples.push(start.elapsed());
                 assert_eq!(user, None);
             }
@@ -244,6 +308,12 @@ async fn verification_costs_the_same_whether_or_not_the_user_exists(pool: PgPool
     let known = median(time(ALICE).await);
     let unknown = median(time("nobody").await);
     let no_hash = median(time("nopassword").await);
-    assert!(unknown * 3 > known, "unknown {unknown:?} vs known {known:?}");
-    assert!(no_hash * 3 > known, "no hash {no_hash:?} vs known {known:?}");
+    assert!(
+        unknown * 3 > known,
+        "unknown {unknown:?} vs known {known:?}"
+    );
+    assert!(
+        no_hash * 3 > known,
+        "no hash {no_hash:?} vs known {known:?}"
+    );
 }

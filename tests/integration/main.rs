@@ -1,4 +1,10 @@
-#![allow(unreachable_pub, missing_docs)]
+#![allow(
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 //! Integration tests against a real Postgres (`DATABASE_URL`, a superuser; `scripts/test`
 //! provides one). Each `#[sqlx::test]` gets a fresh database with the crate's migrations.
@@ -8,4 +14,5 @@ mod failure;
 mod hostile;
 mod live;
 mod migrations;
+mod quickstart;
 mod session;

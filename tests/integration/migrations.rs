@@ -39,14 +39,19 @@ async fn the_crate_and_the_app_migrate_one_database_independently(pool: PgPool) 
     let count = |table: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&pool)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table}"
+            )))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
         }
     };
     assert_eq!(count("_sqlx_migrations").await, 2);
-    assert_eq!(count("_axum_live_auth_migrations").await, axum_live_auth::MIGRATOR.iter().count() as i64);
+    assert_eq!(
+        count("_axum_live_auth_migrations").await,
+        axum_live_auth::MIGRATOR.iter().count() as i64
+    );
     for table in [
         "auth_users",
         "auth_roles",

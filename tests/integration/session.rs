@@ -14,7 +14,10 @@ fn is_token(value: &str) -> bool {
     let Some((id, secret)) = value.split_once('.') else {
         return false;
     };
-    let b64 = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let b64 = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     id.len() == 22 && secret.len() == 43 && b64(id) && b64(secret)
 }
 
@@ -47,7 +50,10 @@ async fn a_session_works_and_names_its_user(pool: PgPool) {
     let me: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(me["username"], ALICE);
     assert_eq!(me["id"], app.alice);
-    assert_eq!(me["permissions"], serde_json::json!(["admin", "reports:read"]));
+    assert_eq!(
+        me["permissions"],
+        serde_json::json!(["admin", "reports:read"])
+    );
     assert_eq!(me["session"], token.split_once('.').unwrap().0);
     // A valid session is not re-set or cleared on ordinary requests.
     assert!(reply.set_cookies().is_empty());
@@ -118,7 +124,9 @@ async fn flipping_any_character_of_the_token_is_401(pool: PgPool) {
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
 async fn an_unknown_well_formed_token_is_401_and_cleared(pool: PgPool) {
     let app = app(pool).await;
-    let planted = axum_live_auth::SessionToken::generate().unwrap().to_string();
+    let planted = axum_live_auth::SessionToken::generate()
+        .unwrap()
+        .to_string();
     let reply = app.get("/me", &planted).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.session_cookie().as_deref(), Some(""));
@@ -265,7 +273,11 @@ async fn the_idle_deadline_moves_at_most_once_per_touch_interval(pool: PgPool) {
     for _ in 0..5 {
         assert_eq!(app.status("/me", &token).await, StatusCode::OK);
     }
-    assert_eq!(deadlines(&app.pool).await, before, "no write within the interval");
+    assert_eq!(
+        deadlines(&app.pool).await,
+        before,
+        "no write within the interval"
+    );
 
     // Pretend the last touch was four minutes ago (default interval: three minutes).
     sqlx::query(
@@ -286,7 +298,11 @@ async fn the_idle_deadline_moves_at_most_once_per_touch_interval(pool: PgPool) {
     for _ in 0..5 {
         assert_eq!(app.status("/me", &token).await, StatusCode::OK);
     }
-    assert_eq!(deadlines(&app.pool).await, touched, "one write per interval");
+    assert_eq!(
+        deadlines(&app.pool).await,
+        touched,
+        "one write per interval"
+    );
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
@@ -300,7 +316,9 @@ async fn a_wrong_secret_never_touches_the_session(pool: PgPool) {
         .unwrap();
     let before = deadlines(&app.pool).await;
     let (id, _) = token.split_once('.').unwrap();
-    let other = axum_live_auth::SessionToken::generate().unwrap().to_string();
+    let other = axum_live_auth::SessionToken::generate()
+        .unwrap()
+        .to_string();
     let wrong = format!("{id}.{}", other.split_once('.').unwrap().1);
     assert_eq!(app.status("/me", &wrong).await, StatusCode::UNAUTHORIZED);
     assert_eq!(deadlines(&app.pool).await, before);
@@ -373,12 +391,18 @@ async fn browser_pages_are_redirected_to_login_when_configured(pool: PgPool) {
         .header(header::ACCEPT, "application/json")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&app.router, api).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app.router, api).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let post = Request::post("/me")
         .header(header::ACCEPT, "text/html")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&app.router, post).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app.router, post).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
@@ -404,11 +428,16 @@ async fn the_token_is_only_read_from_the_cookie(pool: PgPool) {
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     for request in [
         Request::get(format!("/me?sid={token}")).body(Body::empty()),
-        Request::get("/me").header("x-session", &token).body(Body::empty()),
+        Request::get("/me")
+            .header("x-session", &token)
+            .body(Body::empty()),
         Request::get("/me")
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Body::empty()),
     ] {
-        assert_eq!(send(&app.router, request.unwrap()).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            send(&app.router, request.unwrap()).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -62,10 +62,19 @@ pub async fn app_with(
     let alice = accounts.create_user(ALICE, ALICE_PASSWORD).await.unwrap();
     let bob = accounts.create_user(BOB, BOB_PASSWORD).await.unwrap();
     accounts.create_role("admin").await.unwrap();
-    accounts.grant_role_permission("admin", "admin").await.unwrap();
-    accounts.grant_role_permission("admin", "reports:read").await.unwrap();
+    accounts
+        .grant_role_permission("admin", "admin")
+        .await
+        .unwrap();
+    accounts
+        .grant_role_permission("admin", "reports:read")
+        .await
+        .unwrap();
     accounts.assign_role(alice, "admin").await.unwrap();
-    accounts.grant_permission(bob, "reports:read").await.unwrap();
+    accounts
+        .grant_permission(bob, "reports:read")
+        .await
+        .unwrap();
 
     let layer = configure(AuthLayer::builder(pool.clone())).build().unwrap();
     let handler_runs = Arc::new(AtomicUsize::new(0));
@@ -109,7 +118,13 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
     let on_maybe = counted();
     let on_post = counted();
     Router::new()
-        .route("/reports", get(move || async move { on_reports(); "reports" }))
+        .route(
+            "/reports",
+            get(move || async move {
+                on_reports();
+                "reports"
+            }),
+        )
         .route_layer(require_permission("reports:read"))
         .route("/public", get(|| async { "public" }))
         .route(
@@ -152,7 +167,10 @@ async fn login(
     auth: Auth,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, axum_live_auth::Error> {
-    match accounts.verify_password(&form.username, &form.password).await? {
+    match accounts
+        .verify_password(&form.username, &form.password)
+        .await?
+    {
         Some(user) => {
             auth.login(user).await?;
             Ok(Redirect::to("/me").into_response())
@@ -176,11 +194,10 @@ pub struct Reply {
 impl Reply {
     /// The value of the session cookie this response sets (`Some("")` when it clears it).
     pub fn session_cookie(&self) -> Option<String> {
-        self.set_cookies()
-            .into_iter()
-            .find_map(|c| c.strip_prefix(&format!("{COOKIE}=")).map(|rest| {
-                rest.split(';').next().unwrap_or_default().to_owned()
-            }))
+        self.set_cookies().into_iter().find_map(|c| {
+            c.strip_prefix(&format!("{COOKIE}="))
+                .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+        })
     }
 
     pub fn set_cookies(&self) -> Vec<String> {
@@ -238,7 +255,9 @@ impl TestApp {
     pub async fn login(&self, username: &str, password: &str) -> String {
         let reply = send(&self.router, login_request(username, password)).await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "login of {username}");
-        reply.session_cookie().expect("login sets the session cookie")
+        reply
+            .session_cookie()
+            .expect("login sets the session cookie")
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

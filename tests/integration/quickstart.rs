@@ -1,0 +1,156 @@
+//! The README's curl walkthrough, against the quickstart example's own router.
+
+use axum::{body::Body, http::Request};
+use axum_live_auth::AuthLayer;
+use http::{StatusCode, header};
+use sqlx::PgPool;
+
+use crate::common::{COOKIE, Reply, login_request, send};
+
+#[allow(dead_code)]
+#[path = "../../examples/quickstart.rs"]
+mod example;
+
+fn request(method: &str, path: &str, token: Option<&str>, form: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header(header::COOKIE, format!("{COOKIE}={token}"));
+    }
+    if form.is_some() {
+        builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    builder
+        .body(Body::from(form.unwrap_or_default().to_owned()))
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_readme_walkthrough(pool: PgPool) {
+    axum_live_auth::migrate(&pool).await.unwrap();
+    let auth = AuthLayer::builder(pool)
+        .login_redirect("/login")
+        .build()
+        .unwrap();
+    example::seed(&auth.accounts()).await.unwrap();
+    example::seed(&auth.accounts()).await.unwrap(); // seeding twice is harmless
+    let app = example::app(auth);
+    let call = |method: &'static str,
+                path: &'static str,
+                token: Option<String>,
+                form: Option<&'static str>| {
+        let app = app.clone();
+        async move { send(&app, request(method, path, token.as_deref(), form)).await }
+    };
+    let login = |user: &'static str, password: &'static str| {
+        let app = app.clone();
+        async move { send(&app, login_request(user, password)).await }
+    };
+    let status = |reply: Reply| reply.status;
+
+    assert_eq!(status(call("GET", "/", None, None).await), StatusCode::OK);
+    assert_eq!(
+        status(call("GET", "/me", None, None).await),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let alice = login("alice", "alice-password").await;
+    assert_eq!(alice.status, StatusCode::SEE_OTHER);
+    assert_eq!(alice.headers[header::LOCATION], "/me");
+    let alice = alice.session_cookie().unwrap();
+    let me = call("GET", "/me", Some(alice.clone()), None).await;
+    assert_eq!(
+        me.body,
+        r#"{"id":1,"username":"alice","permissions":["admin","reports:read"]}"#
+    );
+
+    let wrong = login("alice", "wrong-password").await;
+    let unknown = login("nobody", "wrong-password").await;
+    assert_eq!(
+        (wrong.status, unknown.status),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(wrong.body, unknown.body);
+
+    let bob = login("bob", "bob-password").await.session_cookie().unwrap();
+    assert_eq!(
+        status(call("GET", "/reports", Some(bob.clone()), None).await),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(call("GET", "/admin", Some(bob.clone()), None).await),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(
+            call(
+                "POST",
+                "/admin/users/alice/disable",
+                Some(bob.clone()),
+                None
+            )
+            .await
+        ),
+        StatusCode::FORBIDDEN
+    );
+
+    let a = || Some(alice.clone());
+    assert_eq!(
+        status(call("POST", "/admin/users/bob/disable", a(), None).await),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(call("GET", "/me", Some(bob.clone()), None).await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("bob", "bob-password").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(call("POST", "/admin/users/bob/enable", a(), None).await),
+        StatusCode::NO_CONTENT
+    );
+    let bob = login("bob", "bob-password").await.session_cookie().unwrap();
+    assert_eq!(
+        status(call("GET", "/reports", Some(bob.clone()), None).await),
+        StatusCode::OK
+    );
+
+    let revoke = call(
+        "POST",
+        "/admin/users/bob/revoke",
+        a(),
+        Some("permission=reports%3Aread"),
+    )
+    .await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        status(call("GET", "/reports", Some(bob.clone()), None).await),
+        StatusCode::FORBIDDEN
+    );
+    let grant = call(
+        "POST",
+        "/admin/users/bob/grant",
+        a(),
+        Some("permission=reports%3Aread"),
+    )
+    .await;
+    assert_eq!(grant.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        status(call("GET", "/reports", Some(bob.clone()), None).await),
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        status(call("POST", "/admin/users/carol/disable", a(), None).await),
+        StatusCode::NOT_FOUND
+    );
+
+    let logout = call("POST", "/logout", a(), None).await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    assert_eq!(logout.session_cookie().as_deref(), Some(""));
+    assert_eq!(
+        status(call("GET", "/me", a(), None).await),
+        StatusCode::UNAUTHORIZED
+    );
+}
