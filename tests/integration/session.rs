@@ -161,11 +161,7 @@ async fn login_over_a_live_session_replaces_it(pool: PgPool) {
     assert_eq!(app.status("/me", &first).await, StatusCode::UNAUTHORIZED);
     let me = app.get("/me", &second).await;
     assert!(me.body.contains(BOB));
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_sessions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(sessions, 1);
+    assert_eq!(app.sessions().await, 1);
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
@@ -202,11 +198,7 @@ async fn logout_deletes_the_session_and_clears_the_cookie(pool: PgPool) {
         "{}",
         cookies[0]
     );
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_sessions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(app.sessions().await, 0);
     // Replaying the old cookie is refused.
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
 }
@@ -415,11 +407,7 @@ async fn deleting_the_user_ends_their_sessions(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_sessions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(app.sessions().await, 0);
 }
 
 #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]

@@ -268,6 +268,14 @@ impl TestApp {
         self.get(path, token).await.status
     }
 
+    /// The number of rows in `auth_sessions`.
+    pub async fn sessions(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM auth_sessions")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     pub fn runs(&self) -> usize {
         self.handler_runs.load(Ordering::SeqCst)
     }
