@@ -3,12 +3,9 @@
 //! Every change here is enforced on the next request of the user concerned, on every node,
 //! without logging in again. The same holds for changes made with plain SQL on the tables.
 
-use sqlx::PgPool;
-
 use crate::{
-    Error, UserId,
+    AuthStore, Error, UserId,
     password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
-    store::PgStore,
 };
 
 /// Manages users, roles and grants in the crate's tables.
@@ -35,19 +32,20 @@ use crate::{
 /// ```
 #[derive(Debug, Clone)]
 pub struct Accounts {
-    store: PgStore,
+    store: AuthStore,
 }
 
 impl Accounts {
-    /// Works on the crate's tables in `pool`'s database.
-    pub fn new(pool: PgPool) -> Self {
+    /// Works on the crate's tables in a Postgres or SQLite pool's database.
+    pub fn new(store: impl Into<AuthStore>) -> Self {
         Self {
-            store: PgStore::new(pool),
+            store: store.into(),
         }
     }
 
-    pub(crate) fn from_store(store: PgStore) -> Self {
-        Self { store }
+    /// The store these accounts live in.
+    pub fn store(&self) -> &AuthStore {
+        &self.store
     }
 
     /// Creates a user with an Argon2id hash of `password`.

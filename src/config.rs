@@ -2,10 +2,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::PgPool;
 pub use tower_cookies::cookie::SameSite;
 
-use crate::{AuthLayer, ConfigError, layer::Shared, store::PgStore};
+use crate::{AuthLayer, AuthStore, ConfigError, layer::Shared};
 
 const DEFAULT_COOKIE_NAME: &str = "__Host-sid";
 const DEV_COOKIE_NAME: &str = "sid";
@@ -60,7 +59,7 @@ pub(crate) struct CookieConfig {
 #[derive(Debug)]
 #[must_use]
 pub struct AuthLayerBuilder {
-    pool: PgPool,
+    store: AuthStore,
     cookie_name: Option<String>,
     domain: Option<String>,
     same_site: SameSite,
@@ -72,9 +71,9 @@ pub struct AuthLayerBuilder {
 }
 
 impl AuthLayerBuilder {
-    pub(crate) fn new(pool: PgPool) -> Self {
+    pub(crate) fn new(store: AuthStore) -> Self {
         Self {
-            pool,
+            store,
             cookie_name: None,
             domain: None,
             same_site: SameSite::Lax,
@@ -285,7 +284,7 @@ impl AuthLayerBuilder {
                  HTTP without the Secure attribute; never use this in production"
             );
         }
-        if self.pool.options().get_test_before_acquire() {
+        if self.store.pings_on_checkout() {
             tracing::warn!(
                 "axum-live-auth: the pool pings each connection on checkout \
                  (test_before_acquire), which adds a database round trip to every \
@@ -307,7 +306,7 @@ impl AuthLayerBuilder {
         };
         Ok(AuthLayer::from_shared(Shared {
             config,
-            store: PgStore::new(self.pool),
+            store: self.store,
         }))
     }
 }
@@ -367,8 +366,10 @@ fn validate_redirect(path: String) -> Result<Arc<str>, ConfigError> {
 mod tests {
     use super::*;
 
-    fn pool() -> PgPool {
-        PgPool::connect_lazy("postgres://127.0.0.1:1/none").unwrap()
+    fn pool() -> AuthStore {
+        sqlx::PgPool::connect_lazy("postgres://127.0.0.1:1/none")
+            .unwrap()
+            .into()
     }
 
     #[tokio::test]

@@ -16,22 +16,20 @@ use std::{
 
 use axum::extract::ConnectInfo;
 use http::{HeaderMap, Request, Response, header};
-use sqlx::PgPool;
 use tower::{Layer, Service};
 
 use crate::{
-    Accounts, AuthLayerBuilder, AuthState, CurrentUser, SessionToken,
+    Accounts, AuthLayerBuilder, AuthState, AuthStore, CurrentUser, SessionToken,
     config::AuthConfig,
     cookie::{self, Invalid, Presented},
     extract::{Auth, CookieChange},
-    store::PgStore,
 };
 
 /// Configuration and store, shared by every clone of the layer and every request.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: AuthConfig,
-    pub(crate) store: PgStore,
+    pub(crate) store: AuthStore,
 }
 
 /// Authenticates every request from its session cookie against Postgres.
@@ -66,19 +64,26 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
-    /// Starts configuring a layer that keeps its sessions in `pool`'s database (migrated with
-    /// [`MIGRATOR`](crate::MIGRATOR)).
+    /// Starts configuring a layer that keeps its sessions in a Postgres or SQLite pool's
+    /// database (migrated with [`migrate`](crate::migrate)).
     ///
-    /// Build the pool with `PgPoolOptions::test_before_acquire(false)`: sqlx otherwise pings
-    /// each connection as it leaves the pool, a second round trip on every request. A dead
-    /// connection then fails its query instead, and that request answers `503`.
-    pub fn builder(pool: PgPool) -> AuthLayerBuilder {
-        AuthLayerBuilder::new(pool)
+    /// Build a Postgres pool with `PgPoolOptions::test_before_acquire(false)`: sqlx otherwise
+    /// pings each connection as it leaves the pool, a second round trip on every request. A
+    /// dead connection then fails its query instead, and that request answers `503`. Build an
+    /// SQLite pool with [`sqlite_connect_options`](crate::sqlite_connect_options).
+    pub fn builder(store: impl Into<AuthStore>) -> AuthLayerBuilder {
+        AuthLayerBuilder::new(store.into())
     }
 
     /// [`Accounts`] on the layer's database, to manage users and grants.
     pub fn accounts(&self) -> Accounts {
-        Accounts::from_store(self.shared.store.clone())
+        Accounts::new(self.shared.store.clone())
+    }
+
+    /// The layer's store, for example to read its
+    /// [`statement_count`](AuthStore::statement_count).
+    pub fn store(&self) -> &AuthStore {
+        &self.shared.store
     }
 
     pub(crate) fn from_shared(shared: Shared) -> Self {

@@ -66,9 +66,14 @@ pub use crate::{
     layer::{AuthLayer, AuthService},
     password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
     rejection::AuthRejection,
-    store::{MIGRATOR, migrate},
+    store::{AuthStore, migrate},
     token::{SessionId, SessionToken},
 };
+
+#[cfg(feature = "postgres")]
+pub use crate::store::MIGRATOR;
+#[cfg(feature = "sqlite")]
+pub use crate::store::{SQLITE_MIGRATOR, sqlite_connect_options};
 
 /// A user's id: `auth_users.id`.
 pub type UserId = i64;

@@ -13,7 +13,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-migrations="$here/../../migrations"
+migrations="$here/../../migrations/postgres"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 DURATION="${DURATION:-15}"
 ROUNDS="${ROUNDS:-3}"

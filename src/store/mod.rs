@@ -1,17 +1,342 @@
-//! The only place with SQL. The rest of the crate talks to the database through [`PgStore`].
+//! The only place with SQL. The rest of the crate talks to the database through [`AuthStore`]
+//! and does not know which database it is.
+//!
+//! Two implementations with the same tables and the same behaviour: Postgres (feature
+//! `postgres`, the default; production, any number of nodes) and SQLite (feature `sqlite`,
+//! bundled; local development, single-node tools and tests).
 
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
-use std::{net::IpAddr, time::Duration};
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!("axum-live-auth needs a store: enable the `postgres` or the `sqlite` feature");
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use time::OffsetDateTime;
 
-pub(crate) use self::postgres::{Created, PgStore};
-pub use self::postgres::{MIGRATOR, migrate};
-use crate::{SessionId, UserId};
+#[cfg(feature = "postgres")]
+pub use self::postgres::MIGRATOR;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::{SQLITE_MIGRATOR, sqlite_connect_options};
+use crate::{Error, SessionId, UserId};
+
+/// Where sessions, users and grants live: a Postgres or an SQLite pool.
+///
+/// Built from either pool (`From<PgPool>`, `From<SqlitePool>`, also from references), so every
+/// function that takes `impl Into<AuthStore>` takes a pool directly. Cheap to clone.
+///
+/// ```
+/// use axum_live_auth::AuthStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pg = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+/// let store = AuthStore::from(&pg);
+/// assert_eq!(store.statement_count(), 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuthStore {
+    backend: Backend,
+    statements: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgStore),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Runs `$call` on whichever backend `$self` has, bound to `$store`, with the statement counter
+/// bound to `$count`.
+macro_rules! dispatch {
+    ($self:expr, |$store:ident, $count:ident| $call:expr) => {{
+        let $count: &Counter<'_> = &Counter(&$self.statements);
+        match &$self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres($store) => $call,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite($store) => $call,
+        }
+    }};
+}
+
+/// Counts the statements a store sends: every statement of a backend starts with `count.one()`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counter<'a>(&'a AtomicU64);
+
+impl Counter<'_> {
+    pub(crate) fn one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::PgPool> for AuthStore {
+    fn from(pool: sqlx::PgPool) -> Self {
+        Self::new(Backend::Postgres(postgres::PgStore::new(pool)))
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<&sqlx::PgPool> for AuthStore {
+    fn from(pool: &sqlx::PgPool) -> Self {
+        Self::from(pool.clone())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::SqlitePool> for AuthStore {
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        Self::new(Backend::Sqlite(sqlite::SqliteStore::new(pool)))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<&sqlx::SqlitePool> for AuthStore {
+    fn from(pool: &sqlx::SqlitePool) -> Self {
+        Self::from(pool.clone())
+    }
+}
+
+/// Applies the crate's migrations to the store's database: [`MIGRATOR`] on Postgres,
+/// [`SQLITE_MIGRATOR`] on SQLite.
+///
+/// Their bookkeeping table is `_axum_live_auth_migrations`, separate from the application's
+/// own `_sqlx_migrations`, so both migrators run on one database without seeing each other.
+///
+/// # Errors
+///
+/// [`Error::Migrate`] when a migration fails or the applied ones differ from the shipped ones.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+/// axum_live_auth::migrate(&pool).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn migrate(store: impl Into<AuthStore>) -> Result<(), Error> {
+    let store = store.into();
+    dispatch!(store, |s, _count| s.migrate().await)
+}
+
+impl AuthStore {
+    fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            statements: Arc::default(),
+        }
+    }
+
+    /// How many SQL statements this store (and its clones, and the layers and [`Accounts`]
+    /// built from it) has sent to the database. For checking the crate's cost in tests and
+    /// dashboards: a request without a session cookie adds nothing, an authenticated one adds
+    /// one.
+    ///
+    /// [`Accounts`]: crate::Accounts
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pool pings each connection on checkout, a round trip before every query.
+    pub(crate) fn pings_on_checkout(&self) -> bool {
+        dispatch!(self, |s, _count| s.pings_on_checkout())
+    }
+
+    // --- sessions -------------------------------------------------------------------------
+
+    /// A connection for the statements of one request, so that the lookup and the touch that
+    /// may follow it share one checkout of the pool.
+    pub(crate) async fn connection(&self) -> Result<RequestConnection, sqlx::Error> {
+        let conn = dispatch!(self, |s, _count| s.connection().await.map(Conn::from))?;
+        Ok(RequestConnection {
+            conn,
+            statements: Arc::clone(&self.statements),
+        })
+    }
+
+    pub(crate) async fn create_session(&self, new: &NewSession<'_>) -> Result<Created, Error> {
+        dispatch!(self, |s, count| s.create_session(count, new).await)
+    }
+
+    pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<(), sqlx::Error> {
+        dispatch!(self, |s, count| s.delete_session(count, id).await)
+    }
+
+    // --- users and grants -------------------------------------------------------------------
+
+    pub(crate) async fn create_user(
+        &self,
+        username: &str,
+        password_hash: Option<&str>,
+    ) -> Result<UserId, Error> {
+        dispatch!(self, |s, count| s
+            .create_user(count, username, password_hash)
+            .await)
+    }
+
+    pub(crate) async fn user_id(&self, username: &str) -> Result<Option<UserId>, sqlx::Error> {
+        dispatch!(self, |s, count| s.user_id(count, username).await)
+    }
+
+    pub(crate) async fn login_row(&self, username: &str) -> Result<Option<LoginRow>, sqlx::Error> {
+        dispatch!(self, |s, count| s.login_row(count, username).await)
+    }
+
+    pub(crate) async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, Error> {
+        dispatch!(self, |s, count| s
+            .set_password_hash(count, user, hash)
+            .await)
+    }
+
+    /// Sets `disabled_at` and ends every session of the user, atomically.
+    pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
+        dispatch!(self, |s, count| s.disable_user(count, user).await)
+    }
+
+    pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
+        dispatch!(self, |s, count| s.enable_user(count, user).await)
+    }
+
+    pub(crate) async fn grant_permission(
+        &self,
+        user: UserId,
+        permission: &str,
+    ) -> Result<(), Error> {
+        dispatch!(self, |s, count| s
+            .grant_permission(count, user, permission)
+            .await)
+    }
+
+    pub(crate) async fn revoke_permission(
+        &self,
+        user: UserId,
+        permission: &str,
+    ) -> Result<(), Error> {
+        dispatch!(self, |s, count| s
+            .revoke_permission(count, user, permission)
+            .await)
+    }
+
+    pub(crate) async fn ensure_role(&self, name: &str) -> Result<(), Error> {
+        dispatch!(self, |s, count| s.ensure_role(count, name).await)
+    }
+
+    pub(crate) async fn grant_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<(), Error> {
+        dispatch!(self, |s, count| s
+            .grant_role_permission(count, role, permission)
+            .await)
+    }
+
+    pub(crate) async fn revoke_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<(), Error> {
+        dispatch!(self, |s, count| s
+            .revoke_role_permission(count, role, permission)
+            .await)
+    }
+
+    pub(crate) async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        dispatch!(self, |s, count| s.assign_role(count, user, role).await)
+    }
+
+    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        dispatch!(self, |s, count| s.unassign_role(count, user, role).await)
+    }
+}
+
+/// One pool connection, held for the statements of one request.
+#[derive(Debug)]
+pub(crate) struct RequestConnection {
+    conn: Conn,
+    statements: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+enum Conn {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::pool::PoolConnection<sqlx::Postgres>> for Conn {
+    fn from(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) -> Self {
+        Self::Postgres(conn)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::pool::PoolConnection<sqlx::Sqlite>> for Conn {
+    fn from(conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Self {
+        Self::Sqlite(conn)
+    }
+}
+
+impl RequestConnection {
+    /// The one query of every authenticated request: session, user, disabled flag and
+    /// effective permissions, only if neither deadline has passed.
+    pub(crate) async fn lookup_session(
+        &mut self,
+        id: &SessionId,
+        touch_interval: Duration,
+    ) -> Result<Option<SessionRow>, sqlx::Error> {
+        Counter(&self.statements).one();
+        match &mut self.conn {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => postgres::lookup_session(conn, id, touch_interval).await,
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => sqlite::lookup_session(conn, id, touch_interval).await,
+        }
+    }
+
+    /// Pushes the idle deadline forward (never past the absolute one) if the touch interval
+    /// has passed since the last write.
+    pub(crate) async fn touch_session(
+        &mut self,
+        id: &SessionId,
+        idle_timeout: Duration,
+        touch_interval: Duration,
+    ) -> Result<(), sqlx::Error> {
+        Counter(&self.statements).one();
+        match &mut self.conn {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => {
+                postgres::touch_session(conn, id, idle_timeout, touch_interval).await
+            }
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => {
+                sqlite::touch_session(conn, id, idle_timeout, touch_interval).await
+            }
+        }
+    }
+}
 
 /// What the per-request lookup returns for a live session of an enabled user.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
 pub(crate) struct SessionRow {
     pub(crate) secret_hash: Vec<u8>,
     pub(crate) user_id: UserId,
@@ -41,4 +366,12 @@ pub(crate) struct NewSession<'a> {
     pub(crate) absolute_timeout: Duration,
     pub(crate) user_agent: Option<&'a str>,
     pub(crate) ip: Option<IpAddr>,
+}
+
+/// Outcome of inserting a session.
+#[derive(Debug)]
+pub(crate) enum Created {
+    Yes,
+    IdTaken,
+    UserInactive,
 }

@@ -1,16 +1,19 @@
-//! The Postgres store: every SQL statement of the crate.
+//! The Postgres store: every SQL statement of the crate, for Postgres.
 
 use std::{sync::LazyLock, time::Duration};
 
 use sqlx::{PgPool, Postgres, migrate::Migrator, pool::PoolConnection};
 
-use super::{LoginRow, NewSession, SessionRow};
+use super::{Counter, Created, LoginRow, NewSession, SessionRow};
 use crate::{Error, SessionId, UserId};
 
 /// The crate's migrations, embedded at compile time.
 ///
 /// Its bookkeeping table is `_axum_live_auth_migrations`, separate from the application's own
 /// `_sqlx_migrations`, so both migrators run on one database without seeing each other.
+///
+/// Usually applied with [`migrate`](crate::migrate); a test can name it in
+/// `#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]`.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -21,31 +24,12 @@ use crate::{Error, SessionId, UserId};
 /// # }
 /// ```
 pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations");
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
     // Set once, before the first run; changing it on a deployed database would make the
     // migrations run again, which is what the "dangerous" in the name warns about.
     migrator.dangerous_set_table_name("_axum_live_auth_migrations");
     migrator
 });
-
-/// Applies the crate's migrations ([`MIGRATOR`]) to `pool`'s database.
-///
-/// # Errors
-///
-/// [`Error::Migrate`] when a migration fails or the applied ones differ from the shipped ones.
-///
-/// ```no_run
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), axum_live_auth::Error> {
-/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
-/// axum_live_auth::migrate(&pool).await?;
-/// # Ok(())
-/// # }
-/// ```
-pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
-}
 
 /// The one query of every authenticated request: session, user, disabled flag and effective
 /// permissions, only if neither deadline has passed. It reads `auth_users.permissions`, which
@@ -82,66 +66,70 @@ SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet
 ON CONFLICT (id) DO NOTHING
 RETURNING 1";
 
-/// One pool connection, held for the statements of one request.
-#[derive(Debug)]
-pub(crate) struct RequestConnection(PoolConnection<Postgres>);
+pub(super) async fn lookup_session(
+    conn: &mut PoolConnection<Postgres>,
+    id: &SessionId,
+    touch_interval: Duration,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(LOOKUP)
+        .bind(id.as_str())
+        .bind(touch_interval)
+        .fetch_optional(&mut **conn)
+        .await
+}
 
-impl RequestConnection {
-    pub(crate) async fn lookup_session(
-        &mut self,
-        id: &SessionId,
-        touch_interval: Duration,
-    ) -> Result<Option<SessionRow>, sqlx::Error> {
-        sqlx::query_as(LOOKUP)
-            .bind(id.as_str())
-            .bind(touch_interval)
-            .fetch_optional(&mut *self.0)
-            .await
-    }
-
-    pub(crate) async fn touch_session(
-        &mut self,
-        id: &SessionId,
-        idle_timeout: Duration,
-        touch_interval: Duration,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(TOUCH)
-            .bind(id.as_str())
-            .bind(idle_timeout)
-            .bind(touch_interval)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(())
-    }
+pub(super) async fn touch_session(
+    conn: &mut PoolConnection<Postgres>,
+    id: &SessionId,
+    idle_timeout: Duration,
+    touch_interval: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(TOUCH)
+        .bind(id.as_str())
+        .bind(idle_timeout)
+        .bind(touch_interval)
+        .execute(&mut **conn)
+        .await?;
+    Ok(())
 }
 
 /// Handle on the crate's tables. Cheap to clone (the pool is reference-counted).
 #[derive(Debug, Clone)]
-pub(crate) struct PgStore {
+pub(super) struct PgStore {
     pool: PgPool,
 }
 
-/// Outcome of [`PgStore::create_session`].
-pub(crate) enum Created {
-    Yes,
-    IdTaken,
-    UserInactive,
-}
-
 impl PgStore {
-    pub(crate) fn new(pool: PgPool) -> Self {
+    pub(super) fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// The pool, as the executor of one more statement.
+    fn exec(&self, count: &Counter<'_>) -> &PgPool {
+        count.one();
+        &self.pool
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), Error> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) fn pings_on_checkout(&self) -> bool {
+        self.pool.options().get_test_before_acquire()
     }
 
     // --- sessions -------------------------------------------------------------------------
 
-    /// A connection for the per-request statements, so that the lookup and the touch that may
-    /// follow it share one checkout of the pool.
-    pub(crate) async fn connection(&self) -> Result<RequestConnection, sqlx::Error> {
-        Ok(RequestConnection(self.pool.acquire().await?))
+    pub(super) async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
-    pub(crate) async fn create_session(&self, new: &NewSession<'_>) -> Result<Created, Error> {
+    pub(super) async fn create_session(
+        &self,
+        count: &Counter<'_>,
+        new: &NewSession<'_>,
+    ) -> Result<Created, Error> {
         let inserted = sqlx::query(CREATE_SESSION)
             .bind(new.id.as_str())
             .bind(new.secret_hash)
@@ -150,7 +138,7 @@ impl PgStore {
             .bind(new.absolute_timeout)
             .bind(new.user_agent)
             .bind(new.ip.map(|ip| ip.to_string()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.exec(count))
             .await?;
         if inserted.is_some() {
             return Ok(Created::Yes);
@@ -160,7 +148,7 @@ impl PgStore {
             "SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = $1 AND disabled_at IS NULL)",
         )
         .bind(new.user_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.exec(count))
         .await?;
         Ok(if active {
             Created::IdTaken
@@ -169,18 +157,23 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<(), sqlx::Error> {
+    pub(super) async fn delete_session(
+        &self,
+        count: &Counter<'_>,
+        id: &SessionId,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(self.exec(count))
             .await?;
         Ok(())
     }
 
     // --- users and grants -------------------------------------------------------------------
 
-    pub(crate) async fn create_user(
+    pub(super) async fn create_user(
         &self,
+        count: &Counter<'_>,
         username: &str,
         password_hash: Option<&str>,
     ) -> Result<UserId, Error> {
@@ -189,7 +182,7 @@ impl PgStore {
         )
         .bind(username)
         .bind(password_hash)
-        .fetch_one(&self.pool)
+        .fetch_one(self.exec(count))
         .await
         .map_err(|e| match e.as_database_error() {
             Some(db) if db.is_unique_violation() => Error::UsernameTaken,
@@ -197,59 +190,76 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn user_id(&self, username: &str) -> Result<Option<UserId>, sqlx::Error> {
+    pub(super) async fn user_id(
+        &self,
+        count: &Counter<'_>,
+        username: &str,
+    ) -> Result<Option<UserId>, sqlx::Error> {
         sqlx::query_scalar("SELECT id FROM auth_users WHERE lower(username) = lower($1)")
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.exec(count))
             .await
     }
 
-    pub(crate) async fn login_row(&self, username: &str) -> Result<Option<LoginRow>, sqlx::Error> {
+    pub(super) async fn login_row(
+        &self,
+        count: &Counter<'_>,
+        username: &str,
+    ) -> Result<Option<LoginRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, password_hash, disabled_at IS NOT NULL AS disabled
                FROM auth_users WHERE lower(username) = lower($1)",
         )
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.exec(count))
         .await
     }
 
-    pub(crate) async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, Error> {
+    pub(super) async fn set_password_hash(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        hash: &str,
+    ) -> Result<bool, Error> {
         let done = sqlx::query("UPDATE auth_users SET password_hash = $2 WHERE id = $1")
             .bind(user)
             .bind(hash)
-            .execute(&self.pool)
+            .execute(self.exec(count))
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Sets `disabled_at` and ends every session of the user, in one transaction.
-    pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await?;
+    /// Sets `disabled_at` and ends every session of the user, in one statement.
+    pub(super) async fn disable_user(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<bool, Error> {
         let done = sqlx::query(
-            "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
+            "WITH ended AS (DELETE FROM auth_sessions WHERE user_id = $1)
+             UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
         )
         .bind(user)
-        .execute(&mut *tx)
+        .execute(self.exec(count))
         .await?;
-        sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
+    pub(super) async fn enable_user(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<bool, Error> {
         let done = sqlx::query("UPDATE auth_users SET disabled_at = NULL WHERE id = $1")
             .bind(user)
-            .execute(&self.pool)
+            .execute(self.exec(count))
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    pub(crate) async fn grant_permission(
+    pub(super) async fn grant_permission(
         &self,
+        count: &Counter<'_>,
         user: UserId,
         permission: &str,
     ) -> Result<(), Error> {
@@ -260,38 +270,40 @@ impl PgStore {
         )
         .bind(user)
         .bind(permission)
-        .execute(&self.pool)
+        .execute(self.exec(count))
         .await?;
-        if done.rows_affected() == 0 && !self.user_exists(user).await? {
+        if done.rows_affected() == 0 && !self.user_exists(count, user).await? {
             return Err(Error::UserNotFound);
         }
         Ok(())
     }
 
-    pub(crate) async fn revoke_permission(
+    pub(super) async fn revoke_permission(
         &self,
+        count: &Counter<'_>,
         user: UserId,
         permission: &str,
     ) -> Result<(), Error> {
         sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
             .bind(user)
             .bind(permission)
-            .execute(&self.pool)
+            .execute(self.exec(count))
             .await?;
         Ok(())
     }
 
     /// Creates the role if it does not exist yet.
-    pub(crate) async fn ensure_role(&self, name: &str) -> Result<(), Error> {
+    pub(super) async fn ensure_role(&self, count: &Counter<'_>, name: &str) -> Result<(), Error> {
         sqlx::query("INSERT INTO auth_roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
             .bind(name)
-            .execute(&self.pool)
+            .execute(self.exec(count))
             .await?;
         Ok(())
     }
 
-    pub(crate) async fn grant_role_permission(
+    pub(super) async fn grant_role_permission(
         &self,
+        count: &Counter<'_>,
         role: &str,
         permission: &str,
     ) -> Result<(), Error> {
@@ -302,16 +314,17 @@ impl PgStore {
         )
         .bind(role)
         .bind(permission)
-        .execute(&self.pool)
+        .execute(self.exec(count))
         .await?;
-        if done.rows_affected() == 0 && !self.role_exists(role).await? {
+        if done.rows_affected() == 0 && !self.role_exists(count, role).await? {
             return Err(Error::RoleNotFound);
         }
         Ok(())
     }
 
-    pub(crate) async fn revoke_role_permission(
+    pub(super) async fn revoke_role_permission(
         &self,
+        count: &Counter<'_>,
         role: &str,
         permission: &str,
     ) -> Result<(), Error> {
@@ -321,13 +334,18 @@ impl PgStore {
         )
         .bind(role)
         .bind(permission)
-        .execute(&self.pool)
+        .execute(self.exec(count))
         .await?;
         Ok(())
     }
 
     /// Gives the user the role. `Err(RoleNotFound)` / `Err(UserNotFound)` when either is missing.
-    pub(crate) async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+    pub(super) async fn assign_role(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        role: &str,
+    ) -> Result<(), Error> {
         let done = sqlx::query(
             "INSERT INTO auth_user_roles (user_id, role_id)
              SELECT u.id, r.id FROM auth_users u, auth_roles r WHERE u.id = $1 AND r.name = $2
@@ -335,43 +353,48 @@ impl PgStore {
         )
         .bind(user)
         .bind(role)
-        .execute(&self.pool)
+        .execute(self.exec(count))
         .await?;
         if done.rows_affected() == 1 {
             return Ok(());
         }
-        if !self.user_exists(user).await? {
+        if !self.user_exists(count, user).await? {
             return Err(Error::UserNotFound);
         }
-        if !self.role_exists(role).await? {
+        if !self.role_exists(count, role).await? {
             return Err(Error::RoleNotFound);
         }
         Ok(())
     }
 
-    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+    pub(super) async fn unassign_role(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        role: &str,
+    ) -> Result<(), Error> {
         sqlx::query(
             "DELETE FROM auth_user_roles ur USING auth_roles r
               WHERE ur.role_id = r.id AND ur.user_id = $1 AND r.name = $2",
         )
         .bind(user)
         .bind(role)
-        .execute(&self.pool)
+        .execute(self.exec(count))
         .await?;
         Ok(())
     }
 
-    async fn user_exists(&self, user: UserId) -> Result<bool, sqlx::Error> {
+    async fn user_exists(&self, count: &Counter<'_>, user: UserId) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = $1)")
             .bind(user)
-            .fetch_one(&self.pool)
+            .fetch_one(self.exec(count))
             .await
     }
 
-    async fn role_exists(&self, role: &str) -> Result<bool, sqlx::Error> {
+    async fn role_exists(&self, count: &Counter<'_>, role: &str) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_roles WHERE name = $1)")
             .bind(role)
-            .fetch_one(&self.pool)
+            .fetch_one(self.exec(count))
             .await
     }
 }

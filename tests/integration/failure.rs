@@ -9,30 +9,52 @@ use std::{
 };
 
 use axum::{Router, body::Body, http::Request, routing::get};
+use axum_live_auth::AuthStore;
 use axum_live_auth::{Accounts, Auth, AuthLayer, CurrentUser, SessionToken, require_permission};
 use http::{StatusCode, header};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
+};
 
-use crate::common::{ALICE, ALICE_PASSWORD, app, get_with_cookie, login_request, router, send};
+use crate::common::{
+    ALICE, ALICE_PASSWORD, app, both_stores, get_with_cookie, login_request, router, send,
+};
 
-/// An app whose database does not answer: nothing listens on port 1.
-fn unreachable_app() -> (Router, Arc<AtomicUsize>) {
-    let pool = PgPoolOptions::new()
-        .acquire_timeout(Duration::from_millis(500))
-        .test_before_acquire(false)
-        .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
-        .unwrap();
+/// An app on a store whose database cannot be reached.
+fn unreachable_app(store: AuthStore) -> (Router, Arc<AtomicUsize>) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let layer = AuthLayer::builder(pool.clone()).build().unwrap();
+    let layer = AuthLayer::builder(store.clone()).build().unwrap();
     (
-        router(Accounts::new(pool), Arc::clone(&runs)).layer(layer),
+        router(Accounts::new(store), Arc::clone(&runs)).layer(layer),
         runs,
     )
 }
 
 #[tokio::test]
-async fn an_unreachable_database_answers_503_quickly_and_keeps_the_cookie() {
-    let (router, runs) = unreachable_app();
+async fn an_unreachable_postgres_answers_503_quickly_and_keeps_the_cookie() {
+    // Nothing listens on port 1.
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .test_before_acquire(false)
+        .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
+        .unwrap();
+    unreachable_answers_503(pool.into()).await;
+}
+
+#[tokio::test]
+async fn an_unopenable_sqlite_file_answers_503_quickly_and_keeps_the_cookie() {
+    let options = SqliteConnectOptions::new()
+        .filename("/nonexistent-directory/auth.db")
+        .create_if_missing(false);
+    let pool = SqlitePoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(options);
+    unreachable_answers_503(pool.into()).await;
+}
+
+async fn unreachable_answers_503(store: AuthStore) {
+    let (router, runs) = unreachable_app(store);
     let token = SessionToken::generate().unwrap().to_string();
     for path in ["/me", "/maybe", "/reports"] {
         let start = Instant::now();
@@ -68,11 +90,11 @@ async fn an_unreachable_database_answers_503_quickly_and_keeps_the_cookie() {
     assert!(login.set_cookies().is_empty());
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn a_database_lost_after_login_is_503_not_anonymous(pool: PgPool) {
-    let app = app(pool).await;
+both_stores! {
+async fn a_database_lost_after_login_is_503_not_anonymous(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    app.pool.close().await;
+    app.db.close().await;
     let runs = app.runs();
     for path in ["/me", "/maybe", "/reports"] {
         let reply = app.get(path, &token).await;
@@ -81,6 +103,7 @@ async fn a_database_lost_after_login_is_503_not_anonymous(pool: PgPool) {
     }
     assert_eq!(app.runs(), runs);
     assert_eq!(app.status("/public", &token).await, StatusCode::OK);
+}
 }
 
 #[tokio::test]

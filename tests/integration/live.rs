@@ -1,13 +1,12 @@
 //! Bans, revocations and grants are enforced on the next request, whoever makes them.
 
+use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, app, both_stores};
 use http::StatusCode;
-use sqlx::PgPool;
 
-use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, app};
+both_stores! {
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn disable_is_enforced_on_the_next_request(pool: PgPool) {
-    let app = app(pool).await;
+async fn disable_is_enforced_on_the_next_request(db: Db) {
+    let app = app(db).await;
     let token = app.login(BOB, BOB_PASSWORD).await;
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
     app.accounts.disable_user(app.bob).await.unwrap();
@@ -19,9 +18,8 @@ async fn disable_is_enforced_on_the_next_request(pool: PgPool) {
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn a_disabled_user_cannot_log_in(pool: PgPool) {
-    let app = app(pool).await;
+async fn a_disabled_user_cannot_log_in(db: Db) {
+    let app = app(db).await;
     app.accounts.disable_user(app.bob).await.unwrap();
     let reply =
         crate::common::send(&app.router, crate::common::login_request(BOB, BOB_PASSWORD)).await;
@@ -36,26 +34,25 @@ async fn a_disabled_user_cannot_log_in(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn disable_by_plain_sql_is_enforced_on_the_next_request(pool: PgPool) {
-    let app = app(pool).await;
+async fn disable_by_plain_sql_is_enforced_on_the_next_request(db: Db) {
+    let app = app(db).await;
     let token = app.login(BOB, BOB_PASSWORD).await;
-    sqlx::query("UPDATE auth_users SET disabled_at = now() WHERE username = 'bob'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec_each(
+            "UPDATE auth_users SET disabled_at = now() WHERE username = 'bob'",
+            "UPDATE auth_users SET disabled_at = NOW WHERE username = 'bob'",
+        )
+        .await;
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
-    sqlx::query("UPDATE auth_users SET disabled_at = NULL WHERE username = 'bob'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("UPDATE auth_users SET disabled_at = NULL WHERE username = 'bob'")
+        .await;
     // The session row was never deleted, so lifting the ban by hand restores it.
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn revoke_and_grant_are_enforced_on_the_next_request(pool: PgPool) {
-    let app = app(pool).await;
+async fn revoke_and_grant_are_enforced_on_the_next_request(db: Db) {
+    let app = app(db).await;
     let token = app.login(BOB, BOB_PASSWORD).await;
     assert_eq!(app.status("/reports", &token).await, StatusCode::OK);
     app.accounts
@@ -84,9 +81,8 @@ async fn revoke_and_grant_are_enforced_on_the_next_request(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn role_changes_reach_every_member_on_the_next_request(pool: PgPool) {
-    let app = app(pool).await;
+async fn role_changes_reach_every_member_on_the_next_request(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     app.accounts
         .revoke_role_permission("admin", "reports:read")
@@ -101,14 +97,13 @@ async fn role_changes_reach_every_member_on_the_next_request(pool: PgPool) {
     assert_eq!(app.status("/reports", &token).await, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn grants_by_plain_sql_are_enforced_on_the_next_request(pool: PgPool) {
-    let app = app(pool).await;
+async fn grants_by_plain_sql_are_enforced_on_the_next_request(db: Db) {
+    let app = app(db).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
     let alice = app.login(ALICE, ALICE_PASSWORD).await;
     let sql = |q: &'static str| {
-        let pool = app.pool.clone();
-        async move { sqlx::query(q).execute(&pool).await.unwrap() }
+        let db = app.db.clone();
+        async move { db.exec(q).await }
     };
 
     sql("DELETE FROM auth_user_permissions WHERE permission = 'reports:read'").await;
@@ -150,9 +145,8 @@ async fn grants_by_plain_sql_are_enforced_on_the_next_request(pool: PgPool) {
     assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn the_permission_guard_answers_401_403_or_runs_the_handler(pool: PgPool) {
-    let app = app(pool).await;
+async fn the_permission_guard_answers_401_403_or_runs_the_handler(db: Db) {
+    let app = app(db).await;
     let runs = app.runs();
     assert_eq!(app.status("/reports", "").await, StatusCode::UNAUTHORIZED);
     app.accounts
@@ -172,9 +166,8 @@ async fn the_permission_guard_answers_401_403_or_runs_the_handler(pool: PgPool) 
     assert_eq!(other.body, denied.body);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn concurrent_grants_to_one_user_are_never_lost(pool: PgPool) {
-    let app = app(pool).await;
+async fn concurrent_grants_to_one_user_are_never_lost(db: Db) {
+    let app = app(db).await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let accounts = app.accounts.clone();
@@ -189,24 +182,14 @@ async fn concurrent_grants_to_one_user_are_never_lost(pool: PgPool) {
     for task in tasks {
         task.await.unwrap();
     }
-    let (column, union): (Vec<String>, Vec<String>) = sqlx::query_as(
-        "SELECT u.permissions,
-                (SELECT array_agg(permission ORDER BY permission COLLATE \"C\")
-                   FROM auth_user_permissions WHERE user_id = u.id)
-           FROM auth_users u WHERE u.id = $1",
-    )
-    .bind(app.bob)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (column, union) = app.db.permissions_column_and_grants(app.bob).await;
     assert_eq!(column.len(), 41);
     assert_eq!(column, union);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn accounts_report_unknown_users_and_roles(pool: PgPool) {
+async fn accounts_report_unknown_users_and_roles(db: Db) {
     use axum_live_auth::Error;
-    let app = app(pool).await;
+    let app = app(db).await;
     let missing = 999_999;
     assert!(matches!(
         app.accounts.disable_user(missing).await,
@@ -244,9 +227,8 @@ async fn accounts_report_unknown_users_and_roles(pool: PgPool) {
     app.accounts.create_role("admin").await.unwrap();
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn set_password_replaces_the_old_one(pool: PgPool) {
-    let app = app(pool).await;
+async fn set_password_replaces_the_old_one(db: Db) {
+    let app = app(db).await;
     app.accounts
         .set_password(app.bob, "new-bob-password")
         .await
@@ -265,26 +247,20 @@ async fn set_password_replaces_the_old_one(pool: PgPool) {
             .unwrap(),
         Some(app.bob)
     );
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM auth_users WHERE id = $1")
-        .bind(app.bob)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let hash = app.db.password_hash(app.bob).await;
     assert!(
         hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
         "{hash}"
     );
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn verification_costs_the_same_whether_or_not_the_user_exists(pool: PgPool) {
+async fn verification_costs_the_same_whether_or_not_the_user_exists(db: Db) {
     // Not a speed target: without the dummy hash an unknown user would answer about a hundred
     // times faster than a known one. Medians over a few runs keep noise out of the comparison.
-    let app = app(pool).await;
-    sqlx::query("INSERT INTO auth_users (username) VALUES ('nopassword')")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let app = app(db).await;
+    app.db
+        .exec("INSERT INTO auth_users (username) VALUES ('nopassword')")
+        .await;
     let median = |mut v: Vec<std::time::Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -316,4 +292,5 @@ async fn verification_costs_the_same_whether_or_not_the_user_exists(pool: PgPool
         no_hash * 3 > known,
         "no hash {no_hash:?} vs known {known:?}"
     );
+}
 }

@@ -1,7 +1,8 @@
 //! The crate's migrations live beside the application's own.
 
+use crate::common::Db;
 use sqlx::{
-    PgPool, SqlSafeStr as _,
+    SqlSafeStr as _,
     migrate::{Migration, MigrationType, Migrator},
 };
 
@@ -13,7 +14,7 @@ fn app_migrator() -> Migrator {
             1,
             "app notes".into(),
             MigrationType::Simple,
-            "CREATE TABLE app_notes (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)".into_sql_str(),
+            "CREATE TABLE app_notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)".into_sql_str(),
             false,
         ),
         Migration::new(
@@ -28,29 +29,33 @@ fn app_migrator() -> Migrator {
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_crate_and_the_app_migrate_one_database_independently(pool: PgPool) {
-    axum_live_auth::migrate(&pool).await.unwrap();
-    let app = app_migrator();
-    app.run(&pool).await.unwrap();
-    // Both again: each knows what it has applied, neither trips over the other.
-    axum_live_auth::migrate(&pool).await.unwrap();
-    app.run(&pool).await.unwrap();
+async fn postgres_the_crate_and_the_app_migrate_one_database_independently(pool: sqlx::PgPool) {
+    migrate_side_by_side(pool.into()).await;
+}
 
-    let count = |table: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM {table}"
-            )))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
+#[sqlx::test(migrations = false)]
+async fn sqlite_the_crate_and_the_app_migrate_one_database_independently(pool: sqlx::SqlitePool) {
+    migrate_side_by_side(pool.into()).await;
+}
+
+async fn migrate_side_by_side(db: Db) {
+    axum_live_auth::migrate(db.store()).await.unwrap();
+    let app = app_migrator();
+    db.run(&app).await;
+    // Both again: each knows what it has applied, neither trips over the other.
+    axum_live_auth::migrate(db.store()).await.unwrap();
+    db.run(&app).await;
+
+    assert_eq!(db.count("SELECT count(*) FROM _sqlx_migrations").await, 2);
+    let shipped = if db.is_sqlite() {
+        axum_live_auth::SQLITE_MIGRATOR.iter().count()
+    } else {
+        axum_live_auth::MIGRATOR.iter().count()
     };
-    assert_eq!(count("_sqlx_migrations").await, 2);
     assert_eq!(
-        count("_axum_live_auth_migrations").await,
-        axum_live_auth::MIGRATOR.iter().count() as i64
+        db.count("SELECT count(*) FROM _axum_live_auth_migrations")
+            .await,
+        i64::try_from(shipped).unwrap()
     );
     for table in [
         "auth_users",
@@ -62,6 +67,10 @@ async fn the_crate_and_the_app_migrate_one_database_independently(pool: PgPool) 
         "app_notes",
         "app_profiles",
     ] {
-        assert_eq!(count(table).await, 0, "{table} exists");
+        assert_eq!(
+            db.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table} exists"
+        );
     }
 }

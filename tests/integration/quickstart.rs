@@ -1,11 +1,9 @@
 //! The README's curl walkthrough, against the quickstart example's own router.
 
+use crate::common::{COOKIE, Reply, both_stores, login_request, send};
 use axum::{body::Body, http::Request};
 use axum_live_auth::AuthLayer;
 use http::{StatusCode, header};
-use sqlx::PgPool;
-
-use crate::common::{COOKIE, Reply, login_request, send};
 
 #[allow(dead_code)]
 #[path = "../../examples/quickstart.rs"]
@@ -24,10 +22,10 @@ fn request(method: &str, path: &str, token: Option<&str>, form: Option<&str>) ->
         .unwrap()
 }
 
-#[sqlx::test(migrations = false)]
-async fn the_readme_walkthrough(pool: PgPool) {
-    axum_live_auth::migrate(&pool).await.unwrap();
-    let auth = AuthLayer::builder(pool)
+both_stores! {
+async fn the_readme_walkthrough(db: Db) {
+    axum_live_auth::migrate(db.store()).await.unwrap(); // already applied: a no-op
+    let auth = AuthLayer::builder(db.store())
         .login_redirect("/login")
         .build()
         .unwrap();
@@ -153,4 +151,5 @@ async fn the_readme_walkthrough(pool: PgPool) {
         status(call("GET", "/me", a(), None).await),
         StatusCode::UNAUTHORIZED
     );
+}
 }

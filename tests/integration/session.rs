@@ -4,10 +4,10 @@ use axum::{body::Body, http::Request};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{StatusCode, header};
 use sha2::{Digest as _, Sha256};
-use sqlx::PgPool;
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, app, app_with, login_request, secs, send,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, app, app_with, both_stores, login_request,
+    secs, send,
 };
 
 fn is_token(value: &str) -> bool {
@@ -21,9 +21,10 @@ fn is_token(value: &str) -> bool {
     id.len() == 22 && secret.len() == 43 && b64(id) && b64(secret)
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn login_sets_exactly_the_secure_cookie(pool: PgPool) {
-    let app = app(pool).await;
+both_stores! {
+
+async fn login_sets_exactly_the_secure_cookie(db: Db) {
+    let app = app(db).await;
     let reply = send(&app.router, login_request(ALICE, ALICE_PASSWORD)).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(reply.headers[header::LOCATION], "/me");
@@ -41,9 +42,8 @@ async fn login_sets_exactly_the_secure_cookie(pool: PgPool) {
     assert!(COOKIE.len() + 1 + token.len() < 100);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn a_session_works_and_names_its_user(pool: PgPool) {
-    let app = app(pool).await;
+async fn a_session_works_and_names_its_user(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     let reply = app.get("/me", &token).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -59,9 +59,8 @@ async fn a_session_works_and_names_its_user(pool: PgPool) {
     assert!(reply.set_cookies().is_empty());
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn every_login_makes_an_unrelated_token(pool: PgPool) {
-    let app = app(pool).await;
+async fn every_login_makes_an_unrelated_token(db: Db) {
+    let app = app(db).await;
     let a = app.login(ALICE, ALICE_PASSWORD).await;
     let b = app.login(ALICE, ALICE_PASSWORD).await;
     assert_ne!(a, b);
@@ -76,27 +75,19 @@ async fn every_login_makes_an_unrelated_token(pool: PgPool) {
     assert_eq!(app.status("/me", &b).await, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn the_database_holds_only_a_hash_of_the_secret(pool: PgPool) {
-    let app = app(pool).await;
+async fn the_database_holds_only_a_hash_of_the_secret(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     let (id, secret) = token.split_once('.').unwrap();
     let secret_bytes = URL_SAFE_NO_PAD.decode(secret).unwrap();
     let hex: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
 
-    let row: String = sqlx::query_scalar("SELECT row_to_json(s)::text FROM auth_sessions s")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let row = app.db.session_row_text().await;
     assert!(!row.contains(secret), "{row}");
     assert!(!row.contains(&hex), "{row}");
     assert!(!row.contains(&token));
 
-    let (stored_id, hash): (String, Vec<u8>) =
-        sqlx::query_as("SELECT id, secret_hash FROM auth_sessions")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (stored_id, hash) = app.db.session_id_and_hash().await;
     assert_eq!(stored_id, id);
     assert_eq!(hash, Sha256::digest(&secret_bytes).to_vec());
     // The stored hash is not a credential: presenting it instead of the secret fails.
@@ -104,9 +95,8 @@ async fn the_database_holds_only_a_hash_of_the_secret(pool: PgPool) {
     assert_eq!(app.status("/me", &forged).await, StatusCode::UNAUTHORIZED);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn flipping_any_character_of_the_token_is_401(pool: PgPool) {
-    let app = app(pool).await;
+async fn flipping_any_character_of_the_token_is_401(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     for i in (0..token.len()).filter(|&i| i != 22) {
         let mut bytes = token.clone().into_bytes();
@@ -121,9 +111,8 @@ async fn flipping_any_character_of_the_token_is_401(pool: PgPool) {
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn an_unknown_well_formed_token_is_401_and_cleared(pool: PgPool) {
-    let app = app(pool).await;
+async fn an_unknown_well_formed_token_is_401_and_cleared(db: Db) {
+    let app = app(db).await;
     let planted = axum_live_auth::SessionToken::generate()
         .unwrap()
         .to_string();
@@ -140,17 +129,13 @@ async fn an_unknown_well_formed_token_is_401_and_cleared(pool: PgPool) {
     let token = send(&app.router, request).await.session_cookie().unwrap();
     assert_ne!(token, planted);
     let planted_id = planted.split_once('.').unwrap().0;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_sessions WHERE id = $1")
-        .bind(planted_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    let (stored_id, _) = app.db.session_id_and_hash().await;
+    assert_ne!(stored_id, planted_id);
+    assert_eq!(app.sessions().await, 1);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn login_over_a_live_session_replaces_it(pool: PgPool) {
-    let app = app(pool).await;
+async fn login_over_a_live_session_replaces_it(db: Db) {
+    let app = app(db).await;
     let first = app.login(ALICE, ALICE_PASSWORD).await;
     let mut request = login_request(BOB, BOB_PASSWORD);
     request
@@ -164,9 +149,8 @@ async fn login_over_a_live_session_replaces_it(pool: PgPool) {
     assert_eq!(app.sessions().await, 1);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn failed_logins_look_the_same_for_unknown_user_and_wrong_password(pool: PgPool) {
-    let app = app(pool).await;
+async fn failed_logins_look_the_same_for_unknown_user_and_wrong_password(db: Db) {
+    let app = app(db).await;
     let unknown = send(&app.router, login_request("nobody", ALICE_PASSWORD)).await;
     let wrong = send(&app.router, login_request(ALICE, "wrong-password")).await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
@@ -178,9 +162,8 @@ async fn failed_logins_look_the_same_for_unknown_user_and_wrong_password(pool: P
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn logout_deletes_the_session_and_clears_the_cookie(pool: PgPool) {
-    let app = app(pool).await;
+async fn logout_deletes_the_session_and_clears_the_cookie(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     let request = Request::post("/logout")
         .header(header::COOKIE, format!("{COOKIE}={token}"))
@@ -203,86 +186,48 @@ async fn logout_deletes_the_session_and_clears_the_cookie(pool: PgPool) {
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn idle_expiry_is_enforced_by_the_server(pool: PgPool) {
-    let app = app(pool).await;
+async fn idle_expiry_is_enforced_by_the_server(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    app.db.expire_idle().await;
     let reply = app.get("/me", &token).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.session_cookie().as_deref(), Some(""));
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn absolute_expiry_is_enforced_even_for_an_active_session(pool: PgPool) {
-    let app = app(pool).await;
+async fn absolute_expiry_is_enforced_even_for_an_active_session(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    sqlx::query(
-        "UPDATE auth_sessions SET created_at = now() - interval '13 hours',
-                expires_at = now() - interval '1 second', idle_expires_at = now() - interval '1 second',
-                last_seen_at = now()",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.db.expire_absolute_keep_active().await;
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn default_deadlines_are_thirty_minutes_and_twelve_hours(pool: PgPool) {
-    let app = app(pool).await;
+async fn default_deadlines_are_thirty_minutes_and_twelve_hours(db: Db) {
+    let app = app(db).await;
     app.login(ALICE, ALICE_PASSWORD).await;
-    let (idle, absolute): (f64, f64) = sqlx::query_as(
-        "SELECT extract(epoch FROM idle_expires_at - created_at)::float8,
-                extract(epoch FROM expires_at - created_at)::float8 FROM auth_sessions",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (idle, absolute) = app.db.lifetimes().await;
     assert!((idle - 1800.0).abs() < 5.0, "{idle}");
     assert!((absolute - 43200.0).abs() < 5.0, "{absolute}");
 }
 
-/// Reads (last_seen_at, idle_expires_at, expires_at) of the only session, as epoch seconds.
-async fn deadlines(pool: &PgPool) -> (f64, f64, f64) {
-    sqlx::query_as(
-        "SELECT extract(epoch FROM last_seen_at)::float8, extract(epoch FROM idle_expires_at)::float8,
-                extract(epoch FROM expires_at)::float8 FROM auth_sessions",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn the_idle_deadline_moves_at_most_once_per_touch_interval(pool: PgPool) {
-    let app = app(pool).await;
+async fn the_idle_deadline_moves_at_most_once_per_touch_interval(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    let before = deadlines(&app.pool).await;
+    let before = app.db.deadlines().await;
     for _ in 0..5 {
         assert_eq!(app.status("/me", &token).await, StatusCode::OK);
     }
     assert_eq!(
-        deadlines(&app.pool).await,
+        app.db.deadlines().await,
         before,
         "no write within the interval"
     );
 
     // Pretend the last touch was four minutes ago (default interval: three minutes).
-    sqlx::query(
-        "UPDATE auth_sessions SET last_seen_at = last_seen_at - $1,
-                idle_expires_at = idle_expires_at - $1",
-    )
-    .bind(secs(240))
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let aged = deadlines(&app.pool).await;
+    app.db.age_sessions(240, true).await;
+    let aged = app.db.deadlines().await;
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
-    let touched = deadlines(&app.pool).await;
+    let touched = app.db.deadlines().await;
     assert!(touched.0 > aged.0 + 200.0, "last_seen_at moved");
     assert!(touched.1 > aged.1 + 200.0, "idle deadline moved");
     assert!((touched.1 - touched.0 - 1800.0).abs() < 1.0);
@@ -291,86 +236,59 @@ async fn the_idle_deadline_moves_at_most_once_per_touch_interval(pool: PgPool) {
         assert_eq!(app.status("/me", &token).await, StatusCode::OK);
     }
     assert_eq!(
-        deadlines(&app.pool).await,
+        app.db.deadlines().await,
         touched,
         "one write per interval"
     );
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn a_wrong_secret_never_touches_the_session(pool: PgPool) {
-    let app = app(pool).await;
+async fn a_wrong_secret_never_touches_the_session(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    sqlx::query("UPDATE auth_sessions SET last_seen_at = last_seen_at - $1")
-        .bind(secs(600))
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let before = deadlines(&app.pool).await;
+    app.db.age_sessions(600, false).await;
+    let before = app.db.deadlines().await;
     let (id, _) = token.split_once('.').unwrap();
     let other = axum_live_auth::SessionToken::generate()
         .unwrap()
         .to_string();
     let wrong = format!("{id}.{}", other.split_once('.').unwrap().1);
     assert_eq!(app.status("/me", &wrong).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(deadlines(&app.pool).await, before);
+    assert_eq!(app.db.deadlines().await, before);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn the_idle_deadline_never_passes_the_absolute_one(pool: PgPool) {
-    let app = app(pool).await;
+async fn the_idle_deadline_never_passes_the_absolute_one(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     // Ten minutes of absolute lifetime left, touch due.
-    sqlx::query(
-        "UPDATE auth_sessions SET expires_at = now() + interval '10 minutes',
-                idle_expires_at = now() + interval '5 minutes',
-                last_seen_at = now() - interval '25 minutes'",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.db.near_absolute_deadline().await;
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
-    let (_, idle, absolute) = deadlines(&app.pool).await;
+    let (_, idle, absolute) = app.db.deadlines().await;
     assert_eq!(idle, absolute);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn configured_timeouts_are_used(pool: PgPool) {
-    let app = app_with(pool, |b| {
+async fn configured_timeouts_are_used(db: Db) {
+    let app = app_with(db, |b| {
         b.idle_timeout(secs(600))
             .absolute_timeout(secs(3600))
             .touch_interval(secs(30))
     })
     .await;
     app.login(ALICE, ALICE_PASSWORD).await;
-    let (idle, absolute): (f64, f64) = sqlx::query_as(
-        "SELECT extract(epoch FROM idle_expires_at - created_at)::float8,
-                extract(epoch FROM expires_at - created_at)::float8 FROM auth_sessions",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (idle, absolute) = app.db.lifetimes().await;
     assert!((idle - 600.0).abs() < 5.0, "{idle}");
     assert!((absolute - 3600.0).abs() < 5.0, "{absolute}");
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn sessions_record_user_agent_and_start_authenticated(pool: PgPool) {
-    let app = app(pool).await;
+async fn sessions_record_user_agent_and_start_authenticated(db: Db) {
+    let app = app(db).await;
     app.login(ALICE, ALICE_PASSWORD).await;
-    let (agent, fresh): (Option<String>, bool) = sqlx::query_as(
-        "SELECT user_agent, authenticated_at > now() - interval '1 minute' FROM auth_sessions",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (agent, fresh) = app.db.session_meta().await;
     assert_eq!(agent.as_deref(), Some("integration-test/1.0"));
     assert!(fresh);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn browser_pages_are_redirected_to_login_when_configured(pool: PgPool) {
-    let app = app_with(pool, |b| b.login_redirect("/login")).await;
+async fn browser_pages_are_redirected_to_login_when_configured(db: Db) {
+    let app = app_with(db, |b| b.login_redirect("/login")).await;
     let page = Request::get("/me")
         .header(header::ACCEPT, "text/html,application/xhtml+xml")
         .body(Body::empty())
@@ -397,22 +315,16 @@ async fn browser_pages_are_redirected_to_login_when_configured(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn deleting_the_user_ends_their_sessions(pool: PgPool) {
-    let app = app(pool).await;
+async fn deleting_the_user_ends_their_sessions(db: Db) {
+    let app = app(db).await;
     let token = app.login(BOB, BOB_PASSWORD).await;
-    sqlx::query("DELETE FROM auth_users WHERE id = $1")
-        .bind(app.bob)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    app.db.exec("DELETE FROM auth_users WHERE username = 'bob'").await;
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.sessions().await, 0);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn the_token_is_only_read_from_the_cookie(pool: PgPool) {
-    let app = app(pool).await;
+async fn the_token_is_only_read_from_the_cookie(db: Db) {
+    let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     for request in [
         Request::get(format!("/me?sid={token}")).body(Body::empty()),
@@ -428,4 +340,5 @@ async fn the_token_is_only_read_from_the_cookie(pool: PgPool) {
             StatusCode::UNAUTHORIZED
         );
     }
+}
 }

@@ -1,5 +1,6 @@
 //! The app the integration tests drive, and helpers to send requests and read cookies.
 
+pub mod db;
 pub mod wire;
 
 use std::{
@@ -19,7 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use axum_live_auth::{
-    Accounts, Auth, AuthLayer, AuthLayerBuilder, CurrentUser, UserId, require_permission,
+    Accounts, Auth, AuthLayer, AuthLayerBuilder, AuthStore, CurrentUser, UserId, require_permission,
 };
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -28,6 +29,8 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use tower::ServiceExt;
+
+pub use self::db::Db;
 
 pub const ALICE: &str = "alice";
 pub const ALICE_PASSWORD: &str = "alice-password";
@@ -39,7 +42,8 @@ pub const COOKIE: &str = "__Host-sid";
 /// `reports:read`) and bob (`reports:read` directly).
 #[derive(Clone)]
 pub struct TestApp {
-    pub pool: PgPool,
+    pub db: Db,
+    pub store: AuthStore,
     pub accounts: Accounts,
     pub router: Router,
     pub alice: UserId,
@@ -48,17 +52,19 @@ pub struct TestApp {
     pub handler_runs: Arc<AtomicUsize>,
 }
 
-/// Builds the app on a pool of the test database with the default layer configuration.
-pub async fn app(pool: PgPool) -> TestApp {
-    app_with(pool, |b| b).await
+/// Builds the app on the test database with the default layer configuration.
+pub async fn app(db: impl Into<Db>) -> TestApp {
+    app_with(db, |b| b).await
 }
 
 /// Builds the app with a customised layer.
 pub async fn app_with(
-    pool: PgPool,
+    db: impl Into<Db>,
     configure: impl FnOnce(AuthLayerBuilder) -> AuthLayerBuilder,
 ) -> TestApp {
-    let accounts = Accounts::new(pool.clone());
+    let db = db.into();
+    let store = db.store();
+    let accounts = Accounts::new(store.clone());
     let alice = accounts.create_user(ALICE, ALICE_PASSWORD).await.unwrap();
     let bob = accounts.create_user(BOB, BOB_PASSWORD).await.unwrap();
     accounts.create_role("admin").await.unwrap();
@@ -76,11 +82,14 @@ pub async fn app_with(
         .await
         .unwrap();
 
-    let layer = configure(AuthLayer::builder(pool.clone())).build().unwrap();
+    let layer = configure(AuthLayer::builder(store.clone()))
+        .build()
+        .unwrap();
     let handler_runs = Arc::new(AtomicUsize::new(0));
     let router = router(accounts.clone(), Arc::clone(&handler_runs)).layer(layer);
     TestApp {
-        pool,
+        db,
+        store,
         accounts,
         router,
         alice,
@@ -270,10 +279,12 @@ impl TestApp {
 
     /// The number of rows in `auth_sessions`.
     pub async fn sessions(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM auth_sessions")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        self.db.count("SELECT count(*) FROM auth_sessions").await
+    }
+
+    /// Statements the app's store has sent so far.
+    pub fn statements(&self) -> u64 {
+        self.store.statement_count()
     }
 
     pub fn runs(&self) -> usize {
@@ -281,7 +292,42 @@ impl TestApp {
     }
 }
 
-/// Seconds as a Postgres interval literal for `UPDATE … SET x = now() - $1`.
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// Writes each test once and runs it against both stores: `async fn name(db: Db) { … }`
+/// becomes `postgres::name` on a fresh Postgres database and `sqlite::name` on a fresh SQLite
+/// file, each with the crate's migrations applied.
+macro_rules! both_stores {
+    ($(
+        $(#[doc = $doc:literal])*
+        async fn $name:ident($db:ident: Db) $body:block
+    )*) => {
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[doc = $doc])*
+                #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+                async fn $name(pool: sqlx::PgPool) {
+                    let $db = crate::common::Db::from(pool);
+                    $body
+                }
+            )*
+        }
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[doc = $doc])*
+                #[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
+                async fn $name(pool: sqlx::SqlitePool) {
+                    let $db = crate::common::Db::from(pool);
+                    $body
+                }
+            )*
+        }
+    };
+}
+pub(crate) use both_stores;
