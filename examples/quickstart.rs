@@ -1,7 +1,15 @@
 //! Quickstart: a complete small app with login, logout, permission-guarded routes and admin
 //! routes that ban users and change grants, enforced on the user's next request.
 //!
-//! Run it against any Postgres database (the crate creates its `auth_*` tables there):
+//! Run it with no setup at all: without `DATABASE_URL` it keeps everything in an SQLite file,
+//! `quickstart.db` in the working directory, created on first run:
+//!
+//! ```text
+//! cargo run --example quickstart
+//! ```
+//!
+//! Or against Postgres (the crate creates its `auth_*` tables there), with no code change;
+//! `DATABASE_URL=sqlite://other.db` picks another SQLite file:
 //!
 //! ```text
 //! DATABASE_URL=postgres://postgres@localhost/postgres cargo run --example quickstart
@@ -23,7 +31,7 @@
 //!
 //! The README's "Try it" section walks through all of it with real output.
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Form, Json, Router,
@@ -32,56 +40,40 @@ use axum::{
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use axum_live_auth::{Accounts, Auth, AuthLayer, CurrentUser, Error, UserId, require_permission};
+use axum_live_auth::{
+    Accounts, Auth, AuthLayer, AuthStore, CurrentUser, Error, UserId, require_permission,
+};
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::{postgres::PgPoolOptions, sqlite::SqlitePoolOptions};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
 
-    let Some(database_url) = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!(
-            "DATABASE_URL is not set. Point it at a Postgres database, for example:\n\n    \
-             DATABASE_URL=postgres://postgres@localhost/postgres cargo run --example quickstart"
-        );
-        return Ok(ExitCode::from(2));
-    };
     let port: u16 = match std::env::var("PORT") {
         Ok(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, not {port:?}"))?,
         Err(_) => 3000,
     };
-
-    // `test_before_acquire(false)`: by default sqlx pings every connection as it leaves the
-    // pool, which would be a second database round trip on every request. Without the ping a
-    // dead connection fails its query, and that one request answers 503 instead. The short
-    // acquire timeout makes requests answer 503 after 2 s, not 30, while the database is down.
-    let pool = PgPoolOptions::new()
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&database_url)
-        .await
-        .map_err(|error| {
-            format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
-        })?;
-    axum_live_auth::migrate(&pool).await?;
+    let database_url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let store = connect(&database_url).await?;
+    axum_live_auth::migrate(store.clone()).await?;
 
     // The session cookie keeps its production attributes (`__Host-sid`, Secure, HttpOnly,
     // SameSite=Lax). Browsers and curl treat http://localhost as a secure context, so this
     // Secure cookie works there without TLS (Safari is the exception: use another browser).
     // `insecure_dev_mode()` is only for plain-HTTP development on another host name; this
     // example does not need it.
-    let auth = AuthLayer::builder(pool)
+    let auth = AuthLayer::builder(store)
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
         .build()?;
@@ -98,7 +90,47 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     )
     .with_graceful_shutdown(ctrl_c())
     .await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// Where the example keeps its data when `DATABASE_URL` is not set.
+const DEFAULT_DATABASE_URL: &str = "sqlite://quickstart.db";
+
+/// Opens the database `url` names: Postgres for `postgres://` (or `postgresql://`), SQLite for
+/// `sqlite:`. The rest of the app does not know which one it got.
+async fn connect(url: &str) -> Result<AuthStore, Box<dyn std::error::Error>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        tracing::info!("using Postgres from DATABASE_URL");
+        // `test_before_acquire(false)`: by default sqlx pings every connection as it leaves
+        // the pool, which would be a second database round trip on every request. Without the
+        // ping a dead connection fails its query, and that one request answers 503 instead.
+        // The short acquire timeout makes requests answer 503 after 2 s, not 30, while the
+        // database is down.
+        let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+            .map_err(|error| {
+                format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
+            })?;
+        Ok(pool.into())
+    } else if url.starts_with("sqlite:") {
+        tracing::info!(
+            url,
+            "using the embedded SQLite store (set DATABASE_URL=postgres://… for Postgres)"
+        );
+        // WAL, a busy timeout and foreign keys: concurrent requests wait for SQLite's one
+        // writer instead of failing.
+        let options = axum_live_auth::sqlite_connect_options(url)?;
+        let pool = SqlitePoolOptions::new()
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(options)
+            .await?;
+        Ok(pool.into())
+    } else {
+        Err(format!("DATABASE_URL must start with postgres:// or sqlite:, not {url:?}").into())
+    }
 }
 
 /// The quickstart's routes behind the auth layer (the integration tests drive this router).

@@ -16,3 +16,4 @@ mod live;
 mod migrations;
 mod quickstart;
 mod session;
+mod sqlite;

@@ -1,0 +1,75 @@
+//! SQLite only: one writer at a time is SQLite's nature, so concurrency is its own test here.
+
+use std::sync::Arc;
+
+use axum::{body::Body, http::Request};
+use http::{StatusCode, header};
+use sqlx::sqlite::SqlitePoolOptions;
+
+use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, app, login_request, send};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_never_see_a_locked_database() {
+    let dir = std::env::temp_dir().join(format!("axum-live-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("concurrency.db");
+    let _ = std::fs::remove_file(&path);
+    let options =
+        axum_live_auth::sqlite_connect_options(&format!("sqlite://{}", path.display())).unwrap();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(16)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, 5000);
+    axum_live_auth::migrate(&pool).await.unwrap();
+    let app = Arc::new(app(pool).await);
+
+    // Tokens to read and to log out with, made up front.
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        tokens.push(app.login(BOB, BOB_PASSWORD).await);
+    }
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let app = Arc::clone(&app);
+        let token = tokens[i / 4].clone();
+        tasks.push(tokio::spawn(async move {
+            let request = match i % 4 {
+                0 => login_request(ALICE, ALICE_PASSWORD),
+                1 => Request::post("/logout")
+                    .header(header::COOKIE, format!("{COOKIE}={token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+                _ => Request::get("/me")
+                    .header(header::COOKIE, format!("{COOKIE}={token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            };
+            (i, send(&app.router, request).await)
+        }));
+    }
+    for task in tasks {
+        let (i, reply) = task.await.unwrap();
+        let ok = match i % 4 {
+            0 | 1 => reply.status == StatusCode::SEE_OTHER,
+            // A session may be logged out by a concurrent request: 401 then, never a 5xx.
+            _ => matches!(reply.status, StatusCode::OK | StatusCode::UNAUTHORIZED),
+        };
+        assert!(ok, "request {i}: {} {}", reply.status, reply.body);
+    }
+    let sessions = app.sessions().await;
+    assert_eq!(sessions, 50 + 50 - 50, "50 made, 50 logins, 50 logouts");
+    app.db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
