@@ -4,8 +4,9 @@
 //! without logging in again. The same holds for changes made with plain SQL on the tables.
 
 use crate::{
-    AuthStore, Error, UserId,
-    password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
+    AuthStore, Error, SessionInfo, UserId,
+    events::{self, Client},
+    password::{self, MAX_PASSWORD_BYTES},
 };
 
 /// Manages users, roles and grants in the crate's tables.
@@ -58,7 +59,7 @@ impl Accounts {
     /// compared case-insensitively), or a database error.
     pub async fn create_user(&self, username: &str, password: &str) -> Result<UserId, Error> {
         validate_username(username)?;
-        validate_new_password(password)?;
+        password::validate_new(password)?;
         let hash = password::hash(password).await?;
         self.store.create_user(username, Some(&hash)).await
     }
@@ -105,9 +106,82 @@ impl Accounts {
     ///
     /// [`Error::InvalidPassword`], [`Error::UserNotFound`], or a database error.
     pub async fn set_password(&self, user: UserId, password: &str) -> Result<(), Error> {
-        validate_new_password(password)?;
+        password::validate_new(password)?;
         let hash = password::hash(password).await?;
         found(self.store.set_password_hash(user, &hash).await?)
+    }
+
+    /// Resets the user's password (an administrator's or a recovery flow's action) and ends
+    /// every session of the user: whoever held one must log in with the new password. Does
+    /// not log anyone in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPassword`], [`Error::UserNotFound`], or a database error.
+    pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
+        password::validate_new(password)?;
+        let hash = password::hash(password).await?;
+        found(
+            self.store
+                .set_password_ending_sessions(user, &hash, None)
+                .await?,
+        )?;
+        events::password_changed(&Client::default(), user, None, "reset");
+        Ok(())
+    }
+
+    /// The user's live sessions, most recently used first: public id, times, user agent and
+    /// IP address. Never the secret or its hash.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, Error> {
+        self.store.list_sessions(user).await
+    }
+
+    /// Ends one session of the user by public id; `false` if the user has no such session.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn revoke_session(&self, user: UserId, session_id: &str) -> Result<bool, Error> {
+        let ended = self.store.delete_user_session(user, session_id).await?;
+        if ended {
+            events::session_revoked(&Client::default(), user, session_id, "admin");
+        }
+        Ok(ended)
+    }
+
+    /// Ends every session of the user ("log out everywhere"); returns how many ended.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn revoke_all_sessions(&self, user: UserId) -> Result<u64, Error> {
+        let count = self.store.delete_user_sessions(user, None).await?;
+        events::sessions_revoked_all(&Client::default(), user, None, count, "admin");
+        Ok(count)
+    }
+
+    /// Deletes every session past its idle or absolute deadline (they are refused anyway;
+    /// this keeps the table small) and returns how many. See also the layer's
+    /// [`purge_expired_every`](crate::AuthLayerBuilder::purge_expired_every).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, Error> {
+        let purged = self.store.purge_expired().await?;
+        for session in &purged {
+            events::expired(
+                session.user_id,
+                &session.id,
+                session.ip.as_deref(),
+                session.user_agent.as_deref(),
+            );
+        }
+        Ok(purged.len() as u64)
     }
 
     /// Bans the user: sets `disabled_at` and deletes all their sessions. Their next request, on
@@ -139,12 +213,13 @@ impl Accounts {
         self.store.grant_permission(user, permission).await
     }
 
-    /// Revokes a direct grant. The user keeps the permission if a role of theirs grants it.
+    /// Revokes a direct grant; `false` if the user had no such direct grant. The user keeps the
+    /// permission if a role of theirs grants it.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
+    pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<bool, Error> {
         self.store.revoke_permission(user, permission).await
     }
 
@@ -168,12 +243,16 @@ impl Accounts {
         self.store.grant_role_permission(role, permission).await
     }
 
-    /// Removes a permission from a role.
+    /// Removes a permission from a role; `false` if the role did not have it.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub async fn revoke_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+    pub async fn revoke_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<bool, Error> {
         self.store.revoke_role_permission(role, permission).await
     }
 
@@ -186,12 +265,12 @@ impl Accounts {
         self.store.assign_role(user, role).await
     }
 
-    /// Takes a role away from the user.
+    /// Takes a role away from the user; `false` if they did not have it.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+    pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
         self.store.unassign_role(user, role).await
     }
 }
@@ -216,14 +295,6 @@ fn validate_username(username: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::InvalidUsername)
-    }
-}
-
-fn validate_new_password(password: &str) -> Result<(), Error> {
-    if (MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
-        Ok(())
-    } else {
-        Err(Error::InvalidPassword)
     }
 }
 
@@ -257,8 +328,8 @@ mod tests {
 
     #[test]
     fn new_passwords() {
-        assert!(validate_new_password("12345678").is_ok());
-        assert!(validate_new_password("1234567").is_err());
-        assert!(validate_new_password(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+        assert!(password::validate_new("12345678").is_ok());
+        assert!(password::validate_new("1234567").is_err());
+        assert!(password::validate_new(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
     }
 }

@@ -12,6 +12,8 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
 const MAX_TOUCH: Duration = Duration::from_secs(60 * 60);
 const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+const DEFAULT_REAUTH_WINDOW: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_MAX_SESSIONS: u32 = 100;
 
 /// The validated configuration of an [`AuthLayer`].
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub(crate) struct AuthConfig {
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) touch_interval: Duration,
+    pub(crate) reauth_window: Duration,
+    pub(crate) max_sessions_per_user: u32,
     pub(crate) login_redirect: Option<Arc<str>>,
 }
 
@@ -66,6 +70,9 @@ pub struct AuthLayerBuilder {
     idle_timeout: Duration,
     absolute_timeout: Duration,
     touch_interval: Option<Duration>,
+    reauth_window: Duration,
+    max_sessions_per_user: u32,
+    purge_every: Option<Duration>,
     insecure_dev_mode: bool,
     login_redirect: Option<String>,
 }
@@ -80,6 +87,9 @@ impl AuthLayerBuilder {
             idle_timeout: DEFAULT_IDLE,
             absolute_timeout: DEFAULT_ABSOLUTE,
             touch_interval: None,
+            reauth_window: DEFAULT_REAUTH_WINDOW,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS,
+            purge_every: None,
             insecure_dev_mode: false,
             login_redirect: None,
         }
@@ -206,6 +216,69 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// How long after proving the password (login or
+    /// [`Auth::reauthenticate`](crate::Auth::reauthenticate)) a session counts as recently
+    /// authenticated for [`RecentAuth`](crate::RecentAuth). Default 15 minutes; it does not
+    /// slide with activity.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .reauth_window(Duration::from_secs(5 * 60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn reauth_window(mut self, window: Duration) -> Self {
+        self.reauth_window = window;
+        self
+    }
+
+    /// The most sessions one user may have at once. Default 100. A login beyond it ends the
+    /// user's least recently used sessions (a `session_revoked` event with reason
+    /// `session_cap` for each).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool).max_sessions_per_user(10).build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn max_sessions_per_user(mut self, max: u32) -> Self {
+        self.max_sessions_per_user = max;
+        self
+    }
+
+    /// Starts a background task that deletes expired sessions every `interval` (expired
+    /// sessions are refused anyway; this keeps the table small). Default: no task; call
+    /// [`Accounts::purge_expired_sessions`](crate::Accounts::purge_expired_sessions) yourself,
+    /// or use it.
+    ///
+    /// The task logs a database error and tries again at the next interval; it never stops on
+    /// an error. It stops when the layer and every router holding it are dropped, or when the
+    /// runtime shuts down. [`build`](Self::build) must run inside a tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .purge_expired_every(Duration::from_secs(15 * 60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn purge_expired_every(mut self, interval: Duration) -> Self {
+        self.purge_every = Some(interval);
+        self
+    }
+
     /// # ⚠️ Insecure: session cookies over plain HTTP
     ///
     /// Drops the cookie's `Secure` attribute (and, unless a name was set, uses `sid` instead of
@@ -264,6 +337,7 @@ impl AuthLayerBuilder {
         for (what, value) in [
             ("idle_timeout", self.idle_timeout),
             ("absolute_timeout", self.absolute_timeout),
+            ("reauth_window", self.reauth_window),
         ] {
             if value < Duration::from_secs(1) || value > MAX_TIMEOUT {
                 return Err(ConfigError::InvalidTimeout(what));
@@ -275,6 +349,20 @@ impl AuthLayerBuilder {
         if touch_interval >= self.idle_timeout {
             return Err(ConfigError::TouchIntervalTooLong);
         }
+        if self.max_sessions_per_user == 0 {
+            return Err(ConfigError::InvalidSessionCap);
+        }
+        if let Some(interval) = self.purge_every {
+            if interval.is_zero() {
+                return Err(ConfigError::InvalidTimeout("purge_expired_every"));
+            }
+        }
+        let runtime = match self.purge_every {
+            Some(_) => {
+                Some(tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?)
+            }
+            None => None,
+        };
         let login_redirect = self.login_redirect.map(validate_redirect).transpose()?;
 
         if !secure {
@@ -302,12 +390,18 @@ impl AuthLayerBuilder {
             idle_timeout: self.idle_timeout,
             absolute_timeout: self.absolute_timeout,
             touch_interval,
+            reauth_window: self.reauth_window,
+            max_sessions_per_user: self.max_sessions_per_user,
             login_redirect,
         };
-        Ok(AuthLayer::from_shared(Shared {
+        let layer = AuthLayer::from_shared(Shared {
             config,
             store: self.store,
-        }))
+        });
+        if let (Some(interval), Some(runtime)) = (self.purge_every, runtime) {
+            layer.spawn_purge_task(&runtime, interval);
+        }
+        Ok(layer)
     }
 }
 

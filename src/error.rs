@@ -41,6 +41,9 @@ pub enum Error {
     /// A blocking task (password hashing) could not finish.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// The request has no session, and the operation needs one.
+    #[error("not authenticated")]
+    Unauthenticated,
     /// No user with that id or name exists (or, for login, the user is disabled).
     #[error("no such user")]
     UserNotFound,
@@ -80,6 +83,7 @@ impl IntoResponse for Error {
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
                 response
             }
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
             Self::UsernameTaken => (StatusCode::CONFLICT, "Conflict").into_response(),
             Self::UserNotFound | Self::RoleNotFound => {
                 (StatusCode::NOT_FOUND, "Not found").into_response()
@@ -121,6 +125,12 @@ pub enum ConfigError {
     /// The touch interval must be shorter than the idle timeout, or active sessions would expire.
     #[error("the touch interval must be shorter than the idle timeout")]
     TouchIntervalTooLong,
+    /// The most sessions per user must be at least one.
+    #[error("max_sessions_per_user must be at least 1")]
+    InvalidSessionCap,
+    /// The purge task needs a tokio runtime to run on: build the layer inside one.
+    #[error("purge_expired_every needs to be called inside a tokio runtime")]
+    NoRuntime,
     /// The login redirect must be a local absolute path such as `/login`.
     #[error("invalid login redirect {0:?}: use a local path such as /login")]
     InvalidRedirect(String),

@@ -1,25 +1,13 @@
-//! What handlers receive: the request's [`AuthState`], the [`CurrentUser`] and the [`Auth`]
-//! handle for logging in and out.
+//! What handlers receive: the request's [`AuthState`], the [`CurrentUser`], and
+//! [`RecentAuth`] for sensitive actions.
 
-use std::{
-    net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-use http::{HeaderMap, HeaderValue, Method, header, request::Parts};
+use http::{Method, header, request::Parts};
 use time::OffsetDateTime;
 
-use crate::{
-    AuthRejection, Error, SessionId, SessionToken, UserId, cookie,
-    layer::Shared,
-    store::{Created, NewSession, SessionRow},
-};
-
-/// How many fresh ids to try when a new session id is already taken.
-const SESSION_ID_ATTEMPTS: usize = 3;
-/// User agents are stored cut to this many bytes.
-const MAX_USER_AGENT_BYTES: usize = 512;
+use crate::{Auth, AuthRejection, SessionId, UserId, store::SessionRow};
 
 /// The outcome of authentication for one request, inserted by the layer into the request's
 /// extensions. Handlers usually take [`CurrentUser`] or `Option<CurrentUser>` instead.
@@ -82,6 +70,7 @@ struct Principal {
     permissions: Vec<String>,
     session_id: SessionId,
     authenticated_at: OffsetDateTime,
+    recently_authenticated: bool,
 }
 
 impl CurrentUser {
@@ -97,6 +86,7 @@ impl CurrentUser {
             permissions,
             session_id,
             authenticated_at: row.authenticated_at,
+            recently_authenticated: row.recently_authenticated,
         }))
     }
 
@@ -148,6 +138,12 @@ impl CurrentUser {
     pub fn authenticated_at(&self) -> OffsetDateTime {
         self.0.authenticated_at
     }
+
+    /// Whether the user proved their password in this session within the reauthentication
+    /// window (by the database's clock, as of this request). See [`RecentAuth`].
+    pub fn is_recently_authenticated(&self) -> bool {
+        self.0.recently_authenticated
+    }
 }
 
 impl std::fmt::Debug for CurrentUser {
@@ -161,195 +157,12 @@ impl std::fmt::Debug for CurrentUser {
     }
 }
 
-/// The cookie the response should carry, decided during the request.
-#[derive(Debug)]
-pub(crate) enum CookieChange {
-    Keep,
-    Set(SessionToken),
-    Clear,
-}
-
-/// Handle for logging in and out, available to every handler behind the layer.
-///
-/// ```
-/// use axum::{Form, http::StatusCode, response::{IntoResponse, Redirect}};
-/// use axum_live_auth::{Accounts, Auth};
-///
-/// #[derive(serde::Deserialize)]
-/// struct Login { username: String, password: String }
-///
-/// async fn login(
-///     axum::extract::State(accounts): axum::extract::State<Accounts>,
-///     auth: Auth,
-///     Form(form): Form<Login>,
-/// ) -> Result<axum::response::Response, axum_live_auth::Error> {
-///     match accounts.verify_password(&form.username, &form.password).await? {
-///         Some(user) => {
-///             auth.login(user).await?;
-///             Ok(Redirect::to("/me").into_response())
-///         }
-///         None => Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response()),
-///     }
-/// }
-///
-/// async fn logout(auth: Auth) -> Result<Redirect, axum_live_auth::Error> {
-///     auth.logout().await?;
-///     Ok(Redirect::to("/"))
-/// }
-/// # let _ = axum::Router::<Accounts>::new()
-/// #     .route("/login", axum::routing::post(login))
-/// #     .route("/logout", axum::routing::post(logout));
-/// ```
-#[derive(Clone)]
-pub struct Auth(Arc<AuthInner>);
-
-struct AuthInner {
-    shared: Arc<Shared>,
-    state: AuthState,
-    user_agent: Option<HeaderValue>,
-    ip: Option<IpAddr>,
-    cookie: Mutex<CookieChange>,
-}
-
-impl Auth {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        state: AuthState,
-        cookie: CookieChange,
-        user_agent: Option<HeaderValue>,
-        ip: Option<IpAddr>,
-    ) -> Self {
-        Self(Arc::new(AuthInner {
-            shared,
-            state,
-            user_agent,
-            ip,
-            cookie: Mutex::new(cookie),
-        }))
-    }
-
-    /// The request's authentication state.
-    pub fn state(&self) -> &AuthState {
-        &self.0.state
-    }
-
-    /// The current user, if the request is authenticated.
-    pub fn current_user(&self) -> Option<&CurrentUser> {
-        match &self.0.state {
-            AuthState::Authenticated(user) => Some(user),
-            _ => None,
-        }
-    }
-
-    /// Starts a new session for `user` and sets its cookie on the response (with
-    /// `Cache-Control: no-store`). Call it after checking the user's credentials.
-    ///
-    /// Always a new session with a fresh token: a token the client sent is never reused (no
-    /// session fixation), and the session the request was authenticated with, if any, is
-    /// deleted.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UserNotFound`] when the user does not exist or is disabled; a database or
-    /// random-source error.
-    pub async fn login(&self, user: UserId) -> Result<SessionId, Error> {
-        let inner = &self.0;
-        let config = &inner.shared.config;
-        let user_agent = inner.user_agent.as_ref().map(user_agent_text);
-        if let Some(previous) = self.current_user() {
-            inner
-                .shared
-                .store
-                .delete_session(previous.session_id())
-                .await?;
-        }
-        for _ in 0..SESSION_ID_ATTEMPTS {
-            let token = SessionToken::generate()?;
-            let secret_hash = token.secret_hash();
-            let new = NewSession {
-                id: token.id(),
-                secret_hash: secret_hash.as_bytes(),
-                user_id: user,
-                idle_timeout: config.idle_timeout,
-                absolute_timeout: config.absolute_timeout,
-                user_agent: user_agent.as_deref(),
-                ip: inner.ip,
-            };
-            match inner.shared.store.create_session(&new).await? {
-                Created::Yes => {
-                    let id = token.id().clone();
-                    tracing::info!(user.id = user, session.id = %id, "session created");
-                    self.set_cookie(CookieChange::Set(token));
-                    return Ok(id);
-                }
-                Created::UserInactive => return Err(Error::UserNotFound),
-                Created::IdTaken => {
-                    tracing::warn!(session.id = %token.id(), "new session id already taken");
-                }
-            }
-        }
-        Err(Error::SessionIdCollision)
-    }
-
-    /// Ends the request's session: deletes its row and clears the cookie (same name, `Path`,
-    /// `Domain` and `Secure` as when it was set, with `Cache-Control: no-store`). Replaying the
-    /// old cookie afterwards is `401`.
-    ///
-    /// # Errors
-    ///
-    /// A database error; the cookie is then left in place, since the session still exists.
-    pub async fn logout(&self) -> Result<(), Error> {
-        if let Some(user) = self.current_user() {
-            self.0
-                .shared
-                .store
-                .delete_session(user.session_id())
-                .await?;
-            tracing::info!(user.id = user.id(), session.id = %user.session_id(), "logout");
-        }
-        self.set_cookie(CookieChange::Clear);
-        Ok(())
-    }
-
-    fn set_cookie(&self, change: CookieChange) {
-        *self.0.cookie.lock().unwrap_or_else(PoisonError::into_inner) = change;
-    }
-
-    /// Writes the decided cookie change into the response headers.
-    pub(crate) fn write_cookie(&self, headers: &mut HeaderMap) {
-        let change = std::mem::replace(
-            &mut *self.0.cookie.lock().unwrap_or_else(PoisonError::into_inner),
-            CookieChange::Keep,
-        );
-        let config = &self.0.shared.config.cookie;
-        let value = match change {
-            CookieChange::Keep => return,
-            CookieChange::Set(token) => cookie::set(config, &token),
-            CookieChange::Clear => cookie::clear(config),
-        };
-        match value {
-            Some(value) => {
-                headers.append(header::SET_COOKIE, value);
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            None => tracing::error!("axum-live-auth: could not encode the session cookie"),
-        }
-    }
-
-    /// The rejection for a request that needs a user but has none.
-    fn unauthenticated(&self, parts: &Parts) -> AuthRejection {
-        match &self.0.shared.config.login_redirect {
-            Some(path) if wants_html_page(parts) => AuthRejection::LoginRedirect(path.clone()),
-            _ => AuthRejection::Unauthenticated,
-        }
-    }
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("state", &self.0.state)
-            .finish_non_exhaustive()
+/// The rejection for a request that needs a user but has none: the login redirect for a
+/// browser page, if one is configured, else `401`.
+fn unauthenticated(auth: &Auth, parts: &Parts) -> AuthRejection {
+    match auth.login_redirect() {
+        Some(path) if wants_html_page(parts) => AuthRejection::LoginRedirect(path.clone()),
+        _ => AuthRejection::Unauthenticated,
     }
 }
 
@@ -363,27 +176,12 @@ fn wants_html_page(parts: &Parts) -> bool {
         })
 }
 
-/// The user agent as stored: lossy UTF-8, cut to a bounded length on a character boundary.
-fn user_agent_text(value: &HeaderValue) -> String {
-    let bytes = value.as_bytes();
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT_BYTES)]);
-    text.into_owned()
-}
-
 /// The layer's handle from the request, or the 500 for a route without the layer.
 pub(crate) fn auth_from_parts(parts: &Parts) -> Result<&Auth, AuthRejection> {
     parts
         .extensions
         .get::<Auth>()
         .ok_or(AuthRejection::MissingLayer)
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Auth {
-    type Rejection = AuthRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        auth_from_parts(parts).cloned()
-    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
@@ -393,7 +191,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
         let auth = auth_from_parts(parts)?;
         match auth.state() {
             AuthState::Authenticated(user) => Ok(user.clone()),
-            AuthState::Anonymous => Err(auth.unauthenticated(parts)),
+            AuthState::Anonymous => Err(unauthenticated(auth, parts)),
             AuthState::Unavailable => Err(AuthRejection::Unavailable),
         }
     }
@@ -414,12 +212,45 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
     }
 }
 
+/// The current user, only if they proved their password recently ("sudo mode").
+///
+/// For sensitive actions (changing a password or an email address, revoking other devices,
+/// deleting the account): answers `403` with the JSON body `{"error":"reauth_required"}` when
+/// the session's last password check (login or [`Auth::reauthenticate`]) is older than the
+/// layer's reauthentication window (default 15 minutes, not sliding); otherwise it refuses
+/// like [`CurrentUser`].
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use axum_live_auth::RecentAuth;
+///
+/// async fn delete_account(RecentAuth(user): RecentAuth) -> String {
+///     format!("deleting {}", user.username())
+/// }
+/// let app: Router = Router::new().route("/account/delete", post(delete_account));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecentAuth(pub CurrentUser);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecentAuth {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let user = <CurrentUser as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        if user.is_recently_authenticated() {
+            Ok(Self(user))
+        } else {
+            Err(AuthRejection::ReauthRequired)
+        }
+    }
+}
+
 /// Decides a request for a permission guard: `Ok` to go on, or the refusal.
 pub(crate) fn check_permission(parts: &Parts, permission: &str) -> Result<(), AuthRejection> {
     let auth = auth_from_parts(parts)?;
     match auth.state() {
         AuthState::Authenticated(user) => user.require(permission),
-        AuthState::Anonymous => Err(auth.unauthenticated(parts)),
+        AuthState::Anonymous => Err(unauthenticated(auth, parts)),
         AuthState::Unavailable => Err(AuthRejection::Unavailable),
     }
 }

@@ -10,8 +10,9 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Weak},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use axum::extract::ConnectInfo;
@@ -19,10 +20,11 @@ use http::{HeaderMap, Request, Response, header};
 use tower::{Layer, Service};
 
 use crate::{
-    Accounts, AuthLayerBuilder, AuthState, AuthStore, CurrentUser, SessionToken,
+    Accounts, Auth, AuthLayerBuilder, AuthState, AuthStore, CurrentUser, SessionToken,
+    auth::CookieChange,
     config::AuthConfig,
     cookie::{self, Invalid, Presented},
-    extract::{Auth, CookieChange},
+    events::Client,
 };
 
 /// Configuration and store, shared by every clone of the layer and every request.
@@ -96,6 +98,33 @@ impl AuthLayer {
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }
+
+    /// Purges expired sessions every `interval` until the layer is gone. A failed purge is
+    /// logged and tried again at the next interval.
+    pub(crate) fn spawn_purge_task(&self, runtime: &tokio::runtime::Handle, interval: Duration) {
+        let shared: Weak<Shared> = Arc::downgrade(&self.shared);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await; // the first tick is immediate
+            loop {
+                ticks.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    tracing::debug!("axum-live-auth: layer dropped, purge task stops");
+                    return;
+                };
+                let accounts = Accounts::new(shared.store.clone());
+                drop(shared);
+                match accounts.purge_expired_sessions().await {
+                    Ok(count) => tracing::debug!(count, "purged expired sessions"),
+                    Err(error) => tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "purging expired sessions failed; trying again at the next interval"
+                    ),
+                }
+            }
+        });
+    }
 }
 
 impl<S> Layer<S> for AuthLayer {
@@ -139,9 +168,11 @@ where
 
         Box::pin(async move {
             let (state, cookie) = authenticate(&shared, req.headers()).await;
-            let user_agent = req.headers().get(header::USER_AGENT).cloned();
-            let ip = client_ip(&req);
-            let auth = Auth::new(shared, state.clone(), cookie, user_agent, ip);
+            let client = Client {
+                ip: client_ip(&req),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            };
+            let auth = Auth::new(shared, state.clone(), cookie, client);
             req.extensions_mut().insert(state);
             req.extensions_mut().insert(auth.clone());
 
@@ -196,7 +227,8 @@ async fn resolve(
 ) -> Result<Option<CurrentUser>, sqlx::Error> {
     let config = &shared.config;
     let mut db = shared.store.connection().await?;
-    let Some(row) = db.lookup_session(token.id(), config.touch_interval).await? else {
+    let lookup = db.lookup_session(token.id(), config.touch_interval, config.reauth_window);
+    let Some(row) = lookup.await? else {
         return Ok(None);
     };
     if !token.secret_hash().matches(&row.secret_hash) {

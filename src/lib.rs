@@ -45,28 +45,33 @@
 //! interval to move the idle deadline.
 
 mod admin;
+mod auth;
 mod config;
 mod cookie;
 mod error;
+mod events;
 mod extract;
 mod guard;
 mod layer;
 mod password;
 mod rejection;
+mod routes;
 mod store;
 mod token;
 
 pub use crate::{
     admin::Accounts,
+    auth::Auth,
     config::{AuthLayerBuilder, SameSite},
     cookie::MAX_COOKIE_HEADER_BYTES,
     error::{ConfigError, Error},
-    extract::{Auth, AuthState, CurrentUser},
+    extract::{AuthState, CurrentUser, RecentAuth},
     guard::{RequirePermission, RequirePermissionLayer, require_permission},
     layer::{AuthLayer, AuthService},
     password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
     rejection::AuthRejection,
-    store::{AuthStore, migrate},
+    routes::account_routes,
+    store::{AuthStore, SessionInfo, migrate},
     token::{SessionId, SessionToken},
 };
 

@@ -17,6 +17,15 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// [`Accounts::set_password`](crate::Accounts::set_password) accept, in bytes.
 pub const MIN_PASSWORD_BYTES: usize = 8;
 
+/// Checks a new password's length: [`MIN_PASSWORD_BYTES`] to [`MAX_PASSWORD_BYTES`].
+pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
+    if (MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidPassword)
+    }
+}
+
 /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
 pub(crate) async fn hash(password: &str) -> Result<String, Error> {
     let password = password.to_owned();

@@ -31,6 +31,10 @@ pub enum AuthRejection {
     LoginRedirect(Arc<str>),
     /// A valid session without the permission needed: `403 Forbidden`.
     Forbidden,
+    /// A valid session whose password check is older than the reauthentication window:
+    /// `403 Forbidden` with the JSON body `{"error":"reauth_required"}`. See
+    /// [`RecentAuth`](crate::RecentAuth).
+    ReauthRequired,
     /// The database could not be asked: `503 Service Unavailable` with `Retry-After`. Never
     /// treated as anonymous.
     Unavailable,
@@ -44,7 +48,7 @@ impl AuthRejection {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::LoginRedirect(_) => StatusCode::SEE_OTHER,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ReauthRequired => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -56,6 +60,7 @@ impl std::fmt::Display for AuthRejection {
         f.write_str(match self {
             Self::Unauthenticated | Self::LoginRedirect(_) => "unauthenticated",
             Self::Forbidden => "forbidden",
+            Self::ReauthRequired => "reauthentication required",
             Self::Unavailable => "authentication unavailable",
             Self::MissingLayer => "AuthLayer missing",
         })
@@ -70,6 +75,12 @@ impl IntoResponse for AuthRejection {
         match self {
             Self::Unauthenticated => (status, "Unauthorized").into_response(),
             Self::Forbidden => (status, "Forbidden").into_response(),
+            Self::ReauthRequired => (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"reauth_required"}"#,
+            )
+                .into_response(),
             Self::LoginRedirect(location) => {
                 let mut response = status.into_response();
                 if let Ok(location) = HeaderValue::from_str(&location) {

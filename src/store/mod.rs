@@ -178,6 +178,67 @@ impl AuthStore {
         dispatch!(self, |s, count| s.delete_session(count, id).await)
     }
 
+    /// Replaces a live session by a new one with the same user and absolute deadline;
+    /// `false` if the old one is gone or expired.
+    pub(crate) async fn rotate_session(
+        &self,
+        old: &SessionId,
+        new_id: &SessionId,
+        new_hash: &[u8],
+        idle_timeout: Duration,
+        reauthenticated: bool,
+    ) -> Result<bool, Error> {
+        dispatch!(self, |s, count| s
+            .rotate_session(count, old, new_id, new_hash, idle_timeout, reauthenticated)
+            .await)
+    }
+
+    /// The user's live sessions, most recently used first.
+    pub(crate) async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, Error> {
+        dispatch!(self, |s, count| s.list_sessions(count, user).await)
+    }
+
+    /// Deletes one session of `user` by public id; `false` if the user has no such session.
+    pub(crate) async fn delete_user_session(&self, user: UserId, id: &str) -> Result<bool, Error> {
+        dispatch!(self, |s, count| s
+            .delete_user_session(count, user, id)
+            .await)
+    }
+
+    /// Deletes every session of `user` except `keep`; returns how many ended.
+    pub(crate) async fn delete_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u64, Error> {
+        dispatch!(self, |s, count| s
+            .delete_user_sessions(count, user, keep)
+            .await)
+    }
+
+    /// Stores a new password hash and ends every session of the user except `keep`,
+    /// atomically; `false` if the user does not exist.
+    pub(crate) async fn set_password_ending_sessions(
+        &self,
+        user: UserId,
+        hash: &str,
+        keep: Option<&SessionId>,
+    ) -> Result<bool, Error> {
+        dispatch!(self, |s, count| s
+            .set_password_ending_sessions(count, user, hash, keep)
+            .await)
+    }
+
+    /// Deletes every session past either deadline and says which.
+    pub(crate) async fn purge_expired(&self) -> Result<Vec<Expired>, Error> {
+        dispatch!(self, |s, count| s.purge_expired(count).await)
+    }
+
+    /// The password hash of an enabled user.
+    pub(crate) async fn password_hash(&self, user: UserId) -> Result<Option<String>, sqlx::Error> {
+        dispatch!(self, |s, count| s.password_hash(count, user).await)
+    }
+
     // --- users and grants -------------------------------------------------------------------
 
     pub(crate) async fn create_user(
@@ -227,7 +288,7 @@ impl AuthStore {
         &self,
         user: UserId,
         permission: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         dispatch!(self, |s, count| s
             .revoke_permission(count, user, permission)
             .await)
@@ -251,7 +312,7 @@ impl AuthStore {
         &self,
         role: &str,
         permission: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         dispatch!(self, |s, count| s
             .revoke_role_permission(count, role, permission)
             .await)
@@ -261,7 +322,7 @@ impl AuthStore {
         dispatch!(self, |s, count| s.assign_role(count, user, role).await)
     }
 
-    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
         dispatch!(self, |s, count| s.unassign_role(count, user, role).await)
     }
 }
@@ -302,13 +363,18 @@ impl RequestConnection {
         &mut self,
         id: &SessionId,
         touch_interval: Duration,
+        reauth_window: Duration,
     ) -> Result<Option<SessionRow>, sqlx::Error> {
         Counter(&self.statements).one();
         match &mut self.conn {
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => postgres::lookup_session(conn, id, touch_interval).await,
+            Conn::Postgres(conn) => {
+                postgres::lookup_session(conn, id, touch_interval, reauth_window).await
+            }
             #[cfg(feature = "sqlite")]
-            Conn::Sqlite(conn) => sqlite::lookup_session(conn, id, touch_interval).await,
+            Conn::Sqlite(conn) => {
+                sqlite::lookup_session(conn, id, touch_interval, reauth_window).await
+            }
         }
     }
 
@@ -346,6 +412,42 @@ pub(crate) struct SessionRow {
     pub(crate) authenticated_at: OffsetDateTime,
     /// The idle deadline is due to be written back (the touch interval has passed).
     pub(crate) touch_due: bool,
+    /// The password was proved in this session within the reauthentication window, by the
+    /// database's clock.
+    pub(crate) recently_authenticated: bool,
+}
+
+/// One of a user's sessions, as listed to them or to an operator. Never the secret or its
+/// hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The public session id (the token's part before the dot).
+    pub id: String,
+    /// When the user logged in (kept across rotations).
+    pub created_at: OffsetDateTime,
+    /// When the session was last written back (at most one touch interval stale).
+    pub last_seen_at: OffsetDateTime,
+    /// When it ends unless used.
+    pub idle_expires_at: OffsetDateTime,
+    /// When it ends however it is used.
+    pub expires_at: OffsetDateTime,
+    /// The user agent at login.
+    pub user_agent: Option<String>,
+    /// The client address at login.
+    pub ip: Option<String>,
+    /// Whether this is the session of the request that listed it.
+    pub current: bool,
+}
+
+/// A session removed by the purge.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Expired {
+    pub(crate) id: String,
+    pub(crate) user_id: UserId,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ip: Option<String>,
 }
 
 /// What password verification needs to know about a user.
@@ -366,12 +468,17 @@ pub(crate) struct NewSession<'a> {
     pub(crate) absolute_timeout: Duration,
     pub(crate) user_agent: Option<&'a str>,
     pub(crate) ip: Option<IpAddr>,
+    /// The most sessions a user may have; the least recently used beyond it end.
+    pub(crate) max_sessions: u32,
 }
 
 /// Outcome of inserting a session.
 #[derive(Debug)]
 pub(crate) enum Created {
-    Yes,
+    /// Inserted; these sessions of the user ended to keep under the cap.
+    Yes {
+        evicted: Vec<String>,
+    },
     IdTaken,
     UserInactive,
 }

@@ -4,7 +4,7 @@ use std::{sync::LazyLock, time::Duration};
 
 use sqlx::{PgPool, Postgres, migrate::Migrator, pool::PoolConnection};
 
-use super::{Counter, Created, LoginRow, NewSession, SessionRow};
+use super::{Counter, Created, Expired, LoginRow, NewSession, SessionInfo, SessionRow};
 use crate::{Error, SessionId, UserId};
 
 /// The crate's migrations, embedded at compile time.
@@ -37,7 +37,8 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// per-request query").
 const LOOKUP: &str = "\
 SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
-       s.last_seen_at <= now() - $2 AS touch_due
+       s.last_seen_at <= now() - $2 AS touch_due,
+       s.authenticated_at > now() - $3 AS recently_authenticated
   FROM auth_sessions s
   JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1
@@ -54,26 +55,61 @@ UPDATE auth_sessions
  WHERE id = $1
    AND last_seen_at <= now() - $3";
 
-/// Inserts a session for an enabled user; a colliding id inserts nothing and is retried by the
-/// caller with a new token. The IP address is bound as text and cast, since `std::net::IpAddr`
-/// maps to `inet` in sqlx only with an extra crate.
+/// Inserts a session for an enabled user and, if it was inserted, ends the user's least recently
+/// used sessions beyond the cap ($8). A colliding id inserts nothing (and ends nothing) and is
+/// retried by the caller with a new token. The IP address is bound as text and cast, since
+/// `std::net::IpAddr` maps to `inet` in sqlx only with an extra crate.
 const CREATE_SESSION: &str = "\
-INSERT INTO auth_sessions
-       (id, secret_hash, user_id, idle_expires_at, expires_at, user_agent, ip)
-SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet
-  FROM auth_users u
- WHERE u.id = $3 AND u.disabled_at IS NULL
-ON CONFLICT (id) DO NOTHING
+WITH new AS (
+    INSERT INTO auth_sessions
+           (id, secret_hash, user_id, idle_expires_at, expires_at, user_agent, ip)
+    SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet
+      FROM auth_users u
+     WHERE u.id = $3 AND u.disabled_at IS NULL
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+), evicted AS (
+    DELETE FROM auth_sessions
+     WHERE EXISTS (SELECT 1 FROM new)
+       AND id IN (SELECT id FROM auth_sessions WHERE user_id = $3
+                   ORDER BY last_seen_at DESC, created_at DESC, id OFFSET $8 - 1)
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM new), coalesce((SELECT array_agg(id) FROM evicted), '{}')";
+
+/// Replaces a live session by a new one: same user, creation time, absolute deadline, user
+/// agent and IP; a fresh idle deadline; `authenticated_at` now if $5. One statement, so the
+/// old token is dead the moment the new one exists.
+const ROTATE: &str = "\
+WITH old AS (
+    DELETE FROM auth_sessions
+     WHERE id = $1 AND expires_at > now() AND idle_expires_at > now()
+    RETURNING *
+)
+INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
+                           expires_at, authenticated_at, user_agent, ip)
+SELECT $2, $3, user_id, created_at, now(), LEAST(now() + $4, expires_at), expires_at,
+       CASE WHEN $5 THEN now() ELSE authenticated_at END, user_agent, ip
+  FROM old
 RETURNING 1";
+
+const LIST_SESSIONS: &str = "\
+SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, host(ip) AS ip,
+       false AS current
+  FROM auth_sessions
+ WHERE user_id = $1 AND expires_at > now() AND idle_expires_at > now()
+ ORDER BY last_seen_at DESC, created_at DESC, id";
 
 pub(super) async fn lookup_session(
     conn: &mut PoolConnection<Postgres>,
     id: &SessionId,
     touch_interval: Duration,
+    reauth_window: Duration,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(LOOKUP)
         .bind(id.as_str())
         .bind(touch_interval)
+        .bind(reauth_window)
         .fetch_optional(&mut **conn)
         .await
 }
@@ -130,7 +166,7 @@ impl PgStore {
         count: &Counter<'_>,
         new: &NewSession<'_>,
     ) -> Result<Created, Error> {
-        let inserted = sqlx::query(CREATE_SESSION)
+        let (inserted, evicted): (bool, Vec<String>) = sqlx::query_as(CREATE_SESSION)
             .bind(new.id.as_str())
             .bind(new.secret_hash)
             .bind(new.user_id)
@@ -138,10 +174,11 @@ impl PgStore {
             .bind(new.absolute_timeout)
             .bind(new.user_agent)
             .bind(new.ip.map(|ip| ip.to_string()))
-            .fetch_optional(self.exec(count))
+            .bind(i64::from(new.max_sessions))
+            .fetch_one(self.exec(count))
             .await?;
-        if inserted.is_some() {
-            return Ok(Created::Yes);
+        if inserted {
+            return Ok(Created::Yes { evicted });
         }
         // Nothing inserted: either the id exists, or the user is missing or disabled.
         let active: bool = sqlx::query_scalar(
@@ -155,6 +192,115 @@ impl PgStore {
         } else {
             Created::UserInactive
         })
+    }
+
+    pub(super) async fn rotate_session(
+        &self,
+        count: &Counter<'_>,
+        old: &SessionId,
+        new_id: &SessionId,
+        new_hash: &[u8],
+        idle_timeout: Duration,
+        reauthenticated: bool,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(ROTATE)
+            .bind(old.as_str())
+            .bind(new_id.as_str())
+            .bind(new_hash)
+            .bind(idle_timeout)
+            .bind(reauthenticated)
+            .execute(self.exec(count))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn list_sessions(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<Vec<SessionInfo>, Error> {
+        Ok(sqlx::query_as(LIST_SESSIONS)
+            .bind(user)
+            .fetch_all(self.exec(count))
+            .await?)
+    }
+
+    /// Deletes one session of `user`; `false` if the user has no such session.
+    pub(super) async fn delete_user_session(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        id: &str,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id = $2")
+            .bind(user)
+            .bind(id)
+            .execute(self.exec(count))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes every session of `user` but `keep`; returns how many ended.
+    pub(super) async fn delete_user_sessions(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u64, Error> {
+        let done =
+            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2")
+                .bind(user)
+                .bind(keep.map(SessionId::as_str))
+                .execute(self.exec(count))
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Stores a new password hash and ends every session of the user but `keep`, in one
+    /// statement; `false` if the user does not exist.
+    pub(super) async fn set_password_ending_sessions(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        hash: &str,
+        keep: Option<&SessionId>,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "WITH ended AS (
+                 DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $3
+             )
+             UPDATE auth_users SET password_hash = $2 WHERE id = $1",
+        )
+        .bind(user)
+        .bind(hash)
+        .bind(keep.map(SessionId::as_str))
+        .execute(self.exec(count))
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes every session past either deadline.
+    pub(super) async fn purge_expired(&self, count: &Counter<'_>) -> Result<Vec<Expired>, Error> {
+        Ok(sqlx::query_as(
+            "DELETE FROM auth_sessions WHERE expires_at <= now() OR idle_expires_at <= now()
+             RETURNING id, user_id, user_agent, host(ip) AS ip",
+        )
+        .fetch_all(self.exec(count))
+        .await?)
+    }
+
+    pub(super) async fn password_hash(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<Option<String>, sqlx::Error> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT password_hash FROM auth_users WHERE id = $1 AND disabled_at IS NULL",
+        )
+        .bind(user)
+        .fetch_optional(self.exec(count))
+        .await?
+        .flatten())
     }
 
     pub(super) async fn delete_session(
@@ -283,13 +429,14 @@ impl PgStore {
         count: &Counter<'_>,
         user: UserId,
         permission: &str,
-    ) -> Result<(), Error> {
-        sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
-            .bind(user)
-            .bind(permission)
-            .execute(self.exec(count))
-            .await?;
-        Ok(())
+    ) -> Result<bool, Error> {
+        let done =
+            sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
+                .bind(user)
+                .bind(permission)
+                .execute(self.exec(count))
+                .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Creates the role if it does not exist yet.
@@ -327,8 +474,8 @@ impl PgStore {
         count: &Counter<'_>,
         role: &str,
         permission: &str,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
             "DELETE FROM auth_role_permissions rp USING auth_roles r
               WHERE rp.role_id = r.id AND r.name = $1 AND rp.permission = $2",
         )
@@ -336,7 +483,7 @@ impl PgStore {
         .bind(permission)
         .execute(self.exec(count))
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     /// Gives the user the role. `Err(RoleNotFound)` / `Err(UserNotFound)` when either is missing.
@@ -372,8 +519,8 @@ impl PgStore {
         count: &Counter<'_>,
         user: UserId,
         role: &str,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
             "DELETE FROM auth_user_roles ur USING auth_roles r
               WHERE ur.role_id = r.id AND ur.user_id = $1 AND r.name = $2",
         )
@@ -381,7 +528,7 @@ impl PgStore {
         .bind(role)
         .execute(self.exec(count))
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn user_exists(&self, count: &Counter<'_>, user: UserId) -> Result<bool, sqlx::Error> {

@@ -13,7 +13,7 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::{Counter, Created, LoginRow, NewSession, SessionRow};
+use super::{Counter, Created, Expired, LoginRow, NewSession, SessionInfo, SessionRow};
 use crate::{Error, SessionId, UserId};
 
 /// The SQLite store's migrations (`migrations/sqlite`), embedded at compile time, with the same
@@ -63,7 +63,9 @@ const LOOKUP: &str = concat!(
     "SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
             s.last_seen_at <= ",
     now!(),
-    " - ?2 AS touch_due
+    " - ?2 AS touch_due, s.authenticated_at > ",
+    now!(),
+    " - ?3 AS recently_authenticated
        FROM auth_sessions s
        JOIN auth_users u ON u.id = s.user_id
       WHERE s.id = ?1
@@ -101,6 +103,51 @@ const CREATE_SESSION: &str = concat!(
      RETURNING 1"
 );
 
+/// After a new session ?3 of user ?1: ends the user's least recently used other sessions so
+/// that at most ?2 remain with the new one.
+const EVICT: &str = "\
+DELETE FROM auth_sessions
+ WHERE user_id = ?1 AND id <> ?3
+   AND id NOT IN (SELECT id FROM auth_sessions WHERE user_id = ?1 AND id <> ?3
+                   ORDER BY last_seen_at DESC, created_at DESC, id LIMIT ?2 - 1)
+RETURNING id";
+
+/// Copies a live session ?1 into a new one ?2 (see the Postgres store's `ROTATE`).
+const ROTATE_INSERT: &str = concat!(
+    "INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at,
+                                idle_expires_at, expires_at, authenticated_at, user_agent, ip)
+     SELECT ?2, ?3, user_id, created_at, ",
+    now!(),
+    ", min(",
+    now!(),
+    " + ?4, expires_at), expires_at, CASE WHEN ?5 THEN ",
+    now!(),
+    " ELSE authenticated_at END, user_agent, ip
+       FROM auth_sessions
+      WHERE id = ?1 AND expires_at > ",
+    now!(),
+    " AND idle_expires_at > ",
+    now!()
+);
+
+const LIST_SESSIONS: &str = concat!(
+    "SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, ip
+       FROM auth_sessions
+      WHERE user_id = ?1 AND expires_at > ",
+    now!(),
+    " AND idle_expires_at > ",
+    now!(),
+    " ORDER BY last_seen_at DESC, created_at DESC, id"
+);
+
+const PURGE: &str = concat!(
+    "DELETE FROM auth_sessions WHERE expires_at <= ",
+    now!(),
+    " OR idle_expires_at <= ",
+    now!(),
+    " RETURNING id, user_id, user_agent, ip"
+);
+
 const DISABLE: &str = concat!(
     "UPDATE auth_users SET disabled_at = coalesce(disabled_at, ",
     now!(),
@@ -109,6 +156,40 @@ const DISABLE: &str = concat!(
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn time(millis: i64) -> Result<OffsetDateTime, sqlx::Error> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// A listed session as SQLite returns it.
+#[derive(sqlx::FromRow)]
+struct InfoRow {
+    id: String,
+    created_at: i64,
+    last_seen_at: i64,
+    idle_expires_at: i64,
+    expires_at: i64,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl TryFrom<InfoRow> for SessionInfo {
+    type Error = sqlx::Error;
+
+    fn try_from(row: InfoRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.id,
+            created_at: time(row.created_at)?,
+            last_seen_at: time(row.last_seen_at)?,
+            idle_expires_at: time(row.idle_expires_at)?,
+            expires_at: time(row.expires_at)?,
+            user_agent: row.user_agent,
+            ip: row.ip,
+            current: false,
+        })
+    }
 }
 
 /// The lookup's row as SQLite returns it.
@@ -120,15 +201,14 @@ struct Row {
     permissions: String,
     authenticated_at: i64,
     touch_due: bool,
+    recently_authenticated: bool,
 }
 
 impl TryFrom<Row> for SessionRow {
     type Error = sqlx::Error;
 
     fn try_from(row: Row) -> Result<Self, sqlx::Error> {
-        let nanos = i128::from(row.authenticated_at) * 1_000_000;
-        let authenticated_at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let authenticated_at = time(row.authenticated_at)?;
         Ok(Self {
             secret_hash: row.secret_hash,
             user_id: row.user_id,
@@ -136,6 +216,7 @@ impl TryFrom<Row> for SessionRow {
             permissions: row.permissions.lines().map(str::to_owned).collect(),
             authenticated_at,
             touch_due: row.touch_due,
+            recently_authenticated: row.recently_authenticated,
         })
     }
 }
@@ -144,10 +225,12 @@ pub(super) async fn lookup_session(
     conn: &mut PoolConnection<Sqlite>,
     id: &SessionId,
     touch_interval: Duration,
+    reauth_window: Duration,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(LOOKUP)
         .bind(id.as_str())
         .bind(millis(touch_interval))
+        .bind(millis(reauth_window))
         .fetch_optional(&mut **conn)
         .await?;
     row.map(SessionRow::try_from).transpose()
@@ -201,11 +284,16 @@ impl SqliteStore {
         self.pool.acquire().await
     }
 
+    /// Inserts the session and ends the least recently used ones beyond the cap, in one
+    /// transaction.
     pub(super) async fn create_session(
         &self,
         count: &Counter<'_>,
         new: &NewSession<'_>,
     ) -> Result<Created, Error> {
+        count.one();
+        let mut tx = self.pool.begin().await?;
+        count.one();
         let inserted = sqlx::query(CREATE_SESSION)
             .bind(new.id.as_str())
             .bind(new.secret_hash)
@@ -214,11 +302,22 @@ impl SqliteStore {
             .bind(millis(new.absolute_timeout))
             .bind(new.user_agent)
             .bind(new.ip.map(|ip| ip.to_string()))
-            .fetch_optional(self.exec(count))
+            .fetch_optional(&mut *tx)
             .await?;
         if inserted.is_some() {
-            return Ok(Created::Yes);
+            count.one();
+            let evicted = sqlx::query_scalar(EVICT)
+                .bind(new.user_id)
+                .bind(i64::from(new.max_sessions))
+                .bind(new.id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            count.one();
+            tx.commit().await?;
+            return Ok(Created::Yes { evicted });
         }
+        count.one();
+        tx.rollback().await?;
         // Nothing inserted: either the id exists, or the user is missing or disabled.
         let active: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = ?1 AND disabled_at IS NULL)",
@@ -231,6 +330,128 @@ impl SqliteStore {
         } else {
             Created::UserInactive
         })
+    }
+
+    /// Copies the session into a new one and deletes it, in one transaction.
+    pub(super) async fn rotate_session(
+        &self,
+        count: &Counter<'_>,
+        old: &SessionId,
+        new_id: &SessionId,
+        new_hash: &[u8],
+        idle_timeout: Duration,
+        reauthenticated: bool,
+    ) -> Result<bool, Error> {
+        count.one();
+        let mut tx = self.pool.begin().await?;
+        count.one();
+        let copied = sqlx::query(ROTATE_INSERT)
+            .bind(old.as_str())
+            .bind(new_id.as_str())
+            .bind(new_hash)
+            .bind(millis(idle_timeout))
+            .bind(reauthenticated)
+            .execute(&mut *tx)
+            .await?;
+        if copied.rows_affected() != 1 {
+            return Ok(false);
+        }
+        count.one();
+        sqlx::query("DELETE FROM auth_sessions WHERE id = ?1")
+            .bind(old.as_str())
+            .execute(&mut *tx)
+            .await?;
+        count.one();
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn list_sessions(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<Vec<SessionInfo>, Error> {
+        let rows: Vec<InfoRow> = sqlx::query_as(LIST_SESSIONS)
+            .bind(user)
+            .fetch_all(self.exec(count))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(SessionInfo::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn delete_user_session(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        id: &str,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM auth_sessions WHERE user_id = ?1 AND id = ?2")
+            .bind(user)
+            .bind(id)
+            .execute(self.exec(count))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn delete_user_sessions(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query("DELETE FROM auth_sessions WHERE user_id = ?1 AND id IS NOT ?2")
+            .bind(user)
+            .bind(keep.map(SessionId::as_str))
+            .execute(self.exec(count))
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Stores the hash and ends the sessions in one transaction.
+    pub(super) async fn set_password_ending_sessions(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+        hash: &str,
+        keep: Option<&SessionId>,
+    ) -> Result<bool, Error> {
+        count.one();
+        let mut tx = self.pool.begin().await?;
+        count.one();
+        let done = sqlx::query("UPDATE auth_users SET password_hash = ?2 WHERE id = ?1")
+            .bind(user)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        count.one();
+        sqlx::query("DELETE FROM auth_sessions WHERE user_id = ?1 AND id IS NOT ?2")
+            .bind(user)
+            .bind(keep.map(SessionId::as_str))
+            .execute(&mut *tx)
+            .await?;
+        count.one();
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn purge_expired(&self, count: &Counter<'_>) -> Result<Vec<Expired>, Error> {
+        Ok(sqlx::query_as(PURGE).fetch_all(self.exec(count)).await?)
+    }
+
+    pub(super) async fn password_hash(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<Option<String>, sqlx::Error> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT password_hash FROM auth_users WHERE id = ?1 AND disabled_at IS NULL",
+        )
+        .bind(user)
+        .fetch_optional(self.exec(count))
+        .await?
+        .flatten())
     }
 
     pub(super) async fn delete_session(
@@ -364,13 +585,14 @@ impl SqliteStore {
         count: &Counter<'_>,
         user: UserId,
         permission: &str,
-    ) -> Result<(), Error> {
-        sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = ?1 AND permission = ?2")
-            .bind(user)
-            .bind(permission)
-            .execute(self.exec(count))
-            .await?;
-        Ok(())
+    ) -> Result<bool, Error> {
+        let done =
+            sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = ?1 AND permission = ?2")
+                .bind(user)
+                .bind(permission)
+                .execute(self.exec(count))
+                .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub(super) async fn ensure_role(&self, count: &Counter<'_>, name: &str) -> Result<(), Error> {
@@ -407,8 +629,8 @@ impl SqliteStore {
         count: &Counter<'_>,
         role: &str,
         permission: &str,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
             "DELETE FROM auth_role_permissions
               WHERE permission = ?2 AND role_id IN (SELECT id FROM auth_roles WHERE name = ?1)",
         )
@@ -416,7 +638,7 @@ impl SqliteStore {
         .bind(permission)
         .execute(self.exec(count))
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     pub(super) async fn assign_role(
@@ -451,8 +673,8 @@ impl SqliteStore {
         count: &Counter<'_>,
         user: UserId,
         role: &str,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
             "DELETE FROM auth_user_roles
               WHERE user_id = ?1 AND role_id IN (SELECT id FROM auth_roles WHERE name = ?2)",
         )
@@ -460,7 +682,7 @@ impl SqliteStore {
         .bind(role)
         .execute(self.exec(count))
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn user_exists(&self, count: &Counter<'_>, user: UserId) -> Result<bool, sqlx::Error> {
