@@ -76,6 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = AuthLayer::builder(store)
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
+        // Delete expired sessions now and then; the task keeps going through database errors.
+        .purge_expired_every(Duration::from_secs(10 * 60))
         .build()?;
     seed(&auth.accounts()).await?;
     let app = app(auth);
@@ -152,6 +154,8 @@ pub(crate) fn app(auth: AuthLayer) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/me", get(me))
+        // The user's devices, "log out other devices", password change and reauthentication.
+        .nest("/account", axum_live_auth::account_routes())
         .merge(reports_routes)
         .merge(admin_routes)
         .with_state(auth.accounts())
@@ -209,21 +213,16 @@ struct Credentials {
     password: String,
 }
 
-async fn login(
-    State(accounts): State<Accounts>,
-    auth: Auth,
-    Form(form): Form<Credentials>,
-) -> Result<Response, Error> {
-    // `None` alike for an unknown user, a wrong password and a disabled user: one answer for all.
-    let Some(user) = accounts
-        .verify_password(&form.username, &form.password)
+async fn login(auth: Auth, Form(form): Form<Credentials>) -> Result<Response, Error> {
+    // Checks the password and, if right, starts a new session and sets its cookie on this
+    // response. `None` alike for an unknown user, a wrong password and a disabled user.
+    match auth
+        .login_with_password(&form.username, &form.password)
         .await?
-    else {
-        return Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response());
-    };
-    // Starts a new session and sets its cookie on this response.
-    auth.login(user).await?;
-    Ok(Redirect::to("/me").into_response())
+    {
+        Some(_) => Ok(Redirect::to("/me").into_response()),
+        None => Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response()),
+    }
 }
 
 async fn logout(auth: Auth) -> Result<Redirect, Error> {

@@ -352,14 +352,13 @@ impl AuthLayerBuilder {
         if self.max_sessions_per_user == 0 {
             return Err(ConfigError::InvalidSessionCap);
         }
-        if let Some(interval) = self.purge_every {
-            if interval.is_zero() {
+        let runtime = match self.purge_every {
+            Some(interval) if interval.is_zero() => {
                 return Err(ConfigError::InvalidTimeout("purge_expired_every"));
             }
-        }
-        let runtime = match self.purge_every {
             Some(_) => {
-                Some(tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?)
+                let runtime = tokio::runtime::Handle::try_current();
+                Some(runtime.map_err(|_| ConfigError::NoRuntime)?)
             }
             None => None,
         };
@@ -556,6 +555,33 @@ mod tests {
         assert_eq!(
             b().touch_interval(DEFAULT_IDLE).build().unwrap_err(),
             ConfigError::TouchIntervalTooLong
+        );
+    }
+
+    #[test]
+    fn the_purge_task_needs_a_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = runtime.block_on(async { pool() });
+        let builder = AuthLayerBuilder::new(store).purge_expired_every(Duration::from_secs(60));
+        assert_eq!(builder.build().unwrap_err(), ConfigError::NoRuntime);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_zero_session_cap_and_purge_interval() {
+        let b = || AuthLayerBuilder::new(pool());
+        assert_eq!(
+            b().max_sessions_per_user(0).build().unwrap_err(),
+            ConfigError::InvalidSessionCap
+        );
+        assert_eq!(
+            b().purge_expired_every(Duration::ZERO).build().unwrap_err(),
+            ConfigError::InvalidTimeout("purge_expired_every")
+        );
+        assert_eq!(
+            b().reauth_window(Duration::ZERO).build().unwrap_err(),
+            ConfigError::InvalidTimeout("reauth_window")
         );
     }
 

@@ -9,6 +9,7 @@
 //! Integration tests against a real Postgres (`DATABASE_URL`, a superuser; `scripts/test`
 //! provides one). Each `#[sqlx::test]` gets a fresh database with the crate's migrations.
 
+mod account;
 mod common;
 mod failure;
 mod hostile;

@@ -144,6 +144,28 @@ async fn the_readme_walkthrough(db: Db) {
         StatusCode::NOT_FOUND
     );
 
+    // Devices: alice on a second client, listed, then logged out from the first.
+    let laptop = login("alice", "alice-password").await.session_cookie().unwrap();
+    let list = call("GET", "/account/sessions", a(), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&list.body).unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    let others = call("POST", "/account/sessions/revoke-others", a(), None).await;
+    assert_eq!(others.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        status(call("GET", "/me", Some(laptop), None).await),
+        StatusCode::UNAUTHORIZED
+    );
+    // Password change: the session is rotated, the old cookie is dead.
+    let form = "current_password=alice-password&new_password=alice-new-password";
+    let changed = call("POST", "/account/password", a(), Some(form)).await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT);
+    assert_eq!(status(call("GET", "/me", a(), None).await), StatusCode::UNAUTHORIZED);
+    let alice = changed.session_cookie().unwrap();
+    let a = || Some(alice.clone());
+    assert_eq!(status(call("GET", "/me", a(), None).await), StatusCode::OK);
+
     let logout = call("POST", "/logout", a(), None).await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER);
     assert_eq!(logout.session_cookie().as_deref(), Some(""));

@@ -176,6 +176,40 @@ impl Db {
         self.exec_each(&pg, &lite).await;
     }
 
+    /// Moves the password check of session `id` `secs` into the past.
+    pub async fn age_authentication(&self, id: &str, secs: u64) {
+        self.exec_each(
+            &format!(
+                "UPDATE auth_sessions SET authenticated_at = now() - interval '{secs} seconds'
+                  WHERE id = '{id}'"
+            ),
+            &format!(
+                "UPDATE auth_sessions SET authenticated_at = NOW - {secs}000 WHERE id = '{id}'"
+            ),
+        )
+        .await;
+    }
+
+    /// (created_at, expires_at) of session `id`, in epoch seconds.
+    pub async fn created_and_expires(&self, id: &str) -> (f64, f64) {
+        match self {
+            Self::Postgres(pool) => sqlx::query_as(
+                "SELECT extract(epoch FROM created_at)::float8, extract(epoch FROM expires_at)::float8
+                   FROM auth_sessions WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await,
+            Self::Sqlite(pool) => sqlx::query_as(
+                "SELECT created_at / 1000.0, expires_at / 1000.0 FROM auth_sessions WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await,
+        }
+        .unwrap()
+    }
+
     /// (last_seen_at, idle_expires_at, expires_at) of the only session, in epoch seconds.
     pub async fn deadlines(&self) -> (f64, f64, f64) {
         match self {

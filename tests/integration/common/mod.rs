@@ -14,7 +14,6 @@ use std::{
 use axum::{
     Form, Json, Router,
     body::Body,
-    extract::State,
     http::{HeaderMap, Request, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -168,22 +167,16 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
         )
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .nest("/account", axum_live_auth::account_routes())
         .with_state(accounts)
 }
 
-async fn login(
-    State(accounts): State<Accounts>,
-    auth: Auth,
-    Form(form): Form<LoginForm>,
-) -> Result<Response, axum_live_auth::Error> {
-    match accounts
-        .verify_password(&form.username, &form.password)
+async fn login(auth: Auth, Form(form): Form<LoginForm>) -> Result<Response, axum_live_auth::Error> {
+    match auth
+        .login_with_password(&form.username, &form.password)
         .await?
     {
-        Some(user) => {
-            auth.login(user).await?;
-            Ok(Redirect::to("/me").into_response())
-        }
+        Some(_) => Ok(Redirect::to("/me").into_response()),
         None => Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response()),
     }
 }

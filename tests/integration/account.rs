@@ -1,0 +1,448 @@
+//! Session and account management: devices, log out everywhere, password change, sudo mode,
+//! the session cap, the purge and the security events.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{body::Body, http::Request};
+use http::{StatusCode, header};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, Reply, TestApp, app, app_with, both_stores,
+    login_request, send,
+};
+
+const NEW_PASSWORD: &str = "a-brand-new-password";
+
+fn public_id(token: &str) -> &str {
+    token.split_once('.').unwrap().0
+}
+
+fn post(path: &str, token: &str, form: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap()
+}
+
+async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {
+    send(&app.router, post(path, token, form)).await
+}
+
+both_stores! {
+    async fn revoke_others_ends_the_other_device_and_keeps_this_one(db: Db) {
+        let app = app(db).await;
+        let first = app.login(ALICE, ALICE_PASSWORD).await;
+        let second = app.login(ALICE, ALICE_PASSWORD).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let reply = call(&app, "/account/sessions/revoke-others", &first, "").await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert_eq!(app.status("/me", &second).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.status("/me", &first).await, StatusCode::OK);
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK, "other users untouched");
+    }
+
+    async fn the_session_list_names_devices_and_never_a_secret(db: Db) {
+        let app = app(db).await;
+        let first = app.login(ALICE, ALICE_PASSWORD).await;
+        let second = app.login(ALICE, ALICE_PASSWORD).await;
+        app.login(BOB, BOB_PASSWORD).await;
+        let reply = app.get("/account/sessions", &first).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(list.len(), 2, "alice's sessions only: {list:?}");
+        let ids: Vec<&str> = list.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert!(ids.contains(&public_id(&first)) && ids.contains(&public_id(&second)));
+        for session in &list {
+            let current = session["id"] == public_id(&first);
+            assert_eq!(session["current"], current);
+            assert_eq!(session["user_agent"], "integration-test/1.0");
+            for field in ["created_at", "last_seen_at", "idle_expires_at", "expires_at"] {
+                assert!(session[field].as_str().unwrap().ends_with('Z'), "{field}: {session}");
+            }
+        }
+        for token in [&first, &second] {
+            let secret = token.split_once('.').unwrap().1;
+            assert!(!reply.body.contains(secret));
+        }
+        assert!(!reply.body.contains("hash"));
+    }
+
+    async fn revoking_another_device_needs_recent_authentication(db: Db) {
+        let app = app(db).await;
+        let phone = app.login(ALICE, ALICE_PASSWORD).await;
+        let laptop = app.login(ALICE, ALICE_PASSWORD).await;
+        let path = format!("/account/sessions/{}/revoke", public_id(&laptop));
+        // Sixteen minutes after login the default fifteen-minute window has closed.
+        app.db.age_authentication(public_id(&phone), 16 * 60).await;
+        let refused = call(&app, &path, &phone, "").await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(refused.body, r#"{"error":"reauth_required"}"#);
+        assert_eq!(app.status("/me", &laptop).await, StatusCode::OK);
+
+        let wrong = call(&app, "/account/reauth", &phone, "password=wrong-password").await;
+        assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+        assert_eq!(wrong.body, r#"{"error":"invalid_credentials"}"#);
+        let reauth = call(&app, "/account/reauth", &phone, "password=alice-password").await;
+        assert_eq!(reauth.status, StatusCode::NO_CONTENT);
+        let phone2 = reauth.session_cookie().expect("reauthentication rotates the token");
+        assert_ne!(phone2, phone);
+        assert_eq!(app.status("/me", &phone).await, StatusCode::UNAUTHORIZED, "old token dead");
+
+        let revoked = call(&app, &path, &phone2, "").await;
+        assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+        assert_eq!(app.status("/me", &laptop).await, StatusCode::UNAUTHORIZED);
+        let unknown = call(&app, &path, &phone2, "").await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        // Another user's session id is "not found" too, and stays alive.
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let other = format!("/account/sessions/{}/revoke", public_id(&bob));
+        assert_eq!(call(&app, &other, &phone2, "").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+
+        // Ending one's own session needs no reauthentication: it is a logout.
+        app.db.age_authentication(public_id(&phone2), 16 * 60).await;
+        let own = format!("/account/sessions/{}/revoke", public_id(&phone2));
+        let logout = call(&app, &own, &phone2, "").await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT);
+        assert_eq!(logout.session_cookie().as_deref(), Some(""));
+        assert_eq!(app.status("/me", &phone2).await, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn the_sudo_window_is_fifteen_minutes_and_does_not_slide(db: Db) {
+        let app = app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let revoke_others = |token: String| {
+            let app = app.clone();
+            async move { call(&app, "/account/sessions/revoke-others", &token, "").await.status }
+        };
+        assert_eq!(revoke_others(token.clone()).await, StatusCode::NO_CONTENT);
+        app.db.age_authentication(public_id(&token), 14 * 60).await;
+        assert_eq!(revoke_others(token.clone()).await, StatusCode::NO_CONTENT);
+        // Using the session does not extend the window.
+        assert_eq!(app.status("/me", &token).await, StatusCode::OK);
+        app.db.age_authentication(public_id(&token), 16 * 60).await;
+        assert_eq!(revoke_others(token.clone()).await, StatusCode::FORBIDDEN);
+        let reauth = call(&app, "/account/reauth", &token, "password=alice-password").await;
+        let token = reauth.session_cookie().unwrap();
+        assert_eq!(revoke_others(token.clone()).await, StatusCode::NO_CONTENT);
+        app.db.age_authentication(public_id(&token), 16 * 60).await;
+        assert_eq!(revoke_others(token).await, StatusCode::FORBIDDEN);
+    }
+
+    async fn changing_the_password_ends_every_other_session_and_the_old_cookie(db: Db) {
+        let app = app(db).await;
+        let this = app.login(ALICE, ALICE_PASSWORD).await;
+        let other = app.login(ALICE, ALICE_PASSWORD).await;
+        let third = app.login(ALICE, ALICE_PASSWORD).await;
+        let (created, expires) = app.db.created_and_expires(public_id(&this)).await;
+
+        let form = format!("current_password=wrong-password&new_password={NEW_PASSWORD}");
+        let refused = call(&app, "/account/password", &this, &form).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(app.status("/me", &other).await, StatusCode::OK, "nothing changed");
+        let short = call(&app, "/account/password", &this, "current_password=alice-password&new_password=short").await;
+        assert_eq!(short.status, StatusCode::BAD_REQUEST);
+
+        let form = format!("current_password=alice-password&new_password={NEW_PASSWORD}");
+        let changed = call(&app, "/account/password", &this, &form).await;
+        assert_eq!(changed.status, StatusCode::NO_CONTENT);
+        let rotated = changed.session_cookie().expect("the current session is rotated");
+        for dead in [&this, &other, &third] {
+            assert_eq!(app.status("/me", dead).await, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(app.status("/me", &rotated).await, StatusCode::OK);
+        // Rotation keeps the login time and the absolute deadline.
+        assert_eq!(app.db.created_and_expires(public_id(&rotated)).await, (created, expires));
+
+        let old = send(&app.router, login_request(ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+        app.login(ALICE, NEW_PASSWORD).await;
+    }
+
+    async fn resetting_a_password_ends_every_session(db: Db) {
+        let app = app(db).await;
+        let tokens = [
+            app.login(ALICE, ALICE_PASSWORD).await,
+            app.login(ALICE, ALICE_PASSWORD).await,
+        ];
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        app.accounts.reset_password(app.alice, NEW_PASSWORD).await.unwrap();
+        for token in &tokens {
+            assert_eq!(app.status("/me", token).await, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+        app.login(ALICE, NEW_PASSWORD).await;
+    }
+
+    async fn the_library_lists_and_revokes_sessions(db: Db) {
+        let app = app(db).await;
+        let a = app.login(ALICE, ALICE_PASSWORD).await;
+        let b = app.login(ALICE, ALICE_PASSWORD).await;
+        let sessions = app.accounts.list_sessions(app.alice).await.unwrap();
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions.iter().all(|s| !s.current));
+        assert!(app.accounts.revoke_session(app.alice, public_id(&a)).await.unwrap());
+        assert!(!app.accounts.revoke_session(app.bob, public_id(&b)).await.unwrap());
+        assert_eq!(app.status("/me", &a).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.status("/me", &b).await, StatusCode::OK);
+        assert_eq!(app.accounts.revoke_all_sessions(app.alice).await.unwrap(), 1);
+        assert_eq!(app.status("/me", &b).await, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn the_session_cap_ends_the_least_recently_used(db: Db) {
+        let app = app_with(db, |b| b.max_sessions_per_user(3)).await;
+        let t1 = app.login(ALICE, ALICE_PASSWORD).await;
+        let t2 = app.login(ALICE, ALICE_PASSWORD).await;
+        let t3 = app.login(ALICE, ALICE_PASSWORD).await;
+        // t1 is the oldest, but used again after a touch interval: t2 is now the least recent.
+        app.db.age_sessions(600, false).await;
+        assert_eq!(app.status("/me", &t1).await, StatusCode::OK);
+        let t4 = app.login(ALICE, ALICE_PASSWORD).await;
+        assert_eq!(app.status("/me", &t2).await, StatusCode::UNAUTHORIZED);
+        for live in [&t1, &t3, &t4] {
+            assert_eq!(app.status("/me", live).await, StatusCode::OK);
+        }
+        assert_eq!(app.sessions().await, 3);
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK, "the cap is per user");
+    }
+
+    async fn the_purge_deletes_only_expired_sessions(db: Db) {
+        let app = app(db).await;
+        let live = app.login(ALICE, ALICE_PASSWORD).await;
+        let idle = app.login(BOB, BOB_PASSWORD).await;
+        let absolute = app.login(BOB, BOB_PASSWORD).await;
+        app.db
+            .exec_each(
+                &format!("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second' WHERE id = '{}'", public_id(&idle)),
+                &format!("UPDATE auth_sessions SET idle_expires_at = NOW - 1000 WHERE id = '{}'", public_id(&idle)),
+            )
+            .await;
+        app.db
+            .exec_each(
+                &format!("UPDATE auth_sessions SET expires_at = now() - interval '1 second', idle_expires_at = now() - interval '1 second' WHERE id = '{}'", public_id(&absolute)),
+                &format!("UPDATE auth_sessions SET expires_at = NOW - 1000, idle_expires_at = NOW - 1000 WHERE id = '{}'", public_id(&absolute)),
+            )
+            .await;
+        assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 2);
+        assert_eq!(app.sessions().await, 1);
+        assert_eq!(app.status("/me", &live).await, StatusCode::OK);
+    }
+
+    async fn security_events_name_sessions_by_public_id_and_never_leak_a_token(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app(db).await;
+        let mut request = login_request(ALICE, ALICE_PASSWORD);
+        request.headers_mut().insert(
+            header::USER_AGENT,
+            http::HeaderValue::from_bytes(b"evil\xff\"} forged=1").unwrap(),
+        );
+        let first = send(&app.router, request).await.session_cookie().unwrap();
+        let second = app.login(ALICE, ALICE_PASSWORD).await;
+        send(&app.router, login_request(ALICE, "wrong-password")).await;
+        let reauth = call(&app, "/account/reauth", &first, "password=alice-password").await;
+        let first2 = reauth.session_cookie().unwrap();
+        let path = format!("/account/sessions/{}/revoke", public_id(&second));
+        call(&app, &path, &first2, "").await;
+        let third = app.login(ALICE, ALICE_PASSWORD).await;
+        call(&app, "/account/sessions/revoke-others", &first2, "").await;
+        let form = format!("current_password=alice-password&new_password={NEW_PASSWORD}");
+        let changed = call(&app, "/account/password", &first2, &form).await;
+        let first3 = changed.session_cookie().unwrap();
+        call(&app, "/logout", &first3, "").await;
+        let expiring = app.login(BOB, BOB_PASSWORD).await;
+        app.db.expire_idle().await;
+        app.accounts.purge_expired_sessions().await.unwrap();
+
+        let text = logs.text();
+        for event in [
+            "login", "login_failed", "logout", "session_revoked", "sessions_revoked_all",
+            "rotated", "password_changed", "reauth", "expired",
+        ] {
+            assert!(text.contains(&format!("event=\"{event}\"")), "no {event} event in:\n{text}");
+        }
+        assert!(text.contains(&format!("session_id={}", public_id(&first))));
+        assert!(text.contains(&format!("user_id={}", app.alice)));
+        for token in [&first, &second, &third, &first2, &first3, &expiring] {
+            let secret = token.split_once('.').unwrap().1;
+            assert!(!text.contains(secret), "a secret leaked into the logs");
+        }
+        // A user agent is a field, escaped: its quote cannot end the field and forge another.
+        assert!(text.contains("user_agent=Some(\"evil\u{fffd}\\\"} forged=1\")"), "{text}");
+    }
+}
+
+/// Captures every event, from this crate and its dependencies, as formatted text.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// A subscriber for this thread (`tracing::subscriber::set_default`).
+    ///
+    /// Tests run in parallel threads, and tracing caches per call site whether anyone listens:
+    /// a process-wide subscriber that listens to everything keeps that cache from switching
+    /// events off while a thread without a subscriber of its own runs them.
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::TRACE)
+                    .with_writer(std::io::sink)
+                    .finish(),
+            );
+        });
+        let logs = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || logs.clone())
+            .finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// --- Postgres only: a database that goes away and comes back ----------------------------------
+//
+// Terminating the pool's server connections needs a server; SQLite in the process cannot lose
+// its connection that way.
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn the_purge_task_survives_lost_connections_and_stops_with_the_layer(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let pool = PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let app = app_with(pool.clone(), |b| {
+        b.purge_expired_every(Duration::from_millis(50))
+    })
+    .await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.database("postgres"))
+        .await
+        .unwrap();
+    let expire_one = || {
+        let app = app.clone();
+        async move {
+            app.login(BOB, BOB_PASSWORD).await;
+            app.db.expire_idle().await;
+        }
+    };
+    let purged = || {
+        let app = app.clone();
+        async move {
+            for _ in 0..200 {
+                if app.sessions().await == 0 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        }
+    };
+
+    expire_one().await;
+    assert!(purged().await, "the task purges");
+
+    // Kill every server connection of the pool: the task's next purge fails on a dead
+    // connection, and a later one succeeds on a new connection.
+    for round in 0..3 {
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+        )
+        .bind(&database)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert!(killed > 0, "round {round}: nothing to kill");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        expire_one().await;
+        assert!(
+            purged().await,
+            "round {round}: the task still purges after losing its connection"
+        );
+    }
+    assert!(
+        logs.text().contains("purging expired sessions failed"),
+        "the task saw the lost connection (else this test proves nothing)"
+    );
+
+    // Drop the app (and with it the layer): the task stops.
+    app.login(ALICE, ALICE_PASSWORD).await;
+    let db = app.db.clone();
+    drop(app);
+    db.expire_idle().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM auth_sessions").await,
+        1,
+        "nothing purges once the layer is gone"
+    );
+    pool.close().await;
+    admin.close().await;
+}
+
+/// Requests behind `RecentAuth` and the account routes also need a session at all.
+#[tokio::test]
+async fn account_routes_need_a_session() {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(axum_live_auth::sqlite_connect_options("sqlite::memory:").unwrap())
+        .await
+        .unwrap();
+    axum_live_auth::migrate(&pool).await.unwrap();
+    let app = app(pool).await;
+    for (method, path) in [
+        ("GET", "/account/sessions"),
+        ("POST", "/account/sessions/revoke-others"),
+        ("POST", "/account/sessions/AAAAAAAAAAAAAAAAAAAAAA/revoke"),
+        ("POST", "/account/password"),
+        ("POST", "/account/reauth"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("password=x&current_password=x&new_password=x"))
+            .unwrap();
+        assert_eq!(
+            send(&app.router, request).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+}
