@@ -10,6 +10,7 @@
 //! provides one). Each `#[sqlx::test]` gets a fresh database with the crate's migrations.
 
 mod account;
+mod admin_cli;
 mod common;
 mod failure;
 mod hostile;
