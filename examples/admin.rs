@@ -15,7 +15,8 @@
 //! create an SQLite file that is not there: a mistyped path is an error, not a new empty
 //! database.
 //!
-//! Commands (`help`, `--help` or `-h` prints this list):
+//! Commands (`help`, `--help` or `-h` prints this list on stdout; no command at all prints it on
+//! stderr and exits 2):
 //!
 //! ```text
 //! create-user <username>              create a user; password: one line on stdin
@@ -29,7 +30,7 @@
 //! role-grant <role> <permission>      add a permission to a role
 //! role-revoke <role> <permission>     remove a permission from a role
 //! disable <username>                  ban the user and end all their sessions
-//! enable <username>                   lift a ban (the user logs in again)
+//! enable <username>                   lift a ban (the user has to log in again)
 //! sessions <username>                 list the user's live sessions
 //! revoke-session <username> <id>      end one session, by the public id `sessions` lists
 //! revoke-all <username>               end all of the user's sessions
@@ -41,7 +42,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success |
-//! | 1 | database or other runtime failure (cannot connect, migration failed, query failed) |
+//! | 1 | database or other runtime failure (cannot connect, migration failed, query failed; for `sessions` and `help`, stdout could not be written) |
 //! | 2 | usage error: unknown command, wrong number of arguments, `DATABASE_URL` unset or invalid (or an SQLite file that does not exist), no password on stdin, invalid username, password, permission or role name, malformed session id |
 //! | 3 | not found: unknown user or role, or a revoke of a grant, role or session that does not exist |
 //! | 4 | conflict: the username is taken |
@@ -296,6 +297,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off")),
         )
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .try_init();
 
     let outcome = match parse(std::env::args_os().skip(1).collect()) {
@@ -924,7 +926,9 @@ fn session_table(username: &str, sessions: &[SessionInfo]) -> String {
         "USER AGENT".to_owned(),
     ]];
     for session in sessions {
-        let (expires, why) = if session.idle_expires_at <= session.expires_at {
+        // The store keeps the idle deadline at or before the absolute one; equal means the
+        // absolute deadline is the one that ends the session.
+        let (expires, why) = if session.idle_expires_at < session.expires_at {
             (session.idle_expires_at, "idle")
         } else {
             (session.expires_at, "absolute")

@@ -60,10 +60,11 @@ fn build_example(cargo: &std::ffi::OsStr) -> PathBuf {
             command.args(["--profile", other]);
         }
     }
-    let output = command.stderr(Stdio::inherit()).output().unwrap();
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "`cargo build --example admin` failed (its errors are above)"
+        "`cargo build --example admin` failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     stdout
