@@ -5,7 +5,9 @@
 
 use crate::{
     AuthStore, Error, SessionInfo, UserId,
-    events::{self, Client},
+    client::Client,
+    events,
+    throttle::{LoginThrottle, username_key},
     password::{self, MAX_PASSWORD_BYTES},
 };
 
@@ -88,7 +90,12 @@ impl Accounts {
         username: &str,
         password: &str,
     ) -> Result<Option<UserId>, Error> {
-        if username.len() > MAX_USERNAME_BYTES || password.len() > MAX_PASSWORD_BYTES {
+// No user can have such a name (and Postgres text cannot even hold NUL): refused
+        // without a query.
+        if username.len() > MAX_USERNAME_BYTES
+            || password.len() > MAX_PASSWORD_BYTES
+            || username.contains(char::is_control)
+        {
             return Ok(None);
         }
         let row = self.store.login_row(username).await?;
@@ -121,11 +128,15 @@ impl Accounts {
     pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
         password::validate_new(password)?;
         let hash = password::hash(password).await?;
-        found(
+found(
             self.store
                 .set_password_ending_sessions(user, &hash, None)
                 .await?,
         )?;
+        // A reset lifts the lock of a username at the hard stop of failed logins.
+        if let Some(username) = self.store.username(user).await? {
+            self.store.clear_login_failures(&username_key(&username)).await?;
+        }
         events::password_changed(&Client::default(), user, None, "reset");
         Ok(())
     }
@@ -165,7 +176,8 @@ impl Accounts {
     }
 
     /// Deletes every session past its idle or absolute deadline (they are refused anyway;
-    /// this keeps the table small) and returns how many. See also the layer's
+    /// this keeps the table small) and returns how many. Also forgets failed-login counters
+    /// older than a day (except usernames locked after too many failures). See also the layer's
     /// [`purge_expired_every`](crate::AuthLayerBuilder::purge_expired_every).
     ///
     /// # Errors
@@ -181,6 +193,11 @@ impl Accounts {
                 session.user_agent.as_deref(),
             );
         }
+        let throttle = LoginThrottle::default();
+        let horizon = throttle.ip_window.max(FAILURE_HORIZON);
+        self.store
+            .purge_login_failures(horizon, throttle.user_hard_stop)
+            .await?;
         Ok(purged.len() as u64)
     }
 
@@ -276,6 +293,8 @@ impl Accounts {
 }
 
 const MAX_USERNAME_BYTES: usize = 256;
+/// Failed-login counters older than this are purged.
+const FAILURE_HORIZON: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 fn found(exists: bool) -> Result<(), Error> {
     if exists {

@@ -7,13 +7,17 @@ use http::{HeaderMap, HeaderValue, header, request::Parts};
 
 use crate::{
     AuthRejection, AuthState, CurrentUser, Error, SessionId, SessionInfo, SessionToken, UserId,
-    cookie,
-    events::{self, Client},
+    client::Client,
+    cookie, events,
     extract::auth_from_parts,
-    layer::Shared,
+    layer::{Shared, Source},
     password::{self, MAX_PASSWORD_BYTES},
     store::{Created, NewSession},
+    throttle::username_key,
 };
+
+/// The response header that carries a rotated token back to a bearer client.
+pub const SESSION_TOKEN_HEADER: &str = "x-session-token";
 
 /// How many fresh ids to try when a new session id is already taken.
 const SESSION_ID_ATTEMPTS: usize = 3;
@@ -61,6 +65,7 @@ struct AuthInner {
     shared: Arc<Shared>,
     state: AuthState,
     client: Client,
+    source: Source,
     cookie: Mutex<CookieChange>,
 }
 
@@ -70,11 +75,13 @@ impl Auth {
         state: AuthState,
         cookie: CookieChange,
         client: Client,
+        source: Source,
     ) -> Self {
         Self(Arc::new(AuthInner {
             shared,
             state,
             client,
+            source,
             cookie: Mutex::new(cookie),
         }))
     }
@@ -96,23 +103,90 @@ impl Auth {
     /// `Ok(None)` for a wrong password, an unknown or a disabled user alike, at the same cost
     /// (one Argon2 verification always runs), with a `login_failed` security event.
     ///
+    /// Failed logins are throttled per client address and per username (see
+    /// [`login_failures_per_ip`](crate::AuthLayerBuilder::login_failures_per_ip)); a throttled
+    /// attempt is refused before any password check.
+    ///
     /// # Errors
     ///
-    /// A database, hashing or random-source error.
+    /// [`Error::Throttled`] (a `429` with `Retry-After`); a database, hashing or random-source
+    /// error.
     pub async fn login_with_password(
         &self,
         username: &str,
         password: &str,
     ) -> Result<Option<UserId>, Error> {
-        match self.verify_password_of_name(username, password).await? {
-            Some(user) => {
-                self.login(user).await?;
-                Ok(Some(user))
+        let Some(user) = self.check_credentials(username, password).await? else {
+            return Ok(None);
+        };
+        self.login(user).await?;
+        Ok(Some(user))
+    }
+
+    /// Like [`login_with_password`](Self::login_with_password), but sets no cookie: the new
+    /// session's token is returned, for a client to send as `Authorization: Bearer <token>`
+    /// (see [`bearer_tokens`](crate::AuthLayerBuilder::bearer_tokens)). The session the request
+    /// came with, if any, is left alone.
+    ///
+    /// # Errors
+    ///
+    /// As for `login_with_password`.
+    pub async fn issue_token(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<SessionToken>, Error> {
+        match self.check_credentials(username, password).await? {
+            Some(user) => Ok(Some(self.start_session(user).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Throttles, then checks a username and password; records the outcome.
+    async fn check_credentials(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<UserId>, Error> {
+        let key = username_key(username);
+        self.refuse_if_throttled(&key, username).await?;
+        let user = crate::Accounts::new(self.0.shared.store.clone())
+            .verify_password(username, password)
+            .await?;
+        self.record_attempt(&key, username, user.is_some()).await?;
+        Ok(user)
+    }
+
+    /// `Err(Throttled)` if too many attempts failed lately from this address or for this
+    /// username; no password is checked then.
+    async fn refuse_if_throttled(&self, key: &str, username: &str) -> Result<(), Error> {
+        let inner = &self.0;
+        let throttle = inner.shared.config.login_throttle;
+        let ip = inner.client.ip.map(|ip| ip.to_string());
+        let failures = inner
+            .shared
+            .store
+            .login_failures(ip.as_deref(), key, throttle.ip_window)
+            .await?;
+        match throttle.refuse(&failures) {
+            Some(retry_after) => {
+                events::login_throttled(&inner.client, username, retry_after);
+                Err(Error::Throttled { retry_after })
             }
-            None => {
-                events::login_failed(&self.0.client, username);
-                Ok(None)
-            }
+            None => Ok(()),
+        }
+    }
+
+    async fn record_attempt(&self, key: &str, username: &str, ok: bool) -> Result<(), Error> {
+        let inner = &self.0;
+        let store = &inner.shared.store;
+        if ok {
+            store.clear_login_failures(key).await
+        } else {
+            events::login_failed(&inner.client, username);
+            let ip = inner.client.ip.map(|ip| ip.to_string());
+            let window = inner.shared.config.login_throttle.ip_window;
+            store.record_login_failure(ip.as_deref(), key, window).await
         }
     }
 
@@ -129,13 +203,25 @@ impl Auth {
     /// [`Error::UserNotFound`] when the user does not exist or is disabled; a database or
     /// random-source error.
     pub async fn login(&self, user: UserId) -> Result<SessionId, Error> {
+        if let Some(previous) = self.current_user() {
+            self.0
+                .shared
+                .store
+                .delete_session(previous.session_id())
+                .await?;
+        }
+        let token = self.start_session(user).await?;
+        let id = token.id().clone();
+        self.set_cookie(CookieChange::Set(token));
+        Ok(id)
+    }
+
+    /// Inserts a new session for `user` and returns its token.
+    async fn start_session(&self, user: UserId) -> Result<SessionToken, Error> {
         let inner = &self.0;
         let config = &inner.shared.config;
         let store = &inner.shared.store;
         let user_agent = inner.client.user_agent();
-        if let Some(previous) = self.current_user() {
-            store.delete_session(previous.session_id()).await?;
-        }
         for _ in 0..SESSION_ID_ATTEMPTS {
             let token = SessionToken::generate()?;
             let secret_hash = token.secret_hash();
@@ -151,13 +237,11 @@ impl Auth {
             };
             match store.create_session(&new).await? {
                 Created::Yes { evicted } => {
-                    let id = token.id().clone();
-                    events::login(&inner.client, user, &id);
+                    events::login(&inner.client, user, token.id());
                     for old in evicted {
                         events::session_revoked(&inner.client, user, &old, "session_cap");
                     }
-                    self.set_cookie(CookieChange::Set(token));
-                    return Ok(id);
+                    return Ok(token);
                 }
                 Created::UserInactive => return Err(Error::UserNotFound),
                 Created::IdTaken => {
@@ -183,7 +267,9 @@ impl Auth {
                 .await?;
             events::logout(&self.0.client, user.id(), user.session_id());
         }
-        self.set_cookie(CookieChange::Clear);
+        if self.0.source == Source::Cookie {
+            self.set_cookie(CookieChange::Clear);
+        }
         Ok(())
     }
 
@@ -272,7 +358,7 @@ impl Auth {
     /// error.
     pub async fn reauthenticate(&self, password: &str) -> Result<bool, Error> {
         let user = self.user()?;
-        if !self.verify_password_of(user.id(), password).await? {
+        if !self.verify_password_of(user, password).await? {
             return Ok(false);
         }
         let id = self.rotate_with(true).await?;
@@ -292,7 +378,7 @@ impl Auth {
     pub async fn change_password(&self, current: &str, new: &str) -> Result<bool, Error> {
         let user = self.user()?;
         password::validate_new(new)?;
-        if !self.verify_password_of(user.id(), current).await? {
+        if !self.verify_password_of(user, current).await? {
             return Ok(false);
         }
         let hash = password::hash(new).await?;
@@ -333,28 +419,25 @@ impl Auth {
         Ok(id)
     }
 
-    /// Verifies the password of the user called `username` (one Argon2 verification always).
-    async fn verify_password_of_name(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<UserId>, Error> {
-        crate::Accounts::new(self.0.shared.store.clone())
-            .verify_password(username, password)
-            .await
-    }
-
-    /// Verifies the password of an enabled user by id (one Argon2 verification always).
-    async fn verify_password_of(&self, user: UserId, password: &str) -> Result<bool, Error> {
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Ok(false);
-        }
-        let stored = self.0.shared.store.password_hash(user).await?;
-        password::verify(password, stored).await
+    /// Verifies the current user's password (one Argon2 verification always), throttled and
+    /// counted like logins under the user's name.
+    async fn verify_password_of(&self, user: &CurrentUser, password: &str) -> Result<bool, Error> {
+        let key = username_key(user.username());
+        self.refuse_if_throttled(&key, user.username()).await?;
+        let ok = password.len() <= MAX_PASSWORD_BYTES && {
+            let stored = self.0.shared.store.password_hash(user.id()).await?;
+            password::verify(password, stored).await?
+        };
+        self.record_attempt(&key, user.username(), ok).await?;
+        Ok(ok)
     }
 
     fn user(&self) -> Result<&CurrentUser, Error> {
         self.current_user().ok_or(Error::Unauthenticated)
+    }
+
+pub(crate) fn bearer_enabled(&self) -> bool {
+        self.0.shared.config.bearer
     }
 
     pub(crate) fn login_redirect(&self) -> Option<&Arc<str>> {
@@ -372,17 +455,24 @@ impl Auth {
             CookieChange::Keep,
         );
         let config = &self.0.shared.config.cookie;
-        let value = match change {
-            CookieChange::Keep => return,
-            CookieChange::Set(token) => cookie::set(config, &token),
-            CookieChange::Clear => cookie::clear(config),
+        let (name, value) = match (change, self.0.source) {
+            (CookieChange::Keep, _) => return,
+            // A bearer client gets a rotated token back in a header, not a cookie.
+            (CookieChange::Set(token), Source::Bearer) => (
+                http::HeaderName::from_static(SESSION_TOKEN_HEADER),
+                HeaderValue::try_from(token.to_string()).ok(),
+            ),
+            (CookieChange::Set(token), Source::Cookie) => {
+                (header::SET_COOKIE, cookie::set(config, &token))
+            }
+            (CookieChange::Clear, _) => (header::SET_COOKIE, cookie::clear(config)),
         };
         match value {
             Some(value) => {
-                headers.append(header::SET_COOKIE, value);
+                headers.append(name, value);
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
-            None => tracing::error!("axum-live-auth: could not encode the session cookie"),
+            None => tracing::error!("axum-live-auth: could not encode the session token"),
         }
     }
 }

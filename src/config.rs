@@ -1,10 +1,15 @@
 //! The layer's configuration and its builder.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
 pub use tower_cookies::cookie::SameSite;
 
-use crate::{AuthLayer, AuthStore, ConfigError, layer::Shared};
+use crate::{
+    AuthLayer, AuthStore, ConfigError,
+    csrf::{Csrf, normalize_origin},
+    layer::Shared,
+    throttle::{InvalidTokens, LoginThrottle},
+};
 
 const DEFAULT_COOKIE_NAME: &str = "__Host-sid";
 const DEV_COOKIE_NAME: &str = "sid";
@@ -14,6 +19,7 @@ const MAX_TOUCH: Duration = Duration::from_secs(60 * 60);
 const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 const DEFAULT_REAUTH_WINDOW: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_MAX_SESSIONS: u32 = 100;
+const DEFAULT_INVALID_TOKENS: (u32, Duration) = (50, Duration::from_secs(5 * 60));
 
 /// The validated configuration of an [`AuthLayer`].
 #[derive(Debug, Clone)]
@@ -25,6 +31,11 @@ pub(crate) struct AuthConfig {
     pub(crate) reauth_window: Duration,
     pub(crate) max_sessions_per_user: u32,
     pub(crate) login_redirect: Option<Arc<str>>,
+    /// `None` when switched off with `dangerous_disable_csrf_protection`.
+    pub(crate) csrf: Option<Csrf>,
+    pub(crate) bearer: bool,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) login_throttle: LoginThrottle,
 }
 
 /// Attributes of the session cookie.
@@ -52,6 +63,7 @@ pub(crate) struct CookieConfig {
 ///     .test_before_acquire(false)
 ///     .connect_lazy("postgres://localhost/app")?;
 /// let auth = AuthLayer::builder(pool)
+///     .allowed_origin("https://app.example.com")
 ///     .idle_timeout(Duration::from_secs(15 * 60))
 ///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
 ///     .login_redirect("/login")
@@ -75,6 +87,14 @@ pub struct AuthLayerBuilder {
     purge_every: Option<Duration>,
     insecure_dev_mode: bool,
     login_redirect: Option<String>,
+    allowed_origins: Vec<String>,
+    allow_without_origin_headers: bool,
+    csrf_exempt: Vec<String>,
+    csrf_disabled: bool,
+    bearer: bool,
+    trusted_proxies: Vec<IpAddr>,
+    login_throttle: LoginThrottle,
+    invalid_tokens: (u32, Duration),
 }
 
 impl AuthLayerBuilder {
@@ -92,6 +112,14 @@ impl AuthLayerBuilder {
             purge_every: None,
             insecure_dev_mode: false,
             login_redirect: None,
+            allowed_origins: Vec::new(),
+            allow_without_origin_headers: false,
+            csrf_exempt: Vec::new(),
+            csrf_disabled: false,
+            bearer: false,
+            trusted_proxies: Vec::new(),
+            login_throttle: LoginThrottle::default(),
+            invalid_tokens: DEFAULT_INVALID_TOKENS,
         }
     }
 
@@ -105,7 +133,10 @@ impl AuthLayerBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
-    /// let auth = axum_live_auth::AuthLayer::builder(pool).cookie_name("__Host-app").build()?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .cookie_name("__Host-app")
+    ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
@@ -124,10 +155,14 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use axum_live_auth::{AuthLayer, ConfigError, Error};
     ///
-    /// let refused = AuthLayer::builder(pool.clone()).domain("example.com").build();
+    /// let refused = AuthLayer::builder(pool.clone())
+    ///     .allowed_origin("https://app.example.com")
+    ///     .domain("example.com")
+    ///     .build();
     /// assert!(matches!(refused, Err(ConfigError::HostPrefixWithDomain)));
     ///
     /// let auth = AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
     ///     .cookie_name("__Secure-sid")
     ///     .domain("example.com")
     ///     .build()?;
@@ -146,7 +181,10 @@ impl AuthLayerBuilder {
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use axum_live_auth::{AuthLayer, SameSite};
-    /// let auth = AuthLayer::builder(pool).same_site(SameSite::Strict).build()?;
+    /// let auth = AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .same_site(SameSite::Strict)
+    ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
@@ -167,6 +205,7 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
     ///     .idle_timeout(Duration::from_secs(5 * 60))
     ///     .build()?;
     /// # let _ = auth; Ok(())
@@ -185,6 +224,7 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
     ///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
     ///     .build()?;
     /// # let _ = auth; Ok(())
@@ -206,6 +246,7 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
     ///     .touch_interval(Duration::from_secs(60))
     ///     .build()?;
     /// # let _ = auth; Ok(())
@@ -227,6 +268,7 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
     ///     .reauth_window(Duration::from_secs(5 * 60))
     ///     .build()?;
     /// # let _ = auth; Ok(())
@@ -245,7 +287,10 @@ impl AuthLayerBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
-    /// let auth = axum_live_auth::AuthLayer::builder(pool).max_sessions_per_user(10).build()?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .max_sessions_per_user(10)
+    ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
@@ -269,6 +314,7 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
     ///     .purge_expired_every(Duration::from_secs(15 * 60))
     ///     .build()?;
     /// # let _ = auth; Ok(())
@@ -276,6 +322,186 @@ impl AuthLayerBuilder {
     /// ```
     pub fn purge_expired_every(mut self, interval: Duration) -> Self {
         self.purge_every = Some(interval);
+        self
+    }
+
+    /// Adds an origin the app is served from, such as `https://app.example.com`. Required while
+    /// CSRF protection is on (the default); call it once per origin.
+    ///
+    /// CSRF protection refuses, with `403` and before any handler or password check runs,
+    /// every request with an unsafe method (anything but `GET`, `HEAD`, `OPTIONS`) or a
+    /// WebSocket upgrade that a browser may have sent on another site's behalf: with
+    /// `Sec-Fetch-Site` other than `same-origin` or `none`; or, without that header, with an
+    /// `Origin` that is not exactly one of these (scheme, host and port); or with neither header
+    /// (see [`allow_requests_without_origin_headers`](Self::allow_requests_without_origin_headers)).
+    /// It guards the login route too (login CSRF). Requests that carry an
+    /// `Authorization: Bearer` token are not checked: a browser never adds that header on its
+    /// own, so another site cannot make one send it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .allowed_origin("https://admin.example.com")
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allowed_origins.push(origin.into());
+        self
+    }
+
+    /// Lets unsafe requests with neither `Sec-Fetch-Site` nor `Origin` through the CSRF check.
+    /// Default: refused. Browsers send at least one of them on every cross-site request, so
+    /// this only admits non-browser clients (and very old browsers); the checks on requests
+    /// that do carry the headers are unchanged.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .allow_requests_without_origin_headers()
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn allow_requests_without_origin_headers(mut self) -> Self {
+        self.allow_without_origin_headers = true;
+        self
+    }
+
+    /// Exempts one exact path (such as a payment provider's webhook, which authenticates by
+    /// its own signature) from the CSRF check. A request to it with the session cookie is still
+    /// authenticated by it, so exempt only routes that do not act on the session's user.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .csrf_exempt("/webhooks/payments")
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn csrf_exempt(mut self, path: impl Into<String>) -> Self {
+        self.csrf_exempt.push(path.into());
+        self
+    }
+
+    /// # ⚠️ Insecure: no CSRF protection
+    ///
+    /// Turns the CSRF check off entirely: any site can then make a signed-in user's browser
+    /// send forms to this app with their session. Only for apps that do their own CSRF
+    /// protection.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .dangerous_disable_csrf_protection()
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn dangerous_disable_csrf_protection(mut self) -> Self {
+        self.csrf_disabled = true;
+        self
+    }
+
+    /// Also accepts the session token in an `Authorization: Bearer <token>` header, for clients
+    /// that cannot keep cookies (mobile apps, command-line tools, SPAs on another domain). Same
+    /// tokens, same table, same live permissions and revocation. Default: off. Issue tokens
+    /// with [`token_routes`](crate::token_routes). A request whose cookie and bearer token
+    /// disagree is refused with `400`; a token in a query string or form field is never read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .bearer_tokens()
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn bearer_tokens(mut self) -> Self {
+        self.bearer = true;
+        self
+    }
+
+    /// Reverse proxies whose `X-Forwarded-For` is believed. Default: none, so the client's
+    /// address is the socket's peer (serve with `into_make_service_with_connect_info`) and a
+    /// forged `X-Forwarded-For` is ignored. Behind trusted proxies the client is the nearest
+    /// address in `X-Forwarded-For` that is not one of them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .trusted_proxies(["10.0.0.1".parse().unwrap()])
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.trusted_proxies.extend(proxies);
+        self
+    }
+
+    /// Failed logins allowed from one client address within `window` before further attempts
+    /// from it are answered `429` (with `Retry-After`, without checking any password) until
+    /// the window ends. Default: 10 in 3 minutes. Independently, each username (known or not)
+    /// gets 5 free failures in a row, then a wait doubling with each failure up to one hour,
+    /// and after 100 in a row no attempt until its password is reset.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .login_failures_per_ip(20, Duration::from_secs(10 * 60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn login_failures_per_ip(mut self, failures: u32, window: Duration) -> Self {
+        self.login_throttle.ip_failures = failures;
+        self.login_throttle.ip_window = window;
+        self
+    }
+
+    /// Invalid session tokens (unknown, expired, malformed) accepted from one client address
+    /// within `window`; past that, requests carrying a token from it are answered `429` until
+    /// the window ends, and an `invalid_tokens_throttled` event is logged. Counted per node.
+    /// Default: 50 in 5 minutes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .invalid_token_limit(100, Duration::from_secs(60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn invalid_token_limit(mut self, tokens: u32, window: Duration) -> Self {
+        self.invalid_tokens = (tokens, window);
         self
     }
 
@@ -292,7 +518,10 @@ impl AuthLayerBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
-    /// let auth = axum_live_auth::AuthLayer::builder(pool).insecure_dev_mode().build()?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .insecure_dev_mode()
+    ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
@@ -308,7 +537,10 @@ impl AuthLayerBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
-    /// let auth = axum_live_auth::AuthLayer::builder(pool).login_redirect("/login").build()?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .login_redirect("/login")
+    ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
@@ -325,6 +557,14 @@ impl AuthLayerBuilder {
     /// or without `Secure`), `SameSite=None`, an invalid name, domain or redirect, or timeouts
     /// that cannot work together.
     pub fn build(self) -> Result<AuthLayer, ConfigError> {
+        let csrf = if self.csrf_disabled {
+            tracing::warn!(
+                "axum-live-auth: CSRF protection is off (dangerous_disable_csrf_protection)"
+            );
+            None
+        } else {
+            Some(self.csrf()?)
+        };
         let secure = !self.insecure_dev_mode;
         let default_name = if secure {
             DEFAULT_COOKIE_NAME
@@ -363,6 +603,14 @@ impl AuthLayerBuilder {
             None => None,
         };
         let login_redirect = self.login_redirect.map(validate_redirect).transpose()?;
+        for (what, value) in [
+            ("login_failures_per_ip", self.login_throttle.ip_window),
+            ("invalid_token_limit", self.invalid_tokens.1),
+        ] {
+            if value.is_zero() || value > MAX_TIMEOUT {
+                return Err(ConfigError::InvalidTimeout(what));
+            }
+        }
 
         if !secure {
             tracing::warn!(
@@ -392,15 +640,45 @@ impl AuthLayerBuilder {
             reauth_window: self.reauth_window,
             max_sessions_per_user: self.max_sessions_per_user,
             login_redirect,
+            csrf,
+            bearer: self.bearer,
+            trusted_proxies: self.trusted_proxies,
+            login_throttle: self.login_throttle,
         };
+        let (tokens, window) = self.invalid_tokens;
         let layer = AuthLayer::from_shared(Shared {
             config,
             store: self.store,
+            invalid_tokens: InvalidTokens::new(tokens, window),
         });
         if let (Some(interval), Some(runtime)) = (self.purge_every, runtime) {
             layer.spawn_purge_task(&runtime, interval);
         }
         Ok(layer)
+    }
+}
+
+impl AuthLayerBuilder {
+    fn csrf(&self) -> Result<Csrf, ConfigError> {
+        if self.allowed_origins.is_empty() {
+            return Err(ConfigError::NoAllowedOrigins);
+        }
+        let origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| normalize_origin(o))
+            .collect::<Result<HashSet<_>, _>>()?;
+        for path in &self.csrf_exempt {
+            if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(ConfigError::InvalidExemption(path.clone()));
+            }
+        }
+        let exempt = self.csrf_exempt.iter().cloned().collect();
+        Ok(Csrf::new(
+            origins,
+            self.allow_without_origin_headers,
+            exempt,
+        ))
     }
 }
 
@@ -465,9 +743,14 @@ mod tests {
             .into()
     }
 
+    /// A builder with the one setting that has no default: the app's origin.
+    fn builder() -> AuthLayerBuilder {
+        AuthLayerBuilder::new(pool()).allowed_origin("https://app.example.com")
+    }
+
     #[tokio::test]
     async fn defaults_are_the_secure_ones() {
-        let layer = AuthLayerBuilder::new(pool()).build().unwrap();
+        let layer = builder().build().unwrap();
         let config = &layer.shared().config;
         assert_eq!(config.cookie.name, "__Host-sid");
         assert!(config.cookie.secure);
@@ -482,7 +765,7 @@ mod tests {
     #[tokio::test]
     async fn touch_interval_default_is_capped_at_one_hour() {
         let day = Duration::from_secs(86_400);
-        let layer = AuthLayerBuilder::new(pool())
+        let layer = builder()
             .idle_timeout(day)
             .absolute_timeout(day * 30)
             .build()
@@ -493,7 +776,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_what_browsers_would_drop() {
         let err = |b: AuthLayerBuilder| b.build().unwrap_err();
-        let b = || AuthLayerBuilder::new(pool());
+        let b = || builder();
         assert_eq!(
             err(b().domain("example.com")),
             ConfigError::HostPrefixWithDomain
@@ -530,7 +813,7 @@ mod tests {
 
     #[tokio::test]
     async fn dev_mode_drops_secure_and_the_prefix() {
-        let layer = AuthLayerBuilder::new(pool())
+        let layer = builder()
             .insecure_dev_mode()
             .build()
             .unwrap();
@@ -540,7 +823,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_timeouts_that_cannot_work() {
-        let b = || AuthLayerBuilder::new(pool());
+        let b = || builder();
         let second = Duration::from_secs(1);
         assert_eq!(
             b().idle_timeout(Duration::ZERO).build().unwrap_err(),
@@ -564,13 +847,15 @@ mod tests {
             .build()
             .unwrap();
         let store = runtime.block_on(async { pool() });
-        let builder = AuthLayerBuilder::new(store).purge_expired_every(Duration::from_secs(60));
+        let builder = AuthLayerBuilder::new(store)
+            .allowed_origin("https://app.example.com")
+            .purge_expired_every(Duration::from_secs(60));
         assert_eq!(builder.build().unwrap_err(), ConfigError::NoRuntime);
     }
 
     #[tokio::test]
     async fn refuses_a_zero_session_cap_and_purge_interval() {
-        let b = || AuthLayerBuilder::new(pool());
+        let b = || builder();
         assert_eq!(
             b().max_sessions_per_user(0).build().unwrap_err(),
             ConfigError::InvalidSessionCap
@@ -586,6 +871,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn csrf_protection_needs_origins_and_takes_only_valid_ones() {
+        let bare = || AuthLayerBuilder::new(pool());
+        assert_eq!(bare().build().unwrap_err(), ConfigError::NoAllowedOrigins);
+        assert!(matches!(
+            bare().allowed_origin("app.example.com").build(),
+            Err(ConfigError::InvalidOrigin(_))
+        ));
+        assert!(matches!(
+            builder().csrf_exempt("webhooks").build(),
+            Err(ConfigError::InvalidExemption(_))
+        ));
+        let layer = bare().dangerous_disable_csrf_protection().build().unwrap();
+        assert!(layer.shared().config.csrf.is_none());
+        assert!(builder().shared_csrf_is_on());
+    }
+
+    impl AuthLayerBuilder {
+        fn shared_csrf_is_on(self) -> bool {
+            self.build().unwrap().shared().config.csrf.is_some()
+        }
+    }
+
+    #[tokio::test]
     async fn refuses_open_redirects() {
         for bad in [
             "login",
@@ -597,14 +905,14 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    AuthLayerBuilder::new(pool()).login_redirect(bad).build(),
+                    builder().login_redirect(bad).build(),
                     Err(ConfigError::InvalidRedirect(_))
                 ),
                 "{bad}"
             );
         }
         assert!(
-            AuthLayerBuilder::new(pool())
+            builder()
                 .login_redirect("/login?next=1")
                 .build()
                 .is_ok()

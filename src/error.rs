@@ -41,6 +41,13 @@ pub enum Error {
     /// A blocking task (password hashing) could not finish.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// Too many failed logins from this address or for this username: try again after
+    /// `retry_after`. As a response: `429 Too Many Requests` with `Retry-After`.
+    #[error("too many failed attempts; retry after {retry_after:?}")]
+    Throttled {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
     /// The request has no session, and the operation needs one.
     #[error("not authenticated")]
     Unauthenticated,
@@ -84,6 +91,7 @@ impl IntoResponse for Error {
                 response
             }
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
+            Self::Throttled { retry_after } => too_many_requests(*retry_after),
             Self::UsernameTaken => (StatusCode::CONFLICT, "Conflict").into_response(),
             Self::UserNotFound | Self::RoleNotFound => {
                 (StatusCode::NOT_FOUND, "Not found").into_response()
@@ -97,6 +105,16 @@ impl IntoResponse for Error {
             }
         }
     }
+}
+
+/// `429 Too Many Requests` with `Retry-After` in whole seconds (at least one).
+pub(crate) fn too_many_requests(retry_after: std::time::Duration) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too many requests").into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
 }
 
 /// Why [`AuthLayerBuilder::build`](crate::AuthLayerBuilder::build) refused a configuration.
@@ -131,6 +149,18 @@ pub enum ConfigError {
     /// The purge task needs a tokio runtime to run on: build the layer inside one.
     #[error("purge_expired_every needs to be called inside a tokio runtime")]
     NoRuntime,
+    /// CSRF protection is on (the default) and no allowed origin is configured: add the
+    /// origins the app is served from with `allowed_origin`.
+    #[error(
+        "CSRF protection needs the app's origins: call allowed_origin(\"https://app.example.com\")"
+    )]
+    NoAllowedOrigins,
+    /// An allowed origin must be `http(s)://host[:port]`, without a path.
+    #[error("invalid origin {0:?}: use scheme://host[:port], such as https://app.example.com")]
+    InvalidOrigin(String),
+    /// A CSRF exemption must be a path such as `/webhooks/payments`.
+    #[error("invalid CSRF exemption {0:?}: use a path such as /webhooks/payments")]
+    InvalidExemption(String),
     /// The login redirect must be a local absolute path such as `/login`.
     #[error("invalid login redirect {0:?}: use a local path such as /login")]
     InvalidRedirect(String),

@@ -1,38 +1,14 @@
 //! Security events, as `tracing` events with stable names and fields.
 //!
-//! Every event has target `axum_live_auth::security`, level INFO, and the field `event` set to
-//! one of: `login`, `login_failed`, `logout`, `session_revoked`, `sessions_revoked_all`,
-//! `rotated`, `password_changed`, `reauth`, `expired`. Other fields, where known: `user_id`,
+//! Every event has target `axum_live_auth::security`, level INFO (WARN for the refusals), and the
+//! field `event` set to one of: `login`, `login_failed`, `login_throttled`, `logout`,
+//! `session_revoked`, `sessions_revoked_all`, `rotated`, `password_changed`, `reauth`,
+//! `expired`, `csrf_rejected`, `invalid_tokens_throttled`. Other fields, where known: `user_id`,
 //! `session_id` (the public id, never the token), `previous_session_id` (rotation), `ip`,
-//! `user_agent`, `reason`, `count`, `username` (failed logins). Header values are fields
+//! `user_agent`, `reason`, `count`, `username` (failed or throttled logins), `retry_after_secs`. Header values are fields
 //! (Debug-formatted, so control characters are escaped), never spliced into the message.
 
-use std::net::IpAddr;
-
-use http::HeaderValue;
-
-use crate::{SessionId, UserId};
-
-/// Where a request came from, as far as the layer can tell.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Client {
-    pub(crate) ip: Option<IpAddr>,
-    pub(crate) user_agent: Option<HeaderValue>,
-}
-
-/// User agents are kept (and logged) cut to this many bytes.
-const MAX_USER_AGENT_BYTES: usize = 512;
-
-impl Client {
-    /// The user agent as text: lossy UTF-8, cut to a bounded length.
-    pub(crate) fn user_agent(&self) -> Option<String> {
-        self.user_agent.as_ref().map(|value| {
-            let bytes = value.as_bytes();
-            let cut = &bytes[..bytes.len().min(MAX_USER_AGENT_BYTES)];
-            String::from_utf8_lossy(cut).into_owned()
-        })
-    }
-}
+use crate::{SessionId, UserId, client::Client};
 
 macro_rules! security_event {
     ($name:literal, $client:expr, $($fields:tt)*) => {
@@ -53,6 +29,42 @@ pub(crate) fn login(client: &Client, user: UserId, session: &SessionId) {
 pub(crate) fn login_failed(client: &Client, username: &str) {
     let username: String = username.chars().take(64).collect();
     security_event!("login_failed", client, username = ?username, "login failed");
+}
+
+pub(crate) fn login_throttled(client: &Client, username: &str, retry_after: std::time::Duration) {
+    let username: String = username.chars().take(64).collect();
+    tracing::warn!(
+        target: "axum_live_auth::security",
+        event = "login_throttled",
+        ip = ?client.ip,
+        user_agent = ?client.user_agent(),
+        username = ?username,
+        retry_after_secs = retry_after.as_secs(),
+        "login throttled"
+    );
+}
+
+pub(crate) fn csrf_rejected(client: &Client, reason: &str, path: &str) {
+    tracing::warn!(
+        target: "axum_live_auth::security",
+        event = "csrf_rejected",
+        ip = ?client.ip,
+        user_agent = ?client.user_agent(),
+        reason,
+        path = ?path,
+        "cross-site request refused"
+    );
+}
+
+pub(crate) fn invalid_tokens_throttled(client: &Client, limit: u32) {
+    tracing::warn!(
+        target: "axum_live_auth::security",
+        event = "invalid_tokens_throttled",
+        ip = ?client.ip,
+        user_agent = ?client.user_agent(),
+        count = limit + 1,
+        "too many invalid session tokens from one address; answering 429"
+    );
 }
 
 pub(crate) fn logout(client: &Client, user: UserId, session: &SessionId) {

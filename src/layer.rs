@@ -16,15 +16,18 @@ use std::{
 };
 
 use axum::extract::ConnectInfo;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
 use crate::{
     Accounts, Auth, AuthLayerBuilder, AuthState, AuthStore, CurrentUser, SessionToken,
     auth::CookieChange,
+    bearer,
+    client::{self, Client},
     config::AuthConfig,
     cookie::{self, Invalid, Presented},
-    events::Client,
+    events,
+    throttle::InvalidTokens,
 };
 
 /// Configuration and store, shared by every clone of the layer and every request.
@@ -32,6 +35,7 @@ use crate::{
 pub(crate) struct Shared {
     pub(crate) config: AuthConfig,
     pub(crate) store: AuthStore,
+    pub(crate) invalid_tokens: InvalidTokens,
 }
 
 /// Authenticates every request from its session cookie against Postgres.
@@ -50,7 +54,9 @@ pub(crate) struct Shared {
 ///     // No ping on checkout: it would add a second round trip to every request.
 ///     .test_before_acquire(false)
 ///     .connect_lazy("postgres://localhost/app")?;
-/// let auth = AuthLayer::builder(pool).build()?;
+/// let auth = AuthLayer::builder(pool)
+///     .allowed_origin("https://app.example.com")
+///     .build()?;
 ///
 /// let app: Router = Router::new()
 ///     .route("/me", get(|user: CurrentUser| async move { user.username().to_owned() }))
@@ -150,6 +156,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -167,12 +174,41 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
         Box::pin(async move {
-            let (state, cookie) = authenticate(&shared, req.headers()).await;
+            let config = &shared.config;
+            let headers = req.headers();
             let client = Client {
-                ip: client_ip(&req),
-                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                ip: client::client_ip(peer_ip(&req), headers, &config.trusted_proxies),
+                user_agent: headers.get(header::USER_AGENT).cloned(),
             };
-            let auth = Auth::new(shared, state.clone(), cookie, client);
+            let Some((presented, source)) = read_credential(config, headers) else {
+                tracing::warn!("session cookie and bearer token disagree");
+                return Ok(refusal(StatusCode::BAD_REQUEST, None));
+            };
+            // Cross-site request forgery rides on the cookie a browser attaches by itself; it
+            // cannot add an Authorization header, so bearer requests need no check.
+            if let Some(csrf) = &config.csrf {
+                let path = req.uri().path();
+                if source == Source::Cookie && csrf.applies(req.method(), headers, path) {
+                    if let Err(reason) = csrf.check(headers) {
+                        events::csrf_rejected(&client, reason, path);
+                        return Ok(refusal(StatusCode::FORBIDDEN, None));
+                    }
+                }
+            }
+            let carries_token = !matches!(presented, Presented::None);
+            if let (true, Some(ip)) = (carries_token, client.ip) {
+                if let Some(left) = shared.invalid_tokens.blocked(ip) {
+                    return Ok(refusal(StatusCode::TOO_MANY_REQUESTS, Some(left)));
+                }
+            }
+
+            let (state, cookie) = authenticate(&shared, presented, source).await;
+            if let (true, AuthState::Anonymous, Some(ip)) = (carries_token, &state, client.ip) {
+                if shared.invalid_tokens.record(ip) {
+                    events::invalid_tokens_throttled(&client, shared.invalid_tokens.limit());
+                }
+            }
+            let auth = Auth::new(Arc::clone(&shared), state.clone(), cookie, client, source);
             req.extensions_mut().insert(state);
             req.extensions_mut().insert(auth.clone());
 
@@ -183,18 +219,65 @@ where
     }
 }
 
+/// Where the request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Cookie,
+    Bearer,
+}
+
+/// The request's token from the cookie or, when enabled, the bearer header. `None` when both
+/// are present and are not the same token: such a request is refused, never resolved to one.
+fn read_credential(config: &AuthConfig, headers: &HeaderMap) -> Option<(Presented, Source)> {
+    let from_cookie = cookie::read(headers, &config.cookie.name);
+    let from_bearer = if config.bearer {
+        bearer::read(headers)
+    } else {
+        Presented::None
+    };
+    match (from_cookie, from_bearer) {
+        (cookie, Presented::None) => Some((cookie, Source::Cookie)),
+        (Presented::None, bearer) => Some((bearer, Source::Bearer)),
+        (Presented::Token(a), Presented::Token(b)) if a.to_string() == b.to_string() => {
+            Some((Presented::Token(b), Source::Bearer))
+        }
+        _ => None,
+    }
+}
+
+/// A response the layer gives itself, before any handler runs.
+fn refusal<B: Default>(status: StatusCode, retry_after: Option<Duration>) -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = status;
+    if let Some(wait) = retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    response
+}
+
 /// Decides the request's [`AuthState`], and whether the response should clear the cookie
 /// (for a cookie that can never become valid again).
-async fn authenticate(shared: &Shared, headers: &HeaderMap) -> (AuthState, CookieChange) {
-    let token = match cookie::read(headers, &shared.config.cookie.name) {
+async fn authenticate(
+    shared: &Shared,
+    presented: Presented,
+    source: Source,
+) -> (AuthState, CookieChange) {
+    // Only a cookie can be cleared; a bearer client keeps its token itself.
+    let clear = match source {
+        Source::Cookie => CookieChange::Clear,
+        Source::Bearer => CookieChange::Keep,
+    };
+    let token = match presented {
         Presented::None => return (AuthState::Anonymous, CookieChange::Keep),
         Presented::Invalid(reason) => {
-            tracing::warn!(reason = reason.as_str(), "invalid session cookie");
+            tracing::warn!(reason = reason.as_str(), "invalid session token");
             // A duplicate may be a planted cookie next to the real one: clearing could delete
             // the real one, so only a single malformed cookie is cleared.
-            let clear = reason == Invalid::Malformed;
-            let change = if clear {
-                CookieChange::Clear
+            let change = if reason == Invalid::Malformed {
+                clear
             } else {
                 CookieChange::Keep
             };
@@ -206,7 +289,7 @@ async fn authenticate(shared: &Shared, headers: &HeaderMap) -> (AuthState, Cooki
         Ok(Some(user)) => (AuthState::Authenticated(user), CookieChange::Keep),
         Ok(None) => {
             tracing::info!(session.id = %token.id(), "unknown or expired session");
-            (AuthState::Anonymous, CookieChange::Clear)
+            (AuthState::Anonymous, clear)
         }
         Err(error) => {
             tracing::error!(
@@ -252,7 +335,7 @@ async fn resolve(
 }
 
 /// The peer address, when the server was started with `into_make_service_with_connect_info`.
-fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())

@@ -22,7 +22,9 @@
 //!     .await?;
 //! axum_live_auth::migrate(&pool).await?;
 //!
-//! let auth = AuthLayer::builder(pool).build()?;
+//! let auth = AuthLayer::builder(pool)
+//!     .allowed_origin("https://app.example.com")
+//!     .build()?;
 //! let app = Router::new()
 //!     .route("/reports", get(|| async { "reports" }))
 //!     .route_layer(require_permission("reports:read"))
@@ -46,8 +48,11 @@
 
 mod admin;
 mod auth;
+mod bearer;
+mod client;
 mod config;
 mod cookie;
+mod csrf;
 mod error;
 mod events;
 mod extract;
@@ -57,11 +62,12 @@ mod password;
 mod rejection;
 mod routes;
 mod store;
+mod throttle;
 mod token;
 
 pub use crate::{
     admin::Accounts,
-    auth::Auth,
+    auth::{Auth, SESSION_TOKEN_HEADER},
     config::{AuthLayerBuilder, SameSite},
     cookie::MAX_COOKIE_HEADER_BYTES,
     error::{ConfigError, Error},
@@ -70,7 +76,7 @@ pub use crate::{
     layer::{AuthLayer, AuthService},
     password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
     rejection::AuthRejection,
-    routes::account_routes,
+    routes::{account_routes, token_routes},
     store::{AuthStore, SessionInfo, migrate},
     token::{SessionId, SessionToken},
 };

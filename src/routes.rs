@@ -1,4 +1,4 @@
-//! Ready-made account routes: a user's sessions, password and reauthentication.
+//! Ready-made routes: a user's sessions, password and reauthentication; bearer tokens.
 
 use axum::{
     Form, Json, Router,
@@ -38,6 +38,65 @@ pub fn account_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/sessions/{id}/revoke", post(revoke_session))
         .route("/password", post(change_password))
         .route("/reauth", post(reauthenticate))
+}
+
+/// The token route, for clients that cannot keep cookies (with
+/// [`bearer_tokens`](crate::AuthLayerBuilder::bearer_tokens) on):
+///
+/// `POST /token` with the JSON body `{"username": "…", "password": "…"}` answers `200` with
+/// `{"token": "…", "session_id": "…"}`: send the token as `Authorization: Bearer <token>`.
+/// A wrong password is `401` with `{"error":"invalid_credentials"}`, a throttled attempt `429`
+/// with `Retry-After`, and the route is `404` while bearer tokens are off. The response is
+/// `Cache-Control: no-store`.
+///
+/// The route sets no cookie, so it needs no CSRF protection (a cross-site page cannot read the
+/// token it would obtain, and nothing changes in the victim's browser); a client without
+/// `Origin` headers (a mobile app, curl) can use it when the path is exempted with
+/// [`csrf_exempt`](crate::AuthLayerBuilder::csrf_exempt), as the quickstart does.
+///
+/// To render menus from live permissions instead of decoding a JWT, an SPA calls a route such
+/// as the quickstart's `GET /me`, which returns [`CurrentUser::permissions`].
+///
+/// ```
+/// use axum::Router;
+/// let app: Router = Router::new().nest("/auth", axum_live_auth::token_routes());
+/// ```
+pub fn token_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/token", post(issue_token))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct IssuedToken {
+    token: String,
+    session_id: String,
+}
+
+async fn issue_token(auth: Auth, Json(credentials): Json<Credentials>) -> Result<Response, Error> {
+    if !auth.bearer_enabled() {
+        return Ok((StatusCode::NOT_FOUND, "Not found").into_response());
+    }
+    let issued = auth
+        .issue_token(&credentials.username, &credentials.password)
+        .await?;
+    let Some(token) = issued else {
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"invalid_credentials"}"#,
+        )
+            .into_response());
+    };
+    let body = IssuedToken {
+        session_id: token.id().to_string(),
+        token: token.to_string(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 #[derive(Serialize)]

@@ -239,6 +239,53 @@ impl AuthStore {
         dispatch!(self, |s, count| s.password_hash(count, user).await)
     }
 
+    /// The user's name as stored.
+    pub(crate) async fn username(&self, user: UserId) -> Result<Option<String>, sqlx::Error> {
+        dispatch!(self, |s, count| s.username(count, user).await)
+    }
+
+    // --- login throttling -------------------------------------------------------------------
+
+    /// Failures of `ip` in its current window and of `username` in a row, in one query.
+    pub(crate) async fn login_failures(
+        &self,
+        ip: Option<&str>,
+        username: &str,
+        ip_window: Duration,
+    ) -> Result<LoginFailures, Error> {
+        dispatch!(self, |s, count| s
+            .login_failures(count, ip, username, ip_window)
+            .await)
+    }
+
+    /// Counts one more failure for `ip` (a new window if the last one ended) and `username`.
+    pub(crate) async fn record_login_failure(
+        &self,
+        ip: Option<&str>,
+        username: &str,
+        ip_window: Duration,
+    ) -> Result<(), Error> {
+        dispatch!(self, |s, count| s
+            .record_login_failure(count, ip, username, ip_window)
+            .await)
+    }
+
+    /// Forgets the failures of `username` (after a successful login or a password reset).
+    pub(crate) async fn clear_login_failures(&self, username: &str) -> Result<(), Error> {
+        dispatch!(self, |s, count| s
+            .clear_login_failures(count, username)
+            .await)
+    }
+
+    /// Deletes failure counters older than `horizon`, except usernames at the hard stop.
+    pub(crate) async fn purge_login_failures(
+        &self,
+        horizon: Duration,
+        hard_stop: u32,
+    ) -> Result<u64, Error> {
+        dispatch!(self, |s, count| s.purge_login_failures(count, horizon, hard_stop).await)
+    }
+
     // --- users and grants -------------------------------------------------------------------
 
     pub(crate) async fn create_user(
@@ -439,6 +486,19 @@ pub struct SessionInfo {
     pub ip: Option<String>,
     /// Whether this is the session of the request that listed it.
     pub current: bool,
+}
+
+/// Failed logins, as the throttle needs them.
+#[derive(Debug, Default, PartialEq, sqlx::FromRow)]
+pub(crate) struct LoginFailures {
+    /// Failures from the IP address in its current window.
+    pub(crate) ip_failures: Option<i32>,
+    /// Seconds until that window ends.
+    pub(crate) ip_window_left: Option<f64>,
+    /// Failures of the username in a row.
+    pub(crate) user_failures: Option<i32>,
+    /// Seconds since the username's last failure.
+    pub(crate) user_since_last: Option<f64>,
 }
 
 /// A session removed by the purge.

@@ -4,7 +4,9 @@ use std::{sync::LazyLock, time::Duration};
 
 use sqlx::{PgPool, Postgres, migrate::Migrator, pool::PoolConnection};
 
-use super::{Counter, Created, Expired, LoginRow, NewSession, SessionInfo, SessionRow};
+use super::{
+    Counter, Created, Expired, LoginFailures, LoginRow, NewSession, SessionInfo, SessionRow,
+};
 use crate::{Error, SessionId, UserId};
 
 /// The crate's migrations, embedded at compile time.
@@ -287,6 +289,99 @@ impl PgStore {
         )
         .fetch_all(self.exec(count))
         .await?)
+    }
+
+    pub(super) async fn username(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT username FROM auth_users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(self.exec(count))
+            .await
+    }
+
+    // --- login throttling -------------------------------------------------------------------
+
+    pub(super) async fn login_failures(
+        &self,
+        count: &Counter<'_>,
+        ip: Option<&str>,
+        username: &str,
+        ip_window: Duration,
+    ) -> Result<LoginFailures, Error> {
+        Ok(sqlx::query_as(
+            "SELECT ip.failures AS ip_failures,
+                    extract(epoch FROM ip.window_start + $3 - now())::float8 AS ip_window_left,
+                    u.failures AS user_failures,
+                    extract(epoch FROM now() - u.last_failure_at)::float8 AS user_since_last
+               FROM (SELECT 1) one
+               LEFT JOIN auth_login_attempts ip
+                      ON ip.kind = 'ip' AND ip.key = $1 AND ip.window_start > now() - $3
+               LEFT JOIN auth_login_attempts u ON u.kind = 'user' AND u.key = $2",
+        )
+        .bind(ip)
+        .bind(username)
+        .bind(ip_window)
+        .fetch_one(self.exec(count))
+        .await?)
+    }
+
+    pub(super) async fn record_login_failure(
+        &self,
+        count: &Counter<'_>,
+        ip: Option<&str>,
+        username: &str,
+        ip_window: Duration,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO auth_login_attempts AS a (kind, key, failures)
+             SELECT kind, key, 1 FROM (VALUES ('ip', $1::text), ('user', $2)) v (kind, key)
+              WHERE key IS NOT NULL
+             ON CONFLICT (kind, key) DO UPDATE
+                SET failures = CASE WHEN a.kind = 'user' OR a.window_start > now() - $3
+                                    THEN a.failures + 1 ELSE 1 END,
+                    window_start = CASE WHEN a.kind = 'ip' AND a.window_start <= now() - $3
+                                        THEN now() ELSE a.window_start END,
+                    last_failure_at = now()",
+        )
+        .bind(ip)
+        .bind(username)
+        .bind(ip_window)
+        .execute(self.exec(count))
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn clear_login_failures(
+        &self,
+        count: &Counter<'_>,
+        username: &str,
+    ) -> Result<(), Error> {
+        sqlx::query("DELETE FROM auth_login_attempts WHERE kind = 'user' AND key = $1")
+            .bind(username)
+            .execute(self.exec(count))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn purge_login_failures(
+        &self,
+        count: &Counter<'_>,
+horizon: Duration,
+        hard_stop: u32,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM auth_login_attempts
+WHERE (kind = 'ip' AND window_start <= now() - $1)
+                 OR (kind = 'user' AND last_failure_at <= now() - $1 AND failures < $2)",
+        )
+        .bind(horizon)
+        .bind(i64::from(hard_stop))
+        .execute(self.exec(count))
+        .await?;
+        Ok(done.rows_affected())
     }
 
     pub(super) async fn password_hash(

@@ -13,7 +13,9 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::{Counter, Created, Expired, LoginRow, NewSession, SessionInfo, SessionRow};
+use super::{
+    Counter, Created, Expired, LoginFailures, LoginRow, NewSession, SessionInfo, SessionRow,
+};
 use crate::{Error, SessionId, UserId};
 
 /// The SQLite store's migrations (`migrations/sqlite`), embedded at compile time, with the same
@@ -39,7 +41,9 @@ pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// # async fn main() -> Result<(), axum_live_auth::Error> {
 /// let options = axum_live_auth::sqlite_connect_options("sqlite://app.db")?;
 /// let pool = sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(options);
-/// let auth = axum_live_auth::AuthLayer::builder(pool).build()?;
+/// let auth = axum_live_auth::AuthLayer::builder(pool)
+///     .allowed_origin("https://app.example.com")
+///     .build()?;
 /// # let _ = auth; Ok(())
 /// # }
 /// ```
@@ -152,6 +156,49 @@ const DISABLE: &str = concat!(
     "UPDATE auth_users SET disabled_at = coalesce(disabled_at, ",
     now!(),
     ") WHERE id = ?1"
+);
+
+const LOGIN_FAILURES: &str = concat!(
+    "SELECT ip.failures AS ip_failures,
+            (ip.window_start + ?3 - ",
+    now!(),
+    ") / 1000.0 AS ip_window_left,
+            u.failures AS user_failures,
+            (",
+    now!(),
+    " - u.last_failure_at) / 1000.0 AS user_since_last
+       FROM (SELECT 1) one
+       LEFT JOIN auth_login_attempts ip
+              ON ip.kind = 'ip' AND ip.key = ?1 AND ip.window_start > ",
+    now!(),
+    " - ?3
+       LEFT JOIN auth_login_attempts u ON u.kind = 'user' AND u.key = ?2"
+);
+
+const RECORD_LOGIN_FAILURE: &str = concat!(
+    "INSERT INTO auth_login_attempts AS a (kind, key, failures)
+     SELECT column1, column2, 1 FROM (VALUES ('ip', ?1), ('user', ?2)) WHERE column2 IS NOT NULL
+     ON CONFLICT (kind, key) DO UPDATE
+        SET failures = CASE WHEN a.kind = 'user' OR a.window_start > ",
+    now!(),
+    " - ?3 THEN a.failures + 1 ELSE 1 END,
+            window_start = CASE WHEN a.kind = 'ip' AND a.window_start <= ",
+    now!(),
+    " - ?3 THEN ",
+    now!(),
+    " ELSE a.window_start END,
+            last_failure_at = ",
+    now!()
+);
+
+const PURGE_LOGIN_FAILURES: &str = concat!(
+    "DELETE FROM auth_login_attempts
+      WHERE (kind = 'ip' AND window_start <= ",
+    now!(),
+    " - ?1)
+         OR (kind = 'user' AND last_failure_at <= ",
+    now!(),
+    " - ?1 AND failures < ?2)"
 );
 
 fn millis(duration: Duration) -> i64 {
@@ -438,6 +485,76 @@ impl SqliteStore {
 
     pub(super) async fn purge_expired(&self, count: &Counter<'_>) -> Result<Vec<Expired>, Error> {
         Ok(sqlx::query_as(PURGE).fetch_all(self.exec(count)).await?)
+    }
+
+    pub(super) async fn username(
+        &self,
+        count: &Counter<'_>,
+        user: UserId,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT username FROM auth_users WHERE id = ?1")
+            .bind(user)
+            .fetch_optional(self.exec(count))
+            .await
+    }
+
+    // --- login throttling -------------------------------------------------------------------
+
+    pub(super) async fn login_failures(
+        &self,
+        count: &Counter<'_>,
+        ip: Option<&str>,
+        username: &str,
+        ip_window: Duration,
+    ) -> Result<LoginFailures, Error> {
+        Ok(sqlx::query_as(LOGIN_FAILURES)
+            .bind(ip)
+            .bind(username)
+            .bind(millis(ip_window))
+            .fetch_one(self.exec(count))
+            .await?)
+    }
+
+    pub(super) async fn record_login_failure(
+        &self,
+        count: &Counter<'_>,
+        ip: Option<&str>,
+        username: &str,
+        ip_window: Duration,
+    ) -> Result<(), Error> {
+        sqlx::query(RECORD_LOGIN_FAILURE)
+            .bind(ip)
+            .bind(username)
+            .bind(millis(ip_window))
+            .execute(self.exec(count))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn clear_login_failures(
+        &self,
+        count: &Counter<'_>,
+        username: &str,
+    ) -> Result<(), Error> {
+        sqlx::query("DELETE FROM auth_login_attempts WHERE kind = 'user' AND key = ?1")
+            .bind(username)
+            .execute(self.exec(count))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn purge_login_failures(
+        &self,
+        count: &Counter<'_>,
+horizon: Duration,
+        hard_stop: u32,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(PURGE_LOGIN_FAILURES)
+            .bind(millis(horizon))
+            .bind(i64::from(hard_stop))
+            .execute(self.exec(count))
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub(super) async fn password_hash(

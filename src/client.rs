@@ -1,0 +1,102 @@
+//! Where a request comes from: the client's IP address (through trusted proxies only) and
+//! user agent.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue};
+
+/// Where a request came from, as far as the layer can tell.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Client {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) user_agent: Option<HeaderValue>,
+}
+
+/// User agents are kept (and logged) cut to this many bytes.
+const MAX_USER_AGENT_BYTES: usize = 512;
+
+impl Client {
+    /// The user agent as text: lossy UTF-8, cut to a bounded length.
+    pub(crate) fn user_agent(&self) -> Option<String> {
+        self.user_agent.as_ref().map(|value| {
+            let bytes = value.as_bytes();
+            let cut = &bytes[..bytes.len().min(MAX_USER_AGENT_BYTES)];
+            String::from_utf8_lossy(cut).into_owned()
+        })
+    }
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy; then the
+/// nearest address in `X-Forwarded-For` (read from the right) that is not a trusted proxy.
+/// `X-Forwarded-For` from any other peer is ignored, so a client cannot choose its address.
+pub(crate) fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let mut ip = peer?;
+    if !trusted_proxies.contains(&ip) {
+        return Some(ip);
+    }
+    let hops: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .collect();
+    for hop in hops.into_iter().rev() {
+        let parsed = std::str::from_utf8(hop.trim_ascii())
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok());
+        // An entry that is not an address ends what can be trusted: keep the last proxy.
+        let Some(hop) = parsed else { break };
+        ip = hop;
+        if !trusted_proxies.contains(&hop) {
+            break;
+        }
+    }
+    Some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in xff {
+            map.append("x-forwarded-for", v.parse().unwrap());
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+        let peer = Some(ip("203.0.113.9"));
+        assert_eq!(client_ip(peer, &headers(&["1.2.3.4"]), &[]), peer);
+        assert_eq!(
+            client_ip(peer, &headers(&["1.2.3.4"]), &[ip("10.0.0.1")]),
+            peer
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_passes_on_the_nearest_untrusted_hop() {
+        let proxy = ip("10.0.0.1");
+        let inner = ip("10.0.0.2");
+        let trusted = [proxy, inner];
+        let peer = Some(proxy);
+        // The client may forge the leftmost entries; the proxies append the real ones.
+        let h = headers(&["6.6.6.6, 198.51.100.7", "10.0.0.2"]);
+        assert_eq!(client_ip(peer, &h, &trusted), Some(ip("198.51.100.7")));
+        assert_eq!(client_ip(peer, &headers(&[]), &trusted), peer);
+        assert_eq!(
+            client_ip(peer, &headers(&["garbage, 10.0.0.2"]), &trusted),
+            Some(inner)
+        );
+        assert_eq!(client_ip(None, &h, &trusted), None);
+    }
+}
