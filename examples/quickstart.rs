@@ -74,6 +74,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `insecure_dev_mode()` is only for plain-HTTP development on another host name; this
     // example does not need it.
     let auth = AuthLayer::builder(store)
+        // CSRF protection: unsafe requests must come from the app's own pages (a browser says
+        // so in Sec-Fetch-Site or Origin). curl sends neither: the README passes an Origin.
+        .allowed_origin(format!("http://localhost:{port}"))
+        .allowed_origin(format!("http://127.0.0.1:{port}"))
+        // API clients may send `Authorization: Bearer <token>` instead of the cookie; they get
+        // a token from POST /auth/token, which sets no cookie and so needs no CSRF check.
+        .bearer_tokens()
+        .csrf_exempt("/auth/token")
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
         // Delete expired sessions now and then; the task keeps going through database errors.
@@ -156,6 +164,8 @@ pub(crate) fn app(auth: AuthLayer) -> Router {
         .route("/me", get(me))
         // The user's devices, "log out other devices", password change and reauthentication.
         .nest("/account", axum_live_auth::account_routes())
+        // POST /auth/token: a bearer token for a username and password (JSON).
+        .nest("/auth", axum_live_auth::token_routes())
         .merge(reports_routes)
         .merge(admin_routes)
         .with_state(auth.accounts())

@@ -7,8 +7,8 @@ use crate::{
     AuthStore, Error, SessionInfo, UserId,
     client::Client,
     events,
-    throttle::{LoginThrottle, username_key},
     password::{self, MAX_PASSWORD_BYTES},
+    throttle::{LoginThrottle, username_key},
 };
 
 /// Manages users, roles and grants in the crate's tables.
@@ -90,7 +90,7 @@ impl Accounts {
         username: &str,
         password: &str,
     ) -> Result<Option<UserId>, Error> {
-// No user can have such a name (and Postgres text cannot even hold NUL): refused
+        // No user can have such a name (and Postgres text cannot even hold NUL): refused
         // without a query.
         if username.len() > MAX_USERNAME_BYTES
             || password.len() > MAX_PASSWORD_BYTES
@@ -128,14 +128,16 @@ impl Accounts {
     pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
         password::validate_new(password)?;
         let hash = password::hash(password).await?;
-found(
+        found(
             self.store
                 .set_password_ending_sessions(user, &hash, None)
                 .await?,
         )?;
         // A reset lifts the lock of a username at the hard stop of failed logins.
         if let Some(username) = self.store.username(user).await? {
-            self.store.clear_login_failures(&username_key(&username)).await?;
+            self.store
+                .clear_login_failures(&username_key(&username))
+                .await?;
         }
         events::password_changed(&Client::default(), user, None, "reset");
         Ok(())

@@ -436,7 +436,7 @@ impl Auth {
         self.current_user().ok_or(Error::Unauthenticated)
     }
 
-pub(crate) fn bearer_enabled(&self) -> bool {
+    pub(crate) fn bearer_enabled(&self) -> bool {
         self.0.shared.config.bearer
     }
 

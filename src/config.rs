@@ -813,10 +813,7 @@ mod tests {
 
     #[tokio::test]
     async fn dev_mode_drops_secure_and_the_prefix() {
-        let layer = builder()
-            .insecure_dev_mode()
-            .build()
-            .unwrap();
+        let layer = builder().insecure_dev_mode().build().unwrap();
         assert_eq!(layer.shared().config.cookie.name, "sid");
         assert!(!layer.shared().config.cookie.secure);
     }
@@ -911,11 +908,6 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(
-            builder()
-                .login_redirect("/login?next=1")
-                .build()
-                .is_ok()
-        );
+        assert!(builder().login_redirect("/login?next=1").build().is_ok());
     }
 }

@@ -186,27 +186,30 @@ where
             };
             // Cross-site request forgery rides on the cookie a browser attaches by itself; it
             // cannot add an Authorization header, so bearer requests need no check.
-            if let Some(csrf) = &config.csrf {
-                let path = req.uri().path();
-                if source == Source::Cookie && csrf.applies(req.method(), headers, path) {
-                    if let Err(reason) = csrf.check(headers) {
-                        events::csrf_rejected(&client, reason, path);
-                        return Ok(refusal(StatusCode::FORBIDDEN, None));
-                    }
-                }
+            let path = req.uri().path();
+            if let Some(csrf) = &config.csrf
+                && source == Source::Cookie
+                && csrf.applies(req.method(), headers, path)
+                && let Err(reason) = csrf.check(headers)
+            {
+                events::csrf_rejected(&client, reason, path);
+                return Ok(refusal(StatusCode::FORBIDDEN, None));
             }
             let carries_token = !matches!(presented, Presented::None);
-            if let (true, Some(ip)) = (carries_token, client.ip) {
-                if let Some(left) = shared.invalid_tokens.blocked(ip) {
-                    return Ok(refusal(StatusCode::TOO_MANY_REQUESTS, Some(left)));
-                }
+            if carries_token
+                && let Some(ip) = client.ip
+                && let Some(left) = shared.invalid_tokens.blocked(ip)
+            {
+                return Ok(refusal(StatusCode::TOO_MANY_REQUESTS, Some(left)));
             }
 
             let (state, cookie) = authenticate(&shared, presented, source).await;
-            if let (true, AuthState::Anonymous, Some(ip)) = (carries_token, &state, client.ip) {
-                if shared.invalid_tokens.record(ip) {
-                    events::invalid_tokens_throttled(&client, shared.invalid_tokens.limit());
-                }
+            if carries_token
+                && matches!(state, AuthState::Anonymous)
+                && let Some(ip) = client.ip
+                && shared.invalid_tokens.record(ip)
+            {
+                events::invalid_tokens_throttled(&client, shared.invalid_tokens.limit());
             }
             let auth = Auth::new(Arc::clone(&shared), state.clone(), cookie, client, source);
             req.extensions_mut().insert(state);

@@ -41,10 +41,10 @@ const LOCKED_RETRY: Duration = Duration::from_secs(60 * 60);
 impl LoginThrottle {
     /// `Some(wait)` if a login attempt must be refused now, without checking the password.
     pub(crate) fn refuse(&self, failures: &LoginFailures) -> Option<Duration> {
-        if let (Some(n), Some(left)) = (failures.ip_failures, failures.ip_window_left) {
-            if n >= 0 && n.unsigned_abs() >= self.ip_failures {
-                return Some(seconds(left));
-            }
+        if let (Some(n), Some(left)) = (failures.ip_failures, failures.ip_window_left)
+            && n.max(0).unsigned_abs() >= self.ip_failures
+        {
+            return Some(seconds(left));
         }
         let n = failures.user_failures.unwrap_or(0).max(0).unsigned_abs();
         if n >= self.user_hard_stop {

@@ -175,7 +175,7 @@ fn decode_exact<const N: usize>(input: &[u8], chars: usize) -> Option<[u8; N]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
 
     use super::*;
@@ -234,6 +234,72 @@ mod tests {
         assert!(SessionToken::parse(text.as_bytes()).is_none());
         let text = format!("{}A.{secret}", "A".repeat(21));
         assert!(SessionToken::parse(text.as_bytes()).is_some());
+    }
+
+    /// A small deterministic generator (xorshift64), so that a failing case can be replayed.
+    pub(crate) struct Bytes(u64);
+
+    impl Bytes {
+        pub(crate) fn new(seed: u64) -> Self {
+            Self(seed | 1)
+        }
+
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap()
+        }
+
+        /// Random bytes, a mutation of `near`, or a string over the token alphabet.
+        pub(crate) fn case(&mut self, near: &[u8]) -> Vec<u8> {
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/";
+            match self.below(3) {
+                0 => (0..self.below(100)).map(|_| self.next() as u8).collect(),
+                1 => {
+                    let mut bytes = near.to_vec();
+                    for _ in 0..=self.below(3) {
+                        let at = self.below(bytes.len() + 1);
+                        match self.below(3) {
+                            0 if at < bytes.len() => bytes[at] = self.next() as u8,
+                            1 => bytes.insert(at, ALPHABET[self.below(ALPHABET.len())]),
+                            _ if at < bytes.len() => {
+                                bytes.remove(at);
+                            }
+                            _ => {}
+                        }
+                    }
+                    bytes
+                }
+                _ => (0..60 + self.below(12))
+                    .map(|_| ALPHABET[self.below(ALPHABET.len())])
+                    .collect(),
+            }
+        }
+    }
+
+    #[test]
+    fn any_bytes_are_a_canonical_token_or_nothing() {
+        let good = SessionToken::generate().unwrap().to_string().into_bytes();
+        let mut cases = Bytes::new(0x5eed_0f_70c3);
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let bytes = cases.case(&good);
+            if let Some(token) = SessionToken::parse(&bytes) {
+                // Whatever parses is exactly what it encodes back to: one token, one text.
+                assert_eq!(token.to_string().as_bytes(), &bytes[..]);
+                accepted += 1;
+            }
+        }
+        assert!(
+            accepted > 0,
+            "the generator never hit a valid token: it tests too little"
+        );
     }
 
     #[test]

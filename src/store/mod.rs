@@ -283,7 +283,9 @@ impl AuthStore {
         horizon: Duration,
         hard_stop: u32,
     ) -> Result<u64, Error> {
-        dispatch!(self, |s, count| s.purge_login_failures(count, horizon, hard_stop).await)
+        dispatch!(self, |s, count| s
+            .purge_login_failures(count, horizon, hard_stop)
+            .await)
     }
 
     // --- users and grants -------------------------------------------------------------------

@@ -546,7 +546,7 @@ impl SqliteStore {
     pub(super) async fn purge_login_failures(
         &self,
         count: &Counter<'_>,
-horizon: Duration,
+        horizon: Duration,
         hard_stop: u32,
     ) -> Result<u64, Error> {
         let done = sqlx::query(PURGE_LOGIN_FAILURES)

@@ -25,6 +25,7 @@ fn public_id(token: &str) -> &str {
 fn post(path: &str, token: &str, form: &str) -> Request<Body> {
     Request::post(path)
         .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .header("sec-fetch-site", "same-origin")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(form.to_owned()))
         .unwrap()
@@ -435,6 +436,7 @@ async fn account_routes_need_a_session() {
     ] {
         let request = Request::builder()
             .method(method)
+            .header("sec-fetch-site", "same-origin")
             .uri(path)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Body::from("password=x&current_password=x&new_password=x"))

@@ -24,7 +24,10 @@ use crate::common::{
 /// An app on a store whose database cannot be reached.
 fn unreachable_app(store: AuthStore) -> (Router, Arc<AtomicUsize>) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let layer = AuthLayer::builder(store.clone()).build().unwrap();
+    let layer = AuthLayer::builder(store.clone())
+        .allowed_origin(crate::common::ORIGIN)
+        .build()
+        .unwrap();
     (
         router(Accounts::new(store), Arc::clone(&runs)).layer(layer),
         runs,

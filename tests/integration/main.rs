@@ -13,6 +13,7 @@ mod account;
 mod admin_cli;
 mod common;
 mod failure;
+mod hardening;
 mod hostile;
 mod live;
 mod migrations;

@@ -10,7 +10,10 @@ use http::{StatusCode, header};
 mod example;
 
 fn request(method: &str, path: &str, token: Option<&str>, form: Option<&str>) -> Request<Body> {
-    let mut builder = Request::builder().method(method).uri(path);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::ORIGIN, "http://localhost:3000");
     if let Some(token) = token {
         builder = builder.header(header::COOKIE, format!("{COOKIE}={token}"));
     }
@@ -25,7 +28,8 @@ fn request(method: &str, path: &str, token: Option<&str>, form: Option<&str>) ->
 both_stores! {
 async fn the_readme_walkthrough(db: Db) {
     axum_live_auth::migrate(db.store()).await.unwrap(); // already applied: a no-op
-    let auth = AuthLayer::builder(db.store())
+let auth = AuthLayer::builder(db.store())
+        .allowed_origin("http://localhost:3000")
         .login_redirect("/login")
         .build()
         .unwrap();

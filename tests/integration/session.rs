@@ -165,7 +165,8 @@ async fn failed_logins_look_the_same_for_unknown_user_and_wrong_password(db: Db)
 async fn logout_deletes_the_session_and_clears_the_cookie(db: Db) {
     let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
-    let request = Request::post("/logout")
+let request = Request::post("/logout")
+        .header("sec-fetch-site", "same-origin")
         .header(header::COOKIE, format!("{COOKIE}={token}"))
         .body(Body::empty())
         .unwrap();
@@ -305,7 +306,8 @@ async fn browser_pages_are_redirected_to_login_when_configured(db: Db) {
         send(&app.router, api).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let post = Request::post("/me")
+let post = Request::post("/me")
+        .header("sec-fetch-site", "same-origin")
         .header(header::ACCEPT, "text/html")
         .body(Body::empty())
         .unwrap();

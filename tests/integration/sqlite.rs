@@ -48,6 +48,7 @@ async fn two_hundred_concurrent_requests_never_see_a_locked_database() {
             let request = match i % 4 {
                 0 => login_request(ALICE, ALICE_PASSWORD),
                 1 => Request::post("/logout")
+                    .header("sec-fetch-site", "same-origin")
                     .header(header::COOKIE, format!("{COOKIE}={token}"))
                     .body(Body::empty())
                     .unwrap(),

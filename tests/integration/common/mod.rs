@@ -36,6 +36,8 @@ pub const ALICE_PASSWORD: &str = "alice-password";
 pub const BOB: &str = "bob";
 pub const BOB_PASSWORD: &str = "bob-password";
 pub const COOKIE: &str = "__Host-sid";
+/// The origin the test app is served from, as a browser would send it.
+pub const ORIGIN: &str = "http://localhost:3000";
 
 /// The app under test, its database and two users: alice (role `admin` with `admin` and
 /// `reports:read`) and bob (`reports:read` directly).
@@ -81,7 +83,7 @@ pub async fn app_with(
         .await
         .unwrap();
 
-    let layer = configure(AuthLayer::builder(store.clone()))
+    let layer = configure(AuthLayer::builder(store.clone()).allowed_origin(ORIGIN))
         .build()
         .unwrap();
     let handler_runs = Arc::new(AtomicUsize::new(0));
@@ -168,6 +170,7 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .nest("/account", axum_live_auth::account_routes())
+        .nest("/auth", axum_live_auth::token_routes())
         .with_state(accounts)
 }
 
@@ -238,6 +241,7 @@ pub fn login_request(username: &str, password: &str) -> Request<Body> {
     );
     Request::post("/login")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
         .header(header::USER_AGENT, "integration-test/1.0")
         .body(Body::from(body))
         .unwrap()

@@ -1,0 +1,398 @@
+//! The edges: CSRF, bearer tokens, login throttling, invalid-token throttling, hostile input.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{Request, StatusCode, header},
+};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, ORIGIN, Reply, TestApp, app, app_with,
+    both_stores, login_request, send,
+};
+
+fn from_ip(mut request: Request<Body>, ip: &str) -> Request<Body> {
+    let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), 40_000);
+    request.extensions_mut().insert(ConnectInfo(addr));
+    request
+}
+
+/// A POST to `/me` with the session cookie and the given headers.
+fn post_me(token: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::post("/me").header(header::COOKIE, format!("{COOKIE}={token}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn login_from(ip: &str, username: &str, password: &str) -> Request<Body> {
+    from_ip(login_request(username, password), ip)
+}
+
+async fn statements(app: &TestApp, request: Request<Body>) -> (u64, Reply) {
+    let before = app.statements();
+    let reply = send(&app.router, request).await;
+    (app.statements() - before, reply)
+}
+
+fn bearer(path: &str, token: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn issue_token(app: &TestApp, username: &str, password: &str) -> Reply {
+    let body = serde_json::json!({ "username": username, "password": password }).to_string();
+    let request = Request::post("/auth/token")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    send(&app.router, request).await
+}
+
+async fn bearer_app(db: crate::common::Db) -> TestApp {
+    app_with(db, |b| b.bearer_tokens().csrf_exempt("/auth/token")).await
+}
+
+both_stores! {
+    async fn cross_site_posts_are_refused_before_the_handler_runs(db: Db) {
+        let app = app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let runs = app.runs();
+        let refused = [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![("sec-fetch-site", "cross-site"), ("origin", ORIGIN)],
+            vec![("origin", "http://localhost:3000.evil.example")],
+            vec![("origin", "https://localhost:3000")],
+            vec![("origin", "http://localhost:3001")],
+            vec![("origin", "null")],
+            vec![],
+        ];
+        for headers in refused {
+            let reply = send(&app.router, post_me(&token, &headers)).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{headers:?}");
+        }
+        assert_eq!(app.runs(), runs, "no refused request reached its handler");
+        for headers in [
+            vec![("sec-fetch-site", "same-origin")],
+            vec![("sec-fetch-site", "none")],
+            vec![("origin", ORIGIN)],
+        ] {
+            let reply = send(&app.router, post_me(&token, &headers)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{headers:?}");
+        }
+        // Safe methods are not checked.
+        let get = Request::get("/me")
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app.router, get).await.status, StatusCode::OK);
+    }
+
+    async fn requests_without_origin_headers_pass_only_when_allowed(db: Db) {
+        let app = app_with(db, |b| b.allow_requests_without_origin_headers()).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        assert_eq!(send(&app.router, post_me(&token, &[])).await.status, StatusCode::OK);
+        let cross = post_me(&token, &[("sec-fetch-site", "cross-site")]);
+        assert_eq!(send(&app.router, cross).await.status, StatusCode::FORBIDDEN);
+        let null = post_me(&token, &[("origin", "null")]);
+        assert_eq!(send(&app.router, null).await.status, StatusCode::FORBIDDEN);
+    }
+
+    async fn a_cross_site_login_checks_no_password(db: Db) {
+        let app = app(db).await;
+        let mut request = login_request(ALICE, ALICE_PASSWORD);
+        request.headers_mut().insert("sec-fetch-site", "cross-site".parse().unwrap());
+        let (n, reply) = statements(&app, request).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert_eq!(n, 0, "not even the throttle was asked, let alone the password");
+        assert!(reply.set_cookies().is_empty());
+        assert_eq!(app.sessions().await, 0);
+    }
+
+    async fn websocket_upgrades_are_checked_like_unsafe_requests(db: Db) {
+        let app = app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let upgrade = |origin: &str| {
+            Request::get("/me")
+                .header(header::COOKIE, format!("{COOKIE}={token}"))
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::UPGRADE, "websocket")
+                .header(header::ORIGIN, origin)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let runs = app.runs();
+        let evil = send(&app.router, upgrade("https://evil.example")).await;
+        assert_eq!(evil.status, StatusCode::FORBIDDEN);
+        assert_eq!(app.runs(), runs);
+        let own = send(&app.router, upgrade(ORIGIN)).await;
+        assert_ne!(own.status, StatusCode::FORBIDDEN);
+    }
+
+    async fn an_exempt_path_skips_the_check_and_only_that_path(db: Db) {
+        let app = app_with(db, |b| b.csrf_exempt("/me")).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let cross = post_me(&token, &[("sec-fetch-site", "cross-site")]);
+        assert_eq!(send(&app.router, cross).await.status, StatusCode::OK);
+        let logout = Request::post("/logout")
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app.router, logout).await.status, StatusCode::FORBIDDEN);
+    }
+
+    async fn bearer_tokens_authenticate_live_and_die_on_revocation(db: Db) {
+        let app = bearer_app(db).await;
+        let issued = issue_token(&app, ALICE, ALICE_PASSWORD).await;
+        assert_eq!(issued.status, StatusCode::OK);
+        assert!(issued.set_cookies().is_empty(), "the token route sets no cookie");
+        assert_eq!(issued.headers[header::CACHE_CONTROL], "no-store");
+        let body: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
+        let token = body["token"].as_str().unwrap().to_owned();
+        assert_eq!(body["session_id"], token.split_once('.').unwrap().0);
+
+        let me = send(&app.router, bearer("/me", &token)).await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert!(me.body.contains("\"admin\""));
+        app.accounts.revoke_role_permission("admin", "admin").await.unwrap();
+        let me = send(&app.router, bearer("/me", &token)).await;
+        assert!(!me.body.contains("\"admin\""), "live permissions: {}", me.body);
+
+        // No CSRF check for bearer requests: a browser cannot attach the header by itself.
+        let post = Request::post("/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app.router, post).await.status, StatusCode::OK);
+
+        app.accounts.revoke_all_sessions(app.alice).await.unwrap();
+        let revoked = send(&app.router, bearer("/me", &token)).await;
+        assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+        assert!(revoked.set_cookies().is_empty(), "no cookie to clear for a bearer client");
+
+        let wrong = issue_token(&app, ALICE, "wrong-password").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(wrong.body, r#"{"error":"invalid_credentials"}"#);
+    }
+
+    async fn a_bearer_client_gets_its_rotated_token_in_a_header(db: Db) {
+        let app = bearer_app(db).await;
+        let issued = issue_token(&app, ALICE, ALICE_PASSWORD).await;
+        let body: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
+        let token = body["token"].as_str().unwrap().to_owned();
+        let reauth = Request::post("/account/reauth")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("password=alice-password"))
+            .unwrap();
+        let reply = send(&app.router, reauth).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert!(reply.set_cookies().is_empty());
+        let rotated = reply.headers[axum_live_auth::SESSION_TOKEN_HEADER].to_str().unwrap();
+        assert_eq!(send(&app.router, bearer("/me", rotated)).await.status, StatusCode::OK);
+        assert_eq!(send(&app.router, bearer("/me", &token)).await.status, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn a_cookie_and_a_bearer_token_that_disagree_are_refused(db: Db) {
+        let app = bearer_app(db).await;
+        let cookie = app.login(ALICE, ALICE_PASSWORD).await;
+        let body: serde_json::Value =
+            serde_json::from_str(&issue_token(&app, BOB, BOB_PASSWORD).await.body).unwrap();
+        let token = body["token"].as_str().unwrap().to_owned();
+        let both = |bearer: &str| {
+            Request::get("/me")
+                .header(header::COOKIE, format!("{COOKIE}={cookie}"))
+                .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert_eq!(send(&app.router, both(&token)).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(send(&app.router, both("garbage")).await.status, StatusCode::BAD_REQUEST);
+        let same = send(&app.router, both(&cookie)).await;
+        assert_eq!(same.status, StatusCode::OK);
+        assert!(same.body.contains(ALICE));
+    }
+
+async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
+        let app = app_with(db, |b| b.csrf_exempt("/auth/token")).await;
+        let issued = issue_token(&app, ALICE, ALICE_PASSWORD).await;
+        assert_eq!(issued.status, StatusCode::NOT_FOUND);
+        let cookie = app.login(ALICE, ALICE_PASSWORD).await;
+        assert_eq!(send(&app.router, bearer("/me", &cookie)).await.status, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn the_eleventh_failure_from_one_ip_is_429_without_a_password_check(db: Db) {
+        let app = app(db).await;
+        for i in 0..10 {
+            let reply = send(&app.router, login_from("192.0.2.10", &format!("user{i}"), "wrong-password")).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        let (n, reply) = statements(&app, login_from("192.0.2.10", ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "even the right password");
+        let retry: u64 = reply.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=180).contains(&retry), "{retry}");
+        assert_eq!(n, 1, "the throttle check only: no user lookup, no hash");
+        assert!(reply.set_cookies().is_empty());
+        // Another address is not affected.
+        let other = send(&app.router, login_from("192.0.2.11", ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(other.status, StatusCode::SEE_OTHER);
+    }
+
+    async fn a_forged_forwarded_for_does_not_escape_the_ip_limit(db: Db) {
+        let app = app(db).await;
+        for i in 0..11 {
+            let mut request = login_from("192.0.2.20", &format!("user{i}"), "wrong-password");
+            let forged = format!("198.51.100.{i}");
+            request.headers_mut().insert("x-forwarded-for", forged.parse().unwrap());
+            let reply = send(&app.router, request).await;
+            let expected = if i < 10 { StatusCode::UNAUTHORIZED } else { StatusCode::TOO_MANY_REQUESTS };
+            assert_eq!(reply.status, expected, "attempt {i}");
+        }
+    }
+
+    async fn behind_a_trusted_proxy_the_forwarded_client_is_counted(db: Db) {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let app = app_with(db, move |b| b.trusted_proxies([proxy])).await;
+        for i in 0..12 {
+            let mut request = login_from("10.0.0.1", &format!("user{i}"), "wrong-password");
+            let client = format!("198.51.100.{i}");
+            request.headers_mut().insert("x-forwarded-for", client.parse().unwrap());
+            let reply = send(&app.router, request).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}: a client of its own");
+        }
+    }
+
+    async fn a_username_backs_off_exponentially_known_or_not(db: Db) {
+        let app = app(db).await;
+        for name in [ALICE, "nobody"] {
+            for i in 0..5 {
+                let reply = send(&app.router, login_from(&format!("192.0.2.{}", 30 + i), name, "wrong-password")).await;
+                assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name} attempt {i}");
+            }
+            let (n, reply) = statements(&app, login_from("192.0.2.99", name, "wrong-password")).await;
+            assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{name}: the sixth must wait");
+            assert_eq!(n, 1, "{name}: no hash while throttled");
+        }
+        // Once the wait has passed, the right password works and clears the count.
+        app.db
+            .exec_each(
+                "UPDATE auth_login_attempts SET last_failure_at = now() - interval '1 minute'",
+                "UPDATE auth_login_attempts SET last_failure_at = NOW - 60000",
+            )
+            .await;
+        let ok = send(&app.router, login_from("192.0.2.98", ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(ok.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            app.db.count("SELECT count(*) FROM auth_login_attempts WHERE kind = 'user' AND key = 'alice'").await,
+            0
+        );
+    }
+
+    async fn a_hundred_failures_lock_a_username_until_a_reset(db: Db) {
+        let app = app(db).await;
+        app.db
+            .exec_each(
+                "INSERT INTO auth_login_attempts (kind, key, failures, last_failure_at)
+                 VALUES ('user', 'alice', 100, now() - interval '1 day')",
+                "INSERT INTO auth_login_attempts (kind, key, failures, last_failure_at)
+                 VALUES ('user', 'alice', 100, NOW - 86400000)",
+            )
+            .await;
+        let locked = send(&app.router, login_from("192.0.2.40", ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+        app.accounts.purge_expired_sessions().await.unwrap();
+        let still = send(&app.router, login_from("192.0.2.41", ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(still.status, StatusCode::TOO_MANY_REQUESTS, "the purge keeps a lock");
+        app.accounts.reset_password(app.alice, "alice-new-password").await.unwrap();
+        let ok = send(&app.router, login_from("192.0.2.42", ALICE, "alice-new-password")).await;
+        assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    }
+
+    async fn repeated_invalid_tokens_from_one_ip_are_throttled(db: Db) {
+        let app = app_with(db, |b| b.invalid_token_limit(5, Duration::from_secs(60))).await;
+        let good = app.login(ALICE, ALICE_PASSWORD).await;
+        let probe = |token: String, ip: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = Request::get("/me")
+                    .header(header::COOKIE, format!("{COOKIE}={token}"))
+                    .body(Body::empty())
+                    .unwrap();
+                send(&app.router, from_ip(request, ip)).await
+            }
+        };
+        for i in 0..6 {
+            let guess = axum_live_auth::SessionToken::generate().unwrap().to_string();
+            let status = probe(guess, "192.0.2.50").await.status;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}");
+        }
+        let (n, blocked) = {
+            let before = app.statements();
+            let guess = axum_live_auth::SessionToken::generate().unwrap().to_string();
+            let reply = probe(guess, "192.0.2.50").await;
+            (app.statements() - before, reply)
+        };
+        assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(blocked.headers.contains_key(header::RETRY_AFTER));
+        assert_eq!(n, 0, "a blocked address costs no lookup");
+        assert_eq!(probe("garbage".into(), "192.0.2.50").await.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(probe(good.clone(), "192.0.2.51").await.status, StatusCode::OK);
+        // Requests without a token are not affected.
+        let anonymous = from_ip(Request::get("/public").body(Body::empty()).unwrap(), "192.0.2.50");
+        assert_eq!(send(&app.router, anonymous).await.status, StatusCode::OK);
+    }
+
+    async fn hostile_login_input_gets_a_4xx_and_leaves_nothing_behind(db: Db) {
+        let app = app(db).await;
+        let huge = "x".repeat(100_000);
+        let cases: Vec<(String, Vec<u8>)> = vec![
+            ("huge username".into(), format!("username={huge}&password=p").into_bytes()),
+            ("huge password".into(), format!("username=alice&password={huge}").into_bytes()),
+            ("NUL username".into(), b"username=al%00ice&password=alice-password".to_vec()),
+            ("NUL password".into(), b"username=alice&password=alice%00password".to_vec()),
+            ("SQL".into(), b"username=%27%20OR%201%3D1%20--&password=%27%20OR%20%271%27%3D%271".to_vec()),
+            ("non-UTF-8 percent-encoded".into(), b"username=%ff%fe&password=%c3%28".to_vec()),
+            ("non-UTF-8 raw".into(), b"username=\xff\xfe&password=x".to_vec()),
+            ("missing field".into(), b"username=alice".to_vec()),
+            ("garbage".into(), b"\x00\x01\x02=&&&==".to_vec()),
+            ("control characters".into(), b"username=a%0D%0Ab&password=%1B%5B31m".to_vec()),
+            ("body over the limit".into(), vec![b'a'; 3 * 1024 * 1024]),
+        ];
+        for (what, body) in cases {
+            let request = Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from(body))
+                .unwrap();
+            let reply = send(&app.router, from_ip(request, "192.0.2.60")).await;
+            assert!(reply.status.is_client_error(), "{what}: {}", reply.status);
+        }
+        let cookies = [
+            "x".repeat(50_000),
+            (0..300).map(|i| format!("c{i}=v")).collect::<Vec<_>>().join("; "),
+            "__Host-sid=%00%00".to_owned(),
+            "__Host-sid=' OR 1=1; DROP TABLE auth_users; --".to_owned(),
+        ];
+        for cookie in cookies {
+            let request = Request::get("/me")
+                .header(header::COOKIE, cookie.as_str())
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(send(&app.router, request).await.status, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(app.sessions().await, 0, "no session from a rejected request");
+        assert_eq!(app.db.count("SELECT count(*) FROM auth_users").await, 2, "no user either");
+    }
+}
