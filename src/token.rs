@@ -286,7 +286,7 @@ pub(crate) mod tests {
     #[test]
     fn any_bytes_are_a_canonical_token_or_nothing() {
         let good = SessionToken::generate().unwrap().to_string().into_bytes();
-        let mut cases = Bytes::new(0x5eed_0f_70c3);
+        let mut cases = Bytes::new(0x005e_ed0f_70c3);
         let mut accepted = 0;
         for _ in 0..200_000 {
             let bytes = cases.case(&good);
