@@ -282,7 +282,7 @@ both_stores! {
 
 /// Captures every event, from this crate and its dependencies, as formatted text.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
     /// A subscriber for this thread (`tracing::subscriber::set_default`).
@@ -290,7 +290,7 @@ impl Logs {
     /// Tests run in parallel threads, and tracing caches per call site whether anyone listens:
     /// a process-wide subscriber that listens to everything keeps that cache from switching
     /// events off while a thread without a subscriber of its own runs them.
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+    pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
         static GLOBAL: std::sync::Once = std::sync::Once::new();
         GLOBAL.call_once(|| {
             let _ = tracing::subscriber::set_global_default(
@@ -308,7 +308,7 @@ impl Logs {
             .finish()
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }

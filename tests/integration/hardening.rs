@@ -321,6 +321,8 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
     }
 
     async fn repeated_invalid_tokens_from_one_ip_are_throttled(db: Db) {
+let logs = crate::account::Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
         let app = app_with(db, |b| b.invalid_token_limit(5, Duration::from_secs(60))).await;
         let good = app.login(ALICE, ALICE_PASSWORD).await;
         let probe = |token: String, ip: &'static str| {
@@ -344,8 +346,10 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
             let reply = probe(guess, "192.0.2.50").await;
             (app.statements() - before, reply)
         };
-        assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(blocked.headers.contains_key(header::RETRY_AFTER));
+        let events = logs.text().matches("event=\"invalid_tokens_throttled\"").count();
+        assert_eq!(events, 1, "one security event when the limit is crossed");
         assert_eq!(n, 0, "a blocked address costs no lookup");
         assert_eq!(probe("garbage".into(), "192.0.2.50").await.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(probe(good.clone(), "192.0.2.51").await.status, StatusCode::OK);
