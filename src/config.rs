@@ -95,6 +95,8 @@ pub struct AuthLayerBuilder {
     trusted_proxies: Vec<IpAddr>,
     login_throttle: LoginThrottle,
     invalid_tokens: (u32, Duration),
+    #[cfg(feature = "postgres")]
+    cache: Option<crate::CacheOptions>,
 }
 
 impl AuthLayerBuilder {
@@ -120,6 +122,8 @@ impl AuthLayerBuilder {
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottle::default(),
             invalid_tokens: DEFAULT_INVALID_TOKENS,
+            #[cfg(feature = "postgres")]
+            cache: None,
         }
     }
 
@@ -505,6 +509,41 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// Keeps recently used principals (session, user, permissions, deadlines) in this node's
+    /// memory, so that most requests need no database round trip. Off by default. Postgres
+    /// store only; [`build`](Self::build) must run inside a tokio runtime.
+    ///
+    /// The cache stays as live as the database: triggers on every auth table notify each change
+    /// that can make an entry wrong (a session ended, a user disabled, a grant or role changed,
+    /// also by plain SQL), and each node's listener, on a connection of its own, evicts what
+    /// the notification names. **Without the cache a change is enforced on the very next
+    /// request; with it, within the notification delay** (a few milliseconds; see the README's
+    /// revocation benchmark). When the listener's connection drops, the node empties its cache
+    /// and reads the database on every request until it listens again, so notifications lost
+    /// meanwhile can never leave a stale entry; entries older than
+    /// [`max_age`](crate::CacheOptions::max_age) are read again regardless. Deadlines are
+    /// still enforced on cached entries, and the idle deadline is still written back once per
+    /// touch interval.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use axum_live_auth::CacheOptions;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .principal_cache(CacheOptions::default())
+    ///     .build()?;
+    /// assert!(auth.cache_status().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn principal_cache(mut self, options: crate::CacheOptions) -> Self {
+        self.cache = Some(options);
+        self
+    }
+
     /// # ⚠️ Insecure: session cookies over plain HTTP
     ///
     /// Drops the cookie's `Secure` attribute (and, unless a name was set, uses `sid` instead of
@@ -646,10 +685,27 @@ impl AuthLayerBuilder {
             login_throttle: self.login_throttle,
         };
         let (tokens, window) = self.invalid_tokens;
+        #[cfg(feature = "postgres")]
+        let cache = match self.cache {
+            Some(options) => {
+                let pool = self
+                    .store
+                    .postgres_pool()
+                    .ok_or(ConfigError::CacheNeedsPostgres)?;
+                let runtime =
+                    tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+                let cache = Arc::new(crate::cache::PrincipalCache::new(options));
+                crate::cache::spawn_listener(&runtime, &cache, pool);
+                Some(cache)
+            }
+            None => None,
+        };
         let layer = AuthLayer::from_shared(Shared {
             config,
             store: self.store,
             invalid_tokens: InvalidTokens::new(tokens, window),
+            #[cfg(feature = "postgres")]
+            cache,
         });
         if let (Some(interval), Some(runtime)) = (self.purge_every, runtime) {
             layer.spawn_purge_task(&runtime, interval);

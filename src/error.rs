@@ -161,6 +161,9 @@ pub enum ConfigError {
     /// A CSRF exemption must be a path such as `/webhooks/payments`.
     #[error("invalid CSRF exemption {0:?}: use a path such as /webhooks/payments")]
     InvalidExemption(String),
+    /// The principal cache works with the Postgres store only (it listens for notifications).
+    #[error("the principal cache needs the Postgres store")]
+    CacheNeedsPostgres,
     /// The login redirect must be a local absolute path such as `/login`.
     #[error("invalid login redirect {0:?}: use a local path such as /login")]
     InvalidRedirect(String),

@@ -62,32 +62,40 @@ pub enum AuthState {
 ///     .route("/", get(home));
 /// ```
 #[derive(Clone)]
-pub struct CurrentUser(Arc<Principal>);
+pub struct CurrentUser(Arc<Principal>, bool);
 
-struct Principal {
-    id: UserId,
-    username: String,
-    permissions: Vec<String>,
-    session_id: SessionId,
-    authenticated_at: OffsetDateTime,
-    recently_authenticated: bool,
+/// Who a session belongs to and what they may do: what the principal cache keeps.
+#[derive(Debug)]
+pub(crate) struct Principal {
+    pub(crate) id: UserId,
+    pub(crate) username: String,
+    pub(crate) permissions: Vec<String>,
+    pub(crate) session_id: SessionId,
+    pub(crate) authenticated_at: OffsetDateTime,
 }
 
-impl CurrentUser {
+impl Principal {
     pub(crate) fn from_row(row: SessionRow, session_id: SessionId) -> Self {
         let mut permissions = row.permissions;
         // The column is kept sorted by the database; sorting again is linear on sorted input
         // and keeps `has` correct even if someone wrote the column by hand.
         permissions.sort_unstable();
         permissions.dedup();
-        Self(Arc::new(Principal {
+        Self {
             id: row.user_id,
             username: row.username,
             permissions,
             session_id,
             authenticated_at: row.authenticated_at,
-            recently_authenticated: row.recently_authenticated,
-        }))
+        }
+    }
+}
+
+impl CurrentUser {
+    /// The principal as of this request; `recently_authenticated` is whether its password was
+    /// proved within the reauthentication window.
+    pub(crate) fn new(principal: Arc<Principal>, recently_authenticated: bool) -> Self {
+        Self(principal, recently_authenticated)
     }
 
     /// The user's id (`auth_users.id`).
@@ -142,7 +150,7 @@ impl CurrentUser {
     /// Whether the user proved their password in this session within the reauthentication
     /// window (by the database's clock, as of this request). See [`RecentAuth`].
     pub fn is_recently_authenticated(&self) -> bool {
-        self.0.recently_authenticated
+        self.1
     }
 }
 

@@ -12,13 +12,15 @@ use std::{
     pin::Pin,
     sync::{Arc, Weak},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::extract::ConnectInfo;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
+#[cfg(feature = "postgres")]
+use crate::cache::{CacheStatus, Deadlines, Entry, PrincipalCache};
 use crate::{
     Accounts, Auth, AuthLayerBuilder, AuthState, AuthStore, CurrentUser, SessionToken,
     auth::CookieChange,
@@ -27,6 +29,8 @@ use crate::{
     config::AuthConfig,
     cookie::{self, Invalid, Presented},
     events,
+    extract::Principal,
+    store::RequestConnection,
     throttle::InvalidTokens,
 };
 
@@ -36,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) config: AuthConfig,
     pub(crate) store: AuthStore,
     pub(crate) invalid_tokens: InvalidTokens,
+    /// The principal cache, when on (Postgres only).
+    #[cfg(feature = "postgres")]
+    pub(crate) cache: Option<Arc<PrincipalCache>>,
 }
 
 /// Authenticates every request from its session cookie against Postgres.
@@ -86,6 +93,13 @@ impl AuthLayer {
     /// [`Accounts`] on the layer's database, to manage users and grants.
     pub fn accounts(&self) -> Accounts {
         Accounts::new(self.shared.store.clone())
+    }
+
+    /// The state of the principal cache, `None` when it is off. See
+    /// [`AuthLayerBuilder::principal_cache`].
+    #[cfg(feature = "postgres")]
+    pub fn cache_status(&self) -> Option<CacheStatus> {
+        self.shared.cache.as_ref().map(|cache| cache.status())
     }
 
     /// The layer's store, for example to read its
@@ -305,36 +319,113 @@ async fn authenticate(
     }
 }
 
-/// One round trip for the session; a second, once per touch interval, to push the idle
-/// deadline forward after the secret has been verified.
+/// The session's principal: from the cache when it holds a fresh entry, else with one round
+/// trip; a second, once per touch interval, pushes the idle deadline forward after the secret
+/// has been verified.
 async fn resolve(
     shared: &Shared,
     token: &SessionToken,
 ) -> Result<Option<CurrentUser>, sqlx::Error> {
     let config = &shared.config;
+    let hash = token.secret_hash();
+    #[cfg(feature = "postgres")]
+    if let Some(cache) = &shared.cache {
+        let now = Instant::now();
+        if let Some(entry) = cache.get(token.id(), now) {
+            if !hash.matches(&entry.secret_hash) {
+                tracing::warn!(session.id = %token.id(), "session secret mismatch");
+                return Ok(None);
+            }
+            if entry.touch_due(now) {
+                touch(shared, None, token).await;
+                cache.replace(
+                    token.id(),
+                    entry.touched(now, config.idle_timeout, config.touch_interval),
+                );
+            }
+            let recent = entry.recently_authenticated(now, config.reauth_window);
+            return Ok(Some(CurrentUser::new(Arc::clone(&entry.principal), recent)));
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    let fill = shared.cache.as_ref().and_then(|cache| cache.begin_fill());
+    // Before the query, so that deadlines derived from it err on the early side.
+    let now = Instant::now();
     let mut db = shared.store.connection().await?;
-    let lookup = db.lookup_session(token.id(), config.touch_interval, config.reauth_window);
-    let Some(row) = lookup.await? else {
+    let Some(row) = db.lookup_session(token.id()).await? else {
         return Ok(None);
     };
-    if !token.secret_hash().matches(&row.secret_hash) {
+    if !hash.matches(&row.secret_hash) {
         tracing::warn!(session.id = %token.id(), "session secret mismatch");
         return Ok(None);
     }
-    if row.touch_due {
-        // The request is authenticated either way; a failed touch only means the idle deadline
-        // moves on a later request.
-        let touched = db
-            .touch_session(token.id(), config.idle_timeout, config.touch_interval)
-            .await;
-        if let Err(error) = touched {
-            tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                "session touch failed"
-            );
-        }
+    let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
+    let mut since_seen = seconds(row.since_seen);
+    let mut idle_left = seconds(row.idle_left);
+    let absolute_left = seconds(row.absolute_left);
+    let since_authenticated = seconds(row.since_authenticated);
+    if since_seen >= config.touch_interval {
+        touch(shared, Some(&mut db), token).await;
+        since_seen = Duration::ZERO;
+        idle_left = config.idle_timeout.min(absolute_left);
     }
-    Ok(Some(CurrentUser::from_row(row, token.id().clone())))
+    let recent = since_authenticated < config.reauth_window;
+    #[cfg(feature = "postgres")]
+    let secret_hash = row.secret_hash.clone();
+    let principal = Arc::new(Principal::from_row(row, token.id().clone()));
+    #[cfg(feature = "postgres")]
+    if let (Some(cache), Some(fill)) = (&shared.cache, fill) {
+        let deadlines = Deadlines {
+            now,
+            since_seen,
+            idle_left,
+            absolute_left,
+            since_authenticated,
+        };
+        let entry = Entry::new(
+            secret_hash,
+            Arc::clone(&principal),
+            deadlines,
+            config.touch_interval,
+        );
+        cache.finish_fill(fill, token.id(), entry);
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = (since_seen, idle_left, now);
+    Ok(Some(CurrentUser::new(principal, recent)))
+}
+
+/// Writes the idle deadline back, on the request's connection if it has one. The request is
+/// authenticated either way; a failed touch only means the deadline moves on a later request.
+async fn touch(shared: &Shared, db: Option<&mut RequestConnection>, token: &SessionToken) {
+    let config = &shared.config;
+    let mut own;
+    let db = match db {
+        Some(db) => db,
+        None => match shared.store.connection().await {
+            Ok(conn) => {
+                own = conn;
+                &mut own
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "session touch failed"
+                );
+                return;
+            }
+        },
+    };
+    let touched = db
+        .touch_session(token.id(), config.idle_timeout, config.touch_interval)
+        .await;
+    if let Err(error) = touched {
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "session touch failed"
+        );
+    }
 }
 
 /// The peer address, when the server was started with `into_make_service_with_connect_info`.

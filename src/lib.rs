@@ -49,6 +49,8 @@
 mod admin;
 mod auth;
 mod bearer;
+#[cfg(feature = "postgres")]
+mod cache;
 mod client;
 mod config;
 mod cookie;
@@ -81,10 +83,13 @@ pub use crate::{
     token::{SessionId, SessionToken},
 };
 
-#[cfg(feature = "postgres")]
-pub use crate::store::MIGRATOR;
 #[cfg(feature = "sqlite")]
 pub use crate::store::{SQLITE_MIGRATOR, sqlite_connect_options};
+#[cfg(feature = "postgres")]
+pub use crate::{
+    cache::{CacheOptions, CacheStatus},
+    store::MIGRATOR,
+};
 
 /// A user's id: `auth_users.id`.
 pub type UserId = i64;

@@ -153,6 +153,16 @@ impl AuthStore {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// The Postgres pool, for the principal cache's listener.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres(store) => Some(store.pool()),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => None,
+        }
+    }
+
     /// Whether the pool pings each connection on checkout, a round trip before every query.
     pub(crate) fn pings_on_checkout(&self) -> bool {
         dispatch!(self, |s, _count| s.pings_on_checkout())
@@ -411,19 +421,13 @@ impl RequestConnection {
     pub(crate) async fn lookup_session(
         &mut self,
         id: &SessionId,
-        touch_interval: Duration,
-        reauth_window: Duration,
     ) -> Result<Option<SessionRow>, sqlx::Error> {
         Counter(&self.statements).one();
         match &mut self.conn {
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => {
-                postgres::lookup_session(conn, id, touch_interval, reauth_window).await
-            }
+            Conn::Postgres(conn) => postgres::lookup_session(conn, id).await,
             #[cfg(feature = "sqlite")]
-            Conn::Sqlite(conn) => {
-                sqlite::lookup_session(conn, id, touch_interval, reauth_window).await
-            }
+            Conn::Sqlite(conn) => sqlite::lookup_session(conn, id).await,
         }
     }
 
@@ -459,11 +463,14 @@ pub(crate) struct SessionRow {
     /// Effective permissions, sorted by byte value and distinct.
     pub(crate) permissions: Vec<String>,
     pub(crate) authenticated_at: OffsetDateTime,
-    /// The idle deadline is due to be written back (the touch interval has passed).
-    pub(crate) touch_due: bool,
-    /// The password was proved in this session within the reauthentication window, by the
-    /// database's clock.
-    pub(crate) recently_authenticated: bool,
+    /// Seconds since the idle deadline was last written back, by the database's clock.
+    pub(crate) since_seen: f64,
+    /// Seconds until the idle deadline.
+    pub(crate) idle_left: f64,
+    /// Seconds until the absolute deadline.
+    pub(crate) absolute_left: f64,
+    /// Seconds since the password was last proved in this session.
+    pub(crate) since_authenticated: f64,
 }
 
 /// One of a user's sessions, as listed to them or to an operator. Never the secret or its

@@ -39,8 +39,10 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// per-request query").
 const LOOKUP: &str = "\
 SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
-       s.last_seen_at <= now() - $2 AS touch_due,
-       s.authenticated_at > now() - $3 AS recently_authenticated
+       extract(epoch FROM now() - s.last_seen_at)::float8 AS since_seen,
+       extract(epoch FROM s.idle_expires_at - now())::float8 AS idle_left,
+       extract(epoch FROM s.expires_at - now())::float8 AS absolute_left,
+       extract(epoch FROM now() - s.authenticated_at)::float8 AS since_authenticated
   FROM auth_sessions s
   JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1
@@ -105,13 +107,9 @@ SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, ho
 pub(super) async fn lookup_session(
     conn: &mut PoolConnection<Postgres>,
     id: &SessionId,
-    touch_interval: Duration,
-    reauth_window: Duration,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(LOOKUP)
         .bind(id.as_str())
-        .bind(touch_interval)
-        .bind(reauth_window)
         .fetch_optional(&mut **conn)
         .await
 }
@@ -151,6 +149,10 @@ impl PgStore {
     pub(super) async fn migrate(&self) -> Result<(), Error> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub(super) fn pings_on_checkout(&self) -> bool {

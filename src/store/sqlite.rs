@@ -65,11 +65,15 @@ macro_rules! now {
 
 const LOOKUP: &str = concat!(
     "SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
-            s.last_seen_at <= ",
+            (",
     now!(),
-    " - ?2 AS touch_due, s.authenticated_at > ",
+    " - s.last_seen_at) / 1000.0 AS since_seen, (s.idle_expires_at - ",
     now!(),
-    " - ?3 AS recently_authenticated
+    ") / 1000.0 AS idle_left, (s.expires_at - ",
+    now!(),
+    ") / 1000.0 AS absolute_left, (",
+    now!(),
+    " - s.authenticated_at) / 1000.0 AS since_authenticated
        FROM auth_sessions s
        JOIN auth_users u ON u.id = s.user_id
       WHERE s.id = ?1
@@ -247,8 +251,10 @@ struct Row {
     username: String,
     permissions: String,
     authenticated_at: i64,
-    touch_due: bool,
-    recently_authenticated: bool,
+    since_seen: f64,
+    idle_left: f64,
+    absolute_left: f64,
+    since_authenticated: f64,
 }
 
 impl TryFrom<Row> for SessionRow {
@@ -262,8 +268,10 @@ impl TryFrom<Row> for SessionRow {
             username: row.username,
             permissions: row.permissions.lines().map(str::to_owned).collect(),
             authenticated_at,
-            touch_due: row.touch_due,
-            recently_authenticated: row.recently_authenticated,
+            since_seen: row.since_seen,
+            idle_left: row.idle_left,
+            absolute_left: row.absolute_left,
+            since_authenticated: row.since_authenticated,
         })
     }
 }
@@ -271,13 +279,9 @@ impl TryFrom<Row> for SessionRow {
 pub(super) async fn lookup_session(
     conn: &mut PoolConnection<Sqlite>,
     id: &SessionId,
-    touch_interval: Duration,
-    reauth_window: Duration,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(LOOKUP)
         .bind(id.as_str())
-        .bind(millis(touch_interval))
-        .bind(millis(reauth_window))
         .fetch_optional(&mut **conn)
         .await?;
     row.map(SessionRow::try_from).transpose()
