@@ -44,6 +44,7 @@ pub const ORIGIN: &str = "http://localhost:3000";
 #[derive(Clone)]
 pub struct TestApp {
     pub db: Db,
+    pub layer: AuthLayer,
     pub store: AuthStore,
     pub accounts: Accounts,
     pub router: Router,
@@ -87,9 +88,10 @@ pub async fn app_with(
         .build()
         .unwrap();
     let handler_runs = Arc::new(AtomicUsize::new(0));
-    let router = router(accounts.clone(), Arc::clone(&handler_runs)).layer(layer);
+    let router = router(accounts.clone(), Arc::clone(&handler_runs)).layer(layer.clone());
     TestApp {
         db,
+        layer,
         store,
         accounts,
         router,

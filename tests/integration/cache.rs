@@ -1,0 +1,302 @@
+//! The principal cache across two nodes on one Postgres (LISTEN/NOTIFY is Postgres only).
+
+use std::time::{Duration, Instant};
+
+use axum_live_auth::{AuthStore, CacheOptions};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::StatusCode;
+use sha2::{Digest as _, Sha256};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, ORIGIN, TestApp, app_with, get_with_cookie, router,
+    send,
+};
+
+/// A long maximum age, so that only notifications can explain a refusal within the tests'
+/// bounds.
+fn options() -> CacheOptions {
+    CacheOptions::default().max_age(Duration::from_secs(600))
+}
+
+async fn pool(options: &PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .connect_with(options.clone())
+        .await
+        .unwrap()
+}
+
+/// Node A (with the test users) and node B, each with its own pool, layer and cache.
+async fn two_nodes(options: &PgConnectOptions) -> (TestApp, Node) {
+    let a = app_with(pool(options).await, |b| b.principal_cache(self::options())).await;
+    let b = Node::new(pool(options).await, |b| b).await;
+    wait_listening(|| a.layer.cache_status().unwrap()).await;
+    wait_listening(|| b.status()).await;
+    (a, b)
+}
+
+/// A second node: the same routes on its own layer.
+struct Node {
+    router: axum::Router,
+    layer: axum_live_auth::AuthLayer,
+}
+
+impl Node {
+    async fn new(
+        pool: PgPool,
+        configure: impl FnOnce(axum_live_auth::AuthLayerBuilder) -> axum_live_auth::AuthLayerBuilder,
+    ) -> Self {
+        let store = AuthStore::from(pool);
+        let layer = configure(
+            axum_live_auth::AuthLayer::builder(store.clone())
+                .allowed_origin(ORIGIN)
+                .principal_cache(options()),
+        )
+        .build()
+        .unwrap();
+        let runs = std::sync::Arc::default();
+        let router = router(axum_live_auth::Accounts::new(store), runs).layer(layer.clone());
+        Self { router, layer }
+    }
+
+    fn status(&self) -> axum_live_auth::CacheStatus {
+        self.layer.cache_status().unwrap()
+    }
+
+    fn statements(&self) -> u64 {
+        self.layer.store().statement_count()
+    }
+
+    async fn status_of(&self, path: &str, token: &str) -> StatusCode {
+        send(&self.router, get_with_cookie(path, token))
+            .await
+            .status
+    }
+
+    /// How long until `path` with `token` answers `expected` on this node (polled), at most 3 s.
+    async fn until(&self, path: &str, token: &str, expected: StatusCode) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if self.status_of(path, token).await == expected {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{path} never answered {expected} on node B");
+    }
+}
+
+async fn wait_listening(status: impl Fn() -> axum_live_auth::CacheStatus) {
+    for _ in 0..500 {
+        if status().listening {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cache never started listening");
+}
+
+/// Node B must refuse within this after the change committed: far below the entries' maximum
+/// age (10 minutes here), so only a notification can explain it.
+const BOUND: Duration = Duration::from_secs(1);
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn changes_through_node_a_are_refused_on_node_b(_: PgPoolOptions, options: PgConnectOptions) {
+    let (a, b) = two_nodes(&options).await;
+    let bob = a.login(BOB, BOB_PASSWORD).await;
+
+    // B caches: after the first request, none reaches the database.
+    assert_eq!(b.status_of("/reports", &bob).await, StatusCode::OK);
+    let before = b.statements();
+    for _ in 0..20 {
+        assert_eq!(b.status_of("/reports", &bob).await, StatusCode::OK);
+    }
+    assert_eq!(b.statements(), before, "served from memory");
+    assert!(b.status().hits >= 20);
+
+    // A permission removed through A: B answers 403 within the bound.
+    a.accounts
+        .revoke_permission(a.bob, "reports:read")
+        .await
+        .unwrap();
+    assert!(b.until("/reports", &bob, StatusCode::FORBIDDEN).await < BOUND);
+    a.accounts
+        .grant_permission(a.bob, "reports:read")
+        .await
+        .unwrap();
+    assert!(b.until("/reports", &bob, StatusCode::OK).await < BOUND);
+
+    // The user disabled through A.
+    let alice = a.login(ALICE, ALICE_PASSWORD).await;
+    assert_eq!(b.status_of("/me", &alice).await, StatusCode::OK);
+    a.accounts.disable_user(a.alice).await.unwrap();
+    assert!(b.until("/me", &alice, StatusCode::UNAUTHORIZED).await < BOUND);
+
+    // The session revoked through A.
+    assert_eq!(b.status_of("/me", &bob).await, StatusCode::OK);
+    let id = bob.split_once('.').unwrap().0;
+    assert!(a.accounts.revoke_session(a.bob, id).await.unwrap());
+    assert!(b.until("/me", &bob, StatusCode::UNAUTHORIZED).await < BOUND);
+}
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn a_change_made_by_hand_in_sql_reaches_the_cache(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (a, b) = two_nodes(&options).await;
+    let bob = a.login(BOB, BOB_PASSWORD).await;
+    let alice = a.login(ALICE, ALICE_PASSWORD).await;
+    for token in [&bob, &alice] {
+        assert_eq!(b.status_of("/reports", token).await, StatusCode::OK);
+    }
+    a.db.exec("DELETE FROM auth_user_permissions WHERE permission = 'reports:read'")
+        .await;
+    assert!(b.until("/reports", &bob, StatusCode::FORBIDDEN).await < BOUND);
+    // A role change reaches every member through their effective permissions.
+    a.db.exec("DELETE FROM auth_role_permissions WHERE permission = 'reports:read'")
+        .await;
+    assert!(b.until("/reports", &alice, StatusCode::FORBIDDEN).await < BOUND);
+    a.db.exec("UPDATE auth_users SET disabled_at = now() WHERE username = 'alice'")
+        .await;
+    assert!(b.until("/me", &alice, StatusCode::UNAUTHORIZED).await < BOUND);
+    a.db.exec("UPDATE auth_sessions SET expires_at = now() - interval '1 second', idle_expires_at = now() - interval '1 second'").await;
+    assert!(b.until("/me", &bob, StatusCode::UNAUTHORIZED).await < BOUND);
+    // A TRUNCATE by an operator empties every cache.
+    let bob = a.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(b.status_of("/me", &bob).await, StatusCode::OK);
+    a.db.exec("TRUNCATE auth_sessions").await;
+    assert!(b.until("/me", &bob, StatusCode::UNAUTHORIZED).await < BOUND);
+}
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn a_lost_listener_means_database_lookups_until_it_listens_again(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (a, b) = two_nodes(&options).await;
+    let bob = a.login(BOB, BOB_PASSWORD).await;
+    let alice = a.login(ALICE, ALICE_PASSWORD).await;
+    for token in [&bob, &alice] {
+        assert_eq!(b.status_of("/me", token).await, StatusCode::OK);
+    }
+    assert!(b.status().entries >= 2);
+
+    // Kill every node's listener connection.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = 'axum-live-auth-listener') t",
+    )
+    .fetch_one(a.db.postgres())
+    .await
+    .unwrap();
+    assert!(killed >= 2, "both listeners found: {killed}");
+    for _ in 0..500 {
+        if !b.status().listening {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Bypassed and empty at once: each request reads the database.
+    let status = b.status();
+    assert!(!status.listening || status.entries == 0, "{status:?}");
+    // A change made while B cannot hear it: B must not serve the cached session.
+    a.db.exec("DELETE FROM auth_sessions WHERE user_id = (SELECT id FROM auth_users WHERE username = 'bob')").await;
+    assert_eq!(b.status_of("/me", &bob).await, StatusCode::UNAUTHORIZED);
+
+    // B listens again and caches again.
+    wait_listening(|| b.status()).await;
+    assert_eq!(b.status_of("/me", &alice).await, StatusCode::OK);
+    let before = b.statements();
+    assert_eq!(b.status_of("/me", &alice).await, StatusCode::OK);
+    assert_eq!(b.statements(), before, "cached again");
+    // And hears notifications again.
+    a.accounts.disable_user(a.alice).await.unwrap();
+    assert!(b.until("/me", &alice, StatusCode::UNAUTHORIZED).await < BOUND);
+}
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn memory_stays_within_the_bound_with_many_sessions(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = pool(&options).await;
+    let b = Node::new(pool.clone(), |builder| {
+        builder.principal_cache(
+            CacheOptions::default()
+                .max_entries(100)
+                .max_bytes(64 * 1024),
+        )
+    })
+    .await;
+    wait_listening(|| b.status()).await;
+    let user: i64 =
+        sqlx::query_scalar("INSERT INTO auth_users (username) VALUES ('many') RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // 1000 sessions, made directly in the table: a token is an id and a secret whose
+    // SHA-256 is stored.
+    let mut tokens = Vec::new();
+    for i in 0..1000u32 {
+        let id = URL_SAFE_NO_PAD.encode([&i.to_be_bytes()[..], &[0u8; 12]].concat());
+        let secret = [7u8; 32];
+        sqlx::query(
+            "INSERT INTO auth_sessions (id, secret_hash, user_id, idle_expires_at, expires_at)
+             VALUES ($1, $2, $3, now() + interval '1 hour', now() + interval '2 hours')",
+        )
+        .bind(&id)
+        .bind(Sha256::digest(secret).to_vec())
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+        tokens.push(format!("{id}.{}", URL_SAFE_NO_PAD.encode(secret)));
+    }
+    for token in &tokens {
+        assert_eq!(b.status_of("/me", token).await, StatusCode::OK);
+    }
+    let status = b.status();
+    assert!(status.entries <= 100, "{status:?}");
+    assert!(status.weight_bytes <= 64 * 1024, "{status:?}");
+    assert!(status.entries > 0, "{status:?}");
+}
+
+#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+async fn cached_sessions_still_expire_and_are_still_touched(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = pool(&options).await;
+    let b = Node::new(pool.clone(), |builder| {
+        builder
+            .idle_timeout(Duration::from_secs(3))
+            .touch_interval(Duration::from_secs(1))
+    })
+    .await;
+    wait_listening(|| b.status()).await;
+    let a = app_with(pool, |builder| builder).await;
+    let token = a.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
+    let before = b.statements();
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
+    assert_eq!(b.statements(), before, "cached");
+
+    // After the touch interval the cached entry writes the idle deadline back, once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (seen_before, ..) = a.db.deadlines().await;
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
+    assert_eq!(b.statements(), before + 1, "one touch write");
+    let (seen_after, ..) = a.db.deadlines().await;
+    assert!(seen_after > seen_before);
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
+    assert_eq!(b.statements(), before + 1, "not twice");
+
+    // Unused for longer than the idle timeout, the cached session has expired.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::UNAUTHORIZED);
+}
