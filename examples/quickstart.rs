@@ -41,7 +41,8 @@ use axum::{
     routing::{get, post},
 };
 use axum_live_auth::{
-    Accounts, Auth, AuthLayer, AuthStore, CurrentUser, Error, UserId, require_permission,
+    Accounts, Auth, AuthLayer, AuthStore, CacheOptions, CurrentUser, Error, UserId,
+    require_permission,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{postgres::PgPoolOptions, sqlite::SqlitePoolOptions};
@@ -73,7 +74,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Secure cookie works there without TLS (Safari is the exception: use another browser).
     // `insecure_dev_mode()` is only for plain-HTTP development on another host name; this
     // example does not need it.
-    let auth = AuthLayer::builder(store)
+    let cache = std::env::var("AUTH_CACHE").is_ok_and(|v| v == "on");
+    let mut builder = AuthLayer::builder(store);
+    if cache {
+        // Two quickstarts on one Postgres (different PORTs) show the cache by hand: a ban
+        // through one is enforced by the other within milliseconds.
+        tracing::info!("principal cache on (AUTH_CACHE=on)");
+        builder = builder.principal_cache(CacheOptions::default());
+    }
+    let auth = builder
         // CSRF protection: unsafe requests must come from the app's own pages (a browser says
         // so in Sec-Fetch-Site or Origin). curl sends neither: the README passes an Origin.
         .allowed_origin(format!("http://localhost:{port}"))
