@@ -1,0 +1,153 @@
+//! Counts database round trips at the wire: a TCP proxy between the pool and Postgres that reads
+//! the client's messages. A `Sync` ends every extended-protocol exchange (a statement) and is also
+//! the whole of sqlx's connection ping (a `Sync` with nothing before it); a simple `Query` is a
+//! statement too. Each of these is one round trip.
+//!
+//! A copy of `tests/integration/common/wire.rs` (benches cannot use the test crate's modules),
+//! with `TCP_NODELAY` on both legs of the proxy so that it adds no Nagle delay.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+#[derive(Clone)]
+pub(crate) struct RoundTrips {
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    statements: AtomicUsize,
+    pings: AtomicUsize,
+}
+
+/// Round trips seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) statements: usize,
+    pub(crate) pings: usize,
+}
+
+impl std::ops::Sub for Seen {
+    type Output = Self;
+    fn sub(self, before: Self) -> Self {
+        Self {
+            statements: self.statements - before.statements,
+            pings: self.pings - before.pings,
+        }
+    }
+}
+
+impl RoundTrips {
+    /// Starts a proxy to the server of `upstream` and returns options that connect through it
+    /// (without TLS, so the messages can be read).
+    pub(crate) async fn proxy(upstream: &PgConnectOptions) -> (Self, PgConnectOptions) {
+        let target = format!("{}:{}", upstream.get_host(), upstream.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts = Arc::new(Counts::default());
+        let counter = Arc::clone(&counts);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                tokio::spawn(pump(client, server, Arc::clone(&counter)));
+            }
+        });
+        let options = upstream
+            .clone()
+            .host("127.0.0.1")
+            .port(port)
+            .ssl_mode(PgSslMode::Disable);
+        (Self { counts }, options)
+    }
+
+    pub(crate) fn get(&self) -> Seen {
+        Seen {
+            statements: self.counts.statements.load(Ordering::SeqCst),
+            pings: self.counts.pings.load(Ordering::SeqCst),
+        }
+    }
+}
+
+async fn pump(client: TcpStream, server: TcpStream, counts: Arc<Counts>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async move {
+        let mut parser = Parser::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let (statements, pings) = parser.feed(&buf[..n]);
+            counts.statements.fetch_add(statements, Ordering::SeqCst);
+            counts.pings.fetch_add(pings, Ordering::SeqCst);
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
+}
+
+/// Splits the client's byte stream into protocol messages. The first message (startup) has no
+/// type byte; every later one is a type byte and a 4-byte length that counts itself.
+#[derive(Default)]
+struct Parser {
+    started: bool,
+    pending: Vec<u8>,
+    /// Messages since the last `Sync`: none means a bare `Sync`, a ping.
+    since_sync: usize,
+}
+
+impl Parser {
+    /// Returns the (statements, pings) completed in `bytes`.
+    fn feed(&mut self, bytes: &[u8]) -> (usize, usize) {
+        self.pending.extend_from_slice(bytes);
+        let (mut statements, mut pings) = (0, 0);
+        loop {
+            let header = if self.started { 5 } else { 4 };
+            if self.pending.len() < header {
+                break;
+            }
+            let at = header - 4;
+            let len = u32::from_be_bytes(self.pending[at..at + 4].try_into().unwrap()) as usize;
+            let total = at + len;
+            if self.pending.len() < total {
+                break;
+            }
+            if self.started {
+                match self.pending[0] {
+                    b'S' if self.since_sync == 0 => pings += 1,
+                    b'S' => statements += 1,
+                    b'Q' => statements += 1,
+                    _ => {}
+                }
+                self.since_sync = match self.pending[0] {
+                    b'S' | b'Q' => 0,
+                    _ => self.since_sync + 1,
+                };
+            }
+            self.started = true;
+            self.pending.drain(..total);
+        }
+        (statements, pings)
+    }
+}
