@@ -30,7 +30,7 @@ use crate::{
     cookie::{self, Invalid, Presented},
     events,
     extract::Principal,
-    store::RequestConnection,
+    store::{RequestConnection, SessionRow},
     throttle::InvalidTokens,
 };
 
@@ -360,11 +360,11 @@ async fn resolve(
         tracing::warn!(session.id = %token.id(), "session secret mismatch");
         return Ok(None);
     }
-    let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
-    let mut since_seen = seconds(row.since_seen);
-    let mut idle_left = seconds(row.idle_left);
-    let absolute_left = seconds(row.absolute_left);
-    let since_authenticated = seconds(row.since_authenticated);
+    let db_now = row.now;
+    let mut since_seen = SessionRow::between(row.last_seen_at, db_now);
+    let mut idle_left = SessionRow::between(db_now, row.idle_expires_at);
+    let absolute_left = SessionRow::between(db_now, row.expires_at);
+    let since_authenticated = SessionRow::between(row.authenticated_at, db_now);
     if since_seen >= config.touch_interval {
         touch(shared, Some(&mut db), token).await;
         since_seen = Duration::ZERO;

@@ -463,14 +463,19 @@ pub(crate) struct SessionRow {
     /// Effective permissions, sorted by byte value and distinct.
     pub(crate) permissions: Vec<String>,
     pub(crate) authenticated_at: OffsetDateTime,
-    /// Seconds since the idle deadline was last written back, by the database's clock.
-    pub(crate) since_seen: f64,
-    /// Seconds until the idle deadline.
-    pub(crate) idle_left: f64,
-    /// Seconds until the absolute deadline.
-    pub(crate) absolute_left: f64,
-    /// Seconds since the password was last proved in this session.
-    pub(crate) since_authenticated: f64,
+    pub(crate) last_seen_at: OffsetDateTime,
+    pub(crate) idle_expires_at: OffsetDateTime,
+    pub(crate) expires_at: OffsetDateTime,
+    /// The database's clock at the lookup: every deadline is measured against it, never
+    /// against the application server's clock.
+    pub(crate) now: OffsetDateTime,
+}
+
+impl SessionRow {
+    /// `to - from`, or zero if `to` is earlier.
+    pub(crate) fn between(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
+        Duration::try_from(to - from).unwrap_or(Duration::ZERO)
+    }
 }
 
 /// One of a user's sessions, as listed to them or to an operator. Never the secret or its

@@ -39,10 +39,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// per-request query").
 const LOOKUP: &str = "\
 SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
-       extract(epoch FROM now() - s.last_seen_at)::float8 AS since_seen,
-       extract(epoch FROM s.idle_expires_at - now())::float8 AS idle_left,
-       extract(epoch FROM s.expires_at - now())::float8 AS absolute_left,
-       extract(epoch FROM now() - s.authenticated_at)::float8 AS since_authenticated
+s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now
   FROM auth_sessions s
   JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1

@@ -65,15 +65,9 @@ macro_rules! now {
 
 const LOOKUP: &str = concat!(
     "SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
-            (",
+s.last_seen_at, s.idle_expires_at, s.expires_at, ",
     now!(),
-    " - s.last_seen_at) / 1000.0 AS since_seen, (s.idle_expires_at - ",
-    now!(),
-    ") / 1000.0 AS idle_left, (s.expires_at - ",
-    now!(),
-    ") / 1000.0 AS absolute_left, (",
-    now!(),
-    " - s.authenticated_at) / 1000.0 AS since_authenticated
+    " AS now
        FROM auth_sessions s
        JOIN auth_users u ON u.id = s.user_id
       WHERE s.id = ?1
@@ -251,27 +245,26 @@ struct Row {
     username: String,
     permissions: String,
     authenticated_at: i64,
-    since_seen: f64,
-    idle_left: f64,
-    absolute_left: f64,
-    since_authenticated: f64,
+    last_seen_at: i64,
+    idle_expires_at: i64,
+    expires_at: i64,
+    now: i64,
 }
 
 impl TryFrom<Row> for SessionRow {
     type Error = sqlx::Error;
 
     fn try_from(row: Row) -> Result<Self, sqlx::Error> {
-        let authenticated_at = time(row.authenticated_at)?;
         Ok(Self {
             secret_hash: row.secret_hash,
             user_id: row.user_id,
             username: row.username,
             permissions: row.permissions.lines().map(str::to_owned).collect(),
-            authenticated_at,
-            since_seen: row.since_seen,
-            idle_left: row.idle_left,
-            absolute_left: row.absolute_left,
-            since_authenticated: row.since_authenticated,
+            authenticated_at: time(row.authenticated_at)?,
+            last_seen_at: time(row.last_seen_at)?,
+            idle_expires_at: time(row.idle_expires_at)?,
+            expires_at: time(row.expires_at)?,
+            now: time(row.now)?,
         })
     }
 }

@@ -274,8 +274,8 @@ async fn cached_sessions_still_expire_and_are_still_touched(
     let pool = pool(&options).await;
     let b = Node::new(pool.clone(), |builder| {
         builder
-            .idle_timeout(Duration::from_secs(3))
-            .touch_interval(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(5))
+            .touch_interval(Duration::from_secs(2))
     })
     .await;
     wait_listening(|| b.status()).await;
@@ -287,7 +287,7 @@ async fn cached_sessions_still_expire_and_are_still_touched(
     assert_eq!(b.statements(), before, "cached");
 
     // After the touch interval the cached entry writes the idle deadline back, once.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let (seen_before, ..) = a.db.deadlines().await;
     assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
     assert_eq!(b.statements(), before + 1, "one touch write");
@@ -297,6 +297,6 @@ async fn cached_sessions_still_expire_and_are_still_touched(
     assert_eq!(b.statements(), before + 1, "not twice");
 
     // Unused for longer than the idle timeout, the cached session has expired.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
     assert_eq!(b.status_of("/me", &token).await, StatusCode::UNAUTHORIZED);
 }
