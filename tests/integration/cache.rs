@@ -279,7 +279,14 @@ async fn cached_sessions_still_expire_and_are_still_touched(
     })
     .await;
     wait_listening(|| b.status()).await;
-    let a = app_with(pool, |builder| builder).await;
+    // Node A with the same timeouts: a touch by B then never moves the deadline earlier (which
+    // would rightly notify and evict).
+    let a = app_with(pool, |builder| {
+        builder
+            .idle_timeout(Duration::from_secs(5))
+            .touch_interval(Duration::from_secs(2))
+    })
+    .await;
     let token = a.login(BOB, BOB_PASSWORD).await;
     assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
     let before = b.statements();
