@@ -85,7 +85,7 @@ impl AuthLayer {
     /// Build a Postgres pool with `PgPoolOptions::test_before_acquire(false)`: sqlx otherwise
     /// pings each connection as it leaves the pool, a second round trip on every request. A
     /// dead connection then fails its query instead, and that request answers `503`. Build an
-    /// SQLite pool with [`sqlite_connect_options`](crate::sqlite_connect_options).
+    /// SQLite pool with `sqlite_connect_options` (feature `sqlite`).
     pub fn builder(store: impl Into<AuthStore>) -> AuthLayerBuilder {
         AuthLayerBuilder::new(store.into())
     }

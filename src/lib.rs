@@ -37,14 +37,30 @@
 //! # }
 //! ```
 //!
-//! Log users in and out with the [`Auth`] handle; manage users, roles and grants with
-//! [`Accounts`]. `examples/quickstart.rs` is a complete app.
+//! Log users in and out, and manage the current user's sessions and password, with the
+//! [`Auth`] handle; guard sensitive routes with [`RecentAuth`]; manage users, roles, grants and
+//! sessions with [`Accounts`]; mount [`account_routes`] and [`token_routes`] for ready-made
+//! endpoints. `examples/quickstart.rs` is a complete app, `examples/admin.rs` an operator's tool.
 //!
 //! # What each request costs
 //!
 //! A request without a session cookie, or with a malformed one, makes no query. A request
 //! with a well-formed token makes one query, plus one small write at most once per touch
-//! interval to move the idle deadline.
+//! interval to move the idle deadline. With the principal cache (Postgres)
+//! most requests make none.
+//!
+//! # Secure by default
+//!
+//! The cookie is `__Host-sid; HttpOnly; Secure; SameSite=Lax`. CSRF protection (Fetch Metadata,
+//! then an exact `Origin`) is on and needs the app's origins
+//! ([`allowed_origin`](AuthLayerBuilder::allowed_origin)). Failed logins are throttled per client
+//! address and per username in the database. Insecure settings carry loud names
+//! (`insecure_dev_mode`, `dangerous_disable_csrf_protection`).
+//!
+//! # Features
+//!
+//! - `postgres` (default): the Postgres store, `MIGRATOR`, the principal cache.
+//! - `sqlite`: the bundled SQLite store, `SQLITE_MIGRATOR`, `sqlite_connect_options`.
 
 mod admin;
 mod auth;

@@ -112,8 +112,8 @@ impl From<&sqlx::SqlitePool> for AuthStore {
     }
 }
 
-/// Applies the crate's migrations to the store's database: [`MIGRATOR`] on Postgres,
-/// [`SQLITE_MIGRATOR`] on SQLite.
+/// Applies the crate's migrations to the store's database: `MIGRATOR` on Postgres,
+/// `SQLITE_MIGRATOR` on SQLite.
 ///
 /// Their bookkeeping table is `_axum_live_auth_migrations`, separate from the application's
 /// own `_sqlx_migrations`, so both migrators run on one database without seeing each other.

@@ -19,7 +19,7 @@ use super::{
 use crate::{Error, SessionId, UserId};
 
 /// The SQLite store's migrations (`migrations/sqlite`), embedded at compile time, with the same
-/// tables and columns as [`MIGRATOR`](crate::MIGRATOR) and the same separate bookkeeping table,
+/// tables and columns as `MIGRATOR` (Postgres) and the same separate bookkeeping table,
 /// `_axum_live_auth_migrations`. Usually applied with [`migrate`](crate::migrate).
 pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     let mut migrator = sqlx::migrate!("./migrations/sqlite");
