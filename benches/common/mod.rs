@@ -1,6 +1,9 @@
 //! Shared by the benchmarks: the database they create, seeding, a minimal HTTP/1 client over
 //! raw hyper connections, statistics and a description of the machine.
 
+// The round-trip counter of the integration tests, shared rather than copied.
+#[allow(unreachable_pub)]
+#[path = "../../tests/integration/common/wire.rs"]
 pub(crate) mod wire;
 
 use std::{
