@@ -53,7 +53,7 @@ impl RoundTrips {
         let counter = Arc::clone(&counts);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-let Ok(server) = TcpStream::connect(&target).await else {
+                let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
                 // No Nagle delay added by the proxy itself (the benchmarks time through it).
