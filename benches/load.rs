@@ -713,7 +713,7 @@ fn main() {
         .iter()
         .find(|(c, _)| *c == Config::CrateCached)
         .and_then(|(_, s)| s.layer.as_ref())
-        .and_then(common::cache_status);
+        .and_then(AuthLayer::cache_status);
 
     // --- report ---
     let report = report(&settings, &outcomes);
@@ -767,16 +767,7 @@ fn wait_for_cache(rt: &Runtime, server: &Server) {
     let Some(layer) = &server.layer else {
         return;
     };
-    rt.block_on(async {
-        for _ in 0..200 {
-            match common::cache_status(layer) {
-                None => return,
-                Some(status) if status.listening => return,
-                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        panic!("the principal cache did not start listening within 10 s");
-    });
+    rt.block_on(common::wait_listening(layer));
 }
 
 fn crate_statements(server: &Server) -> Option<u64> {

@@ -465,7 +465,7 @@ fn main() {
         let a = node(options.clone(), true).await;
         let b = node(options, true).await;
         for node in [&a, &b] {
-            wait_listening(&node.layer).await;
+            common::wait_listening(&node.layer).await;
         }
         // The background sessions (rows in the shared database: valid on every node).
         let background = common::log_in_all(&a.layer, &others).await;
@@ -491,8 +491,8 @@ fn main() {
         &background,
         "cache",
     );
-    let cache_a = common::cache_status(&a.layer);
-    let cache_b = common::cache_status(&b.layer);
+    let cache_a = a.layer.cache_status();
+    let cache_b = b.layer.cache_status();
 
     let uncached = if reference > 0 {
         println!("\nreference, nodes without the cache:");
@@ -617,16 +617,4 @@ fn main() {
     });
     drop(client_rt);
     server_rt.shutdown_timeout(Duration::from_secs(1));
-}
-
-/// Waits until the layer's cache listens for changes (at most 10 s).
-async fn wait_listening(layer: &AuthLayer) {
-    for _ in 0..200 {
-        match common::cache_status(layer) {
-            None => return,
-            Some(status) if status.listening => return,
-            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    panic!("the principal cache did not start listening within 10 s");
 }

@@ -5,14 +5,18 @@
 //! `session_revoked`, `sessions_revoked_all`, `rotated`, `password_changed`, `reauth`,
 //! `expired`, `csrf_rejected`, `invalid_tokens_throttled`. Other fields, where known: `user_id`,
 //! `session_id` (the public id, never the token), `previous_session_id` (rotation), `ip`,
-//! `user_agent`, `reason`, `count`, `username` (failed or throttled logins), `retry_after_secs`. Header values are fields
-//! (Debug-formatted, so control characters are escaped), never spliced into the message.
+//! `user_agent`, `reason`, `count`, `username` (failed or throttled logins), `retry_after_secs`,
+//! `path`. Header values are fields (Debug-formatted, so control characters are escaped), never
+//! spliced into the message.
 
 use crate::{SessionId, UserId, client::Client};
 
 macro_rules! security_event {
     ($name:literal, $client:expr, $($fields:tt)*) => {
-        tracing::info!(
+        security_event!(info, $name, $client, $($fields)*)
+    };
+    ($level:ident, $name:literal, $client:expr, $($fields:tt)*) => {
+        tracing::$level!(
             target: "axum_live_auth::security",
             event = $name,
             ip = ?$client.ip,
@@ -26,30 +30,31 @@ pub(crate) fn login(client: &Client, user: UserId, session: &SessionId) {
     security_event!("login", client, user_id = user, session_id = %session, "login");
 }
 
+/// A username as logged: whatever was typed, cut to 64 characters.
+fn logged(username: &str) -> String {
+    username.chars().take(64).collect()
+}
+
 pub(crate) fn login_failed(client: &Client, username: &str) {
-    let username: String = username.chars().take(64).collect();
-    security_event!("login_failed", client, username = ?username, "login failed");
+    security_event!("login_failed", client, username = ?logged(username), "login failed");
 }
 
 pub(crate) fn login_throttled(client: &Client, username: &str, retry_after: std::time::Duration) {
-    let username: String = username.chars().take(64).collect();
-    tracing::warn!(
-        target: "axum_live_auth::security",
-        event = "login_throttled",
-        ip = ?client.ip,
-        user_agent = ?client.user_agent(),
-        username = ?username,
+    security_event!(
+        warn,
+        "login_throttled",
+        client,
+        username = ?logged(username),
         retry_after_secs = retry_after.as_secs(),
         "login throttled"
     );
 }
 
 pub(crate) fn csrf_rejected(client: &Client, reason: &str, path: &str) {
-    tracing::warn!(
-        target: "axum_live_auth::security",
-        event = "csrf_rejected",
-        ip = ?client.ip,
-        user_agent = ?client.user_agent(),
+    security_event!(
+        warn,
+        "csrf_rejected",
+        client,
         reason,
         path = ?path,
         "cross-site request refused"
@@ -57,11 +62,10 @@ pub(crate) fn csrf_rejected(client: &Client, reason: &str, path: &str) {
 }
 
 pub(crate) fn invalid_tokens_throttled(client: &Client, limit: u32) {
-    tracing::warn!(
-        target: "axum_live_auth::security",
-        event = "invalid_tokens_throttled",
-        ip = ?client.ip,
-        user_agent = ?client.user_agent(),
+    security_event!(
+        warn,
+        "invalid_tokens_throttled",
+        client,
         count = limit + 1,
         "too many invalid session tokens from one address; answering 429"
     );

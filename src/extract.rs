@@ -184,6 +184,17 @@ fn wants_html_page(parts: &Parts) -> bool {
         })
 }
 
+/// The request's user, or why there is none: 401 (or the login redirect), 503, or 500 for a
+/// route without the layer.
+fn current_user(parts: &Parts) -> Result<&CurrentUser, AuthRejection> {
+    let auth = auth_from_parts(parts)?;
+    match auth.state() {
+        AuthState::Authenticated(user) => Ok(user),
+        AuthState::Anonymous => Err(unauthenticated(auth, parts)),
+        AuthState::Unavailable => Err(AuthRejection::Unavailable),
+    }
+}
+
 /// The layer's handle from the request, or the 500 for a route without the layer.
 pub(crate) fn auth_from_parts(parts: &Parts) -> Result<&Auth, AuthRejection> {
     parts
@@ -196,12 +207,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let auth = auth_from_parts(parts)?;
-        match auth.state() {
-            AuthState::Authenticated(user) => Ok(user.clone()),
-            AuthState::Anonymous => Err(unauthenticated(auth, parts)),
-            AuthState::Unavailable => Err(AuthRejection::Unavailable),
-        }
+        current_user(parts).cloned()
     }
 }
 
@@ -243,10 +249,10 @@ pub struct RecentAuth(pub CurrentUser);
 impl<S: Send + Sync> FromRequestParts<S> for RecentAuth {
     type Rejection = AuthRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let user = <CurrentUser as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let user = current_user(parts)?;
         if user.is_recently_authenticated() {
-            Ok(Self(user))
+            Ok(Self(user.clone()))
         } else {
             Err(AuthRejection::ReauthRequired)
         }
@@ -255,10 +261,5 @@ impl<S: Send + Sync> FromRequestParts<S> for RecentAuth {
 
 /// Decides a request for a permission guard: `Ok` to go on, or the refusal.
 pub(crate) fn check_permission(parts: &Parts, permission: &str) -> Result<(), AuthRejection> {
-    let auth = auth_from_parts(parts)?;
-    match auth.state() {
-        AuthState::Authenticated(user) => user.require(permission),
-        AuthState::Anonymous => Err(unauthenticated(auth, parts)),
-        AuthState::Unavailable => Err(AuthRejection::Unavailable),
-    }
+    current_user(parts)?.require(permission)
 }

@@ -55,8 +55,17 @@ pub(crate) fn with_cache(builder: AuthLayerBuilder) -> AuthLayerBuilder {
 }
 
 /// The layer's cache counters; `None` when its cache is off.
-pub(crate) fn cache_status(layer: &AuthLayer) -> Option<axum_live_auth::CacheStatus> {
-    layer.cache_status()
+/// Waits until the layer's cache listens for changes (at most 10 s); returns at once without
+/// a cache.
+pub(crate) async fn wait_listening(layer: &AuthLayer) {
+    for _ in 0..200 {
+        match layer.cache_status() {
+            None => return,
+            Some(status) if status.listening => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("the principal cache did not start listening within 10 s");
 }
 
 // --- running ------------------------------------------------------------------------------------
