@@ -211,6 +211,7 @@ async fn start(config: Config, db: Option<PgConnectOptions>) -> Server {
                 builder
             };
             let auth = builder.build().unwrap();
+            tokio::spawn(auth.background());
             layer = Some(auth.clone());
             Router::new().route("/me", get(crate_me)).layer(auth)
         }
@@ -426,8 +427,6 @@ struct Outcome {
     cpu: [f64; 4],
     /// The same as CPU time per answered request, microseconds.
     cpu_us: [f64; 4],
-    /// Statements the crate counted per request during the timed runs.
-    crate_statements: Option<f64>,
     /// From the counting pass: per request, at the wire.
     wire: Option<Trips>,
 }
@@ -437,7 +436,6 @@ struct Trips {
     requests: usize,
     statements: f64,
     pings: f64,
-    crate_statements: Option<f64>,
 }
 
 impl Outcome {
@@ -587,7 +585,7 @@ fn main() {
             // Warm up: every pool connection open, every principal cached (for (4)).
             load(server.addr, &creds, &expect, Plan::Count(20)).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let before = (trips.get(), crate_statements(&server));
+            let before = trips.get();
             let run = load(
                 server.addr,
                 &creds,
@@ -597,32 +595,24 @@ fn main() {
             .await;
             // sqlx pings a connection when it goes back into the pool, after the answer.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let after = (trips.get(), crate_statements(&server));
+            let after = trips.get();
             (run, before, after)
         });
         let (run, before, after) = counted;
         assert_eq!(run.errors, 0, "errors in the counting pass of {config:?}");
         // The checked first request of each connection is counted too.
         let requests = usize::try_from(run.answered).unwrap();
-        let seen: Seen = after.0 - before.0;
+        let seen: Seen = after - before;
         let trips = Trips {
             requests,
             statements: seen.statements as f64 / requests as f64,
             pings: seen.pings as f64 / requests as f64,
-            crate_statements: match (after.1, before.1) {
-                (Some(a), Some(b)) => Some((a - b) as f64 / requests as f64),
-                _ => None,
-            },
         };
         println!(
-            "  {:<28} {requests} requests: {:.3} statements + {:.3} pings per request{}",
+            "  {:<28} {requests} requests: {:.3} statements + {:.3} pings per request",
             config.label(),
             trips.statements,
             trips.pings,
-            trips
-                .crate_statements
-                .map(|s| format!(" (the crate counted {s:.3} statements per request)"))
-                .unwrap_or_default()
         );
         wire.push((config, trips));
         server_rt.block_on(async {
@@ -651,18 +641,15 @@ fn main() {
             latencies_us: Vec::new(),
             cpu: [0.0; 4],
             cpu_us: [0.0; 4],
-            crate_statements: None,
             wire: wire.iter().find(|(c, _)| *c == config).map(|(_, t)| *t),
         })
         .collect();
-    let mut crate_counts: Vec<(u64, u64)> = vec![(0, 0); Config::ALL.len()];
     for round in 1..=settings.rounds {
         println!("\nround {round}/{}", settings.rounds);
         for (i, (config, server)) in servers.iter().enumerate() {
             let creds = credentials(*config);
             let expect = expected(*config);
             let cpu_before = Cpu::now();
-            let statements_before = crate_statements(server);
             let run = client_rt.block_on(load(
                 server.addr,
                 &creds,
@@ -670,11 +657,6 @@ fn main() {
                 Plan::Timed { warmup, measure },
             ));
             let cpu = Cpu::now().shares(cpu_before);
-            if let (Some(after), Some(before)) = (crate_statements(server), statements_before) {
-                // Over every answered request, warm-up included.
-                crate_counts[i].0 += after - before;
-                crate_counts[i].1 += run.answered;
-            }
             let outcome = &mut outcomes[i];
             let rps = run.rps(measure);
             let (p50, p99) = (
@@ -703,11 +685,8 @@ fn main() {
             }
         }
     }
-    for (outcome, (statements, requests)) in outcomes.iter_mut().zip(&crate_counts) {
+    for outcome in &mut outcomes {
         outcome.latencies_us.sort_unstable();
-        if *requests > 0 {
-            outcome.crate_statements = Some(*statements as f64 / *requests as f64);
-        }
     }
     let cache = servers
         .iter()
@@ -770,13 +749,6 @@ fn wait_for_cache(rt: &Runtime, server: &Server) {
     rt.block_on(common::wait_listening(layer));
 }
 
-fn crate_statements(server: &Server) -> Option<u64> {
-    server
-        .layer
-        .as_ref()
-        .map(|layer| layer.store().statement_count())
-}
-
 /// 12345.6 → "12,346".
 fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
@@ -807,7 +779,7 @@ fn report(settings: &Settings, outcomes: &[Outcome]) -> String {
     .unwrap();
     writeln!(
         out,
-        "{:<28} {:>9} {:>17} {:>6} {:>6} {:>7} {:>7} {:>11} {:>9} {:>10}",
+        "{:<28} {:>9} {:>17} {:>6} {:>6} {:>7} {:>7} {:>11} {:>9}",
         "configuration",
         "req/s",
         "(min-max)",
@@ -817,7 +789,6 @@ fn report(settings: &Settings, outcomes: &[Outcome]) -> String {
         "p99 ms",
         "stmts/req",
         "pings/req",
-        "crate/req"
     )
     .unwrap();
     for o in outcomes {
@@ -825,12 +796,9 @@ fn report(settings: &Settings, outcomes: &[Outcome]) -> String {
             Some(t) => (format!("{:.3}", t.statements), format!("{:.3}", t.pings)),
             None => ("-".to_owned(), "-".to_owned()),
         };
-        let crate_statements = o
-            .crate_statements
-            .map_or_else(|| "-".to_owned(), |s| format!("{s:.4}"));
         writeln!(
             out,
-            "{:<28} {:>9} {:>17} {:>6.2} {:>6.2} {:>7.2} {:>7.2} {:>11} {:>9} {:>10}",
+            "{:<28} {:>9} {:>17} {:>6.2} {:>6.2} {:>7.2} {:>7.2} {:>11} {:>9}",
             o.config.label(),
             thousands(o.rps()),
             format!("({}-{})", thousands(o.rps_min()), thousands(o.rps_max())),
@@ -840,16 +808,13 @@ fn report(settings: &Settings, outcomes: &[Outcome]) -> String {
             o.p99(),
             statements,
             pings,
-            crate_statements,
         )
         .unwrap();
     }
     writeln!(
         out,
         "stmts/req and pings/req: Postgres round trips per request at the wire (counting pass, \
-         steady state): statements, and sqlx's pings of a connection going back into the pool.\n\
-         crate/req: statements the crate itself counted per answered request during the timed \
-         runs (AuthStore::statement_count; warm-up included in both)."
+         steady state): statements, and sqlx's pings of a connection going back into the pool."
     )
     .unwrap();
     writeln!(
@@ -942,11 +907,8 @@ fn targets(outcomes: &[Outcome]) -> Vec<(String, bool, String)> {
         statements == 0.0 && pings == 0.0,
         format!(
             "{statements:.3} statements + {pings:.3} pings per request at the wire over {} \
-             requests; the crate counted {} statements per request over the timed runs",
+             requests",
             cached.wire.map_or(0, |t| t.requests),
-            cached
-                .crate_statements
-                .map_or_else(|| "-".to_owned(), |s| format!("{s:.4}")),
         ),
     ));
     targets
@@ -1006,12 +968,10 @@ fn json(
                     "postgres": o.cpu_us[2],
                     "other": o.cpu_us[3],
                 },
-                "crate_statements_per_request_timed": o.crate_statements,
                 "wire": o.wire.map(|t| serde_json::json!({
                     "requests": t.requests,
                     "statements_per_request": t.statements,
                     "release_pings_per_request": t.pings,
-                    "crate_statements_per_request": t.crate_statements,
                 })),
             })
         })

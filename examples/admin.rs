@@ -784,7 +784,7 @@ async fn execute(accounts: &Accounts, command: Command) -> Result<Output, Failur
         }
         Command::RevokeSession { username, session } => {
             let user = find_user(accounts, &username).await?;
-            if !accounts.revoke_session(user, session.as_str()).await? {
+            if !accounts.revoke_session(user, &session).await? {
                 return Err(Failure::new(
                     NOT_FOUND,
                     format!(
@@ -934,11 +934,13 @@ fn session_table(username: &str, sessions: &[SessionInfo]) -> String {
             (session.expires_at, "absolute")
         };
         rows.push([
-            shown(&session.id),
+            shown(session.id.as_str()),
             timestamp(session.created_at),
             timestamp(session.last_seen_at),
             format!("{} ({why})", timestamp(expires)),
-            session.ip.as_deref().map_or_else(|| "-".to_owned(), shown),
+            session
+                .ip
+                .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             session
                 .user_agent
                 .as_deref()

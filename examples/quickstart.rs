@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The session cookie keeps its production attributes (`__Host-sid`, Secure, HttpOnly,
     // SameSite=Lax). Browsers and curl treat http://localhost as a secure context, so this
     // Secure cookie works there without TLS (Safari is the exception: use another browser).
-    // `insecure_dev_mode()` is only for plain-HTTP development on another host name; this
+    // `insecure_dev_mode(true)` is only for plain-HTTP development on another host name; this
     // example does not need it.
     let cache = std::env::var("AUTH_CACHE").is_ok_and(|v| v == "on");
     let mut builder = AuthLayer::builder(store);
@@ -89,13 +89,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .allowed_origin(format!("http://127.0.0.1:{port}"))
         // API clients may send `Authorization: Bearer <token>` instead of the cookie; they get
         // a token from POST /auth/token, which sets no cookie and so needs no CSRF check.
-        .bearer_tokens()
+        .bearer_tokens(true)
         .csrf_exempt("/auth/token")
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
-        // Delete expired sessions now and then; the task keeps going through database errors.
+        // Delete expired sessions now and then (in the background work below), in batches.
         .purge_expired_every(Duration::from_secs(10 * 60))
         .build()?;
+    // The layer's background work: the purge, and on Postgres the one LISTEN connection that
+    // keeps the principal cache and the event streams live. It ends with the layer.
+    tokio::spawn(auth.background());
     seed(&auth.accounts()).await?;
     let app = app(auth);
 

@@ -3,17 +3,18 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::FromRequestParts;
-use http::{HeaderMap, HeaderValue, header, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
 
 use crate::{
     AuthRejection, AuthState, CurrentUser, Error, SessionId, SessionInfo, SessionToken, UserId,
     client::Client,
-    cookie, events,
-    extract::auth_from_parts,
-    layer::{Shared, Source},
-    password::{self, MAX_PASSWORD_BYTES},
+    credential::{self, CookieChange, Source},
+    error::InfrastructureError,
+    events::security,
+    login::{PasswordCheck, Verified},
+    password,
+    shared::Shared,
     store::{Created, NewSession},
-    throttle::username_key,
 };
 
 /// The response header that carries a rotated token back to a bearer client.
@@ -22,14 +23,6 @@ pub const SESSION_TOKEN_HEADER: &str = "x-session-token";
 /// How many fresh ids to try when a new session id is already taken.
 const SESSION_ID_ATTEMPTS: usize = 3;
 
-/// The cookie the response should carry, decided during the request.
-#[derive(Debug)]
-pub(crate) enum CookieChange {
-    Keep,
-    Set(SessionToken),
-    Clear,
-}
-
 /// Handle for logging in and out and for managing the current user's sessions, available to
 /// every handler behind the layer.
 ///
@@ -37,8 +30,8 @@ pub(crate) enum CookieChange {
 /// session cookie on the response as needed (with `Cache-Control: no-store`).
 ///
 /// ```
-/// use axum::{Form, http::StatusCode, response::{IntoResponse, Redirect, Response}};
-/// use axum_live_auth::Auth;
+/// use axum::{Form, response::{IntoResponse, Redirect, Response}};
+/// use axum_live_auth::{Auth, AuthRejection};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Login { username: String, password: String }
@@ -46,7 +39,7 @@ pub(crate) enum CookieChange {
 /// async fn login(auth: Auth, Form(form): Form<Login>) -> Result<Response, axum_live_auth::Error> {
 ///     match auth.login_with_password(&form.username, &form.password).await? {
 ///         Some(_) => Ok(Redirect::to("/me").into_response()),
-///         None => Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response()),
+///         None => Ok(AuthRejection::Unauthenticated.into_response()),
 ///     }
 /// }
 ///
@@ -66,7 +59,14 @@ struct AuthInner {
     state: AuthState,
     client: Client,
     source: Source,
-    cookie: Mutex<CookieChange>,
+    response: Mutex<ResponseChanges>,
+}
+
+/// What the handler decided about the response's cookie and site data.
+#[derive(Debug)]
+struct ResponseChanges {
+    cookie: CookieChange,
+    clear_site_data: bool,
 }
 
 impl Auth {
@@ -82,7 +82,10 @@ impl Auth {
             state,
             client,
             source,
-            cookie: Mutex::new(cookie),
+            response: Mutex::new(ResponseChanges {
+                cookie,
+                clear_site_data: false,
+            }),
         }))
     }
 
@@ -99,28 +102,49 @@ impl Auth {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0.shared
+    }
+
+    pub(crate) fn source(&self) -> Source {
+        self.0.source
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.0.client
+    }
+
     /// Checks `username` and `password` and, if they are right, [logs the user in](Self::login).
     /// `Ok(None)` for a wrong password, an unknown or a disabled user alike, at the same cost
     /// (one Argon2 verification always runs), with a `login_failed` security event.
     ///
-    /// Failed logins are throttled per client address and per username (see
-    /// [`login_failures_per_ip`](crate::AuthLayerBuilder::login_failures_per_ip)); a throttled
-    /// attempt is refused before any password check.
+    /// Failed logins are throttled per client address and per account (see
+    /// [`login_failures_per_ip`](crate::AuthLayerBuilder::login_failures_per_ip) and
+    /// [`login_backoff`](crate::AuthLayerBuilder::login_backoff)); the attempt is counted before
+    /// the password is checked, and a throttled attempt checks none. A session is only created
+    /// if the user's password has not changed since it was checked.
     ///
     /// # Errors
     ///
-    /// [`Error::Throttled`] (a `429` with `Retry-After`); a database, hashing or random-source
-    /// error.
+    /// [`Error::Throttled`] (a `429` with `Retry-After`), [`Error::Busy`] (a `503`: too many
+    /// password hashes at once); an infrastructure error.
     pub async fn login_with_password(
         &self,
         username: &str,
         password: &str,
     ) -> Result<Option<UserId>, Error> {
-        let Some(user) = self.check_credentials(username, password).await? else {
+        let Some(verified) = self.check_password(username, password).await? else {
             return Ok(None);
         };
-        self.login(user).await?;
-        Ok(Some(user))
+        match self
+            .replace_session(Some(verified.credential_epoch), verified.user)
+            .await
+        {
+            Ok(_) => Ok(Some(verified.user)),
+            // The password changed (or the user was disabled) while it was being checked.
+            Err(Error::UserNotFound) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Like [`login_with_password`](Self::login_with_password), but sets no cookie: the new
@@ -136,62 +160,38 @@ impl Auth {
         username: &str,
         password: &str,
     ) -> Result<Option<SessionToken>, Error> {
-        match self.check_credentials(username, password).await? {
-            Some(user) => Ok(Some(self.start_session(user).await?)),
-            None => Ok(None),
+        let Some(verified) = self.check_password(username, password).await? else {
+            return Ok(None);
+        };
+        match self
+            .start_session(verified.user, Some(verified.credential_epoch))
+            .await
+        {
+            Ok(token) => Ok(Some(token)),
+            Err(Error::UserNotFound) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
-    /// Throttles, then checks a username and password; records the outcome.
-    async fn check_credentials(
+    async fn check_password(
         &self,
         username: &str,
         password: &str,
-    ) -> Result<Option<UserId>, Error> {
-        let key = username_key(username);
-        self.refuse_if_throttled(&key, username).await?;
-        let user = crate::Accounts::new(self.0.shared.store.clone())
-            .verify_password(username, password)
-            .await?;
-        self.record_attempt(&key, username, user.is_some()).await?;
-        Ok(user)
-    }
-
-    /// `Err(Throttled)` if too many attempts failed lately from this address or for this
-    /// username; no password is checked then.
-    async fn refuse_if_throttled(&self, key: &str, username: &str) -> Result<(), Error> {
-        let inner = &self.0;
-        let throttle = inner.shared.config.login_throttle;
-        let ip = inner.client.ip.map(|ip| ip.to_string());
-        let failures = inner
-            .shared
-            .store
-            .login_failures(ip.as_deref(), key, throttle.ip_window)
-            .await?;
-        match throttle.refuse(&failures) {
-            Some(retry_after) => {
-                events::login_throttled(&inner.client, username, retry_after);
-                Err(Error::Throttled { retry_after })
-            }
-            None => Ok(()),
+    ) -> Result<Option<Verified>, Error> {
+        let shared = &self.0.shared;
+        PasswordCheck {
+            store: &shared.store,
+            hasher: &shared.hasher,
+            limits: &shared.config.login,
         }
+        .check(&self.0.client, username, password)
+        .await
     }
 
-    async fn record_attempt(&self, key: &str, username: &str, ok: bool) -> Result<(), Error> {
-        let inner = &self.0;
-        let store = &inner.shared.store;
-        if ok {
-            store.clear_login_failures(key).await
-        } else {
-            events::login_failed(&inner.client, username);
-            let ip = inner.client.ip.map(|ip| ip.to_string());
-            let window = inner.shared.config.login_throttle.ip_window;
-            store.record_login_failure(ip.as_deref(), key, window).await
-        }
-    }
-
-    /// Starts a new session for `user` and sets its cookie on the response. Call it after
-    /// checking the user's credentials (or use [`login_with_password`](Self::login_with_password)).
+    /// Starts a new session for `user` and sets its cookie on the response. For credentials the
+    /// app checked itself (single sign-on, a magic link); for passwords use
+    /// [`login_with_password`](Self::login_with_password), which is throttled and safe against
+    /// a password change racing the login.
     ///
     /// Always a new session with a fresh token: a token the client sent is never reused (no
     /// session fixation), and the session the request was authenticated with, if any, is
@@ -200,9 +200,15 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// [`Error::UserNotFound`] when the user does not exist or is disabled; a database or
-    /// random-source error.
+    /// [`Error::UserNotFound`] when the user does not exist or is disabled; an infrastructure
+    /// error.
     pub async fn login(&self, user: UserId) -> Result<SessionId, Error> {
+        self.replace_session(None, user).await
+    }
+
+    /// Deletes the request's session, if any, and starts a new one whose cookie the response
+    /// sets.
+    async fn replace_session(&self, epoch: Option<i64>, user: UserId) -> Result<SessionId, Error> {
         if let Some(previous) = self.current_user() {
             self.0
                 .shared
@@ -210,17 +216,16 @@ impl Auth {
                 .delete_session(previous.session_id())
                 .await?;
         }
-        let token = self.start_session(user).await?;
+        let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();
         self.set_cookie(CookieChange::Set(token));
         Ok(id)
     }
 
     /// Inserts a new session for `user` and returns its token.
-    async fn start_session(&self, user: UserId) -> Result<SessionToken, Error> {
+    async fn start_session(&self, user: UserId, epoch: Option<i64>) -> Result<SessionToken, Error> {
         let inner = &self.0;
         let config = &inner.shared.config;
-        let store = &inner.shared.store;
         let user_agent = inner.client.user_agent();
         for _ in 0..SESSION_ID_ATTEMPTS {
             let token = SessionToken::generate()?;
@@ -229,35 +234,42 @@ impl Auth {
                 id: token.id(),
                 secret_hash: secret_hash.as_bytes(),
                 user_id: user,
+                credential_epoch: epoch,
                 idle_timeout: config.idle_timeout,
                 absolute_timeout: config.absolute_timeout,
                 user_agent: user_agent.as_deref(),
                 ip: inner.client.ip,
                 max_sessions: config.max_sessions_per_user,
             };
-            match store.create_session(&new).await? {
+            match inner.shared.store.create_session(&new).await? {
                 Created::Yes { evicted } => {
-                    events::login(&inner.client, user, token.id());
-                    for old in evicted {
-                        events::session_revoked(&inner.client, user, &old, "session_cap");
+                    security::login(&inner.client, user, token.id());
+                    for old in &evicted {
+                        security::session_revoked(&inner.client, user, old, "session_cap");
+                    }
+                    if !evicted.is_empty() {
+                        inner.shared.hub.user_changed(user);
                     }
                     return Ok(token);
                 }
-                Created::UserInactive => return Err(Error::UserNotFound),
+                Created::Refused => return Err(Error::UserNotFound),
                 Created::IdTaken => {
-                    tracing::warn!(session.id = %token.id(), "new session id already taken");
+                    tracing::warn!(session_id = %token.id(), "new session id already taken");
                 }
             }
         }
-        Err(Error::SessionIdCollision)
+        Err(InfrastructureError::SessionIdCollision.into())
     }
 
-    /// Ends the request's session: deletes its row and clears the cookie (same name, `Path`,
-    /// `Domain` and `Secure` as when it was set). Replaying the old cookie afterwards is `401`.
+    /// Ends the request's session: deletes its row, clears the cookie (same name, `Path`,
+    /// `Domain` and `Secure` as when it was set) and, unless switched off, tells the browser to
+    /// drop what it cached (`Clear-Site-Data: "cache"`). Replaying the old cookie afterwards is
+    /// `401`.
     ///
     /// # Errors
     ///
-    /// A database error; the cookie is then left in place, since the session still exists.
+    /// An infrastructure error; the cookie is then left in place, since the session still
+    /// exists.
     pub async fn logout(&self) -> Result<(), Error> {
         if let Some(user) = self.current_user() {
             self.0
@@ -265,11 +277,14 @@ impl Auth {
                 .store
                 .delete_session(user.session_id())
                 .await?;
-            events::logout(&self.0.client, user.id(), user.session_id());
+            security::logout(&self.0.client, user.id(), user.session_id());
+            self.0.shared.hub.user_changed(user.id());
         }
+        let mut response = self.response();
         if self.0.source == Source::Cookie {
-            self.set_cookie(CookieChange::Clear);
+            response.cookie = CookieChange::Clear;
         }
+        response.clear_site_data = self.0.shared.config.clear_site_data;
         Ok(())
     }
 
@@ -278,18 +293,18 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// [`Error::Unauthenticated`] without a session; a database error.
+    /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, Error> {
         let user = self.user()?;
         let mut sessions = self.0.shared.store.list_sessions(user.id()).await?;
         for session in &mut sessions {
-            session.current = session.id == user.session_id().as_str();
+            session.current = &session.id == user.session_id();
         }
         Ok(sessions)
     }
 
-    /// Ends one of the current user's sessions by public id; `false` if they have no such
-    /// session. Ending the request's own session is a [logout](Self::logout).
+    /// Ends one of the current user's sessions; `false` if they have no such session. Ending
+    /// the request's own session is a [logout](Self::logout).
     ///
     /// Ending *another* device's session is sensitive: put it behind [`RecentAuth`], as the
     /// [account routes](crate::account_routes) do.
@@ -298,21 +313,18 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// [`Error::Unauthenticated`] without a session; a database error.
-    pub async fn revoke_session(&self, id: &str) -> Result<bool, Error> {
+    /// [`Error::Unauthenticated`] without a session; an infrastructure error.
+    pub async fn revoke_session(&self, id: &SessionId) -> Result<bool, Error> {
         let user = self.user()?;
-        if id == user.session_id().as_str() {
+        if id == user.session_id() {
             self.logout().await?;
             return Ok(true);
         }
-        let ended = self
-            .0
-            .shared
-            .store
-            .delete_user_session(user.id(), id)
-            .await?;
+        let shared = &self.0.shared;
+        let ended = shared.store.delete_user_session(user.id(), id).await?;
         if ended {
-            events::session_revoked(&self.0.client, user.id(), id, "user");
+            security::session_revoked(&self.0.client, user.id(), id.as_str(), "user");
+            shared.hub.user_changed(user.id());
         }
         Ok(ended)
     }
@@ -322,17 +334,17 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// [`Error::Unauthenticated`] without a session; a database error.
+    /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn revoke_other_sessions(&self) -> Result<u64, Error> {
         let user = self.user()?;
         let kept = user.session_id();
-        let count = self
-            .0
-            .shared
+        let shared = &self.0.shared;
+        let count = shared
             .store
             .delete_user_sessions(user.id(), Some(kept))
             .await?;
-        events::sessions_revoked_all(&self.0.client, user.id(), Some(kept), count, "others");
+        security::sessions_revoked_all(&self.0.client, user.id(), Some(kept), count, "others");
+        shared.hub.user_changed(user.id());
         Ok(count)
     }
 
@@ -342,55 +354,59 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// [`Error::Unauthenticated`] without a session, or when the session ended meanwhile; a
-    /// database or random-source error.
+    /// [`Error::Unauthenticated`] without a session, or when the session ended meanwhile; an
+    /// infrastructure error.
     pub async fn rotate(&self) -> Result<SessionId, Error> {
         self.rotate_with(false).await
     }
 
     /// Proves the current user's password again ("sudo mode"): on success the session counts
     /// as recently authenticated for the layer's reauthentication window and its token is
-    /// [rotated](Self::rotate). `Ok(false)` for a wrong password.
+    /// [rotated](Self::rotate). `Ok(false)` for a wrong password. Throttled like logins.
     ///
     /// # Errors
     ///
-    /// [`Error::Unauthenticated`] without a session; a database, hashing or random-source
-    /// error.
+    /// [`Error::Unauthenticated`] without a session; [`Error::Throttled`], [`Error::Busy`]; an
+    /// infrastructure error.
     pub async fn reauthenticate(&self, password: &str) -> Result<bool, Error> {
         let user = self.user()?;
-        if !self.verify_password_of(user, password).await? {
+        if !self.verify_current(user, password).await? {
             return Ok(false);
         }
         let id = self.rotate_with(true).await?;
-        events::reauth(&self.0.client, user.id(), &id);
+        security::reauth(&self.0.client, user.id(), &id);
         Ok(true)
     }
 
     /// Changes the current user's password after checking the current one: stores the new
-    /// hash, ends every other session of the user and rotates this one (which then counts as
-    /// recently authenticated). `Ok(false)` if `current` is wrong; nothing changes then.
+    /// hash, moves the user to a new credential epoch (no session whose password check predates
+    /// this one is valid afterwards), ends every other session of the user and rotates this one
+    /// (which then counts as recently authenticated). `Ok(false)` if `current` is wrong;
+    /// nothing changes then.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidPassword`] for a new password outside the length limits,
-    /// [`Error::Unauthenticated`] without a session; a database, hashing or random-source
-    /// error.
+    /// [`Error::Unauthenticated`] without a session, [`Error::Throttled`], [`Error::Busy`]; an
+    /// infrastructure error.
     pub async fn change_password(&self, current: &str, new: &str) -> Result<bool, Error> {
         let user = self.user()?;
         password::validate_new(new)?;
-        if !self.verify_password_of(user, current).await? {
+        if !self.verify_current(user, current).await? {
             return Ok(false);
         }
-        let hash = password::hash(new).await?;
-        let store = &self.0.shared.store;
+        let shared = &self.0.shared;
+        let hash = shared.hasher.hash(new).await?;
         let kept = user.session_id();
-        if !store
-            .set_password_ending_sessions(user.id(), &hash, Some(kept))
+        if !shared
+            .store
+            .set_password(user.id(), &hash, Some(kept))
             .await?
         {
             return Err(Error::UserNotFound);
         }
-        events::password_changed(&self.0.client, user.id(), Some(kept), "change");
+        security::password_changed(&self.0.client, user.id(), Some(kept), "change");
+        shared.hub.user_changed(user.id());
         self.rotate_with(true).await?;
         Ok(true)
     }
@@ -414,58 +430,61 @@ impl Auth {
             return Err(Error::Unauthenticated);
         }
         let id = token.id().clone();
-        events::rotated(&inner.client, user.id(), user.session_id(), &id);
+        security::rotated(&inner.client, user.id(), user.session_id(), &id);
+        inner.shared.hub.user_changed(user.id());
         self.set_cookie(CookieChange::Set(token));
         Ok(id)
     }
 
-    /// Verifies the current user's password (one Argon2 verification always), throttled and
-    /// counted like logins under the user's name.
-    async fn verify_password_of(&self, user: &CurrentUser, password: &str) -> Result<bool, Error> {
-        let key = username_key(user.username());
-        self.refuse_if_throttled(&key, user.username()).await?;
-        let ok = password.len() <= MAX_PASSWORD_BYTES && {
-            let stored = self.0.shared.store.password_hash(user.id()).await?;
-            password::verify(password, stored).await?
-        };
-        self.record_attempt(&key, user.username(), ok).await?;
-        Ok(ok)
+    /// Checks the current user's password, throttled and counted like a login.
+    async fn verify_current(&self, user: &CurrentUser, password: &str) -> Result<bool, Error> {
+        let verified = self.check_password(user.username(), password).await?;
+        Ok(verified.is_some_and(|v| v.user == user.id()))
     }
 
     fn user(&self) -> Result<&CurrentUser, Error> {
         self.current_user().ok_or(Error::Unauthenticated)
     }
 
-    pub(crate) fn bearer_enabled(&self) -> bool {
-        self.0.shared.config.bearer
-    }
-
-    pub(crate) fn login_redirect(&self) -> Option<&Arc<str>> {
-        self.0.shared.config.login_redirect.as_ref()
+    fn response(&self) -> std::sync::MutexGuard<'_, ResponseChanges> {
+        self.0
+            .response
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set_cookie(&self, change: CookieChange) {
-        *self.0.cookie.lock().unwrap_or_else(PoisonError::into_inner) = change;
+        self.response().cookie = change;
     }
 
-    /// Writes the decided cookie change into the response headers.
-    pub(crate) fn write_cookie(&self, headers: &mut HeaderMap) {
-        let change = std::mem::replace(
-            &mut *self.0.cookie.lock().unwrap_or_else(PoisonError::into_inner),
-            CookieChange::Keep,
+    /// Writes what the handler decided (the cookie, a rotated bearer token, site data to clear)
+    /// into the response headers.
+    pub(crate) fn write_response_headers(&self, headers: &mut HeaderMap) {
+        let changes = std::mem::replace(
+            &mut *self.response(),
+            ResponseChanges {
+                cookie: CookieChange::Keep,
+                clear_site_data: false,
+            },
         );
+        if changes.clear_site_data {
+            headers.insert(
+                HeaderName::from_static("clear-site-data"),
+                HeaderValue::from_static("\"cache\""),
+            );
+        }
         let config = &self.0.shared.config.cookie;
-        let (name, value) = match (change, self.0.source) {
+        let (name, value) = match (changes.cookie, self.0.source) {
             (CookieChange::Keep, _) => return,
             // A bearer client gets a rotated token back in a header, not a cookie.
             (CookieChange::Set(token), Source::Bearer) => (
-                http::HeaderName::from_static(SESSION_TOKEN_HEADER),
+                HeaderName::from_static(SESSION_TOKEN_HEADER),
                 HeaderValue::try_from(token.to_string()).ok(),
             ),
             (CookieChange::Set(token), Source::Cookie) => {
-                (header::SET_COOKIE, cookie::set(config, &token))
+                (header::SET_COOKIE, credential::set_cookie(config, &token))
             }
-            (CookieChange::Clear, _) => (header::SET_COOKIE, cookie::clear(config)),
+            (CookieChange::Clear, _) => (header::SET_COOKIE, credential::clear_cookie(config)),
         };
         match value {
             Some(value) => {
@@ -489,6 +508,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        auth_from_parts(parts).cloned()
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or(AuthRejection::MissingLayer)
     }
 }

@@ -1,33 +1,32 @@
-//! The optional principal cache: recently used sessions in memory, kept coherent across nodes by
-//! Postgres LISTEN/NOTIFY, and bypassed whenever the notifications cannot be trusted.
+//! The optional principal cache: recently used sessions, and answers to scoped permission
+//! checks, in this node's memory, kept coherent across nodes by Postgres LISTEN/NOTIFY (see
+//! `listener.rs`), and bypassed whenever the notifications cannot be trusted.
 //!
 //! Correctness rests on three rules:
-//! - every change that can make an entry wrong notifies (the triggers of the third migration),
-//!   and the node's listener evicts what each notification names;
+//! - every change that can make an entry wrong notifies (the triggers of the migrations), and
+//!   the node's listener evicts what each notification names;
 //! - while the listener is not connected, the cache is empty and bypassed (notifications lost
 //!   then can never leave a stale entry behind), and entries are only filled while listening;
-//! - a fill that raced a notification is dropped: each fill remembers the invalidation epoch it
-//!   started in, and is only stored if no notification or reconnection came in between.
+//! - writes are generation-checked: every notification and every change of the listener's state
+//!   bumps a generation; a fill that started in an older generation is dropped, and an entry is
+//!   never replaced by an older one (a touch moves an entry's deadlines in place instead of
+//!   writing a copy back).
 //!
 //! A maximum entry age bounds staleness even if a notification were lost without a disconnect.
 
 use std::{
+    future::Future,
+    hash::Hash,
     sync::{
-        Arc, Weak,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use quick_cache::{Weighter, sync::Cache};
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
-use crate::{SessionId, UserId, extract::Principal};
-
-/// The LISTEN channel the triggers notify on.
-const CHANNEL: &str = "axum_live_auth";
-/// The `application_name` of each node's listener connection (visible in `pg_stat_activity`).
-pub(crate) const LISTENER_NAME: &str = "axum-live-auth-listener";
+use crate::{Resource, SessionId, UserId, principal::Principal};
 
 /// Settings of the principal cache; see
 /// [`AuthLayerBuilder::principal_cache`](crate::AuthLayerBuilder::principal_cache).
@@ -62,13 +61,14 @@ impl Default for CacheOptions {
 }
 
 impl CacheOptions {
-    /// The most sessions kept. Default 10 000.
+    /// The most sessions kept (and, separately, the most scoped-permission answers). Default
+    /// 10 000.
     pub fn max_entries(mut self, entries: u64) -> Self {
         self.max_entries = entries.max(1);
         self
     }
 
-    /// The most memory the entries may take, estimated. Default 16 MiB.
+    /// The most memory the session entries may take, estimated. Default 16 MiB.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes.max(1);
         self
@@ -92,34 +92,44 @@ pub struct CacheStatus {
     pub entries: u64,
     /// Their estimated size in bytes (each counts at least `max_bytes / max_entries`).
     pub weight_bytes: u64,
+    /// Scoped-permission answers cached.
+    pub answers: u64,
     /// Lookups answered from memory.
     pub hits: u64,
     /// Lookups that went to the database.
     pub misses: u64,
 }
 
-/// One cached session. Deadlines are instants of this process's monotonic clock, derived from
-/// the database's own "seconds left" at the fill, so clock skew between them does not matter.
+/// A session as resolved: from the cache, or read just now. Deadlines are instants of this
+/// process's monotonic clock, derived from the database's own clock at the read, so clock skew
+/// between them does not matter. The idle deadline and the next touch move in place.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) secret_hash: Vec<u8>,
     pub(crate) principal: Arc<Principal>,
-    filled: Instant,
-    pub(crate) absolute_deadline: Instant,
-    idle_deadline: Instant,
-    next_touch: Instant,
+    read: Instant,
+    absolute_deadline: Instant,
     authenticated: Instant,
+    /// Nanoseconds after `read`.
+    idle_deadline: AtomicU64,
+    /// Nanoseconds after `read`.
+    next_touch: AtomicU64,
     weight: u64,
 }
 
 /// The deadlines of a session as of one moment, from the database's clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadlines {
+    /// This process's clock when the database was asked (deadlines err on the early side).
     pub(crate) now: Instant,
     pub(crate) since_seen: Duration,
     pub(crate) idle_left: Duration,
     pub(crate) absolute_left: Duration,
     pub(crate) since_authenticated: Duration,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Entry {
@@ -142,40 +152,51 @@ impl Entry {
         Self {
             secret_hash,
             principal,
-            filled: d.now,
+            read: d.now,
             absolute_deadline: d.now + d.absolute_left,
-            idle_deadline: d.now + d.idle_left,
-            next_touch: d.now + touch_interval.saturating_sub(d.since_seen),
             authenticated: d.now.checked_sub(d.since_authenticated).unwrap_or(d.now),
+            idle_deadline: AtomicU64::new(nanos(d.idle_left)),
+            next_touch: AtomicU64::new(nanos(touch_interval.saturating_sub(d.since_seen))),
             weight: u64::try_from(weight).unwrap_or(u64::MAX),
         }
     }
 
-    /// Whether both deadlines are still ahead.
-    pub(crate) fn is_live(&self, now: Instant) -> bool {
-        now < self.idle_deadline && now < self.absolute_deadline
+    fn offset(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.read))
     }
 
-    pub(crate) fn touch_due(&self, now: Instant) -> bool {
-        now >= self.next_touch
+    /// Whether both deadlines are still ahead.
+    fn is_live(&self, now: Instant) -> bool {
+        now < self.absolute_deadline
+            && self.offset(now) < self.idle_deadline.load(Ordering::Acquire)
+    }
+
+    /// Whether this request should write the idle deadline back: the touch interval has passed
+    /// and no other request of the session claimed the touch first.
+    pub(crate) fn claim_touch(&self, now: Instant, interval: Duration) -> bool {
+        let at = self.offset(now);
+        let due = self.next_touch.load(Ordering::Acquire);
+        at >= due
+            && self
+                .next_touch
+                .compare_exchange(
+                    due,
+                    at + nanos(interval),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// After a touch write: the idle deadline is `idle` from now, never past the absolute one.
+    pub(crate) fn touched(&self, now: Instant, idle: Duration) {
+        let absolute = self.offset(self.absolute_deadline);
+        let deadline = (self.offset(now) + nanos(idle)).min(absolute);
+        self.idle_deadline.fetch_max(deadline, Ordering::AcqRel);
     }
 
     pub(crate) fn recently_authenticated(&self, now: Instant, window: Duration) -> bool {
         now.saturating_duration_since(self.authenticated) < window
-    }
-
-    /// The same entry after a touch write: idle deadline pushed, next touch one interval away.
-    pub(crate) fn touched(&self, now: Instant, idle: Duration, interval: Duration) -> Self {
-        Self {
-            secret_hash: self.secret_hash.clone(),
-            principal: Arc::clone(&self.principal),
-            filled: self.filled,
-            absolute_deadline: self.absolute_deadline,
-            idle_deadline: (now + idle).min(self.absolute_deadline),
-            next_touch: now + interval,
-            authenticated: self.authenticated,
-            weight: self.weight,
-        }
     }
 }
 
@@ -192,48 +213,105 @@ impl Weighter<String, Arc<Entry>> for ByWeight {
     }
 }
 
+/// A scoped-permission question: user, permission, resource.
+type Question = (UserId, String, Resource);
+
 /// The node's principal cache.
 #[derive(Debug)]
 pub(crate) struct PrincipalCache {
     entries: Cache<String, Arc<Entry>, ByWeight>,
+    answers: Cache<Question, bool>,
     max_age: Duration,
     /// Whether the listener is connected; the cache is bypassed when not.
     listening: AtomicBool,
     /// Bumped by every notification and every change of `listening`.
-    epoch: AtomicU64,
+    generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-/// Where a fill started: only stored if nothing was invalidated since.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fill(u64);
-
 impl PrincipalCache {
     pub(crate) fn new(options: CacheOptions) -> Self {
         let min = (options.max_bytes / options.max_entries).max(1);
-        let estimated = usize::try_from(options.max_entries).unwrap_or(usize::MAX);
+        let capacity = usize::try_from(options.max_entries).unwrap_or(usize::MAX);
         Self {
-            entries: Cache::with_weighter(estimated, options.max_bytes, ByWeight { min }),
+            entries: Cache::with_weighter(capacity, options.max_bytes, ByWeight { min }),
+            answers: Cache::new(capacity),
             max_age: options.max_age,
             listening: AtomicBool::new(false),
-            epoch: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// A live, fresh entry for the session, if the cache is in use and has one.
-    pub(crate) fn get(&self, id: &SessionId, now: Instant) -> Option<Arc<Entry>> {
+    /// The session's entry: a live, fresh cached one, or what `fill` reads (stored unless
+    /// something was invalidated meanwhile). `fill` also returns a value of its own (the
+    /// request's connection), passed on with a fresh entry.
+    pub(crate) async fn get_or_fill<X, E, F>(
+        &self,
+        id: &SessionId,
+        now: Instant,
+        fill: F,
+    ) -> Result<Option<(Arc<Entry>, Option<X>)>, E>
+    where
+        F: Future<Output = Result<Option<(Entry, X)>, E>>,
+    {
+        if let Some(entry) = self.get(id, now) {
+            return Ok(Some((entry, None)));
+        }
+        let generation = self.begin_fill();
+        let Some((entry, extra)) = fill.await? else {
+            return Ok(None);
+        };
+        let entry = Arc::new(entry);
+        if let Some(generation) = generation {
+            self.store(
+                &self.entries,
+                generation,
+                id.as_str().to_owned(),
+                Arc::clone(&entry),
+            );
+        }
+        Ok(Some((entry, Some(extra))))
+    }
+
+    /// A cached answer to a scoped-permission question, or what `ask` answers (stored unless
+    /// something was invalidated meanwhile).
+    pub(crate) async fn answer<E, F>(
+        &self,
+        user: UserId,
+        permission: &str,
+        resource: &Resource,
+        ask: F,
+    ) -> Result<bool, E>
+    where
+        F: Future<Output = Result<bool, E>>,
+    {
+        let question = (user, permission.to_owned(), resource.clone());
+        if self.listening.load(Ordering::Acquire)
+            && let Some(answer) = self.answers.get(&question)
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(answer);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let generation = self.begin_fill();
+        let answer = ask.await?;
+        if let Some(generation) = generation {
+            self.store(&self.answers, generation, question, answer);
+        }
+        Ok(answer)
+    }
+
+    fn get(&self, id: &SessionId, now: Instant) -> Option<Arc<Entry>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.entries.get(id.as_str());
-        let usable = entry.filter(|entry| {
-            let fresh = now.saturating_duration_since(entry.filled) < self.max_age;
-            // Too old to trust, or a deadline passed here (another node may have pushed the
-            // idle one): ask the database.
-            fresh && entry.is_live(now)
+        // Too old to trust, or a deadline passed here (another node may have pushed the idle
+        // one): ask the database.
+        let usable = self.entries.get(id.as_str()).filter(|entry| {
+            now.saturating_duration_since(entry.read) < self.max_age && entry.is_live(now)
         });
         let counter = if usable.is_some() {
             &self.hits
@@ -244,31 +322,27 @@ impl PrincipalCache {
         usable
     }
 
-    /// Marks the start of a database read whose result may be cached; `None` while bypassed.
-    pub(crate) fn begin_fill(&self) -> Option<Fill> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        self.listening
-            .load(Ordering::Acquire)
-            .then_some(Fill(epoch))
+    /// The generation a database read starts in; `None` while the cache is bypassed.
+    fn begin_fill(&self) -> Option<u64> {
+        let generation = self.generation.load(Ordering::Acquire);
+        self.listening.load(Ordering::Acquire).then_some(generation)
     }
 
-    /// Stores a fill, unless something was invalidated since it began.
-    pub(crate) fn finish_fill(&self, fill: Fill, id: &SessionId, entry: Entry) {
-        if self.epoch.load(Ordering::Acquire) != fill.0 {
+    /// Stores what a read found, unless something was invalidated since it began.
+    fn store<K, V, W>(&self, map: &Cache<K, V, W>, generation: u64, key: K, value: V)
+    where
+        K: Eq + Hash + Clone,
+        V: Clone,
+        W: Weighter<K, V> + Clone,
+    {
+        if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        self.entries.insert(id.as_str().to_owned(), Arc::new(entry));
-        // A notification that arrived during the insert may have missed the new entry.
-        if self.epoch.load(Ordering::Acquire) != fill.0 {
-            self.entries.remove(id.as_str());
+        map.insert(key.clone(), value);
+        // A notification that arrived during the insert may have missed the new value.
+        if self.generation.load(Ordering::Acquire) != generation {
+            map.remove(&key);
         }
-    }
-
-    /// Replaces an entry after a touch, unless it was evicted meanwhile.
-    pub(crate) fn replace(&self, id: &SessionId, entry: Entry) {
-        let _ = self
-            .entries
-            .replace(id.as_str().to_owned(), Arc::new(entry), true);
     }
 
     pub(crate) fn status(&self) -> CacheStatus {
@@ -276,113 +350,41 @@ impl PrincipalCache {
             listening: self.listening.load(Ordering::Acquire),
             entries: self.entries.len() as u64,
             weight_bytes: self.entries.weight(),
+            answers: self.answers.len() as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
     }
 
-    /// Applies one notification payload: `s:<session id>`, `u:<user id>` or anything else
-    /// (`*`), which empties the cache.
-    fn apply(&self, payload: &str) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Applies one notification payload: `s:<session id>`, `u:<user id>`, `r:<user id>`
+    /// (scoped grants), `r:*`, or anything else (`*`), which empties the cache.
+    pub(crate) fn apply(&self, payload: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let user = |rest: &str| rest.parse::<UserId>().ok();
         if let Some(session) = payload.strip_prefix("s:") {
             self.entries.remove(session);
-        } else if let Some(user) = payload
-            .strip_prefix("u:")
-            .and_then(|u| u.parse::<UserId>().ok())
-        {
-            self.entries.retain(|_, entry| entry.principal.id != user);
+        } else if let Some(id) = payload.strip_prefix("u:").and_then(user) {
+            self.entries.retain(|_, entry| entry.principal.id != id);
+        } else if payload == "r:*" {
+            self.answers.clear();
+        } else if let Some(id) = payload.strip_prefix("r:").and_then(user) {
+            self.answers.retain(|question, _| question.0 != id);
         } else {
             self.entries.clear();
+            self.answers.clear();
         }
     }
 
     /// Starts (or, on `false`, stops) using the cache. Stopping empties it first.
-    fn set_listening(&self, listening: bool) {
+    pub(crate) fn set_listening(&self, listening: bool) {
         if !listening {
             self.listening.store(false, Ordering::Release);
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
+        self.answers.clear();
         if listening {
             self.listening.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// Runs the node's listener for as long as the cache exists: connects on its own connection,
-/// LISTENs, applies notifications; on any loss, bypasses and empties the cache, then reconnects.
-pub(crate) fn spawn_listener(
-    runtime: &tokio::runtime::Handle,
-    cache: &Arc<PrincipalCache>,
-    pool: &PgPool,
-) {
-    let options = pool
-        .connect_options()
-        .as_ref()
-        .clone()
-        .application_name(LISTENER_NAME);
-    // Its own connection, outside the app's pool: a listener holds it for good.
-    let listener_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options);
-    let cache: Weak<PrincipalCache> = Arc::downgrade(cache);
-    runtime.spawn(async move {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match listen(&listener_pool, &cache).await {
-                Ended::CacheDropped => return,
-                Ended::Lost => backoff = Duration::from_millis(50),
-                Ended::Failed(error) => {
-                    tracing::warn!(
-                        error = &error as &dyn std::error::Error,
-                        "principal cache listener cannot connect; the cache stays bypassed"
-                    );
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-            tokio::time::sleep(backoff).await;
-        }
-    });
-}
-
-enum Ended {
-    CacheDropped,
-    Lost,
-    Failed(sqlx::Error),
-}
-
-/// One connection's life: listen, then apply notifications until the connection is lost.
-async fn listen(pool: &PgPool, cache: &Weak<PrincipalCache>) -> Ended {
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(listener) => listener,
-        Err(error) => return Ended::Failed(error),
-    };
-    listener.eager_reconnect(false);
-    listener.ignore_pool_close_event(true);
-    if let Err(error) = listener.listen(CHANNEL).await {
-        return Ended::Failed(error);
-    }
-    match cache.upgrade() {
-        Some(cache) => cache.set_listening(true),
-        None => return Ended::CacheDropped,
-    }
-    tracing::debug!("principal cache listening");
-    loop {
-        let received = listener.try_recv().await;
-        let Some(cache) = cache.upgrade() else {
-            return Ended::CacheDropped;
-        };
-        match received {
-            Ok(Some(notification)) => cache.apply(notification.payload()),
-            Ok(None) | Err(_) => {
-                cache.set_listening(false);
-                tracing::warn!("principal cache listener lost its connection; bypassing the cache");
-                return Ended::Lost;
-            }
         }
     }
 }
@@ -393,11 +395,11 @@ mod tests {
 
     use super::*;
 
-    fn principal(user: UserId, session: &SessionId) -> Arc<Principal> {
+    fn principal(user: UserId, session: &SessionId, permissions: &[&str]) -> Arc<Principal> {
         Arc::new(Principal {
             id: user,
             username: format!("user{user}"),
-            permissions: vec!["a".into(), "b".into()],
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
             session_id: session.clone(),
             authenticated_at: OffsetDateTime::UNIX_EPOCH,
         })
@@ -422,30 +424,45 @@ mod tests {
         .unwrap()
     }
 
-    fn fill(cache: &PrincipalCache, user: UserId, id: &SessionId, now: Instant) {
-        let f = cache.begin_fill().unwrap();
-        let entry = Entry::new(
+    fn entry(user: UserId, id: &SessionId, permissions: &[&str], d: Deadlines) -> Entry {
+        Entry::new(
             vec![0; 32],
-            principal(user, id),
-            deadlines(now),
+            principal(user, id, permissions),
+            d,
             Duration::from_secs(180),
-        );
-        cache.finish_fill(f, id, entry);
+        )
+    }
+
+    /// Fills through `get_or_fill` as a request would; returns the principal's permissions.
+    fn fill(cache: &PrincipalCache, user: UserId, id: &SessionId, now: Instant) -> Vec<String> {
+        let filled = futures_util::FutureExt::now_or_never(cache.get_or_fill(id, now, async {
+            Ok::<_, ()>(Some((entry(user, id, &["a", "b"], deadlines(now)), ())))
+        }));
+        let (entry, _) = filled.unwrap().unwrap().unwrap();
+        entry.principal.permissions.clone()
+    }
+
+    fn cached(cache: &PrincipalCache, id: &SessionId, now: Instant) -> bool {
+        cache.get(id, now).is_some()
     }
 
     #[test]
     fn bypassed_until_listening_and_emptied_when_it_stops() {
         let cache = PrincipalCache::new(CacheOptions::default());
         let now = Instant::now();
-        assert!(cache.begin_fill().is_none());
+        fill(&cache, 1, &session(0), now);
+        assert!(
+            !cached(&cache, &session(0), now),
+            "not stored while bypassed"
+        );
         cache.set_listening(true);
         fill(&cache, 1, &session(0), now);
-        assert!(cache.get(&session(0), now).is_some());
+        assert!(cached(&cache, &session(0), now));
         cache.set_listening(false);
-        assert!(cache.get(&session(0), now).is_none());
+        assert!(!cached(&cache, &session(0), now));
         cache.set_listening(true);
         assert!(
-            cache.get(&session(0), now).is_none(),
+            !cached(&cache, &session(0), now),
             "nothing survives a disconnect"
         );
     }
@@ -455,18 +472,22 @@ mod tests {
         let cache = PrincipalCache::new(CacheOptions::default());
         cache.set_listening(true);
         let now = Instant::now();
-        fill(&cache, 1, &session(0), now);
-        fill(&cache, 1, &session(1), now);
-        fill(&cache, 2, &session(2), now);
-        fill(&cache, 3, &session(3), now);
+        for (user, n) in [(1, 0), (1, 1), (2, 2), (3, 3)] {
+            fill(&cache, user, &session(n), now);
+        }
         cache.apply(&format!("s:{}", session(0)));
-        assert!(cache.get(&session(0), now).is_none());
-        assert!(cache.get(&session(1), now).is_some());
+        assert!(!cached(&cache, &session(0), now));
+        assert!(cached(&cache, &session(1), now));
         cache.apply("u:1");
-        assert!(cache.get(&session(1), now).is_none());
-        assert!(cache.get(&session(2), now).is_some());
+        assert!(!cached(&cache, &session(1), now));
+        assert!(cached(&cache, &session(2), now));
+        cache.apply("r:2");
+        assert!(
+            cached(&cache, &session(2), now),
+            "scoped changes leave principals alone"
+        );
         cache.apply("*");
-        assert!(cache.get(&session(2), now).is_none() && cache.get(&session(3), now).is_none());
+        assert!(!cached(&cache, &session(2), now) && !cached(&cache, &session(3), now));
     }
 
     #[test]
@@ -474,16 +495,54 @@ mod tests {
         let cache = PrincipalCache::new(CacheOptions::default());
         cache.set_listening(true);
         let now = Instant::now();
-        let started = cache.begin_fill().unwrap();
-        cache.apply("u:1");
-        let entry = Entry::new(
-            vec![0; 32],
-            principal(1, &session(0)),
-            deadlines(now),
-            Duration::from_secs(180),
+        let id = session(0);
+        let raced = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
+            cache.apply("u:1"); // arrives while the database is being read
+            Ok::<_, ()>(Some((entry(1, &id, &["a"], deadlines(now)), ())))
+        }));
+        assert!(
+            raced.unwrap().unwrap().is_some(),
+            "the request is still answered"
         );
-        cache.finish_fill(started, &session(0), entry);
-        assert!(cache.get(&session(0), now).is_none());
+        assert!(!cached(&cache, &id, now), "but the read is not kept");
+    }
+
+    #[test]
+    fn a_touch_never_brings_back_an_entry_older_than_what_is_there() {
+        let cache = PrincipalCache::new(CacheOptions::default());
+        cache.set_listening(true);
+        let now = Instant::now();
+        let id = session(0);
+        fill(&cache, 1, &id, now);
+        // A request hits the entry, its touch is due, and it awaits the touch write...
+        let stale = cache.get(&id, now).unwrap();
+        // ...meanwhile a grant changes (notification) and another request fills afresh...
+        cache.apply("u:1");
+        let fresh = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
+            Ok::<_, ()>(Some((entry(1, &id, &["fresh"], deadlines(now)), ())))
+        }));
+        assert!(fresh.unwrap().unwrap().is_some());
+        // ...then the first request's touch completes.
+        stale.touched(now, Duration::from_secs(1800));
+        let entry = cache.get(&id, now).unwrap();
+        assert_eq!(entry.principal.permissions, ["fresh"]);
+    }
+
+    #[test]
+    fn one_request_claims_each_touch() {
+        let now = Instant::now();
+        let d = Deadlines {
+            since_seen: Duration::from_secs(200),
+            ..deadlines(now)
+        };
+        let e = entry(1, &session(0), &[], d);
+        let interval = Duration::from_secs(180);
+        assert!(e.claim_touch(now, interval), "due");
+        assert!(!e.claim_touch(now, interval), "claimed by the first");
+        assert!(
+            e.claim_touch(now + interval, interval),
+            "due again an interval later"
+        );
     }
 
     #[test]
@@ -493,33 +552,41 @@ mod tests {
         cache.set_listening(true);
         let now = Instant::now();
         fill(&cache, 1, &session(0), now);
-        assert!(
-            cache
-                .get(&session(0), now + Duration::from_secs(4))
-                .is_some()
-        );
-        assert!(
-            cache
-                .get(&session(0), now + Duration::from_secs(6))
-                .is_none()
-        );
+        assert!(cached(&cache, &session(0), now + Duration::from_secs(4)));
+        assert!(!cached(&cache, &session(0), now + Duration::from_secs(6)));
         let short = Deadlines {
             idle_left: Duration::from_secs(1),
             ..deadlines(now)
         };
-        let f = cache.begin_fill().unwrap();
-        let entry = Entry::new(
-            vec![0; 32],
-            principal(1, &session(1)),
-            short,
-            Duration::from_secs(180),
-        );
-        cache.finish_fill(f, &session(1), entry);
-        assert!(
-            cache
-                .get(&session(1), now + Duration::from_secs(2))
-                .is_none()
-        );
+        let id = session(1);
+        let _ = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
+            Ok::<_, ()>(Some((entry(1, &id, &[], short), ())))
+        }));
+        assert!(cached(&cache, &id, now));
+        assert!(!cached(&cache, &id, now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn answers_are_cached_and_evicted_by_user_or_all() {
+        let cache = PrincipalCache::new(CacheOptions::default());
+        cache.set_listening(true);
+        let project: Resource = "project:42".parse().unwrap();
+        let ask = |answer: bool| {
+            futures_util::FutureExt::now_or_never(
+                cache.answer(1, "p", &project, async move { Ok::<_, ()>(answer) }),
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert!(ask(true));
+        assert!(ask(false), "served from memory, not asked again");
+        cache.apply("r:2");
+        assert!(ask(false), "another user's change");
+        cache.apply("r:1");
+        assert!(!ask(false), "asked again");
+        assert!(ask(true) == false);
+        cache.apply("r:*");
+        assert!(ask(true));
     }
 
     #[test]

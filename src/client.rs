@@ -1,14 +1,17 @@
 //! Where a request comes from: the client's IP address (through trusted proxies only) and
 //! user agent.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderValue};
 
 /// Where a request came from, as far as the layer can tell.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Client {
+    /// The client's address, as recorded in sessions and logs.
     pub(crate) ip: Option<IpAddr>,
+    /// The address per-address limits count it under (see [`aggregate`]).
+    pub(crate) address: Option<IpAddr>,
     pub(crate) user_agent: Option<HeaderValue>,
 }
 
@@ -16,6 +19,14 @@ pub(crate) struct Client {
 const MAX_USER_AGENT_BYTES: usize = 512;
 
 impl Client {
+    pub(crate) fn new(ip: Option<IpAddr>, v6_prefix: u8, user_agent: Option<HeaderValue>) -> Self {
+        Self {
+            ip,
+            address: ip.map(|ip| aggregate(ip, v6_prefix)),
+            user_agent,
+        }
+    }
+
     /// The user agent as text: lossy UTF-8, cut to a bounded length.
     pub(crate) fn user_agent(&self) -> Option<String> {
         self.user_agent.as_ref().map(|value| {
@@ -23,6 +34,24 @@ impl Client {
             let cut = &bytes[..bytes.len().min(MAX_USER_AGENT_BYTES)];
             String::from_utf8_lossy(cut).into_owned()
         })
+    }
+}
+
+/// The address per-address limits count under: an IPv4 address as it is, an IPv6 address cut to
+/// its first `v6_prefix` bits (an attacker who holds one IPv6 address usually holds its whole
+/// /64). IPv4-mapped IPv6 addresses count as the IPv4 address.
+pub(crate) fn aggregate(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
     }
 }
 
@@ -71,6 +100,25 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_prefix() {
+        assert_eq!(aggregate(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(
+            aggregate(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            aggregate(ip("2001:db8:1:2:aaaa::1"), 64),
+            aggregate(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64)
+        );
+        assert_ne!(
+            aggregate(ip("2001:db8:1:3::1"), 64),
+            aggregate(ip("2001:db8:1:2::1"), 64)
+        );
+        assert_eq!(aggregate(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(aggregate(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
     }
 
     #[test]

@@ -1,27 +1,23 @@
-//! The layer's configuration and its builder.
+//! The layer's configuration: the builder's setters, and their validation into the
+//! [`AuthConfig`] every request reads. Nothing here starts a task or touches the database.
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
 pub use tower_cookies::cookie::SameSite;
 
 use crate::{
-    AuthLayer, AuthStore, ConfigError,
+    AuthStore, CacheOptions, ConfigError,
     csrf::{Csrf, normalize_origin},
-    layer::Shared,
-    throttle::{InvalidTokens, LoginThrottle},
+    events::StreamLimits,
+    store::ThrottleLimits,
 };
 
 const DEFAULT_COOKIE_NAME: &str = "__Host-sid";
 const DEV_COOKIE_NAME: &str = "sid";
-const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
-const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
 const MAX_TOUCH: Duration = Duration::from_secs(60 * 60);
 const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
-const DEFAULT_REAUTH_WINDOW: Duration = Duration::from_secs(15 * 60);
-const DEFAULT_MAX_SESSIONS: u32 = 100;
-const DEFAULT_INVALID_TOKENS: (u32, Duration) = (50, Duration::from_secs(5 * 60));
 
-/// The validated configuration of an [`AuthLayer`].
+/// The validated configuration of an [`AuthLayer`](crate::AuthLayer).
 #[derive(Debug, Clone)]
 pub(crate) struct AuthConfig {
     pub(crate) cookie: CookieConfig,
@@ -35,7 +31,19 @@ pub(crate) struct AuthConfig {
     pub(crate) csrf: Option<Csrf>,
     pub(crate) bearer: bool,
     pub(crate) trusted_proxies: Vec<IpAddr>,
-    pub(crate) login_throttle: LoginThrottle,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) login: ThrottleLimits,
+    pub(crate) invalid_token_alert: (u32, Duration),
+    /// Password hashes at once and waiting; `None` for the machine's defaults.
+    pub(crate) hashing: Option<(usize, usize)>,
+    pub(crate) lookup_timeout: Duration,
+    pub(crate) private_responses: bool,
+    pub(crate) clear_site_data: bool,
+    pub(crate) streams: StreamSettings,
+    pub(crate) cache: Option<CacheOptions>,
+    pub(crate) purge_every: Option<Duration>,
+    #[cfg(feature = "postgres")]
+    pub(crate) listen_pool: Option<sqlx::PgPool>,
 }
 
 /// Attributes of the session cookie.
@@ -47,10 +55,66 @@ pub(crate) struct CookieConfig {
     pub(crate) same_site: SameSite,
 }
 
-/// Builds an [`AuthLayer`]. Start with [`AuthLayer::builder`].
+/// Settings of the event streams.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamSettings {
+    pub(crate) heartbeat: Duration,
+    pub(crate) limits: StreamLimits,
+}
+
+impl Default for AuthConfig {
+    /// The secure defaults, before validation.
+    fn default() -> Self {
+        Self {
+            cookie: CookieConfig {
+                name: String::new(),
+                domain: None,
+                secure: true,
+                same_site: SameSite::Lax,
+            },
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 60 * 60),
+            touch_interval: Duration::ZERO,
+            reauth_window: Duration::from_secs(15 * 60),
+            max_sessions_per_user: 100,
+            login_redirect: None,
+            csrf: None,
+            bearer: false,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+            login: ThrottleLimits {
+                ip_failures: 10,
+                ip_window: Duration::from_secs(3 * 60),
+                user_free_failures: 5,
+                user_base_wait: Duration::from_secs(1),
+                user_max_wait: Duration::from_secs(15 * 60),
+            },
+            invalid_token_alert: (50, Duration::from_secs(5 * 60)),
+            hashing: None,
+            lookup_timeout: Duration::from_secs(2),
+            private_responses: true,
+            clear_site_data: true,
+            streams: StreamSettings {
+                heartbeat: Duration::from_secs(15),
+                limits: StreamLimits {
+                    per_session: 8,
+                    per_node: 10_000,
+                },
+            },
+            cache: None,
+            purge_every: None,
+            #[cfg(feature = "postgres")]
+            listen_pool: None,
+        }
+    }
+}
+
+/// Builds an [`AuthLayer`](crate::AuthLayer). Start with
+/// [`AuthLayer::builder`](crate::AuthLayer::builder).
 ///
 /// Every setting has a secure default; [`build`](Self::build) refuses combinations that browsers
-/// would silently drop or that weaken the session cookie.
+/// would silently drop or that weaken the session cookie. Switches take a `bool`, so they can be
+/// driven from configuration.
 ///
 /// ```
 /// use std::time::Duration;
@@ -76,57 +140,35 @@ pub(crate) struct CookieConfig {
 #[must_use]
 pub struct AuthLayerBuilder {
     store: AuthStore,
+    config: AuthConfig,
     cookie_name: Option<String>,
-    domain: Option<String>,
-    same_site: SameSite,
-    idle_timeout: Duration,
-    absolute_timeout: Duration,
     touch_interval: Option<Duration>,
-    reauth_window: Duration,
-    max_sessions_per_user: u32,
-    purge_every: Option<Duration>,
     insecure_dev_mode: bool,
     login_redirect: Option<String>,
     allowed_origins: Vec<String>,
     allow_without_origin_headers: bool,
     csrf_exempt: Vec<String>,
     csrf_disabled: bool,
-    bearer: bool,
-    trusted_proxies: Vec<IpAddr>,
-    login_throttle: LoginThrottle,
-    invalid_tokens: (u32, Duration),
-    #[cfg(feature = "postgres")]
-    cache: Option<crate::CacheOptions>,
 }
 
 impl AuthLayerBuilder {
     pub(crate) fn new(store: AuthStore) -> Self {
         Self {
             store,
+            config: AuthConfig::default(),
             cookie_name: None,
-            domain: None,
-            same_site: SameSite::Lax,
-            idle_timeout: DEFAULT_IDLE,
-            absolute_timeout: DEFAULT_ABSOLUTE,
             touch_interval: None,
-            reauth_window: DEFAULT_REAUTH_WINDOW,
-            max_sessions_per_user: DEFAULT_MAX_SESSIONS,
-            purge_every: None,
             insecure_dev_mode: false,
             login_redirect: None,
             allowed_origins: Vec::new(),
             allow_without_origin_headers: false,
             csrf_exempt: Vec::new(),
             csrf_disabled: false,
-            bearer: false,
-            trusted_proxies: Vec::new(),
-            login_throttle: LoginThrottle::default(),
-            invalid_tokens: DEFAULT_INVALID_TOKENS,
-            #[cfg(feature = "postgres")]
-            cache: None,
         }
     }
+}
 
+impl AuthLayerBuilder {
     /// The session cookie's name. Default `__Host-sid` (`sid` in
     /// [`insecure_dev_mode`](Self::insecure_dev_mode)).
     ///
@@ -174,7 +216,7 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.domain = Some(domain.into());
+        self.config.cookie.domain = Some(domain.into());
         self
     }
 
@@ -193,7 +235,7 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn same_site(mut self, same_site: SameSite) -> Self {
-        self.same_site = same_site;
+        self.config.cookie.same_site = same_site;
         self
     }
 
@@ -216,7 +258,7 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
+        self.config.idle_timeout = timeout;
         self
     }
 
@@ -235,7 +277,7 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.absolute_timeout = timeout;
+        self.config.absolute_timeout = timeout;
         self
     }
 
@@ -279,7 +321,7 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn reauth_window(mut self, window: Duration) -> Self {
-        self.reauth_window = window;
+        self.config.reauth_window = window;
         self
     }
 
@@ -299,18 +341,18 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn max_sessions_per_user(mut self, max: u32) -> Self {
-        self.max_sessions_per_user = max;
+        self.config.max_sessions_per_user = max;
         self
     }
 
-    /// Starts a background task that deletes expired sessions every `interval` (expired
-    /// sessions are refused anyway; this keeps the table small). Default: no task; call
+    /// Makes the layer's [background work](crate::AuthLayer::background) delete expired sessions
+    /// every `interval`, in bounded batches (expired sessions are refused anyway; this keeps the
+    /// table small). Default: never; call
     /// [`Accounts::purge_expired_sessions`](crate::Accounts::purge_expired_sessions) yourself,
     /// or use it.
     ///
-    /// The task logs a database error and tries again at the next interval; it never stops on
-    /// an error. It stops when the layer and every router holding it are dropped, or when the
-    /// runtime shuts down. [`build`](Self::build) must run inside a tokio runtime.
+    /// A failed purge is logged and tried again at the next interval; it never stops the
+    /// background work.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -325,7 +367,7 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn purge_expired_every(mut self, interval: Duration) -> Self {
-        self.purge_every = Some(interval);
+        self.config.purge_every = Some(interval);
         self
     }
 
@@ -369,13 +411,13 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
     ///     .allowed_origin("https://app.example.com")
-    ///     .allow_requests_without_origin_headers()
+    ///     .allow_requests_without_origin_headers(true)
     ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn allow_requests_without_origin_headers(mut self) -> Self {
-        self.allow_without_origin_headers = true;
+    pub fn allow_requests_without_origin_headers(mut self, allow: bool) -> Self {
+        self.allow_without_origin_headers = allow;
         self
     }
 
@@ -410,13 +452,13 @@ impl AuthLayerBuilder {
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
-    ///     .dangerous_disable_csrf_protection()
+    ///     .dangerous_disable_csrf_protection(true)
     ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn dangerous_disable_csrf_protection(mut self) -> Self {
-        self.csrf_disabled = true;
+    pub fn dangerous_disable_csrf_protection(mut self, disable: bool) -> Self {
+        self.csrf_disabled = disable;
         self
     }
 
@@ -432,13 +474,13 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
     ///     .allowed_origin("https://app.example.com")
-    ///     .bearer_tokens()
+    ///     .bearer_tokens(true)
     ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn bearer_tokens(mut self) -> Self {
-        self.bearer = true;
+    pub fn bearer_tokens(mut self, enabled: bool) -> Self {
+        self.config.bearer = enabled;
         self
     }
 
@@ -459,15 +501,19 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.trusted_proxies.extend(proxies);
+        self.config.trusted_proxies.extend(proxies);
         self
     }
 
     /// Failed logins allowed from one client address within `window` before further attempts
     /// from it are answered `429` (with `Retry-After`, without checking any password) until
-    /// the window ends. Default: 10 in 3 minutes. Independently, each username (known or not)
-    /// gets 5 free failures in a row, then a wait doubling with each failure up to one hour,
-    /// and after 100 in a row no attempt until its password is reset.
+    /// the window ends. Default: 10 in 3 minutes. IPv6 clients count per /64 (see
+    /// [`ipv6_prefix`](Self::ipv6_prefix)).
+    ///
+    /// Each attempt is counted *before* its password is checked, in one atomic statement
+    /// shared by every node; a successful login gives its count back. So no burst of concurrent
+    /// attempts runs more password checks than the limit, and a right password past the limit
+    /// is refused like a wrong one.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -482,15 +528,22 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn login_failures_per_ip(mut self, failures: u32, window: Duration) -> Self {
-        self.login_throttle.ip_failures = failures;
-        self.login_throttle.ip_window = window;
+        self.config.login.ip_failures = failures;
+        self.config.login.ip_window = window;
         self
     }
 
-    /// Invalid session tokens (unknown, expired, malformed) accepted from one client address
-    /// within `window`; past that, requests carrying a token from it are answered `429` until
-    /// the window ends, and an `invalid_tokens_throttled` event is logged. Counted per node.
-    /// Default: 50 in 5 minutes.
+    /// Per account (or, for a name no account has, per name as the database folds it):
+    /// `free_failures` failures in a row, then a wait that doubles with each further failure
+    /// (2 s, 4 s, 8 s, …) up to `max_wait`, during which attempts for it are answered `429`
+    /// without a password check. Default: 5 free failures, waits up to 15 minutes. A successful
+    /// login or a password reset ends the streak.
+    ///
+    /// Failures alone never lock an account for good: someone who knows a username can keep
+    /// its owner waiting at most `max_wait` at a time, at the price of one failed attempt per
+    /// wait, while guessing gets a handful of tries per `max_wait`. A shorter `max_wait` favours
+    /// the owner, a longer one slows guessing further; disabling an account stays an
+    /// administrator's decision ([`Accounts::disable_user`](crate::Accounts::disable_user)).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -499,19 +552,183 @@ impl AuthLayerBuilder {
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
     ///     .allowed_origin("https://app.example.com")
-    ///     .invalid_token_limit(100, Duration::from_secs(60))
+    ///     .login_backoff(10, Duration::from_secs(5 * 60))
     ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn invalid_token_limit(mut self, tokens: u32, window: Duration) -> Self {
-        self.invalid_tokens = (tokens, window);
+    pub fn login_backoff(mut self, free_failures: u32, max_wait: Duration) -> Self {
+        self.config.login.user_free_failures = free_failures;
+        self.config.login.user_max_wait = max_wait;
         self
     }
 
-    /// Keeps recently used principals (session, user, permissions, deadlines) in this node's
-    /// memory, so that most requests need no database round trip. Off by default. Postgres
-    /// store only; [`build`](Self::build) must run inside a tokio runtime.
+    /// How many leading bits of an IPv6 address name one client for every per-address limit.
+    /// Default 64: one attacker usually holds a whole /64, and counting each address apart
+    /// would give them 2^64 fresh budgets. 32 to 128.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .ipv6_prefix(56)
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.config.ipv6_prefix = bits;
+        self
+    }
+
+    /// Logs an `invalid_tokens_alert` security event (WARN) when one client address presents
+    /// `tokens` invalid session tokens (malformed, unknown, expired) within `window`, counted
+    /// per node in bounded memory. Default: 50 in 5 minutes.
+    ///
+    /// Nothing is refused for it: stale cookies of expired sessions are everyday traffic, and an
+    /// office behind one NAT address must not lock out its own valid sessions. Guessing a token
+    /// is hopeless (2^256 secrets); to shed the load of a flood of bogus tokens, put a rate
+    /// limiter in front of the app (the README shows one).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .invalid_token_alert(100, Duration::from_secs(60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn invalid_token_alert(mut self, tokens: u32, window: Duration) -> Self {
+        self.config.invalid_token_alert = (tokens, window);
+        self
+    }
+
+    /// At most `at_once` password hashes (Argon2id, 19 MiB each) run at the same time, and at
+    /// most `queue` more wait for a turn; a login beyond that is answered `503` with
+    /// `Retry-After` at once. Default: as many at once as the machine has CPUs, and four times
+    /// as many waiting. This bounds the memory and CPU that unauthenticated requests can take.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .password_hashing(4, 32)
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn password_hashing(mut self, at_once: usize, queue: usize) -> Self {
+        self.config.hashing = Some((at_once, queue));
+        self
+    }
+
+    /// The longest a request waits for a database connection and its session lookup; past
+    /// it the request is answered `503` with `Retry-After` (never as anonymous). Default 2
+    /// seconds, whatever the pool's own acquire timeout.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .lookup_timeout(Duration::from_millis(500))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.config.lookup_timeout = timeout;
+        self
+    }
+
+    /// Whether responses to authenticated requests get `Cache-Control: private, no-store`
+    /// (unless the handler set its own `Cache-Control`) and `Vary: Cookie` (or `Authorization`
+    /// for a bearer request), so that no shared cache keeps one user's page for another.
+    /// Default: on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .private_responses(false) // the app sets its own caching headers
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn private_responses(mut self, private: bool) -> Self {
+        self.config.private_responses = private;
+        self
+    }
+
+    /// Whether logout responses carry `Clear-Site-Data: "cache"`, so the browser drops pages it
+    /// cached during the session. Default: on. (`"cookies"` is never sent: it would delete
+    /// every cookie of the origin, not only the session's.)
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .clear_site_data_on_logout(false)
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn clear_site_data_on_logout(mut self, clear: bool) -> Self {
+        self.config.clear_site_data = clear;
+        self
+    }
+
+    /// Settings of the event streams served by [`account_routes`](crate::account_routes) at
+    /// `GET /events`: a comment line every `heartbeat` (default 15 s) so that proxies keep the
+    /// stream open, at most `per_session` streams open per session (default 8; `429` beyond)
+    /// and `per_node` on this node (default 10 000; `503` beyond).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .event_streams(Duration::from_secs(30), 4, 50_000)
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn event_streams(
+        mut self,
+        heartbeat: Duration,
+        per_session: usize,
+        per_node: usize,
+    ) -> Self {
+        self.config.streams = StreamSettings {
+            heartbeat,
+            limits: StreamLimits {
+                per_session,
+                per_node,
+            },
+        };
+        self
+    }
+
+    /// Keeps recently used principals (session, user, permissions, deadlines) and answers to
+    /// scoped permission checks in this node's memory, so that most requests need no database
+    /// round trip. Off by default. Postgres store only; it is in use while the layer's
+    /// [background work](crate::AuthLayer::background) listens for changes.
     ///
     /// The cache stays as live as the database: triggers on every auth table notify each change
     /// that can make an entry wrong (a session ended, a user disabled, a grant or role changed,
@@ -534,13 +751,36 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .principal_cache(CacheOptions::default())
     ///     .build()?;
+    /// tokio::spawn(auth.background()); // listens for changes
     /// assert!(auth.cache_status().is_some());
     /// # Ok(())
     /// # }
     /// ```
+    pub fn principal_cache(mut self, options: CacheOptions) -> Self {
+        self.config.cache = Some(options);
+        self
+    }
+
+    /// The Postgres pool the node's listener takes its one connection from, when the request
+    /// pool cannot LISTEN: behind PgBouncer in transaction mode, give the request pool the
+    /// bouncer's address and this pool a direct one. Default: the request pool's settings.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// let requests = sqlx::PgPool::connect_lazy("postgres://app@pgbouncer:6432/app")?;
+    /// let direct = sqlx::PgPool::connect_lazy("postgres://app@db:5432/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(requests)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .principal_cache(axum_live_auth::CacheOptions::default())
+    ///     .listen_pool(direct)
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "postgres")]
-    pub fn principal_cache(mut self, options: crate::CacheOptions) -> Self {
-        self.cache = Some(options);
+    pub fn listen_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.config.listen_pool = Some(pool);
         self
     }
 
@@ -559,13 +799,13 @@ impl AuthLayerBuilder {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
     ///     .allowed_origin("https://app.example.com")
-    ///     .insecure_dev_mode()
+    ///     .insecure_dev_mode(true)
     ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn insecure_dev_mode(mut self) -> Self {
-        self.insecure_dev_mode = true;
+    pub fn insecure_dev_mode(mut self, insecure: bool) -> Self {
+        self.insecure_dev_mode = insecure;
         self
     }
 
@@ -588,21 +828,21 @@ impl AuthLayerBuilder {
         self
     }
 
-    /// Validates the configuration and builds the layer.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for a combination browsers would drop (a `__Host-` name with a domain
-    /// or without `Secure`), `SameSite=None`, an invalid name, domain or redirect, or timeouts
-    /// that cannot work together.
-    pub fn build(self) -> Result<AuthLayer, ConfigError> {
-        let csrf = if self.csrf_disabled {
+    /// Checks the settings and resolves the defaults that depend on others; logs a warning for
+    /// each insecure switch. The layer is built from what this returns.
+    pub(crate) fn validate(self) -> Result<(AuthConfig, AuthStore), ConfigError> {
+        let mut config = self.config;
+        config.csrf = if self.csrf_disabled {
             tracing::warn!(
                 "axum-live-auth: CSRF protection is off (dangerous_disable_csrf_protection)"
             );
             None
         } else {
-            Some(self.csrf()?)
+            Some(csrf(
+                &self.allowed_origins,
+                self.allow_without_origin_headers,
+                &self.csrf_exempt,
+            )?)
         };
         let secure = !self.insecure_dev_mode;
         let default_name = if secure {
@@ -610,50 +850,65 @@ impl AuthLayerBuilder {
         } else {
             DEV_COOKIE_NAME
         };
-        let name = self.cookie_name.unwrap_or_else(|| default_name.to_owned());
-        validate_cookie(&name, self.domain.as_deref(), secure, self.same_site)?;
+        config.cookie.name = self.cookie_name.unwrap_or_else(|| default_name.to_owned());
+        config.cookie.secure = secure;
+        validate_cookie(&config.cookie)?;
 
         for (what, value) in [
-            ("idle_timeout", self.idle_timeout),
-            ("absolute_timeout", self.absolute_timeout),
-            ("reauth_window", self.reauth_window),
+            ("idle_timeout", config.idle_timeout),
+            ("absolute_timeout", config.absolute_timeout),
+            ("reauth_window", config.reauth_window),
+            ("login_failures_per_ip", config.login.ip_window),
+            ("login_backoff", config.login.user_max_wait),
+            ("invalid_token_alert", config.invalid_token_alert.1),
+            ("lookup_timeout", config.lookup_timeout),
+            ("event_streams", config.streams.heartbeat),
+            (
+                "purge_expired_every",
+                config.purge_every.unwrap_or(Duration::from_secs(1)),
+            ),
         ] {
-            if value < Duration::from_secs(1) || value > MAX_TIMEOUT {
+            if value < Duration::from_millis(1) || value > MAX_TIMEOUT {
                 return Err(ConfigError::InvalidTimeout(what));
             }
         }
-        let touch_interval = self
+        config.touch_interval = self
             .touch_interval
-            .unwrap_or_else(|| (self.idle_timeout / 10).min(MAX_TOUCH));
-        if touch_interval >= self.idle_timeout {
+            .unwrap_or_else(|| (config.idle_timeout / 10).min(MAX_TOUCH));
+        if config.touch_interval >= config.idle_timeout {
             return Err(ConfigError::TouchIntervalTooLong);
         }
-        if self.max_sessions_per_user == 0 {
-            return Err(ConfigError::InvalidSessionCap);
-        }
-        let runtime = match self.purge_every {
-            Some(interval) if interval.is_zero() => {
-                return Err(ConfigError::InvalidTimeout("purge_expired_every"));
-            }
-            Some(_) => {
-                let runtime = tokio::runtime::Handle::try_current();
-                Some(runtime.map_err(|_| ConfigError::NoRuntime)?)
-            }
-            None => None,
-        };
-        let login_redirect = self.login_redirect.map(validate_redirect).transpose()?;
+        let (hashes, _) = config.hashing.unwrap_or((1, 0));
         for (what, value) in [
-            ("login_failures_per_ip", self.login_throttle.ip_window),
-            ("invalid_token_limit", self.invalid_tokens.1),
+            (
+                "max_sessions_per_user",
+                u64::from(config.max_sessions_per_user),
+            ),
+            ("login_failures_per_ip", u64::from(config.login.ip_failures)),
+            ("login_backoff", u64::from(config.login.user_free_failures)),
+            ("password_hashing", hashes as u64),
+            ("event_streams", config.streams.limits.per_session as u64),
+            ("event_streams", config.streams.limits.per_node as u64),
         ] {
-            if value.is_zero() || value > MAX_TIMEOUT {
-                return Err(ConfigError::InvalidTimeout(what));
+            if value == 0 {
+                return Err(ConfigError::InvalidLimit(what));
             }
+        }
+        if !(32..=128).contains(&config.ipv6_prefix) {
+            return Err(ConfigError::InvalidPrefix);
+        }
+        config.login_redirect = self.login_redirect.map(validate_redirect).transpose()?;
+        #[cfg(feature = "postgres")]
+        let postgres = self.store.postgres_pool().is_some();
+        #[cfg(not(feature = "postgres"))]
+        let postgres = false;
+        if config.cache.is_some() && !postgres {
+            return Err(ConfigError::NeedsPostgres("principal_cache"));
         }
 
         if !secure {
             tracing::warn!(
-                cookie = %name,
+                cookie = %config.cookie.name,
                 "axum-live-auth: insecure_dev_mode is on: the session cookie is sent over plain \
                  HTTP without the Secure attribute; never use this in production"
             );
@@ -665,85 +920,36 @@ impl AuthLayerBuilder {
                  authenticated request; build it with PgPoolOptions::test_before_acquire(false)"
             );
         }
-
-        let config = AuthConfig {
-            cookie: CookieConfig {
-                name,
-                domain: self.domain,
-                secure,
-                same_site: self.same_site,
-            },
-            idle_timeout: self.idle_timeout,
-            absolute_timeout: self.absolute_timeout,
-            touch_interval,
-            reauth_window: self.reauth_window,
-            max_sessions_per_user: self.max_sessions_per_user,
-            login_redirect,
-            csrf,
-            bearer: self.bearer,
-            trusted_proxies: self.trusted_proxies,
-            login_throttle: self.login_throttle,
-        };
-        let (tokens, window) = self.invalid_tokens;
-        #[cfg(feature = "postgres")]
-        let cache = match self.cache {
-            Some(options) => {
-                let pool = self
-                    .store
-                    .postgres_pool()
-                    .ok_or(ConfigError::CacheNeedsPostgres)?;
-                let runtime =
-                    tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-                let cache = Arc::new(crate::cache::PrincipalCache::new(options));
-                crate::cache::spawn_listener(&runtime, &cache, pool);
-                Some(cache)
-            }
-            None => None,
-        };
-        let layer = AuthLayer::from_shared(Shared {
-            config,
-            store: self.store,
-            invalid_tokens: InvalidTokens::new(tokens, window),
-            #[cfg(feature = "postgres")]
-            cache,
-        });
-        if let (Some(interval), Some(runtime)) = (self.purge_every, runtime) {
-            layer.spawn_purge_task(&runtime, interval);
-        }
-        Ok(layer)
+        Ok((config, self.store))
     }
 }
 
-impl AuthLayerBuilder {
-    fn csrf(&self) -> Result<Csrf, ConfigError> {
-        if self.allowed_origins.is_empty() {
-            return Err(ConfigError::NoAllowedOrigins);
-        }
-        let origins = self
-            .allowed_origins
-            .iter()
-            .map(|o| normalize_origin(o))
-            .collect::<Result<HashSet<_>, _>>()?;
-        for path in &self.csrf_exempt {
-            if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-                return Err(ConfigError::InvalidExemption(path.clone()));
-            }
-        }
-        let exempt = self.csrf_exempt.iter().cloned().collect();
-        Ok(Csrf::new(
-            origins,
-            self.allow_without_origin_headers,
-            exempt,
-        ))
+fn csrf(
+    allowed_origins: &[String],
+    allow_without_headers: bool,
+    exempt: &[String],
+) -> Result<Csrf, ConfigError> {
+    if allowed_origins.is_empty() {
+        return Err(ConfigError::NoAllowedOrigins);
     }
+    let origins = allowed_origins
+        .iter()
+        .map(|o| normalize_origin(o))
+        .collect::<Result<HashSet<_>, _>>()?;
+    for path in exempt {
+        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(ConfigError::InvalidExemption(path.clone()));
+        }
+    }
+    Ok(Csrf::new(
+        origins,
+        allow_without_headers,
+        exempt.iter().cloned().collect(),
+    ))
 }
 
-fn validate_cookie(
-    name: &str,
-    domain: Option<&str>,
-    secure: bool,
-    same_site: SameSite,
-) -> Result<(), ConfigError> {
+fn validate_cookie(cookie: &CookieConfig) -> Result<(), ConfigError> {
+    let (name, secure) = (cookie.name.as_str(), cookie.secure);
     // RFC 6265 cookie-name is an RFC 7230 token.
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(is_tchar) {
@@ -755,7 +961,7 @@ fn validate_cookie(
     if (host_prefix || lower.starts_with("__secure-")) && !secure {
         return Err(ConfigError::PrefixWithoutSecure);
     }
-    if let Some(domain) = domain {
+    if let Some(domain) = &cookie.domain {
         if host_prefix {
             return Err(ConfigError::HostPrefixWithDomain);
         }
@@ -766,10 +972,10 @@ fn validate_cookie(
             && !domain.starts_with('.')
             && !domain.ends_with('.');
         if !valid {
-            return Err(ConfigError::InvalidDomain(domain.to_owned()));
+            return Err(ConfigError::InvalidDomain(domain.clone()));
         }
     }
-    if same_site == SameSite::None {
+    if cookie.same_site == SameSite::None {
         return Err(ConfigError::SameSiteNone);
     }
     Ok(())
@@ -842,11 +1048,11 @@ mod tests {
             ConfigError::HostPrefixWithDomain
         );
         assert_eq!(
-            err(b().cookie_name("__Host-sid").insecure_dev_mode()),
+            err(b().cookie_name("__Host-sid").insecure_dev_mode(true)),
             ConfigError::PrefixWithoutSecure
         );
         assert_eq!(
-            err(b().cookie_name("__Secure-sid").insecure_dev_mode()),
+            err(b().cookie_name("__Secure-sid").insecure_dev_mode(true)),
             ConfigError::PrefixWithoutSecure
         );
         assert_eq!(
@@ -869,7 +1075,7 @@ mod tests {
 
     #[tokio::test]
     async fn dev_mode_drops_secure_and_the_prefix() {
-        let layer = builder().insecure_dev_mode().build().unwrap();
+        let layer = builder().insecure_dev_mode(true).build().unwrap();
         assert_eq!(layer.shared().config.cookie.name, "sid");
         assert!(!layer.shared().config.cookie.secure);
     }
@@ -889,21 +1095,27 @@ mod tests {
             ConfigError::InvalidTimeout("absolute_timeout")
         );
         assert_eq!(
-            b().touch_interval(DEFAULT_IDLE).build().unwrap_err(),
+            b().touch_interval(Duration::from_secs(1800))
+                .build()
+                .unwrap_err(),
             ConfigError::TouchIntervalTooLong
         );
     }
 
     #[test]
-    fn the_purge_task_needs_a_runtime() {
+    fn build_starts_nothing_and_needs_no_runtime() {
+        // A pool built inside a runtime, the layer outside of any: build() spawns no task.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let store = runtime.block_on(async { pool() });
-        let builder = AuthLayerBuilder::new(store)
+        let layer = AuthLayerBuilder::new(store)
             .allowed_origin("https://app.example.com")
-            .purge_expired_every(Duration::from_secs(60));
-        assert_eq!(builder.build().unwrap_err(), ConfigError::NoRuntime);
+            .purge_expired_every(Duration::from_secs(60))
+            .principal_cache(CacheOptions::default())
+            .build()
+            .unwrap();
+        assert!(!layer.cache_status().unwrap().listening);
     }
 
     #[tokio::test]
@@ -911,7 +1123,7 @@ mod tests {
         let b = || builder();
         assert_eq!(
             b().max_sessions_per_user(0).build().unwrap_err(),
-            ConfigError::InvalidSessionCap
+            ConfigError::InvalidLimit("max_sessions_per_user")
         );
         assert_eq!(
             b().purge_expired_every(Duration::ZERO).build().unwrap_err(),
@@ -935,7 +1147,10 @@ mod tests {
             builder().csrf_exempt("webhooks").build(),
             Err(ConfigError::InvalidExemption(_))
         ));
-        let layer = bare().dangerous_disable_csrf_protection().build().unwrap();
+        let layer = bare()
+            .dangerous_disable_csrf_protection(true)
+            .build()
+            .unwrap();
         assert!(layer.shared().config.csrf.is_none());
         assert!(builder().shared_csrf_is_on());
     }

@@ -1,50 +1,53 @@
-//! The crate's error type, and how an error becomes a response.
+//! The crate's error types: infrastructure failures apart from domain failures, sources kept.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 
-/// Seconds a client is told to wait (`Retry-After`) when the database is unavailable.
-pub(crate) const RETRY_AFTER_SECS: u32 = 5;
+use crate::AuthRejection;
 
 /// Everything that can go wrong in this crate.
 ///
-/// Sources are kept: [`std::error::Error::source`] leads to the underlying `sqlx`, migration,
-/// password-hash or random-source error. As a response (handlers may return it with `?`), a
-/// database failure is `503 Service Unavailable` with `Retry-After`, bad input is `400` or
-/// `409`, and anything else is a generic `500`; the body never carries details.
+/// [`Error::Infrastructure`] holds what failed underneath (the database, the random source,
+/// password hashing), so an app tells "the database is down" from "the name is taken" by type.
+/// Sources are kept: [`std::error::Error::source`] leads to the underlying error. As a response
+/// (handlers may return it with `?`) it answers through [`AuthRejection`]: an infrastructure
+/// failure is `503` with `Retry-After` (the database) or `500`, bad input `400`, a missing
+/// user `404`, a taken name `409`; the body never carries details.
 ///
 /// ```
-/// use axum_live_auth::Error;
 /// use axum::response::IntoResponse;
+/// use axum_live_auth::Error;
 ///
-/// let response = Error::UsernameTaken.into_response();
-/// assert_eq!(response.status(), 409);
+/// fn describe(error: &Error) -> &'static str {
+///     match error {
+///         Error::Infrastructure(_) => "try again later",
+///         Error::UsernameTaken => "pick another name",
+///         _ => "something else",
+///     }
+/// }
+/// assert_eq!(describe(&Error::UsernameTaken), "pick another name");
+/// assert_eq!(Error::UsernameTaken.into_response().status(), 409);
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The database failed or could not be reached.
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    /// Applying the crate's migrations failed.
-    #[error("migration failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Something underneath failed: retry later.
+    #[error(transparent)]
+    Infrastructure(#[from] InfrastructureError),
     /// The layer's configuration is invalid.
     #[error("invalid auth configuration")]
     Config(#[from] ConfigError),
-    /// The operating system's random source failed.
-    #[error("the operating system's random source failed")]
-    Random(#[source] rand::rngs::SysError),
-    /// Hashing a password failed.
-    #[error("password hashing failed")]
-    PasswordHash(#[source] argon2::password_hash::Error),
-    /// A blocking task (password hashing) could not finish.
-    #[error("background task failed")]
-    Task(#[from] tokio::task::JoinError),
-    /// Too many failed logins from this address or for this username: try again after
+    /// Too many failed attempts from this address or for this account: try again after
     /// `retry_after`. As a response: `429 Too Many Requests` with `Retry-After`.
     #[error("too many failed attempts; retry after {retry_after:?}")]
     Throttled {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
+    /// The server is at one of its bounds (password hashes at once, open event streams): try
+    /// again after `retry_after`. As a response: `503` with `Retry-After`.
+    #[error("busy; retry after {retry_after:?}")]
+    Busy {
         /// How long to wait.
         retry_after: std::time::Duration,
     },
@@ -69,52 +72,87 @@ pub enum Error {
     /// A permission or role name must be 1 to 128 visible characters without whitespace.
     #[error("invalid permission or role name")]
     InvalidName,
+    /// A resource must be `type:id`: see [`Resource`](crate::Resource).
+    #[error("invalid resource")]
+    InvalidResource,
+}
+
+/// What failed underneath an [`Error::Infrastructure`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InfrastructureError {
+    /// The database failed, could not be reached, or did not answer in time.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// Applying the crate's migrations failed.
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The operating system's random source failed.
+    #[error("the operating system's random source failed")]
+    Random(#[source] rand::rngs::SysError),
+    /// Hashing a password failed.
+    #[error("password hashing failed")]
+    PasswordHash(#[source] argon2::password_hash::Error),
+    /// A blocking task (password hashing) could not finish.
+    #[error("background task failed")]
+    Task(#[source] tokio::task::JoinError),
     /// A new session id collided with existing ones several times in a row. With 128 random
     /// bits this does not happen unless the random source is broken.
     #[error("could not allocate a unique session id")]
     SessionIdCollision,
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        match &self {
-            Self::Database(_) => {
-                tracing::error!(
-                    error = &self as &dyn std::error::Error,
-                    "database unavailable"
-                );
-                let mut response =
-                    (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable").into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-                response
-            }
-            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
-            Self::Throttled { retry_after } => too_many_requests(*retry_after),
-            Self::UsernameTaken => (StatusCode::CONFLICT, "Conflict").into_response(),
-            Self::UserNotFound | Self::RoleNotFound => {
-                (StatusCode::NOT_FOUND, "Not found").into_response()
-            }
-            Self::InvalidUsername | Self::InvalidPassword | Self::InvalidName => {
-                (StatusCode::BAD_REQUEST, "Bad request").into_response()
-            }
-            _ => {
-                tracing::error!(error = &self as &dyn std::error::Error, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response()
-            }
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Infrastructure(InfrastructureError::Database(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Infrastructure(InfrastructureError::Migrate(error))
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Infrastructure(InfrastructureError::Task(error))
+    }
+}
+
+impl From<&Error> for AuthRejection {
+    fn from(error: &Error) -> Self {
+        match error {
+            Error::Infrastructure(InfrastructureError::Database(_)) => Self::Unavailable,
+            Error::Infrastructure(_) | Error::Config(_) => Self::Internal,
+            Error::Throttled { retry_after } => Self::Throttled(*retry_after),
+            Error::Busy { retry_after } => Self::Busy(*retry_after),
+            Error::Unauthenticated => Self::Unauthenticated,
+            Error::UserNotFound | Error::RoleNotFound => Self::NotFound,
+            Error::UsernameTaken => Self::Conflict,
+            Error::InvalidUsername
+            | Error::InvalidPassword
+            | Error::InvalidName
+            | Error::InvalidResource => Self::BadRequest,
         }
     }
 }
 
-/// `429 Too Many Requests` with `Retry-After` in whole seconds (at least one).
-pub(crate) fn too_many_requests(retry_after: std::time::Duration) -> Response {
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too many requests").into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    response
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let rejection = AuthRejection::from(&self);
+        if rejection.status().is_server_error() {
+            tracing::error!(error = &self as &dyn std::error::Error, "{rejection}");
+        }
+        rejection.into_response()
+    }
+}
+
+impl Error {
+    /// The response status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        AuthRejection::from(self).status()
+    }
 }
 
 /// Why [`AuthLayerBuilder::build`](crate::AuthLayerBuilder::build) refused a configuration.
@@ -128,7 +166,7 @@ pub enum ConfigError {
     #[error("a __Host- cookie cannot have a Domain attribute")]
     HostPrefixWithDomain,
     /// A `__Host-` or `__Secure-` cookie must be `Secure`; browsers drop it otherwise. Use a
-    /// name without the prefix together with `insecure_dev_mode()`.
+    /// name without the prefix together with `insecure_dev_mode(true)`.
     #[error("a __Host- or __Secure- cookie requires the Secure attribute")]
     PrefixWithoutSecure,
     /// The cookie domain is empty or not a plain host name.
@@ -137,18 +175,15 @@ pub enum ConfigError {
     /// `SameSite=None` would send the session cookie on cross-site requests.
     #[error("SameSite=None is not allowed for a session cookie")]
     SameSiteNone,
-    /// A timeout is zero or longer than 400 days (the longest cookie lifetime browsers keep).
+    /// A duration is zero or longer than 400 days (the longest cookie lifetime browsers keep).
     #[error("{0} must be between one second and 400 days")]
     InvalidTimeout(&'static str),
     /// The touch interval must be shorter than the idle timeout, or active sessions would expire.
     #[error("the touch interval must be shorter than the idle timeout")]
     TouchIntervalTooLong,
-    /// The most sessions per user must be at least one.
-    #[error("max_sessions_per_user must be at least 1")]
-    InvalidSessionCap,
-    /// The purge task needs a tokio runtime to run on: build the layer inside one.
-    #[error("purge_expired_every needs to be called inside a tokio runtime")]
-    NoRuntime,
+    /// A count that must be at least one is zero: the name says which.
+    #[error("{0} must be at least 1")]
+    InvalidLimit(&'static str),
     /// CSRF protection is on (the default) and no allowed origin is configured: add the
     /// origins the app is served from with `allowed_origin`.
     #[error(
@@ -161,10 +196,14 @@ pub enum ConfigError {
     /// A CSRF exemption must be a path such as `/webhooks/payments`.
     #[error("invalid CSRF exemption {0:?}: use a path such as /webhooks/payments")]
     InvalidExemption(String),
-    /// The principal cache works with the Postgres store only (it listens for notifications).
-    #[error("the principal cache needs the Postgres store")]
-    CacheNeedsPostgres,
+    /// The principal cache and the event streams' cross-node notifications need the Postgres
+    /// store (they listen for notifications).
+    #[error("{0} needs the Postgres store")]
+    NeedsPostgres(&'static str),
     /// The login redirect must be a local absolute path such as `/login`.
     #[error("invalid login redirect {0:?}: use a local path such as /login")]
     InvalidRedirect(String),
+    /// An IPv6 aggregation prefix must be 32 to 128 bits.
+    #[error("ipv6_prefix must be between 32 and 128")]
+    InvalidPrefix,
 }

@@ -62,50 +62,53 @@
 //! - `postgres` (default): the Postgres store, `MIGRATOR`, the principal cache.
 //! - `sqlite`: the bundled SQLite store, `SQLITE_MIGRATOR`, `sqlite_connect_options`.
 
-mod admin;
+mod accounts;
 mod auth;
-mod bearer;
-#[cfg(feature = "postgres")]
 mod cache;
 mod client;
 mod config;
-mod cookie;
+mod credential;
 mod csrf;
 mod error;
 mod events;
-mod extract;
-mod guard;
-mod layer;
+#[cfg(feature = "postgres")]
+mod listener;
+mod login;
+mod lookup;
 mod password;
+mod principal;
 mod rejection;
+mod resource;
 mod routes;
+mod service;
+mod shared;
 mod store;
-mod throttle;
 mod token;
 
 pub use crate::{
-    admin::Accounts,
+    accounts::Accounts,
     auth::{Auth, SESSION_TOKEN_HEADER},
+    cache::{CacheOptions, CacheStatus},
     config::{AuthLayerBuilder, SameSite},
-    cookie::MAX_COOKIE_HEADER_BYTES,
-    error::{ConfigError, Error},
-    extract::{AuthState, CurrentUser, RecentAuth},
-    guard::{RequirePermission, RequirePermissionLayer, require_permission},
-    layer::{AuthLayer, AuthService},
+    credential::MAX_COOKIE_HEADER_BYTES,
+    error::{ConfigError, Error, InfrastructureError},
     password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES},
+    principal::{
+        AuthState, CurrentUser, RecentAuth, RequirePermission, RequirePermissionLayer,
+        require_permission, require_permission_on,
+    },
     rejection::AuthRejection,
+    resource::Resource,
     routes::{account_routes, token_routes},
-    store::{AuthStore, SessionInfo, migrate},
+    service::{AuthLayer, AuthService},
+    store::{AuthStore, SessionInfo, StoreKind, migrate},
     token::{SessionId, SessionToken},
 };
 
+#[cfg(feature = "postgres")]
+pub use crate::store::POSTGRES_MIGRATOR;
 #[cfg(feature = "sqlite")]
 pub use crate::store::{SQLITE_MIGRATOR, sqlite_connect_options};
-#[cfg(feature = "postgres")]
-pub use crate::{
-    cache::{CacheOptions, CacheStatus},
-    store::MIGRATOR,
-};
 
 /// A user's id: `auth_users.id`.
 pub type UserId = i64;

@@ -1,21 +1,37 @@
 //! Password hashing with Argon2id (RustCrypto `argon2`, its default parameters: 19 MiB, two
-//! passes, one lane, as recommended by OWASP). Hashing runs on tokio's blocking pool.
+//! passes, one lane, as recommended by OWASP), bounded: at most a fixed number of hashes run at
+//! once on tokio's blocking pool, a short queue waits for them, and anything beyond the queue is
+//! refused at once ([`Error::Busy`]) instead of piling up 19 MiB per request.
+//!
+//! Each running hash works in one of a fixed set of memory buffers, allocated once and reused:
+//! the hashes' memory is `running × 19 MiB` for the life of the process, however many logins
+//! come, instead of allocations that the allocator keeps per thread after a burst.
 
-use std::sync::OnceLock;
-
-use argon2::{
-    Argon2,
-    password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash},
+use std::{
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
-use crate::Error;
+use argon2::{
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
+};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::Semaphore;
+
+use crate::{Error, error::InfrastructureError};
 
 /// The longest password accepted, in bytes. Longer input is refused before any hashing, so a
 /// huge password cannot make the server hash megabytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// The shortest password [`Accounts::create_user`](crate::Accounts::create_user) and
-/// [`Accounts::set_password`](crate::Accounts::set_password) accept, in bytes.
+/// The shortest new password accepted, in bytes.
 pub const MIN_PASSWORD_BYTES: usize = 8;
+
+/// What a refused hash tells the client to wait.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Checks a new password's length: [`MIN_PASSWORD_BYTES`] to [`MAX_PASSWORD_BYTES`].
 pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
@@ -26,39 +42,165 @@ pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
     }
 }
 
-/// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
-pub(crate) async fn hash(password: &str) -> Result<String, Error> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let hash: PasswordHash = Argon2::default()
-            .hash_password(password.as_bytes())
-            .map_err(Error::PasswordHash)?;
-        Ok(hash.to_string())
-    })
-    .await?
+/// Runs password hashes, at most `running` at once with at most `queue` waiting.
+#[derive(Debug)]
+pub(crate) struct Hasher {
+    permits: Semaphore,
+    queue: usize,
+    waiting: AtomicUsize,
+    /// Argon2 working memory, one buffer per hash that may run at once.
+    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
 }
 
-/// Verifies `password` against `stored`. A missing hash, or one that does not parse (written by
-/// hand, say), is checked against a dummy hash and fails, so that an unknown user costs the same
-/// time as a wrong password.
-pub(crate) async fn verify(password: &str, stored: Option<String>) -> Result<bool, Error> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || match stored.as_deref().map(PasswordHash::new) {
-        Some(Ok(hash)) => Ok(matches(&password, &hash)),
-        _ => {
-            let dummy =
-                PasswordHash::new(dummy_hash()?).map_err(|e| Error::PasswordHash(e.into()))?;
-            std::hint::black_box(matches(&password, &dummy));
-            Ok(false)
+impl Default for Hasher {
+    /// As many at once as the machine has CPUs, and four times as many waiting.
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        Self::new(cpus, cpus * 4)
+    }
+}
+
+impl Hasher {
+    pub(crate) fn new(running: usize, queue: usize) -> Self {
+        Self {
+            permits: Semaphore::new(running.max(1)),
+            queue,
+            waiting: AtomicUsize::new(0),
+            buffers: Arc::default(),
         }
-    })
-    .await?
+    }
+
+    /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+    pub(crate) async fn hash(&self, password: &str) -> Result<String, Error> {
+        let password = password.to_owned();
+        let mut salt = [0u8; 16];
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut salt)
+            .map_err(InfrastructureError::Random)?;
+        self.run(move |memory| {
+            let params = Params::DEFAULT;
+            let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+            argon2(Algorithm::Argon2id, Version::V0x13, params.clone())
+                .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
+                .map_err(phc_error)?;
+            let hash = PasswordHash {
+                algorithm: Algorithm::Argon2id.ident(),
+                version: Some(Version::V0x13.into()),
+                params: ParamsString::try_from(&params).map_err(phc_error)?,
+                salt: Some(Salt::new(&salt).map_err(phc_error)?),
+                hash: Some(Output::new(&out).map_err(phc_error)?),
+            };
+            Ok(hash.to_string())
+        })
+        .await
+    }
+
+    /// Verifies `password` against `stored`. A missing hash, or one that does not parse (written
+    /// by hand, say), is checked against a dummy hash and fails, so that an unknown user costs
+    /// the same time as a wrong password.
+    pub(crate) async fn verify(
+        &self,
+        password: &str,
+        stored: Option<String>,
+    ) -> Result<bool, Error> {
+        let password = password.to_owned();
+        self.run(move |memory| {
+            if let Some(Ok(hash)) = stored.as_deref().map(PasswordHash::new) {
+                return Ok(matches(&password, &hash, memory).unwrap_or(false));
+            }
+            let dummy = PasswordHash::new(dummy_hash()?).map_err(phc_error)?;
+            std::hint::black_box(matches(&password, &dummy, memory));
+            Ok(false)
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free: at once, after a wait in the
+    /// queue, or not at all when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _waiting = Waiting::join(&self.waiting, self.queue)?;
+                self.permits.acquire().await.map_err(|_| Error::Busy {
+                    retry_after: BUSY_RETRY,
+                })?
+            }
+        };
+        let buffers = Arc::clone(&self.buffers);
+        let done = tokio::task::spawn_blocking(move || {
+            // A permit holder always finds a buffer (or makes the one it is owed).
+            let taken = buffers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let mut memory =
+                taken.unwrap_or_else(|| vec![Block::default(); Params::DEFAULT.block_count()]);
+            let done = work(&mut memory);
+            buffers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(memory);
+            done
+        })
+        .await?;
+        drop(permit);
+        done
+    }
 }
 
-fn matches(password: &str, hash: &PasswordHash) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
-        .is_ok()
+/// A place in the queue, given back when dropped (also when the waiting request is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn join(waiting: &'a AtomicUsize, queue: usize) -> Result<Self, Error> {
+        let joined = waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < queue).then_some(n + 1)
+        });
+        match joined {
+            Ok(_) => Ok(Self(waiting)),
+            Err(_) => Err(Error::Busy {
+                retry_after: BUSY_RETRY,
+            }),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn argon2(algorithm: Algorithm, version: Version, params: Params) -> Argon2<'static> {
+    Argon2::new(algorithm, version, params)
+}
+
+fn phc_error(error: impl Into<argon2::password_hash::Error>) -> Error {
+    InfrastructureError::PasswordHash(error.into()).into()
+}
+
+/// Whether `password` hashes to `hash`, computed in `memory` (or, for a hash made with larger
+/// parameters than the crate's, in memory of its own); compared in constant time.
+fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<bool> {
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str()).ok()?;
+    let version = match hash.version {
+        Some(v) => Version::try_from(v).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(hash).ok()?;
+    let (salt, expected) = (hash.salt.as_ref()?, hash.hash.as_ref()?);
+    let mut own;
+    let memory = if params.block_count() <= memory.len() {
+        &mut memory[..params.block_count()]
+    } else {
+        own = vec![Block::default(); params.block_count()];
+        &mut own[..]
+    };
+    let mut out = vec![0u8; expected.len()];
+    argon2(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+        .ok()?;
+    Some(out.ct_eq(expected.as_bytes()).into())
 }
 
 /// A hash of a random password with the same parameters as real hashes, made once.
@@ -67,10 +209,97 @@ fn dummy_hash() -> Result<&'static str, Error> {
     if let Some(hash) = DUMMY.get() {
         return Ok(hash);
     }
-    let mut random = [0u8; 32];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random).map_err(Error::Random)?;
-    let hash: PasswordHash = Argon2::default()
-        .hash_password(&random)
-        .map_err(Error::PasswordHash)?;
+    let mut random = [0u8; 16];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
+        .map_err(InfrastructureError::Random)?;
+    let params = Params::DEFAULT;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into(&random, &random, &mut out)
+        .map_err(phc_error)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(phc_error)?,
+        salt: Some(Salt::new(&random).map_err(phc_error)?),
+        hash: Some(Output::new(&out).map_err(phc_error)?),
+    };
     Ok(DUMMY.get_or_init(|| hash.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verify_and_are_standard_phc_strings() {
+        let hasher = Hasher::new(1, 1);
+        let hash = hasher.hash("correct horse").await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify("correct horse", Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("wrong horse", Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("x", None).await.unwrap());
+        assert!(!hasher.verify("x", Some("not a hash".into())).await.unwrap());
+        // Hashes made by the argon2 crate itself (as earlier versions of this crate did) verify.
+        use argon2::password_hash::PasswordHasher as _;
+        let theirs = Argon2::default()
+            .hash_password(b"correct horse")
+            .unwrap()
+            .to_string();
+        assert!(hasher.verify("correct horse", Some(theirs)).await.unwrap());
+    }
+
+    #[test]
+    fn new_passwords() {
+        assert!(validate_new("12345678").is_ok());
+        assert!(validate_new("1234567").is_err());
+        assert!(validate_new(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_than_the_bound_run_and_the_queue_overflow_is_refused() {
+        let hasher = Arc::new(Hasher::new(1, 2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    hasher
+                        .run(move |_| {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(50));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut busy = 0;
+        for task in tasks {
+            if let Err(Error::Busy { .. }) = task.await.unwrap() {
+                busy += 1;
+            }
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
+        assert_eq!(busy, 7, "one running, two queued, the rest refused");
+        assert_eq!(hasher.waiting.load(Ordering::SeqCst), 0);
+    }
 }

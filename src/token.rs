@@ -12,7 +12,7 @@ use rand::{TryRng as _, rngs::SysRng};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::Error;
+use crate::{Error, error::InfrastructureError};
 
 const ID_BYTES: usize = 16;
 const SECRET_BYTES: usize = 32;
@@ -51,6 +51,12 @@ impl SessionId {
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("SessionId").field(&self.0).finish()
+    }
+}
+
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -105,12 +111,16 @@ impl SessionToken {
     ///
     /// # Errors
     ///
-    /// [`Error::Random`] when the operating system cannot supply random bytes.
+    /// [`Error::Infrastructure`] when the operating system cannot supply random bytes.
     pub fn generate() -> Result<Self, Error> {
         let mut id = [0u8; ID_BYTES];
         let mut secret = [0u8; SECRET_BYTES];
-        SysRng.try_fill_bytes(&mut id).map_err(Error::Random)?;
-        SysRng.try_fill_bytes(&mut secret).map_err(Error::Random)?;
+        SysRng
+            .try_fill_bytes(&mut id)
+            .map_err(InfrastructureError::Random)?;
+        SysRng
+            .try_fill_bytes(&mut secret)
+            .map_err(InfrastructureError::Random)?;
         Ok(Self {
             id: SessionId(URL_SAFE_NO_PAD.encode(id)),
             secret,

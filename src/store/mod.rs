@@ -1,34 +1,33 @@
 //! The only place with SQL. The rest of the crate talks to the database through [`AuthStore`]
 //! and does not know which database it is.
 //!
-//! Two implementations with the same tables and the same behaviour: Postgres (feature
-//! `postgres`, the default; production, any number of nodes) and SQLite (feature `sqlite`,
-//! bundled; local development, single-node tools and tests).
+//! Each method is written once: its body is expanded for each database by [`on_pool!`], so the
+//! Rust around a statement exists once, and so does every statement both databases understand
+//! (sqlx's SQLite accepts `$N` placeholders). Statements that really differ (time arithmetic,
+//! arrays) are a [`Dialects`] pair, Postgres and SQLite side by side. Values whose column types
+//! differ (timestamps, durations, permission lists) go through the small types in
+//! [`types`](self::types), which encode and decode for both.
 
-#[cfg(feature = "postgres")]
-mod postgres;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+mod grants;
+mod sessions;
+mod throttle;
+mod types;
+mod users;
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("axum-live-auth needs a store: enable the `postgres` or the `sqlite` feature");
 
-use std::{
-    net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+use std::{str::FromStr, sync::LazyLock, time::Duration};
+
+use sqlx::migrate::Migrator;
+
+pub use self::sessions::SessionInfo;
+pub(crate) use self::{
+    grants::{GrantRow, Scope},
+    sessions::{Created, NewSession, RequestConnection, SessionRow},
+    throttle::{AttemptKey, Reservation, ThrottleLimits},
 };
-
-use time::OffsetDateTime;
-
-#[cfg(feature = "postgres")]
-pub use self::postgres::MIGRATOR;
-#[cfg(feature = "sqlite")]
-pub use self::sqlite::{SQLITE_MIGRATOR, sqlite_connect_options};
-use crate::{Error, SessionId, UserId};
+use crate::Error;
 
 /// Where sessions, users and grants live: a Postgres or an SQLite pool.
 ///
@@ -36,58 +35,174 @@ use crate::{Error, SessionId, UserId};
 /// function that takes `impl Into<AuthStore>` takes a pool directly. Cheap to clone.
 ///
 /// ```
-/// use axum_live_auth::AuthStore;
+/// use axum_live_auth::{AuthStore, StoreKind};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), axum_live_auth::Error> {
 /// let pg = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
 /// let store = AuthStore::from(&pg);
-/// assert_eq!(store.statement_count(), 0);
+/// assert_eq!(store.kind(), StoreKind::Postgres);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthStore {
     backend: Backend,
-    statements: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone)]
 enum Backend {
     #[cfg(feature = "postgres")]
-    Postgres(postgres::PgStore),
+    Postgres(sqlx::PgPool),
     #[cfg(feature = "sqlite")]
-    Sqlite(sqlite::SqliteStore),
+    Sqlite(sqlx::SqlitePool),
 }
 
-/// Runs `$call` on whichever backend `$self` has, bound to `$store`, with the statement counter
-/// bound to `$count`.
-macro_rules! dispatch {
-    ($self:expr, |$store:ident, $count:ident| $call:expr) => {{
-        let $count: &Counter<'_> = &Counter(&$self.statements);
-        match &$self.backend {
+/// Which database an [`AuthStore`] keeps its tables in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// Postgres: production, any number of nodes.
+    Postgres,
+    /// SQLite: one process; local development, single-node tools and tests.
+    Sqlite,
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever database it is: the body is
+/// written once and compiled for each.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres($store) => $call,
+            $crate::store::Backend::Postgres($pool) => $body,
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite($store) => $call,
+            $crate::store::Backend::Sqlite($pool) => $body,
         }
-    }};
+    };
+}
+pub(crate) use on_pool;
+
+/// A statement whose text differs between the databases (time arithmetic, arrays), written
+/// side by side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialects {
+    pub(crate) postgres: &'static str,
+    pub(crate) sqlite: &'static str,
 }
 
-/// Counts the statements a store sends: every statement of a backend starts with `count.one()`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Counter<'a>(&'a AtomicU64);
-
-impl Counter<'_> {
-    pub(crate) fn one(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+impl Dialects {
+    /// The text for the database of `on` (a pool or a connection).
+    pub(crate) fn of<DB: Dialect>(&self, _on: &impl OnDatabase<DB>) -> &'static str {
+        if DB::POSTGRES {
+            self.postgres
+        } else {
+            self.sqlite
+        }
     }
+}
+
+/// A pool or connection of database `DB`, to pick a [`Dialects`] text by.
+pub(crate) trait OnDatabase<DB> {}
+
+impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::Pool<DB> {}
+impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::pool::PoolConnection<DB> {}
+
+/// Which text of a [`Dialects`] a database takes.
+pub(crate) trait Dialect: sqlx::Database {
+    const POSTGRES: bool;
+}
+
+#[cfg(feature = "postgres")]
+impl Dialect for sqlx::Postgres {
+    const POSTGRES: bool = true;
+}
+
+#[cfg(feature = "sqlite")]
+impl Dialect for sqlx::Sqlite {
+    const POSTGRES: bool = false;
+}
+
+/// How a transaction starts: SQLite takes the write lock at once, so that a transaction never
+/// has to upgrade a read lock (which fails at once instead of waiting for the busy timeout).
+const BEGIN: Dialects = Dialects {
+    postgres: "BEGIN",
+    sqlite: "BEGIN IMMEDIATE",
+};
+
+/// The bookkeeping table of the crate's migrations, separate from the application's own
+/// `_sqlx_migrations`, so both migrators run on one database without seeing each other.
+const MIGRATIONS_TABLE: &str = "_axum_live_auth_migrations";
+
+/// The Postgres store's migrations (`migrations/postgres`), embedded at compile time.
+///
+/// Usually applied with [`migrate`](crate::migrate); a test can name it in
+/// `#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]`.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+/// axum_live_auth::POSTGRES_MIGRATOR.run(&pool).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "postgres")]
+pub static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    // Set once, before the first run; changing it on a deployed database would make the
+    // migrations run again, which is what the "dangerous" in the name warns about.
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+});
+
+/// The SQLite store's migrations (`migrations/sqlite`), embedded at compile time, with the same
+/// tables and columns as [`POSTGRES_MIGRATOR`](crate::POSTGRES_MIGRATOR) where SQLite allows.
+/// Usually applied with [`migrate`](crate::migrate).
+#[cfg(feature = "sqlite")]
+pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+});
+
+/// Connection options for an SQLite database used by this crate: the file is created if
+/// missing, and it runs in WAL mode with `synchronous=NORMAL`, a 5-second busy timeout and
+/// foreign keys on, so that many concurrent requests wait for the one writer instead of
+/// failing with "database is locked".
+///
+/// # Errors
+///
+/// [`Error::Infrastructure`] when `url` is not an SQLite URL (`sqlite://path`,
+/// `sqlite::memory:`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let options = axum_live_auth::sqlite_connect_options("sqlite://app.db")?;
+/// let pool = sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(options);
+/// let auth = axum_live_auth::AuthLayer::builder(pool)
+///     .allowed_origin("https://app.example.com")
+///     .build()?;
+/// # let _ = auth; Ok(())
+/// # }
+/// ```
+#[cfg(feature = "sqlite")]
+pub fn sqlite_connect_options(url: &str) -> Result<sqlx::sqlite::SqliteConnectOptions, Error> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    Ok(SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true))
 }
 
 #[cfg(feature = "postgres")]
 impl From<sqlx::PgPool> for AuthStore {
     fn from(pool: sqlx::PgPool) -> Self {
-        Self::new(Backend::Postgres(postgres::PgStore::new(pool)))
+        Self {
+            backend: Backend::Postgres(pool),
+        }
     }
 }
 
@@ -101,7 +216,9 @@ impl From<&sqlx::PgPool> for AuthStore {
 #[cfg(feature = "sqlite")]
 impl From<sqlx::SqlitePool> for AuthStore {
     fn from(pool: sqlx::SqlitePool) -> Self {
-        Self::new(Backend::Sqlite(sqlite::SqliteStore::new(pool)))
+        Self {
+            backend: Backend::Sqlite(pool),
+        }
     }
 }
 
@@ -112,15 +229,16 @@ impl From<&sqlx::SqlitePool> for AuthStore {
     }
 }
 
-/// Applies the crate's migrations to the store's database: `MIGRATOR` on Postgres,
-/// `SQLITE_MIGRATOR` on SQLite.
+/// Applies the crate's migrations to the store's database:
+/// [`POSTGRES_MIGRATOR`](crate::POSTGRES_MIGRATOR) or [`SQLITE_MIGRATOR`](crate::SQLITE_MIGRATOR).
 ///
 /// Their bookkeeping table is `_axum_live_auth_migrations`, separate from the application's
 /// own `_sqlx_migrations`, so both migrators run on one database without seeing each other.
 ///
 /// # Errors
 ///
-/// [`Error::Migrate`] when a migration fails or the applied ones differ from the shipped ones.
+/// [`Error::Infrastructure`] when a migration fails or the applied ones differ from the
+/// shipped ones.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -132,427 +250,52 @@ impl From<&sqlx::SqlitePool> for AuthStore {
 /// ```
 pub async fn migrate(store: impl Into<AuthStore>) -> Result<(), Error> {
     let store = store.into();
-    dispatch!(store, |s, _count| s.migrate().await)
+    match &store.backend {
+        #[cfg(feature = "postgres")]
+        Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+    }
+    Ok(())
 }
 
 impl AuthStore {
-    fn new(backend: Backend) -> Self {
-        Self {
-            backend,
-            statements: Arc::default(),
+    /// Which database the store uses.
+    pub fn kind(&self) -> StoreKind {
+        match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => StoreKind::Postgres,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => StoreKind::Sqlite,
         }
     }
 
-    /// How many SQL statements this store (and its clones, and the layers and [`Accounts`]
-    /// built from it) has sent to the database. For checking the crate's cost in tests and
-    /// dashboards: a request without a session cookie adds nothing, an authenticated one adds
-    /// one.
-    ///
-    /// [`Accounts`]: crate::Accounts
-    pub fn statement_count(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
-    }
-
-    /// The Postgres pool, for the principal cache's listener.
+    /// The Postgres pool, for the node's listener.
     #[cfg(feature = "postgres")]
     pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.backend {
-            Backend::Postgres(store) => Some(store.pool()),
+            Backend::Postgres(pool) => Some(pool),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => None,
         }
     }
 
-    /// Whether the pool pings each connection on checkout, a round trip before every query.
+    /// Whether the pool pings each connection on checkout, a round trip before every query
+    /// (an in-process SQLite ping costs none).
     pub(crate) fn pings_on_checkout(&self) -> bool {
-        dispatch!(self, |s, _count| s.pings_on_checkout())
-    }
-
-    // --- sessions -------------------------------------------------------------------------
-
-    /// A connection for the statements of one request, so that the lookup and the touch that
-    /// may follow it share one checkout of the pool.
-    pub(crate) async fn connection(&self) -> Result<RequestConnection, sqlx::Error> {
-        let conn = dispatch!(self, |s, _count| s.connection().await.map(Conn::from))?;
-        Ok(RequestConnection {
-            conn,
-            statements: Arc::clone(&self.statements),
-        })
-    }
-
-    pub(crate) async fn create_session(&self, new: &NewSession<'_>) -> Result<Created, Error> {
-        dispatch!(self, |s, count| s.create_session(count, new).await)
-    }
-
-    pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<(), sqlx::Error> {
-        dispatch!(self, |s, count| s.delete_session(count, id).await)
-    }
-
-    /// Replaces a live session by a new one with the same user and absolute deadline;
-    /// `false` if the old one is gone or expired.
-    pub(crate) async fn rotate_session(
-        &self,
-        old: &SessionId,
-        new_id: &SessionId,
-        new_hash: &[u8],
-        idle_timeout: Duration,
-        reauthenticated: bool,
-    ) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s
-            .rotate_session(count, old, new_id, new_hash, idle_timeout, reauthenticated)
-            .await)
-    }
-
-    /// The user's live sessions, most recently used first.
-    pub(crate) async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, Error> {
-        dispatch!(self, |s, count| s.list_sessions(count, user).await)
-    }
-
-    /// Deletes one session of `user` by public id; `false` if the user has no such session.
-    pub(crate) async fn delete_user_session(&self, user: UserId, id: &str) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s
-            .delete_user_session(count, user, id)
-            .await)
-    }
-
-    /// Deletes every session of `user` except `keep`; returns how many ended.
-    pub(crate) async fn delete_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<&SessionId>,
-    ) -> Result<u64, Error> {
-        dispatch!(self, |s, count| s
-            .delete_user_sessions(count, user, keep)
-            .await)
-    }
-
-    /// Stores a new password hash and ends every session of the user except `keep`,
-    /// atomically; `false` if the user does not exist.
-    pub(crate) async fn set_password_ending_sessions(
-        &self,
-        user: UserId,
-        hash: &str,
-        keep: Option<&SessionId>,
-    ) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s
-            .set_password_ending_sessions(count, user, hash, keep)
-            .await)
-    }
-
-    /// Deletes every session past either deadline and says which.
-    pub(crate) async fn purge_expired(&self) -> Result<Vec<Expired>, Error> {
-        dispatch!(self, |s, count| s.purge_expired(count).await)
-    }
-
-    /// The password hash of an enabled user.
-    pub(crate) async fn password_hash(&self, user: UserId) -> Result<Option<String>, sqlx::Error> {
-        dispatch!(self, |s, count| s.password_hash(count, user).await)
-    }
-
-    /// The user's name as stored.
-    pub(crate) async fn username(&self, user: UserId) -> Result<Option<String>, sqlx::Error> {
-        dispatch!(self, |s, count| s.username(count, user).await)
-    }
-
-    // --- login throttling -------------------------------------------------------------------
-
-    /// Failures of `ip` in its current window and of `username` in a row, in one query.
-    pub(crate) async fn login_failures(
-        &self,
-        ip: Option<&str>,
-        username: &str,
-        ip_window: Duration,
-    ) -> Result<LoginFailures, Error> {
-        dispatch!(self, |s, count| s
-            .login_failures(count, ip, username, ip_window)
-            .await)
-    }
-
-    /// Counts one more failure for `ip` (a new window if the last one ended) and `username`.
-    pub(crate) async fn record_login_failure(
-        &self,
-        ip: Option<&str>,
-        username: &str,
-        ip_window: Duration,
-    ) -> Result<(), Error> {
-        dispatch!(self, |s, count| s
-            .record_login_failure(count, ip, username, ip_window)
-            .await)
-    }
-
-    /// Forgets the failures of `username` (after a successful login or a password reset).
-    pub(crate) async fn clear_login_failures(&self, username: &str) -> Result<(), Error> {
-        dispatch!(self, |s, count| s
-            .clear_login_failures(count, username)
-            .await)
-    }
-
-    /// Deletes failure counters older than `horizon`, except usernames at the hard stop.
-    pub(crate) async fn purge_login_failures(
-        &self,
-        horizon: Duration,
-        hard_stop: u32,
-    ) -> Result<u64, Error> {
-        dispatch!(self, |s, count| s
-            .purge_login_failures(count, horizon, hard_stop)
-            .await)
-    }
-
-    // --- users and grants -------------------------------------------------------------------
-
-    pub(crate) async fn create_user(
-        &self,
-        username: &str,
-        password_hash: Option<&str>,
-    ) -> Result<UserId, Error> {
-        dispatch!(self, |s, count| s
-            .create_user(count, username, password_hash)
-            .await)
-    }
-
-    pub(crate) async fn user_id(&self, username: &str) -> Result<Option<UserId>, sqlx::Error> {
-        dispatch!(self, |s, count| s.user_id(count, username).await)
-    }
-
-    pub(crate) async fn login_row(&self, username: &str) -> Result<Option<LoginRow>, sqlx::Error> {
-        dispatch!(self, |s, count| s.login_row(count, username).await)
-    }
-
-    pub(crate) async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s
-            .set_password_hash(count, user, hash)
-            .await)
-    }
-
-    /// Sets `disabled_at` and ends every session of the user, atomically.
-    pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s.disable_user(count, user).await)
-    }
-
-    pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s.enable_user(count, user).await)
-    }
-
-    pub(crate) async fn grant_permission(
-        &self,
-        user: UserId,
-        permission: &str,
-    ) -> Result<(), Error> {
-        dispatch!(self, |s, count| s
-            .grant_permission(count, user, permission)
-            .await)
-    }
-
-    pub(crate) async fn revoke_permission(
-        &self,
-        user: UserId,
-        permission: &str,
-    ) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s
-            .revoke_permission(count, user, permission)
-            .await)
-    }
-
-    pub(crate) async fn ensure_role(&self, name: &str) -> Result<(), Error> {
-        dispatch!(self, |s, count| s.ensure_role(count, name).await)
-    }
-
-    pub(crate) async fn grant_role_permission(
-        &self,
-        role: &str,
-        permission: &str,
-    ) -> Result<(), Error> {
-        dispatch!(self, |s, count| s
-            .grant_role_permission(count, role, permission)
-            .await)
-    }
-
-    pub(crate) async fn revoke_role_permission(
-        &self,
-        role: &str,
-        permission: &str,
-    ) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s
-            .revoke_role_permission(count, role, permission)
-            .await)
-    }
-
-    pub(crate) async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
-        dispatch!(self, |s, count| s.assign_role(count, user, role).await)
-    }
-
-    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
-        dispatch!(self, |s, count| s.unassign_role(count, user, role).await)
-    }
-}
-
-/// One pool connection, held for the statements of one request.
-#[derive(Debug)]
-pub(crate) struct RequestConnection {
-    conn: Conn,
-    statements: Arc<AtomicU64>,
-}
-
-#[derive(Debug)]
-enum Conn {
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-}
-
-#[cfg(feature = "postgres")]
-impl From<sqlx::pool::PoolConnection<sqlx::Postgres>> for Conn {
-    fn from(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) -> Self {
-        Self::Postgres(conn)
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl From<sqlx::pool::PoolConnection<sqlx::Sqlite>> for Conn {
-    fn from(conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Self {
-        Self::Sqlite(conn)
-    }
-}
-
-impl RequestConnection {
-    /// The one query of every authenticated request: session, user, disabled flag and
-    /// effective permissions, only if neither deadline has passed.
-    pub(crate) async fn lookup_session(
-        &mut self,
-        id: &SessionId,
-    ) -> Result<Option<SessionRow>, sqlx::Error> {
-        Counter(&self.statements).one();
-        match &mut self.conn {
+        match &self.backend {
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => postgres::lookup_session(conn, id).await,
+            Backend::Postgres(pool) => pool.options().get_test_before_acquire(),
             #[cfg(feature = "sqlite")]
-            Conn::Sqlite(conn) => sqlite::lookup_session(conn, id).await,
-        }
-    }
-
-    /// Pushes the idle deadline forward (never past the absolute one) if the touch interval
-    /// has passed since the last write.
-    pub(crate) async fn touch_session(
-        &mut self,
-        id: &SessionId,
-        idle_timeout: Duration,
-        touch_interval: Duration,
-    ) -> Result<(), sqlx::Error> {
-        Counter(&self.statements).one();
-        match &mut self.conn {
-            #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => {
-                postgres::touch_session(conn, id, idle_timeout, touch_interval).await
-            }
-            #[cfg(feature = "sqlite")]
-            Conn::Sqlite(conn) => {
-                sqlite::touch_session(conn, id, idle_timeout, touch_interval).await
-            }
+            Backend::Sqlite(_) => false,
         }
     }
 }
 
-/// What the per-request lookup returns for a live session of an enabled user.
-#[derive(Debug)]
-#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
-pub(crate) struct SessionRow {
-    pub(crate) secret_hash: Vec<u8>,
-    pub(crate) user_id: UserId,
-    pub(crate) username: String,
-    /// Effective permissions, sorted by byte value and distinct.
-    pub(crate) permissions: Vec<String>,
-    pub(crate) authenticated_at: OffsetDateTime,
-    pub(crate) last_seen_at: OffsetDateTime,
-    pub(crate) idle_expires_at: OffsetDateTime,
-    pub(crate) expires_at: OffsetDateTime,
-    /// The database's clock at the lookup: every deadline is measured against it, never
-    /// against the application server's clock.
-    pub(crate) now: OffsetDateTime,
-}
-
-impl SessionRow {
-    /// `to - from`, or zero if `to` is earlier.
-    pub(crate) fn between(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
-        Duration::try_from(to - from).unwrap_or(Duration::ZERO)
+/// Maps a unique violation to `taken`, anything else to a database error.
+fn unique_or(error: sqlx::Error, taken: Error) -> Error {
+    match error.as_database_error() {
+        Some(db) if db.is_unique_violation() => taken,
+        _ => error.into(),
     }
-}
-
-/// One of a user's sessions, as listed to them or to an operator. Never the secret or its
-/// hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "postgres", derive(sqlx::FromRow))]
-#[non_exhaustive]
-pub struct SessionInfo {
-    /// The public session id (the token's part before the dot).
-    pub id: String,
-    /// When the user logged in (kept across rotations).
-    pub created_at: OffsetDateTime,
-    /// When the session was last written back (at most one touch interval stale).
-    pub last_seen_at: OffsetDateTime,
-    /// When it ends unless used.
-    pub idle_expires_at: OffsetDateTime,
-    /// When it ends however it is used.
-    pub expires_at: OffsetDateTime,
-    /// The user agent at login.
-    pub user_agent: Option<String>,
-    /// The client address at login.
-    pub ip: Option<String>,
-    /// Whether this is the session of the request that listed it.
-    pub current: bool,
-}
-
-/// Failed logins, as the throttle needs them.
-#[derive(Debug, Default, PartialEq, sqlx::FromRow)]
-pub(crate) struct LoginFailures {
-    /// Failures from the IP address in its current window.
-    pub(crate) ip_failures: Option<i32>,
-    /// Seconds until that window ends.
-    pub(crate) ip_window_left: Option<f64>,
-    /// Failures of the username in a row.
-    pub(crate) user_failures: Option<i32>,
-    /// Seconds since the username's last failure.
-    pub(crate) user_since_last: Option<f64>,
-}
-
-/// A session removed by the purge.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct Expired {
-    pub(crate) id: String,
-    pub(crate) user_id: UserId,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) ip: Option<String>,
-}
-
-/// What password verification needs to know about a user.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct LoginRow {
-    pub(crate) id: UserId,
-    pub(crate) password_hash: Option<String>,
-    pub(crate) disabled: bool,
-}
-
-/// A session about to be inserted.
-#[derive(Debug)]
-pub(crate) struct NewSession<'a> {
-    pub(crate) id: &'a SessionId,
-    pub(crate) secret_hash: &'a [u8],
-    pub(crate) user_id: UserId,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) absolute_timeout: Duration,
-    pub(crate) user_agent: Option<&'a str>,
-    pub(crate) ip: Option<IpAddr>,
-    /// The most sessions a user may have; the least recently used beyond it end.
-    pub(crate) max_sessions: u32,
-}
-
-/// Outcome of inserting a session.
-#[derive(Debug)]
-pub(crate) enum Created {
-    /// Inserted; these sessions of the user ended to keep under the cap.
-    Yes {
-        evicted: Vec<String>,
-    },
-    IdTaken,
-    UserInactive,
 }

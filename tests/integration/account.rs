@@ -188,8 +188,8 @@ both_stores! {
         let sessions = app.accounts.list_sessions(app.alice).await.unwrap();
         assert_eq!(sessions.len(), 2);
         assert!(sessions.iter().all(|s| !s.current));
-        assert!(app.accounts.revoke_session(app.alice, public_id(&a)).await.unwrap());
-        assert!(!app.accounts.revoke_session(app.bob, public_id(&b)).await.unwrap());
+        assert!(app.accounts.revoke_session(app.alice, &axum_live_auth::SessionId::parse(public_id(&a)).unwrap()).await.unwrap());
+        assert!(!app.accounts.revoke_session(app.bob, &axum_live_auth::SessionId::parse(public_id(&b)).unwrap()).await.unwrap());
         assert_eq!(app.status("/me", &a).await, StatusCode::UNAUTHORIZED);
         assert_eq!(app.status("/me", &b).await, StatusCode::OK);
         assert_eq!(app.accounts.revoke_all_sessions(app.alice).await.unwrap(), 1);
@@ -291,15 +291,7 @@ impl Logs {
     /// a process-wide subscriber that listens to everything keeps that cache from switching
     /// events off while a thread without a subscriber of its own runs them.
     pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
-        static GLOBAL: std::sync::Once = std::sync::Once::new();
-        GLOBAL.call_once(|| {
-            let _ = tracing::subscriber::set_global_default(
-                tracing_subscriber::fmt()
-                    .with_max_level(tracing::Level::TRACE)
-                    .with_writer(std::io::sink)
-                    .finish(),
-            );
-        });
+        crate::common::statements::install_global();
         let logs = self.clone();
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
@@ -329,8 +321,8 @@ impl Write for Logs {
 // Terminating the pool's server connections needs a server; SQLite in the process cannot lose
 // its connection that way.
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
-async fn the_purge_task_survives_lost_connections_and_stops_with_the_layer(
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_purge_survives_lost_connections_and_stops_with_the_layer(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
@@ -346,6 +338,7 @@ async fn the_purge_task_survives_lost_connections_and_stops_with_the_layer(
         b.purge_expired_every(Duration::from_millis(50))
     })
     .await;
+    let background = tokio::spawn(app.layer.background());
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&pool)
         .await
@@ -402,10 +395,14 @@ async fn the_purge_task_survives_lost_connections_and_stops_with_the_layer(
         "the task saw the lost connection (else this test proves nothing)"
     );
 
-    // Drop the app (and with it the layer): the task stops.
+    // Drop the app (and with it the layer): the background work ends.
     app.login(ALICE, ALICE_PASSWORD).await;
     let db = app.db.clone();
     drop(app);
+    tokio::time::timeout(Duration::from_secs(5), background)
+        .await
+        .expect("the background work ends with the layer")
+        .unwrap();
     db.expire_idle().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

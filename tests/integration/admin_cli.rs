@@ -21,77 +21,8 @@ use sqlx::{SqlitePool, sqlite::SqlitePoolOptions};
 use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, Db, app};
 
 /// The example's binary, built (or found up to date) once per test run.
-///
-/// `cargo test` builds examples only when no target is selected, so `cargo test --test
-/// integration` would run a missing or stale binary; when run by cargo, the test therefore asks
-/// cargo to build the example (a no-op when it is fresh). Run directly, it looks beside the test
-/// binary: `target/<profile>/deps/integration-…` → `target/<profile>/examples/admin`.
 fn admin_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| match std::env::var_os("CARGO") {
-        Some(cargo) => build_example(&cargo),
-        None => beside_test_binary(),
-    })
-}
-
-fn build_example(cargo: &std::ffi::OsStr) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str())
-        .unwrap_or("debug");
-    let mut command = Command::new(cargo);
-    command.args([
-        "build",
-        "--example",
-        "admin",
-        "--message-format=json-render-diagnostics",
-        "--manifest-path",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-    ]);
-    match profile {
-        "debug" => {}
-        "release" => {
-            command.arg("--release");
-        }
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "`cargo build --example admin` failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == "admin"
-                && message["target"]["kind"][0] == "example"
-        })
-        .and_then(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no executable for the admin example")
-}
-
-fn beside_test_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("admin{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "the admin example is not built: no {}. Run `cargo build --example admin` first (or run \
-         the tests through cargo, which builds it)",
-        binary.display()
-    );
-    binary
+    crate::common::example::binary("admin")
 }
 
 /// One run of the tool.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum_live_auth::{AuthStore, CacheOptions};
+use axum_live_auth::CacheOptions;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::StatusCode;
 use sha2::{Digest as _, Sha256};
@@ -12,8 +12,9 @@ use sqlx::{
 };
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, ORIGIN, TestApp, app_with, get_with_cookie, router,
-    send,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, Db, ORIGIN, TestApp, app_with, get_with_cookie,
+    router, send,
+    statements::{Counter, counted},
 };
 
 /// A long maximum age, so that only notifications can explain a refusal within the tests'
@@ -33,6 +34,7 @@ async fn pool(options: &PgConnectOptions) -> PgPool {
 /// Node A (with the test users) and node B, each with its own pool, layer and cache.
 async fn two_nodes(options: &PgConnectOptions) -> (TestApp, Node) {
     let a = app_with(pool(options).await, |b| b.principal_cache(self::options())).await;
+    tokio::spawn(a.layer.background());
     let b = Node::new(pool(options).await, |b| b).await;
     wait_listening(|| a.layer.cache_status().unwrap()).await;
     wait_listening(|| b.status()).await;
@@ -43,6 +45,7 @@ async fn two_nodes(options: &PgConnectOptions) -> (TestApp, Node) {
 struct Node {
     router: axum::Router,
     layer: axum_live_auth::AuthLayer,
+    counter: Counter,
 }
 
 impl Node {
@@ -50,7 +53,8 @@ impl Node {
         pool: PgPool,
         configure: impl FnOnce(axum_live_auth::AuthLayerBuilder) -> axum_live_auth::AuthLayerBuilder,
     ) -> Self {
-        let store = AuthStore::from(pool);
+        let (db, counter) = counted(&Db::Postgres(pool)).await;
+        let store = db.store();
         let layer = configure(
             axum_live_auth::AuthLayer::builder(store.clone())
                 .allowed_origin(ORIGIN)
@@ -60,7 +64,12 @@ impl Node {
         .unwrap();
         let runs = std::sync::Arc::default();
         let router = router(axum_live_auth::Accounts::new(store), runs).layer(layer.clone());
-        Self { router, layer }
+        tokio::spawn(layer.background());
+        Self {
+            router,
+            layer,
+            counter,
+        }
     }
 
     fn status(&self) -> axum_live_auth::CacheStatus {
@@ -68,7 +77,7 @@ impl Node {
     }
 
     fn statements(&self) -> u64 {
-        self.layer.store().statement_count()
+        self.counter.get()
     }
 
     async fn status_of(&self, path: &str, token: &str) -> StatusCode {
@@ -104,7 +113,7 @@ async fn wait_listening(status: impl Fn() -> axum_live_auth::CacheStatus) {
 /// age (10 minutes here), so only a notification can explain it.
 const BOUND: Duration = Duration::from_secs(1);
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn changes_through_node_a_are_refused_on_node_b(_: PgPoolOptions, options: PgConnectOptions) {
     let (a, b) = two_nodes(&options).await;
     let bob = a.login(BOB, BOB_PASSWORD).await;
@@ -139,11 +148,16 @@ async fn changes_through_node_a_are_refused_on_node_b(_: PgPoolOptions, options:
     // The session revoked through A.
     assert_eq!(b.status_of("/me", &bob).await, StatusCode::OK);
     let id = bob.split_once('.').unwrap().0;
-    assert!(a.accounts.revoke_session(a.bob, id).await.unwrap());
+    assert!(
+        a.accounts
+            .revoke_session(a.bob, &axum_live_auth::SessionId::parse(id).unwrap())
+            .await
+            .unwrap()
+    );
     assert!(b.until("/me", &bob, StatusCode::UNAUTHORIZED).await < BOUND);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_change_made_by_hand_in_sql_reaches_the_cache(
     _: PgPoolOptions,
     options: PgConnectOptions,
@@ -173,7 +187,7 @@ async fn a_change_made_by_hand_in_sql_reaches_the_cache(
     assert!(b.until("/me", &bob, StatusCode::UNAUTHORIZED).await < BOUND);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_lost_listener_means_database_lookups_until_it_listens_again(
     _: PgPoolOptions,
     options: PgConnectOptions,
@@ -219,7 +233,7 @@ async fn a_lost_listener_means_database_lookups_until_it_listens_again(
     assert!(b.until("/me", &alice, StatusCode::UNAUTHORIZED).await < BOUND);
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn memory_stays_within_the_bound_with_many_sessions(
     _: PgPoolOptions,
     options: PgConnectOptions,
@@ -266,7 +280,7 @@ async fn memory_stays_within_the_bound_with_many_sessions(
     assert!(status.entries > 0, "{status:?}");
 }
 
-#[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn cached_sessions_still_expire_and_are_still_touched(
     _: PgPoolOptions,
     options: PgConnectOptions,

@@ -227,10 +227,10 @@ async fn accounts_report_unknown_users_and_roles(db: Db) {
     app.accounts.create_role("admin").await.unwrap();
 }
 
-async fn set_password_replaces_the_old_one(db: Db) {
+async fn reset_password_replaces_the_old_one(db: Db) {
     let app = app(db).await;
     app.accounts
-        .set_password(app.bob, "new-bob-password")
+        .reset_password(app.bob, "new-bob-password")
         .await
         .unwrap();
     assert_eq!(

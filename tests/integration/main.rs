@@ -11,6 +11,7 @@
 
 mod account;
 mod admin_cli;
+mod adversarial;
 mod cache;
 mod common;
 mod failure;

@@ -50,7 +50,7 @@ async fn migrate_side_by_side(db: Db) {
     let shipped = if db.is_sqlite() {
         axum_live_auth::SQLITE_MIGRATOR.iter().count()
     } else {
-        axum_live_auth::MIGRATOR.iter().count()
+        axum_live_auth::POSTGRES_MIGRATOR.iter().count()
     };
     assert_eq!(
         db.count("SELECT count(*) FROM _axum_live_auth_migrations")

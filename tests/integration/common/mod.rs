@@ -1,6 +1,9 @@
 //! The app the integration tests drive, and helpers to send requests and read cookies.
 
 pub mod db;
+pub mod example;
+pub mod http;
+pub mod statements;
 pub mod wire;
 
 use std::{
@@ -52,11 +55,30 @@ pub struct TestApp {
     pub bob: UserId,
     /// How many times a protected handler body ran.
     pub handler_runs: Arc<AtomicUsize>,
+    /// Counts the app's statements, for an app built with [`counted_app`].
+    pub counter: Option<statements::Counter>,
 }
 
 /// Builds the app on the test database with the default layer configuration.
 pub async fn app(db: impl Into<Db>) -> TestApp {
     app_with(db, |b| b).await
+}
+
+/// Builds the app on a pool whose statements are counted ([`TestApp::statements`]).
+pub async fn counted_app(db: impl Into<Db>) -> TestApp {
+    counted_app_with(db, |b| b).await
+}
+
+/// [`counted_app`] with a customised layer.
+pub async fn counted_app_with(
+    db: impl Into<Db>,
+    configure: impl FnOnce(AuthLayerBuilder) -> AuthLayerBuilder,
+) -> TestApp {
+    let (db, counter) = statements::counted(&db.into()).await;
+    TestApp {
+        counter: Some(counter),
+        ..app_with(db, configure).await
+    }
 }
 
 /// Builds the app with a customised layer.
@@ -98,6 +120,7 @@ pub async fn app_with(
         alice,
         bob,
         handler_runs,
+        counter: None,
     }
 }
 
@@ -281,9 +304,9 @@ impl TestApp {
         self.db.count("SELECT count(*) FROM auth_sessions").await
     }
 
-    /// Statements the app's store has sent so far.
+    /// Statements the app has sent so far (an app built with [`counted_app`]).
     pub fn statements(&self) -> u64 {
-        self.store.statement_count()
+        self.counter.as_ref().expect("a counted app").get()
     }
 
     pub fn runs(&self) -> usize {
@@ -308,7 +331,7 @@ macro_rules! both_stores {
             use super::*;
             $(
                 $(#[doc = $doc])*
-                #[sqlx::test(migrator = "axum_live_auth::MIGRATOR")]
+                #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
                 async fn $name(pool: sqlx::PgPool) {
                     let $db = crate::common::Db::from(pool);
                     $body

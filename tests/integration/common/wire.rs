@@ -1,7 +1,7 @@
-//! Counts database round trips at the wire: a TCP proxy between the pool and Postgres that reads
-//! the client's messages. A `Sync` ends every extended-protocol exchange (a statement) and is also
-//! the whole of sqlx's connection ping (a `Sync` with nothing before it); a simple `Query` is a
-//! statement too. Each of these is one round trip.
+//! Counts statements and pings at the wire: a TCP proxy between the pool and Postgres that reads
+//! the client's messages. An `Execute` runs a statement, and so does a simple `Query`; a `Sync`
+//! with nothing before it is the whole of sqlx's connection ping. Once a connection has prepared
+//! its statements, each statement and each ping is one round trip.
 
 use std::sync::{
     Arc,
@@ -134,8 +134,10 @@ impl Parser {
             if self.started {
                 match self.pending[0] {
                     b'S' if self.since_sync == 0 => pings += 1,
-                    b'S' => statements += 1,
-                    b'Q' => statements += 1,
+                    // An Execute runs a statement (a statement's first use on a connection
+                    // also sends Parse/Describe/Sync to prepare it: not counted); so does a
+                    // simple Query (BEGIN, COMMIT).
+                    b'E' | b'Q' => statements += 1,
                     _ => {}
                 }
                 self.since_sync = match self.pending[0] {

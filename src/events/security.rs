@@ -1,13 +1,14 @@
 //! Security events, as `tracing` events with stable names and fields.
 //!
-//! Every event has target `axum_live_auth::security`, level INFO (WARN for the refusals), and the
-//! field `event` set to one of: `login`, `login_failed`, `login_throttled`, `logout`,
-//! `session_revoked`, `sessions_revoked_all`, `rotated`, `password_changed`, `reauth`,
-//! `expired`, `csrf_rejected`, `invalid_tokens_throttled`. Other fields, where known: `user_id`,
+//! Every event has target `axum_live_auth::security`, level INFO (WARN for refusals and
+//! alerts), and the field `event` set to one of: `login`, `login_failed`, `login_throttled`,
+//! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
+//! `password_changed`, `reauth`, `expired`, `csrf_rejected`, `invalid_token`,
+//! `unknown_session`, `invalid_tokens_alert`. Other fields, where known: `user_id`,
 //! `session_id` (the public id, never the token), `previous_session_id` (rotation), `ip`,
-//! `user_agent`, `reason`, `count`, `username` (failed or throttled logins), `retry_after_secs`,
-//! `path`. Header values are fields (Debug-formatted, so control characters are escaped), never
-//! spliced into the message.
+//! `user_agent`, `reason`, `count`, `username` (failed or throttled logins),
+//! `retry_after_secs`, `path`. Header values are fields (Debug-formatted, so control
+//! characters are escaped), never spliced into the message.
 
 use crate::{SessionId, UserId, client::Client};
 
@@ -61,13 +62,37 @@ pub(crate) fn csrf_rejected(client: &Client, reason: &str, path: &str) {
     );
 }
 
-pub(crate) fn invalid_tokens_throttled(client: &Client, limit: u32) {
+/// A token that can never be valid: malformed, a duplicate cookie, an oversized header.
+pub(crate) fn invalid_token(client: &Client, reason: &str) {
     security_event!(
         warn,
-        "invalid_tokens_throttled",
+        "invalid_token",
         client,
-        count = limit + 1,
-        "too many invalid session tokens from one address; answering 429"
+        reason,
+        "invalid session token"
+    );
+}
+
+/// A well-formed token of no live session: unknown, expired, revoked, of a disabled user, or
+/// with a wrong secret.
+pub(crate) fn unknown_session(client: &Client, session: &SessionId, reason: &str) {
+    security_event!(
+        "unknown_session",
+        client,
+        session_id = %session,
+        reason,
+        "unknown or expired session"
+    );
+}
+
+/// An address presented many invalid tokens within the alert window.
+pub(crate) fn invalid_tokens_alert(client: &Client, count: u32) {
+    security_event!(
+        warn,
+        "invalid_tokens_alert",
+        client,
+        count,
+        "many invalid session tokens from one address"
     );
 }
 
@@ -101,6 +126,16 @@ pub(crate) fn sessions_revoked_all(
         count,
         reason,
         "sessions revoked"
+    );
+}
+
+pub(crate) fn every_session_revoked(reason: &str) {
+    security_event!(
+        warn,
+        "every_session_revoked",
+        Client::default(),
+        reason,
+        "every session of every user revoked"
     );
 }
 

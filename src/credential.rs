@@ -1,15 +1,64 @@
-//! Reading the session cookie from a request, strictly, and writing `Set-Cookie` values.
+//! The request's credential: the session cookie (read strictly, across every `Cookie` field),
+//! the `Authorization: Bearer` header when enabled, and which one wins; and the `Set-Cookie`
+//! values that set and clear the cookie. Everything here is decided without any I/O.
 
 use http::{HeaderMap, HeaderValue, header};
 use tower_cookies::cookie::{Cookie, time::Duration as CookieDuration};
 
-use crate::{SessionToken, config::CookieConfig};
+use crate::{AuthRejection, SessionToken, config::CookieConfig};
 
 /// Cookie headers larger than this (all `Cookie` fields together) are not searched: the request
 /// is anonymous. Browsers keep at most 4 KiB per cookie; 16 KiB leaves room for an app's own.
 pub const MAX_COOKIE_HEADER_BYTES: usize = 16 * 1024;
 
-/// What a request presented as its session cookie.
+/// The cookie the response should carry, decided during the request.
+#[derive(Debug)]
+pub(crate) enum CookieChange {
+    Keep,
+    Set(SessionToken),
+    Clear,
+}
+
+/// Where the request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Cookie,
+    Bearer,
+}
+
+/// The request's credential: what it presented, and where.
+#[derive(Debug)]
+pub(crate) struct Credential {
+    pub(crate) presented: Presented,
+    pub(crate) source: Source,
+}
+
+/// The request's token from the cookie or, when `bearer` is on, the bearer header. Both present
+/// and not the same token is refused ([`AuthRejection::ConflictingCredentials`]), never
+/// resolved to one of them.
+pub(crate) fn read(
+    headers: &HeaderMap,
+    cookie_name: &str,
+    bearer: bool,
+) -> Result<Credential, AuthRejection> {
+    let from_cookie = read_cookie(headers, cookie_name);
+    let from_bearer = if bearer {
+        read_bearer(headers)
+    } else {
+        Presented::None
+    };
+    let (presented, source) = match (from_cookie, from_bearer) {
+        (cookie, Presented::None) => (cookie, Source::Cookie),
+        (Presented::None, bearer) => (bearer, Source::Bearer),
+        (Presented::Token(a), Presented::Token(b)) if a.to_string() == b.to_string() => {
+            (Presented::Token(b), Source::Bearer)
+        }
+        _ => return Err(AuthRejection::ConflictingCredentials),
+    };
+    Ok(Credential { presented, source })
+}
+
+/// What a request presented as its session token.
 #[derive(Debug)]
 pub(crate) enum Presented {
     /// No session cookie.
@@ -41,8 +90,8 @@ impl Invalid {
 }
 
 /// Finds the session cookie in every `Cookie` header field (HTTP/2 splits them), byte by byte so
-/// that non-UTF-8 in other cookies does not matter. Decided without any I/O.
-pub(crate) fn read(headers: &HeaderMap, name: &str) -> Presented {
+/// that non-UTF-8 in other cookies does not matter.
+fn read_cookie(headers: &HeaderMap, name: &str) -> Presented {
     let fields = headers.get_all(header::COOKIE);
     let total: usize = fields.iter().map(|v| v.as_bytes().len()).sum();
     if total > MAX_COOKIE_HEADER_BYTES {
@@ -73,17 +122,41 @@ pub(crate) fn read(headers: &HeaderMap, name: &str) -> Presented {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. Another scheme (say `Basic`) is
+/// not this crate's business and reads as no token; a malformed bearer token or several
+/// `Authorization` headers are invalid.
+fn read_bearer(headers: &HeaderMap) -> Presented {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Presented::None;
+    };
+    if values.next().is_some() {
+        return Presented::Invalid(Invalid::Duplicate);
+    }
+    let bytes = value.as_bytes();
+    let Some((scheme, token)) = bytes.split_at_checked(7) else {
+        return Presented::None;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return Presented::None;
+    }
+    match SessionToken::parse(token) {
+        Some(token) => Presented::Token(token),
+        None => Presented::Invalid(Invalid::Malformed),
+    }
+}
+
 /// `Set-Cookie` for a new session: `<name>=<token>; HttpOnly; SameSite=…; Secure; Path=/`.
 /// No `Max-Age`: the cookie ends with the browser session, and the server enforces both
 /// deadlines whatever the browser keeps.
-pub(crate) fn set(config: &CookieConfig, token: &SessionToken) -> Option<HeaderValue> {
+pub(crate) fn set_cookie(config: &CookieConfig, token: &SessionToken) -> Option<HeaderValue> {
     header_value(base(config, token.to_string()))
 }
 
 /// `Set-Cookie` that deletes the session cookie. It repeats the name, `Path`, `Domain` and
 /// `Secure` of the cookie it deletes: browsers ignore a deletion of a `__Host-` cookie without
 /// them.
-pub(crate) fn clear(config: &CookieConfig) -> Option<HeaderValue> {
+pub(crate) fn clear_cookie(config: &CookieConfig) -> Option<HeaderValue> {
     let mut cookie = base(config, String::new());
     cookie.set_max_age(CookieDuration::ZERO);
     cookie.set_expires(tower_cookies::cookie::time::OffsetDateTime::UNIX_EPOCH);
@@ -134,24 +207,27 @@ mod tests {
         let t = token();
         let one = format!("a=1; {NAME}={t}; b=2");
         assert!(matches!(
-            read(&headers(&[one.as_bytes()]), NAME),
+            read_cookie(&headers(&[one.as_bytes()]), NAME),
             Presented::Token(_)
         ));
         let second = format!("{NAME}={t}");
         let split = headers(&[b"a=1", second.as_bytes()]);
-        assert!(matches!(read(&split, NAME), Presented::Token(_)));
+        assert!(matches!(read_cookie(&split, NAME), Presented::Token(_)));
         let non_utf8 = [b"x=\xff\xfe; ".as_slice(), second.as_bytes()].concat();
         assert!(matches!(
-            read(&headers(&[&non_utf8]), NAME),
+            read_cookie(&headers(&[&non_utf8]), NAME),
             Presented::Token(_)
         ));
     }
 
     #[test]
     fn absent_cookie_is_none() {
-        assert!(matches!(read(&HeaderMap::new(), NAME), Presented::None));
         assert!(matches!(
-            read(&headers(&[b"sid=1; __host-sid=2"]), NAME),
+            read_cookie(&HeaderMap::new(), NAME),
+            Presented::None
+        ));
+        assert!(matches!(
+            read_cookie(&headers(&[b"sid=1; __host-sid=2"]), NAME),
             Presented::None
         ));
     }
@@ -160,7 +236,12 @@ mod tests {
     fn duplicates_are_invalid_whatever_their_values() {
         let (a, b) = (token(), token());
         let same_field = format!("{NAME}={a}; {NAME}={b}");
-        let dup = |h: HeaderMap| matches!(read(&h, NAME), Presented::Invalid(Invalid::Duplicate));
+        let dup = |h: HeaderMap| {
+            matches!(
+                read_cookie(&h, NAME),
+                Presented::Invalid(Invalid::Duplicate)
+            )
+        };
         assert!(dup(headers(&[same_field.as_bytes()])));
         let (fa, fb) = (format!("{NAME}={a}"), format!("{NAME}={a}"));
         assert!(dup(headers(&[fa.as_bytes(), fb.as_bytes()])));
@@ -180,13 +261,16 @@ mod tests {
         ] {
             let h = headers(&[format!("{NAME}={value}").as_bytes()]);
             assert!(
-                matches!(read(&h, NAME), Presented::Invalid(Invalid::Malformed)),
+                matches!(
+                    read_cookie(&h, NAME),
+                    Presented::Invalid(Invalid::Malformed)
+                ),
                 "{value:?}"
             );
         }
         let h = headers(&[NAME.as_bytes()]);
         assert!(matches!(
-            read(&h, NAME),
+            read_cookie(&h, NAME),
             Presented::Invalid(Invalid::Malformed)
         ));
     }
@@ -196,7 +280,7 @@ mod tests {
         let t = token();
         let big = format!("{NAME}={t}; pad={}", "x".repeat(MAX_COOKIE_HEADER_BYTES));
         assert!(matches!(
-            read(&headers(&[big.as_bytes()]), NAME),
+            read_cookie(&headers(&[big.as_bytes()]), NAME),
             Presented::Invalid(Invalid::Oversized)
         ));
     }
@@ -214,7 +298,7 @@ mod tests {
             };
             let mut map = HeaderMap::new();
             map.append(header::COOKIE, value);
-            if let Presented::Token(token) = read(&map, NAME) {
+            if let Presented::Token(token) = read_cookie(&map, NAME) {
                 // A token is only ever one that stands, whole, in the header.
                 let text = token.to_string();
                 assert!(bytes.windows(text.len()).any(|w| w == text.as_bytes()));
@@ -236,15 +320,80 @@ mod tests {
             same_site: SameSite::Lax,
         };
         let t = SessionToken::generate().unwrap();
-        let set = set(&config, &t).unwrap();
+        let set = set_cookie(&config, &t).unwrap();
         let set = set.to_str().unwrap();
         assert_eq!(
             set,
             format!("{NAME}={t}; HttpOnly; SameSite=Lax; Secure; Path=/")
         );
-        let clear = clear(&config).unwrap();
+        let clear = clear_cookie(&config).unwrap();
         let clear = clear.to_str().unwrap();
         assert!(clear.starts_with(&format!("{NAME}=; HttpOnly; SameSite=Lax; Secure; Path=/")));
         assert!(clear.contains("Max-Age=0"));
+    }
+
+    fn read_value(values: &[&str]) -> Presented {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        read_bearer(&map)
+    }
+
+    #[test]
+    fn reads_a_bearer_token_strictly() {
+        let t = SessionToken::generate().unwrap().to_string();
+        assert!(matches!(
+            read_value(&[&format!("Bearer {t}")]),
+            Presented::Token(_)
+        ));
+        assert!(matches!(
+            read_value(&[&format!("bearer {t}")]),
+            Presented::Token(_)
+        ));
+        assert!(matches!(read_value(&[]), Presented::None));
+        assert!(matches!(
+            read_value(&["Basic dXNlcjpwYXNz"]),
+            Presented::None
+        ));
+        for bad in [
+            format!("Bearer  {t}"),
+            format!("Bearer {t} "),
+            "Bearer x".into(),
+            "Bearer ".into(),
+        ] {
+            assert!(
+                matches!(read_value(&[&bad]), Presented::Invalid(Invalid::Malformed)),
+                "{bad:?}"
+            );
+        }
+        let dup = format!("Bearer {t}");
+        assert!(matches!(
+            read_value(&[&dup, &dup]),
+            Presented::Invalid(Invalid::Duplicate)
+        ));
+    }
+
+    #[test]
+    fn a_cookie_and_a_bearer_token_must_agree() {
+        let t = SessionToken::generate().unwrap().to_string();
+        let mut h = headers(&[format!("{NAME}={t}").as_bytes()]);
+        h.append(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        let same = read(&h, NAME, true).unwrap();
+        assert_eq!(same.source, Source::Bearer);
+        let other = SessionToken::generate().unwrap().to_string();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {other}").parse().unwrap(),
+        );
+        assert_eq!(
+            read(&h, NAME, true).unwrap_err(),
+            AuthRejection::ConflictingCredentials
+        );
+        // With bearer tokens off, the header is not this crate's business.
+        assert_eq!(read(&h, NAME, false).unwrap().source, Source::Cookie);
     }
 }

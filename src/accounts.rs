@@ -1,0 +1,540 @@
+//! Users, roles and grants (global and per resource), and sessions: the library functions apps,
+//! operator tools and tests manage them with.
+//!
+//! Every change here is enforced on the next request of the user concerned, on every node,
+//! without logging in again. The same holds for changes made with plain SQL on the tables.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    AuthStore, Error, Resource, SessionId, SessionInfo, UserId,
+    client::Client,
+    config::AuthConfig,
+    events::{Hub, security},
+    login::PasswordCheck,
+    password::{self, Hasher},
+    shared::Shared,
+    store::{GrantRow, Scope, ThrottleLimits},
+};
+
+/// Expired sessions deleted per statement by the purge: small enough that no statement holds
+/// its locks for long, whatever the table's size.
+const PURGE_BATCH: u32 = 1000;
+/// Failed-login counters idle for longer than this are purged.
+const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Manages users, roles, grants and sessions in the crate's tables.
+///
+/// ```no_run
+/// use axum_live_auth::{Accounts, Resource};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), axum_live_auth::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+/// let accounts = Accounts::new(pool);
+/// let alice = accounts.create_user("alice", "alice-password").await?;
+/// accounts.create_role("admin").await?;
+/// accounts.grant_role_permission("admin", "reports:read").await?;
+/// accounts.assign_role(alice, "admin").await?;
+/// accounts.grant_permission(alice, "billing:write").await?;
+/// accounts.grant_permission_on(alice, "project:write", &"project:42".parse()?).await?;
+/// assert_eq!(accounts.verify_password("Alice", "alice-password").await?, Some(alice));
+/// accounts.disable_user(alice).await?; // her sessions end now, everywhere
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    store: AuthStore,
+    hasher: Arc<Hasher>,
+    limits: ThrottleLimits,
+    /// The layer's event streams, told of changes in-process (both stores).
+    hub: Option<Arc<Hub>>,
+}
+
+impl Accounts {
+    /// Works on the crate's tables in a Postgres or SQLite pool's database, with the default
+    /// password-hashing bounds and login limits. Inside an app, prefer
+    /// [`AuthLayer::accounts`](crate::AuthLayer::accounts), which shares the layer's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let accounts = axum_live_auth::Accounts::new(pool);
+    /// # let _ = accounts; Ok(())
+    /// # }
+    /// ```
+    pub fn new(store: impl Into<AuthStore>) -> Self {
+        Self {
+            store: store.into(),
+            hasher: Arc::new(Hasher::default()),
+            limits: AuthConfig::default().login,
+            hub: None,
+        }
+    }
+
+    pub(crate) fn of_layer(shared: &Shared) -> Self {
+        Self {
+            store: shared.store.clone(),
+            hasher: Arc::clone(&shared.hasher),
+            limits: shared.config.login,
+            hub: Some(Arc::clone(&shared.hub)),
+        }
+    }
+
+    /// The store these accounts live in.
+    pub fn store(&self) -> &AuthStore {
+        &self.store
+    }
+
+    fn changed(&self, user: UserId) {
+        if let Some(hub) = &self.hub {
+            hub.user_changed(user);
+        }
+    }
+
+    fn everyone_changed(&self) {
+        if let Some(hub) = &self.hub {
+            hub.apply("*");
+        }
+    }
+
+    /// Creates a user with an Argon2id hash of `password`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUsername`], [`Error::InvalidPassword`] (shorter than
+    /// [`MIN_PASSWORD_BYTES`](crate::MIN_PASSWORD_BYTES) or longer than
+    /// [`MAX_PASSWORD_BYTES`](crate::MAX_PASSWORD_BYTES)), [`Error::UsernameTaken`] (names are
+    /// compared case-insensitively, as the database folds them), [`Error::Busy`], or an
+    /// infrastructure error.
+    pub async fn create_user(&self, username: &str, password: &str) -> Result<UserId, Error> {
+        validate_username(username)?;
+        password::validate_new(password)?;
+        let hash = self.hasher.hash(password).await?;
+        self.store.create_user(username, Some(&hash)).await
+    }
+
+    /// The id of the user called `username` (case-insensitive), if any.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn user_id(&self, username: &str) -> Result<Option<UserId>, Error> {
+        Ok(self.store.user_id(username).await?)
+    }
+
+    /// Checks a username and password; `Some(id)` only for the right password of an enabled
+    /// user. Takes the same time whether or not the user exists, has a password or is
+    /// disabled, and is throttled per account like logins (there is no client address here).
+    /// To log a user in, use [`Auth::login_with_password`](crate::Auth::login_with_password),
+    /// which is also throttled per client address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Throttled`], [`Error::Busy`], or an infrastructure error. A wrong password is
+    /// `Ok(None)`.
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<UserId>, Error> {
+        let check = PasswordCheck {
+            store: &self.store,
+            hasher: &self.hasher,
+            limits: &self.limits,
+        };
+        let verified = check.check(&Client::default(), username, password).await?;
+        Ok(verified.map(|v| v.user))
+    }
+
+    /// Sets the user's password (an administrator's or a recovery flow's action): moves the
+    /// user to a new credential epoch, so that every session ends and no login whose password
+    /// check ran before this one can create a session; lifts any login backoff of the account.
+    /// Does not log anyone in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPassword`], [`Error::UserNotFound`], [`Error::Busy`], or an
+    /// infrastructure error.
+    pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
+        password::validate_new(password)?;
+        let hash = self.hasher.hash(password).await?;
+        found(self.store.set_password(user, &hash, None).await?)?;
+        security::password_changed(&Client::default(), user, None, "reset");
+        self.changed(user);
+        Ok(())
+    }
+
+    /// Deletes the user, with their sessions and grants.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserNotFound`], or an infrastructure error.
+    pub async fn delete_user(&self, user: UserId) -> Result<(), Error> {
+        found(self.store.delete_user(user).await?)?;
+        self.changed(user);
+        Ok(())
+    }
+
+    /// The user's live sessions, most recently used first: public id, times, user agent and
+    /// IP address. Never the secret or its hash.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, Error> {
+        self.store.list_sessions(user).await
+    }
+
+    /// Ends one session of the user; `false` if the user has no such session.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn revoke_session(&self, user: UserId, session: &SessionId) -> Result<bool, Error> {
+        let ended = self.store.delete_user_session(user, session).await?;
+        if ended {
+            security::session_revoked(&Client::default(), user, session.as_str(), "admin");
+            self.changed(user);
+        }
+        Ok(ended)
+    }
+
+    /// Ends every session of the user ("log out everywhere"); returns how many ended.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn revoke_all_sessions(&self, user: UserId) -> Result<u64, Error> {
+        let count = self.store.delete_user_sessions(user, None).await?;
+        security::sessions_revoked_all(&Client::default(), user, None, count, "admin");
+        self.changed(user);
+        Ok(count)
+    }
+
+    /// Ends every session of every user at once, for incident response (a leaked database
+    /// backup, a compromised server): everyone must log in again. On Postgres one `TRUNCATE`,
+    /// one notification to every node whatever the number of sessions.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn revoke_every_session(&self) -> Result<(), Error> {
+        self.store.delete_all_sessions().await?;
+        security::every_session_revoked("admin");
+        self.everyone_changed();
+        Ok(())
+    }
+
+    /// Deletes every session past its idle or absolute deadline (they are refused anyway;
+    /// this keeps the table small), in batches of a thousand so that no statement holds its
+    /// locks for long, and returns how many. Also forgets failed-login counters idle for a day.
+    /// See also [`purge_expired_every`](crate::AuthLayerBuilder::purge_expired_every).
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, Error> {
+        let mut purged = 0;
+        loop {
+            let batch = self.store.purge_expired_batch(PURGE_BATCH).await?;
+            for session in &batch {
+                security::expired(
+                    session.user_id,
+                    &session.id,
+                    session.ip.as_deref(),
+                    session.user_agent.as_deref(),
+                );
+            }
+            purged += batch.len() as u64;
+            if batch.len() < PURGE_BATCH as usize {
+                break;
+            }
+            // Let other work at the database between batches.
+            tokio::task::yield_now().await;
+        }
+        self.store.purge_attempts(ATTEMPTS_HORIZON).await?;
+        Ok(purged)
+    }
+
+    /// Bans the user: sets `disabled_at` and deletes all their sessions. Their next request, on
+    /// any node, is unauthenticated, and they cannot log in until [enabled](Self::enable_user).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserNotFound`], or an infrastructure error.
+    pub async fn disable_user(&self, user: UserId) -> Result<(), Error> {
+        found(self.store.disable_user(user).await?)?;
+        self.changed(user);
+        Ok(())
+    }
+
+    /// Lifts a ban. The user has to log in again (their sessions were deleted on disable).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserNotFound`], or an infrastructure error.
+    pub async fn enable_user(&self, user: UserId) -> Result<(), Error> {
+        found(self.store.enable_user(user).await?)
+    }
+
+    /// Grants a permission to the user directly, on every resource. Granting one the user has
+    /// is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::UserNotFound`], or an infrastructure error.
+    pub async fn grant_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
+        validate_name(permission)?;
+        self.store.grant_permission(user, permission).await?;
+        self.changed(user);
+        Ok(())
+    }
+
+    /// Revokes a direct global grant; `false` if the user had no such grant. The user keeps the
+    /// permission if a role of theirs grants it.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<bool, Error> {
+        let revoked = self.store.revoke_permission(user, permission).await?;
+        self.changed(user);
+        Ok(revoked)
+    }
+
+    /// Grants a permission to the user on one resource only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::UserNotFound`], or an infrastructure error.
+    pub async fn grant_permission_on(
+        &self,
+        user: UserId,
+        permission: &str,
+        resource: &Resource,
+    ) -> Result<(), Error> {
+        validate_name(permission)?;
+        self.store
+            .grant_on(user, GrantRow::Permission(permission), scope(resource))
+            .await
+    }
+
+    /// Revokes a grant scoped to one resource; `false` if there was none.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn revoke_permission_on(
+        &self,
+        user: UserId,
+        permission: &str,
+        resource: &Resource,
+    ) -> Result<bool, Error> {
+        self.store
+            .revoke_on(user, GrantRow::Permission(permission), scope(resource))
+            .await
+    }
+
+    /// Creates a role if no role of that name exists.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], or an infrastructure error.
+    pub async fn create_role(&self, role: &str) -> Result<(), Error> {
+        validate_name(role)?;
+        self.store.ensure_role(role).await
+    }
+
+    /// Adds a permission to a role, and so to every user who has the role (globally or on a
+    /// resource).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::RoleNotFound`], or an infrastructure error.
+    pub async fn grant_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+        validate_name(permission)?;
+        self.store.grant_role_permission(role, permission).await?;
+        self.everyone_changed();
+        Ok(())
+    }
+
+    /// Removes a permission from a role; `false` if the role did not have it.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn revoke_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<bool, Error> {
+        let revoked = self.store.revoke_role_permission(role, permission).await?;
+        self.everyone_changed();
+        Ok(revoked)
+    }
+
+    /// Gives the user a role, on every resource.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserNotFound`], [`Error::RoleNotFound`], or an infrastructure error.
+    pub async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        self.store.assign_role(user, role).await?;
+        self.changed(user);
+        Ok(())
+    }
+
+    /// Takes a global role away from the user; `false` if they did not have it.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
+        let removed = self.store.unassign_role(user, role).await?;
+        self.changed(user);
+        Ok(removed)
+    }
+
+    /// Gives the user a role on one resource: every permission of the role, on that resource
+    /// ("bob is manager of project 42").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserNotFound`], [`Error::RoleNotFound`], or an infrastructure error.
+    pub async fn assign_role_on(
+        &self,
+        user: UserId,
+        role: &str,
+        resource: &Resource,
+    ) -> Result<(), Error> {
+        self.store
+            .grant_on(user, GrantRow::Role(role), scope(resource))
+            .await
+    }
+
+    /// Takes a role on one resource away from the user; `false` if they did not have it.
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn unassign_role_on(
+        &self,
+        user: UserId,
+        role: &str,
+        resource: &Resource,
+    ) -> Result<bool, Error> {
+        self.store
+            .revoke_on(user, GrantRow::Role(role), scope(resource))
+            .await
+    }
+
+    /// The ids of resources of type `kind` on which the user holds `permission` through a
+    /// scoped grant (directly or by a role on the resource), in byte order, at most `limit`
+    /// after `after` (the last id of the previous page). A user who holds the permission
+    /// globally may see every resource of the type: check
+    /// [`CurrentUser::has`](crate::CurrentUser::has) first.
+    ///
+    /// ```no_run
+    /// # async fn f(accounts: axum_live_auth::Accounts, bob: i64) -> Result<(), axum_live_auth::Error> {
+    /// let first = accounts.resource_ids(bob, "project:read", "project", None, 50).await?;
+    /// let second = accounts
+    ///     .resource_ids(bob, "project:read", "project", first.last().map(String::as_str), 50)
+    ///     .await?;
+    /// # let _ = second; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn resource_ids(
+        &self,
+        user: UserId,
+        permission: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, Error> {
+        self.store
+            .resources_of(user, permission, kind, after, limit)
+            .await
+    }
+
+    /// The ids of users who hold `permission` on `resource` (by a scoped grant, a role on the
+    /// resource, or globally), ascending, at most `limit` above `after` (the last id of the
+    /// previous page, or 0).
+    ///
+    /// # Errors
+    ///
+    /// An infrastructure error.
+    pub async fn holders(
+        &self,
+        permission: &str,
+        resource: &Resource,
+        after: UserId,
+        limit: u32,
+    ) -> Result<Vec<UserId>, Error> {
+        self.store
+            .holders(permission, scope(resource), after, limit)
+            .await
+    }
+}
+
+fn scope(resource: &Resource) -> Scope<'_> {
+    Scope {
+        kind: resource.kind(),
+        id: resource.id(),
+    }
+}
+
+fn found(exists: bool) -> Result<(), Error> {
+    if exists {
+        Ok(())
+    } else {
+        Err(Error::UserNotFound)
+    }
+}
+
+fn validate_username(username: &str) -> Result<(), Error> {
+    let chars = username.chars().count();
+    let ok = (1..=64).contains(&chars)
+        && username.len() <= crate::login::MAX_USERNAME_BYTES
+        && username.trim() == username
+        && !username.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidUsername)
+    }
+}
+
+/// Permission and role names: 1 to 128 visible characters, no whitespace.
+fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = (1..=128).contains(&name.chars().count())
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok { Ok(()) } else { Err(Error::InvalidName) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("Ålice Smith").is_ok());
+        for bad in ["", " alice", "alice ", "a\nb", "a\0b", &"x".repeat(65)] {
+            assert!(validate_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("reports:read").is_ok());
+        for bad in ["", "a b", "a\tb", &"x".repeat(129)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! One LISTEN connection per node (Postgres), fanned out to everything that must hear of a
+//! change: the principal cache and the open event streams. While the connection is down,
+//! everyone is told (the cache empties and is bypassed, streams end), so no notification lost
+//! meanwhile can leave a stale picture behind.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::postgres::{PgListener, PgPool};
+
+use crate::{cache::PrincipalCache, events::Hub};
+
+/// The LISTEN channel the triggers notify on.
+pub(crate) const CHANNEL: &str = "axum_live_auth";
+/// The `application_name` of each node's listener connection (visible in `pg_stat_activity`).
+pub(crate) const LISTENER_NAME: &str = "axum-live-auth-listener";
+
+/// Who hears of the node's notifications.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscribers {
+    pub(crate) cache: Option<Arc<PrincipalCache>>,
+    pub(crate) hub: Arc<Hub>,
+}
+
+impl Subscribers {
+    fn apply(&self, payload: &str) {
+        if let Some(cache) = &self.cache {
+            cache.apply(payload);
+        }
+        self.hub.apply(payload);
+    }
+
+    pub(crate) fn set_listening(&self, listening: bool) {
+        if let Some(cache) = &self.cache {
+            cache.set_listening(listening);
+        }
+        self.hub.set_listening(listening);
+    }
+}
+
+/// A pool of one connection for the listener, from the app's pool settings (or those of
+/// `listen_pool` on the builder), outside the app's pool: a listener holds its connection for
+/// good.
+pub(crate) fn listener_pool(pool: &PgPool) -> PgPool {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name(LISTENER_NAME);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options)
+}
+
+/// Listens for good: connects, LISTENs, applies notifications; on any loss, tells the
+/// subscribers and reconnects (after a short, growing pause with jitter, so that nodes that all
+/// lost their connection at once do not come back in lockstep). Dropping the future returns its
+/// connection to `pool`; closing the pool closes it.
+pub(crate) async fn listen(pool: PgPool, subscribers: Subscribers) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match listen_once(&pool, &subscribers).await {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "axum-live-auth listener cannot connect; the cache stays bypassed"
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+    }
+}
+
+/// One connection's life: listen, then apply notifications until the connection is lost.
+async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.eager_reconnect(false);
+    listener.ignore_pool_close_event(true);
+    listener.listen(CHANNEL).await?;
+    subscribers.set_listening(true);
+    tracing::debug!("axum-live-auth listener listening");
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) => subscribers.apply(notification.payload()),
+            Ok(None) | Err(_) => {
+                subscribers.set_listening(false);
+                tracing::warn!("axum-live-auth listener lost its connection; bypassing the cache");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `pause` plus up to half of it again, at random, so that nodes spread their reconnections.
+fn jitter(pause: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let random =
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut byte).map_or(0, |()| byte[0]);
+    pause + pause * u32::from(random) / 512
+}

@@ -1,0 +1,123 @@
+//! Every password check the crate offers, in one place, throttled atomically: the attempt is
+//! reserved in the database (per client address, then per account or name) before any hash is
+//! computed, refused there when over the limit, and given back when the password was right.
+
+use crate::{
+    AuthStore, Error, UserId,
+    client::Client,
+    events::security,
+    password::{Hasher, MAX_PASSWORD_BYTES},
+    store::{AttemptKey, Reservation, ThrottleLimits},
+};
+
+/// The longest username accepted at login, in bytes; longer input is refused without a query.
+pub(crate) const MAX_USERNAME_BYTES: usize = 256;
+
+/// A right password of an enabled user, and the credential version it was checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verified {
+    pub(crate) user: UserId,
+    pub(crate) credential_epoch: i64,
+}
+
+/// What a password check needs: where the users are, who hashes, and the limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PasswordCheck<'a> {
+    pub(crate) store: &'a AuthStore,
+    pub(crate) hasher: &'a Hasher,
+    pub(crate) limits: &'a ThrottleLimits,
+}
+
+impl PasswordCheck<'_> {
+    /// Checks `username` and `password` for `client`: `Some` only for the right password of an
+    /// enabled user. Unknown, password-less and disabled users cost the same as a wrong
+    /// password (one Argon2 verification always runs), and each failure is a `login_failed`
+    /// security event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Throttled`] when the address or the account is over its limit (no hash is
+    /// computed), [`Error::Busy`] when too many hashes are running or waiting, or an
+    /// infrastructure error.
+    pub(crate) async fn check(
+        &self,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Verified>, Error> {
+        // No user can have such a name (and Postgres text cannot even hold NUL): refused
+        // without a query.
+        if username.len() > MAX_USERNAME_BYTES
+            || password.len() > MAX_PASSWORD_BYTES
+            || username.contains(char::is_control)
+        {
+            security::login_failed(client, username);
+            return Ok(None);
+        }
+        let row = self.store.login_row(username).await?;
+        let account = match row.id {
+            Some(id) => AttemptKey::user(id),
+            None => AttemptKey::unknown_name(&row.folded),
+        };
+        let address = client
+            .address
+            .map(|address| AttemptKey::address(address.to_string()));
+        self.reserve(client, username, address.as_ref(), &account)
+            .await?;
+        let verified = self.hasher.verify(password, row.password_hash).await;
+        let enabled = row.disabled == Some(false);
+        match (verified, row.id, row.credential_epoch) {
+            (Ok(true), Some(user), Some(credential_epoch)) if enabled => {
+                // A success is not a failure: give back what was reserved.
+                if let Some(address) = &address {
+                    self.store.release_attempt(address).await?;
+                }
+                self.store.clear_attempts(&account).await?;
+                Ok(Some(Verified {
+                    user,
+                    credential_epoch,
+                }))
+            }
+            (Ok(_), _, _) => {
+                security::login_failed(client, username);
+                Ok(None)
+            }
+            (Err(error), _, _) => {
+                // The check never ran (the hasher was busy): the address gets its attempt back.
+                if let Some(address) = &address {
+                    self.store.release_attempt(address).await?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Reserves the attempt for the address (if known), then for the account; a refusal of the
+    /// account gives the address its attempt back.
+    async fn reserve(
+        &self,
+        client: &Client,
+        username: &str,
+        address: Option<&AttemptKey>,
+        account: &AttemptKey,
+    ) -> Result<(), Error> {
+        let refused = |retry_after| {
+            security::login_throttled(client, username, retry_after);
+            Err(Error::Throttled { retry_after })
+        };
+        if let Some(address) = address
+            && let Reservation::Refused(wait) =
+                self.store.reserve_attempt(address, self.limits).await?
+        {
+            return refused(wait);
+        }
+        if let Reservation::Refused(wait) = self.store.reserve_attempt(account, self.limits).await?
+        {
+            if let Some(address) = address {
+                self.store.release_attempt(address).await?;
+            }
+            return refused(wait);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! From the request's token to its principal: the principal cache when it holds a fresh entry,
+//! else one round trip; the secret's hash compared in constant time; the idle deadline written
+//! back at most once per touch interval, after the secret matched. The wait for the database is
+//! bounded.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    AuthState, CurrentUser, SessionToken,
+    cache::{Deadlines, Entry},
+    client::Client,
+    credential::{CookieChange, Credential, Invalid, Presented, Source},
+    events::security,
+    principal::Principal,
+    shared::Shared,
+    store::RequestConnection,
+};
+
+/// Decides the request's [`AuthState`], and whether the response should clear the cookie (for
+/// a cookie that can never become valid again).
+pub(crate) async fn authenticate(
+    shared: &Arc<Shared>,
+    credential: Credential,
+    client: &Client,
+) -> (AuthState, CookieChange) {
+    // Only a cookie can be cleared; a bearer client keeps its token itself.
+    let clear = match credential.source {
+        Source::Cookie => CookieChange::Clear,
+        Source::Bearer => CookieChange::Keep,
+    };
+    let token = match credential.presented {
+        Presented::None => return (AuthState::Anonymous, CookieChange::Keep),
+        Presented::Invalid(reason) => {
+            security::invalid_token(client, reason.as_str());
+            alert(shared, client);
+            // A duplicate may be a planted cookie next to the real one: clearing could delete
+            // the real one, so only a single malformed cookie is cleared.
+            let change = if reason == Invalid::Malformed {
+                clear
+            } else {
+                CookieChange::Keep
+            };
+            return (AuthState::Anonymous, change);
+        }
+        Presented::Token(token) => token,
+    };
+    match resolve(shared, &token, client).await {
+        Ok(Some(user)) => (AuthState::Authenticated(user), CookieChange::Keep),
+        Ok(None) => {
+            alert(shared, client);
+            (AuthState::Anonymous, clear)
+        }
+        Err(error) => {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                session_id = %token.id(),
+                "session lookup failed; answering as unavailable"
+            );
+            (AuthState::Unavailable, CookieChange::Keep)
+        }
+    }
+}
+
+/// Counts an invalid token of the client's address towards the alert.
+fn alert(shared: &Shared, client: &Client) {
+    if let Some(address) = client.address
+        && let Some(count) = shared.alerts.record(address)
+    {
+        security::invalid_tokens_alert(client, count);
+    }
+}
+
+/// The session's user, if the token names a live session.
+async fn resolve(
+    shared: &Arc<Shared>,
+    token: &SessionToken,
+    client: &Client,
+) -> Result<Option<CurrentUser>, sqlx::Error> {
+    let config = &shared.config;
+    let now = Instant::now();
+    let read = bounded(config.lookup_timeout, read(shared, token, now));
+    let resolved = match &shared.cache {
+        Some(cache) => cache.get_or_fill(token.id(), now, read).await?,
+        None => read
+            .await?
+            .map(|(entry, conn)| (Arc::new(entry), Some(conn))),
+    };
+    let Some((entry, conn)) = resolved else {
+        security::unknown_session(client, token.id(), "unknown_or_expired");
+        return Ok(None);
+    };
+    if !token.secret_hash().matches(&entry.secret_hash) {
+        security::unknown_session(client, token.id(), "secret_mismatch");
+        return Ok(None);
+    }
+    if entry.claim_touch(now, config.touch_interval) {
+        touch(shared, conn, token).await;
+        entry.touched(now, config.idle_timeout);
+    }
+    let recent = entry.recently_authenticated(now, config.reauth_window);
+    Ok(Some(CurrentUser::new(
+        Arc::clone(&entry.principal),
+        recent,
+        Arc::clone(shared) as _,
+    )))
+}
+
+/// One round trip: the session row, as an entry with deadlines measured on the database's
+/// clock; and the connection, kept for a touch.
+async fn read(
+    shared: &Shared,
+    token: &SessionToken,
+    now: Instant,
+) -> Result<Option<(Entry, RequestConnection)>, sqlx::Error> {
+    let mut conn = shared.store.connection().await?;
+    let Some(row) = conn.lookup(token.id()).await? else {
+        return Ok(None);
+    };
+    let deadlines = Deadlines {
+        now,
+        since_seen: row.last_seen_at.until(row.now),
+        idle_left: row.now.until(row.idle_expires_at),
+        absolute_left: row.now.until(row.expires_at),
+        since_authenticated: row.authenticated_at.until(row.now),
+    };
+    let secret_hash = row.secret_hash.clone();
+    let principal = Arc::new(Principal::from_row(row, token.id().clone()));
+    let entry = Entry::new(
+        secret_hash,
+        principal,
+        deadlines,
+        shared.config.touch_interval,
+    );
+    Ok(Some((entry, conn)))
+}
+
+/// Writes the idle deadline back, on the request's connection if it has one. The request is
+/// authenticated either way; a failed touch only means the deadline moves on a later request.
+async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &SessionToken) {
+    let config = &shared.config;
+    let write = async {
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => shared.store.connection().await?,
+        };
+        conn.touch(token.id(), config.idle_timeout, config.touch_interval)
+            .await
+    };
+    if let Err(error) = bounded(config.lookup_timeout, write).await {
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "session touch failed"
+        );
+    }
+}
+
+/// `work`, or a pool timeout once `limit` has passed.
+async fn bounded<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+}

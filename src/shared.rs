@@ -1,0 +1,114 @@
+//! What every request of a layer shares: the validated configuration, the store, the principal
+//! cache, the password hasher and the node's event-stream hub. Built by `build()` without
+//! starting anything; background work runs in the future `AuthLayer::background` returns.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    AuthStore, Error, Resource, UserId,
+    cache::PrincipalCache,
+    config::AuthConfig,
+    events::{Hub, TokenAlerts},
+    password::Hasher,
+    principal::ScopedGrants,
+    store::Scope,
+};
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: AuthConfig,
+    pub(crate) store: AuthStore,
+    pub(crate) cache: Option<Arc<PrincipalCache>>,
+    pub(crate) hasher: Arc<Hasher>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) alerts: TokenAlerts,
+    /// Dropped with the last clone of the layer: tells the background work to stop.
+    stop: watch::Sender<()>,
+    /// Whether the background work was asked for (the cache and Postgres streams need it).
+    pub(crate) background_started: AtomicBool,
+    warned_no_peer: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(config: AuthConfig, store: AuthStore) -> Self {
+        let cache = config
+            .cache
+            .map(|options| Arc::new(PrincipalCache::new(options)));
+        let hasher = match config.hashing {
+            Some((at_once, queue)) => Hasher::new(at_once, queue),
+            None => Hasher::default(),
+        };
+        #[cfg(feature = "postgres")]
+        let needs_listener = store.postgres_pool().is_some();
+        #[cfg(not(feature = "postgres"))]
+        let needs_listener = false;
+        let hub = Arc::new(Hub::new(config.streams.limits, needs_listener));
+        let alerts = TokenAlerts::new(config.invalid_token_alert.0, config.invalid_token_alert.1);
+        Self {
+            config,
+            store,
+            cache,
+            hasher: Arc::new(hasher),
+            hub,
+            alerts,
+            stop: watch::Sender::new(()),
+            background_started: AtomicBool::new(false),
+            warned_no_peer: AtomicBool::new(false),
+        }
+    }
+
+    /// Resolves when the layer (every clone of it) is gone.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.subscribe();
+        async move { while stop.changed().await.is_ok() {} }
+    }
+
+    /// Logs, once per layer, that a request came without its peer address, which turns the
+    /// per-address limits off.
+    pub(crate) fn warn_no_peer_address(&self) {
+        if !self.warned_no_peer.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "axum-live-auth: a request came without the client's address, so per-address \
+                 login limits do not apply to it; serve the app with \
+                 `into_make_service_with_connect_info::<SocketAddr>()`"
+            );
+        }
+    }
+}
+
+impl ScopedGrants for Shared {
+    fn holds<'a>(
+        &'a self,
+        user: UserId,
+        permission: &'a str,
+        resource: &'a Resource,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let scope = Scope {
+                kind: resource.kind(),
+                id: resource.id(),
+            };
+            let ask = async {
+                tokio::time::timeout(
+                    self.config.lookup_timeout,
+                    self.store.can(user, permission, scope),
+                )
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            };
+            Ok(match &self.cache {
+                Some(cache) => cache.answer(user, permission, resource, ask).await?,
+                None => ask.await?,
+            })
+        })
+    }
+}

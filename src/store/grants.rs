@@ -1,0 +1,209 @@
+//! Grants scoped to one resource (a type and an id, such as `project` `42`): direct grants and
+//! role assignments. Global grants live in `users.rs` and reach `auth_users.permissions`.
+
+use super::{AuthStore, Dialects, on_pool};
+use crate::{Error, UserId};
+
+/// Whether the user holds the permission on the resource through a scoped grant or a scoped
+/// role: one statement, two primary-key probes.
+const CAN: &str = "\
+SELECT EXISTS (SELECT 1 FROM auth_user_resource_permissions
+                WHERE user_id = $1 AND resource_type = $2 AND resource_id = $3
+                  AND permission = $4)
+    OR EXISTS (SELECT 1 FROM auth_user_resource_roles ur
+                 JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $4
+                WHERE ur.user_id = $1 AND ur.resource_type = $2 AND ur.resource_id = $3)";
+
+/// The ids of resources of type $2 on which user $1 holds $3 by a scoped grant, after $4, $5
+/// at most.
+const RESOURCES_OF: &str = "\
+SELECT resource_id FROM (
+    SELECT resource_id FROM auth_user_resource_permissions
+     WHERE user_id = $1 AND resource_type = $2 AND permission = $3
+    UNION
+    SELECT ur.resource_id FROM auth_user_resource_roles ur
+      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id
+     WHERE ur.user_id = $1 AND ur.resource_type = $2 AND rp.permission = $3) r
+ WHERE $4 IS NULL OR resource_id > $4
+ ORDER BY resource_id
+ LIMIT $5";
+
+/// The users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5 at most.
+const HOLDERS: Dialects = Dialects {
+    postgres: "\
+SELECT id FROM (
+    SELECT user_id AS id FROM auth_user_resource_permissions
+     WHERE resource_type = $2 AND resource_id = $3 AND permission = $1
+    UNION
+    SELECT ur.user_id FROM auth_user_resource_roles ur
+      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
+     WHERE ur.resource_type = $2 AND ur.resource_id = $3
+    UNION
+    SELECT id FROM auth_users WHERE $1 = ANY (permissions)) h
+ WHERE id > $4
+ ORDER BY id
+ LIMIT $5",
+    sqlite: "\
+SELECT id FROM (
+    SELECT user_id AS id FROM auth_user_resource_permissions
+     WHERE resource_type = $2 AND resource_id = $3 AND permission = $1
+    UNION
+    SELECT ur.user_id FROM auth_user_resource_roles ur
+      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
+     WHERE ur.resource_type = $2 AND ur.resource_id = $3
+    UNION
+    SELECT id FROM auth_users
+     WHERE instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0) h
+ WHERE id > $4
+ ORDER BY id
+ LIMIT $5",
+};
+
+/// A resource in a statement: its type and id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) id: &'a str,
+}
+
+/// A scoped grant or role assignment, to add or remove.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GrantRow<'a> {
+    Permission(&'a str),
+    Role(&'a str),
+}
+
+impl AuthStore {
+    pub(crate) async fn can(
+        &self,
+        user: UserId,
+        permission: &str,
+        scope: Scope<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            sqlx::query_scalar(CAN)
+                .bind(user)
+                .bind(scope.kind)
+                .bind(scope.id)
+                .bind(permission)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    pub(crate) async fn resources_of(
+        &self,
+        user: UserId,
+        permission: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(RESOURCES_OF)
+                .bind(user)
+                .bind(kind)
+                .bind(permission)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    pub(crate) async fn holders(
+        &self,
+        permission: &str,
+        scope: Scope<'_>,
+        after: UserId,
+        limit: u32,
+    ) -> Result<Vec<UserId>, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(HOLDERS.of(pool))
+                .bind(permission)
+                .bind(scope.kind)
+                .bind(scope.id)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Adds a scoped grant or role assignment; a no-op if it exists. `Err(UserNotFound)` or
+    /// `Err(RoleNotFound)` for whichever is missing.
+    pub(crate) async fn grant_on(
+        &self,
+        user: UserId,
+        grant: GrantRow<'_>,
+        scope: Scope<'_>,
+    ) -> Result<(), Error> {
+        let done = on_pool!(self, |pool| {
+            let query = match grant {
+                GrantRow::Permission(permission) => sqlx::query(
+                    "INSERT INTO auth_user_resource_permissions
+                            (user_id, permission, resource_type, resource_id)
+                     SELECT id, $2, $3, $4 FROM auth_users WHERE id = $1
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(user)
+                .bind(permission),
+                GrantRow::Role(role) => sqlx::query(
+                    "INSERT INTO auth_user_resource_roles (user_id, role_id, resource_type, resource_id)
+                     SELECT u.id, r.id, $3, $4 FROM auth_users u, auth_roles r
+                      WHERE u.id = $1 AND r.name = $2
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(user)
+                .bind(role),
+            };
+            query
+                .bind(scope.kind)
+                .bind(scope.id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        match (done, grant) {
+            (0, GrantRow::Role(role)) => self.user_and_role_exist(user, role).await,
+            (0, GrantRow::Permission(_)) if !self.user_exists(user).await? => {
+                Err(Error::UserNotFound)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a scoped grant or role assignment; `false` if there was none.
+    pub(crate) async fn revoke_on(
+        &self,
+        user: UserId,
+        grant: GrantRow<'_>,
+        scope: Scope<'_>,
+    ) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            let query = match grant {
+                GrantRow::Permission(permission) => sqlx::query(
+                    "DELETE FROM auth_user_resource_permissions
+                      WHERE user_id = $1 AND permission = $2
+                        AND resource_type = $3 AND resource_id = $4",
+                )
+                .bind(user)
+                .bind(permission),
+                GrantRow::Role(role) => sqlx::query(
+                    "DELETE FROM auth_user_resource_roles
+                      WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)
+                        AND resource_type = $3 AND resource_id = $4",
+                )
+                .bind(user)
+                .bind(role),
+            };
+            query
+                .bind(scope.kind)
+                .bind(scope.id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
+    }
+}

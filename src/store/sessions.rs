@@ -1,0 +1,480 @@
+//! Sessions: the per-request lookup and touch, creation, rotation, listing, revocation and the
+//! purge of expired rows.
+
+use std::{net::IpAddr, time::Duration};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{
+    AuthStore, BEGIN, Dialects, on_pool,
+    types::{Names, Span, Timestamp},
+};
+use crate::{Error, SessionId, UserId};
+
+/// The one query of every authenticated request: session, user and effective permissions, only
+/// if neither deadline has passed, the user is enabled and the session was created under the
+/// user's current credentials. It reads `auth_users.permissions`, which triggers keep up to
+/// date, instead of joining the grant tables; and returns the database's clock, against which
+/// every deadline is measured.
+const LOOKUP: Dialects = Dialects {
+    postgres: "\
+SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
+       s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now
+  FROM auth_sessions s
+  JOIN auth_users u ON u.id = s.user_id
+ WHERE s.id = $1
+   AND s.expires_at > now()
+   AND s.idle_expires_at > now()
+   AND u.disabled_at IS NULL
+   AND u.credential_epoch = s.credential_epoch",
+    sqlite: "\
+SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
+       s.last_seen_at, s.idle_expires_at, s.expires_at, n.now
+  FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n,
+       auth_sessions s
+  JOIN auth_users u ON u.id = s.user_id
+ WHERE s.id = $1
+   AND s.expires_at > n.now
+   AND s.idle_expires_at > n.now
+   AND u.disabled_at IS NULL
+   AND u.credential_epoch = s.credential_epoch",
+};
+
+/// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
+/// makes concurrent touches of one session write once.
+const TOUCH: Dialects = Dialects {
+    postgres: "\
+UPDATE auth_sessions
+   SET last_seen_at = now(), idle_expires_at = LEAST(now() + $2, expires_at)
+ WHERE id = $1 AND last_seen_at <= now() - $3",
+    sqlite: "\
+UPDATE auth_sessions
+   SET last_seen_at = n.now, idle_expires_at = min(n.now + $2, expires_at)
+  FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
+ WHERE id = $1 AND last_seen_at <= n.now - $3",
+};
+
+/// Inserts a session for an enabled user whose credentials are still those that were checked
+/// ($8, the credential epoch read before the password check; NULL when the app checked them
+/// itself). A colliding id inserts nothing and is retried by the caller with a new token. The
+/// address is bound as text (Postgres casts it to `inet`).
+const CREATE_SESSION: Dialects = Dialects {
+    postgres: "\
+INSERT INTO auth_sessions
+       (id, secret_hash, user_id, idle_expires_at, expires_at, user_agent, ip, credential_epoch)
+SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet, u.credential_epoch
+  FROM auth_users u
+ WHERE u.id = $3 AND u.disabled_at IS NULL AND ($8::bigint IS NULL OR u.credential_epoch = $8)
+ON CONFLICT (id) DO NOTHING
+RETURNING 1",
+    sqlite: "\
+INSERT INTO auth_sessions
+       (id, secret_hash, user_id, idle_expires_at, expires_at, user_agent, ip, credential_epoch)
+SELECT $1, $2, u.id, n.now + min($4, $5), n.now + $5, $6, $7, u.credential_epoch
+  FROM auth_users u, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
+ WHERE u.id = $3 AND u.disabled_at IS NULL AND ($8 IS NULL OR u.credential_epoch = $8)
+ON CONFLICT (id) DO NOTHING
+RETURNING 1",
+};
+
+/// After a new session $3 of user $1: ends the user's least recently used other sessions so
+/// that at most $2 remain with the new one.
+const EVICT: &str = "\
+DELETE FROM auth_sessions
+ WHERE user_id = $1 AND id <> $3
+   AND id NOT IN (SELECT id FROM auth_sessions WHERE user_id = $1 AND id <> $3
+                   ORDER BY last_seen_at DESC, created_at DESC, id LIMIT $2 - 1)
+RETURNING id";
+
+/// Copies a live session $1 into a new one $2: same user, creation time, absolute deadline,
+/// credential epoch, user agent and address; a fresh idle deadline; `authenticated_at` now if
+/// $5. The old row is deleted in the same transaction.
+const ROTATE: Dialects = Dialects {
+    postgres: "\
+INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
+                           expires_at, authenticated_at, user_agent, ip, credential_epoch)
+SELECT $2, $3, user_id, created_at, now(), LEAST(now() + $4, expires_at), expires_at,
+       CASE WHEN $5 THEN now() ELSE authenticated_at END, user_agent, ip, credential_epoch
+  FROM auth_sessions
+ WHERE id = $1 AND expires_at > now() AND idle_expires_at > now()",
+    sqlite: "\
+INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
+                           expires_at, authenticated_at, user_agent, ip, credential_epoch)
+SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_at,
+       CASE WHEN $5 THEN n.now ELSE authenticated_at END, user_agent, ip, credential_epoch
+  FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
+ WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now",
+};
+
+const LIST_SESSIONS: Dialects = Dialects {
+    postgres: "\
+SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, host(ip) AS ip
+  FROM auth_sessions
+ WHERE user_id = $1 AND expires_at > now() AND idle_expires_at > now()
+ ORDER BY last_seen_at DESC, created_at DESC, id",
+    sqlite: "\
+SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, ip
+  FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
+ WHERE user_id = $1 AND expires_at > n.now AND idle_expires_at > n.now
+ ORDER BY last_seen_at DESC, created_at DESC, id",
+};
+
+/// Deletes at most $1 expired sessions: one bounded batch, so that no statement holds its
+/// locks for long however many rows have expired.
+const PURGE_BATCH: Dialects = Dialects {
+    postgres: "\
+DELETE FROM auth_sessions
+ WHERE id IN (SELECT id FROM auth_sessions
+               WHERE expires_at <= now() OR idle_expires_at <= now()
+               LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, user_id, user_agent, host(ip) AS ip",
+    sqlite: "\
+DELETE FROM auth_sessions
+ WHERE id IN (SELECT id FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
+               WHERE expires_at <= n.now OR idle_expires_at <= n.now LIMIT $1)
+RETURNING id, user_id, user_agent, ip",
+};
+
+/// Ends every session: `TRUNCATE` on Postgres (one statement, one notification to every node,
+/// whatever the number of rows), `DELETE` on SQLite.
+const DELETE_ALL: Dialects = Dialects {
+    postgres: "TRUNCATE auth_sessions",
+    sqlite: "DELETE FROM auth_sessions",
+};
+
+/// What the per-request lookup returns for a live session of an enabled user.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    pub(crate) secret_hash: Vec<u8>,
+    pub(crate) user_id: UserId,
+    pub(crate) username: String,
+    /// Effective permissions, sorted by byte value and distinct.
+    pub(crate) permissions: Names,
+    pub(crate) authenticated_at: Timestamp,
+    pub(crate) last_seen_at: Timestamp,
+    pub(crate) idle_expires_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+    /// The database's clock at the lookup: every deadline is measured against it, never
+    /// against the application server's clock.
+    pub(crate) now: Timestamp,
+}
+
+/// One of a user's sessions, as listed to them or to an operator. Never the secret or its
+/// hash. Serializes with RFC 3339 times, as the [account routes](crate::account_routes) send it.
+///
+/// ```
+/// # fn show(session: &axum_live_auth::SessionInfo) {
+/// println!("{} from {:?}, last seen {}", session.id, session.ip, session.last_seen_at);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The public session id (the token's part before the dot).
+    pub id: SessionId,
+    /// When the user logged in (kept across rotations).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the session was last written back (at most one touch interval stale).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    /// When it ends unless used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub idle_expires_at: OffsetDateTime,
+    /// When it ends however it is used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The user agent at login.
+    pub user_agent: Option<String>,
+    /// The client address at login.
+    pub ip: Option<IpAddr>,
+    /// Whether this is the session of the request that listed it.
+    pub current: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct InfoRow {
+    id: String,
+    created_at: Timestamp,
+    last_seen_at: Timestamp,
+    idle_expires_at: Timestamp,
+    expires_at: Timestamp,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl InfoRow {
+    /// `None` for a row whose id is not a session id (written by hand).
+    fn into_info(self) -> Option<SessionInfo> {
+        Some(SessionInfo {
+            id: SessionId::parse(&self.id)?,
+            created_at: self.created_at.0,
+            last_seen_at: self.last_seen_at.0,
+            idle_expires_at: self.idle_expires_at.0,
+            expires_at: self.expires_at.0,
+            user_agent: self.user_agent,
+            ip: self.ip.and_then(|ip| ip.parse().ok()),
+            current: false,
+        })
+    }
+}
+
+/// A session removed by the purge.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Expired {
+    pub(crate) id: String,
+    pub(crate) user_id: UserId,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ip: Option<String>,
+}
+
+/// A session about to be inserted.
+#[derive(Debug)]
+pub(crate) struct NewSession<'a> {
+    pub(crate) id: &'a SessionId,
+    pub(crate) secret_hash: &'a [u8],
+    pub(crate) user_id: UserId,
+    /// The user's credential epoch when their password was checked; `None` when the app checked
+    /// the credentials itself.
+    pub(crate) credential_epoch: Option<i64>,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) user_agent: Option<&'a str>,
+    pub(crate) ip: Option<IpAddr>,
+    /// The most sessions a user may have; the least recently used beyond it end.
+    pub(crate) max_sessions: u32,
+}
+
+/// Outcome of inserting a session.
+#[derive(Debug)]
+pub(crate) enum Created {
+    /// Inserted; these sessions of the user ended to keep under the cap.
+    Yes {
+        evicted: Vec<String>,
+    },
+    IdTaken,
+    /// The user is missing or disabled, or their credentials changed since they were checked.
+    Refused,
+}
+
+/// One pool connection, held for the statements of one request, so that the lookup and the
+/// touch that may follow it share one checkout of the pool.
+#[derive(Debug)]
+pub(crate) enum RequestConnection {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+/// Runs `$body` with `$conn` bound to the request's connection, whichever database it is.
+macro_rules! on_connection {
+    ($connection:expr, |$conn:ident| $body:expr) => {
+        match $connection {
+            #[cfg(feature = "postgres")]
+            RequestConnection::Postgres($conn) => $body,
+            #[cfg(feature = "sqlite")]
+            RequestConnection::Sqlite($conn) => $body,
+        }
+    };
+}
+
+impl RequestConnection {
+    /// The session, its user and their permissions, if it is live.
+    pub(crate) async fn lookup(
+        &mut self,
+        id: &SessionId,
+    ) -> Result<Option<SessionRow>, sqlx::Error> {
+        on_connection!(self, |conn| {
+            sqlx::query_as(LOOKUP.of(conn))
+                .bind(id.as_str())
+                .fetch_optional(&mut **conn)
+                .await
+        })
+    }
+
+    /// Pushes the idle deadline forward if the touch interval has passed since the last write.
+    pub(crate) async fn touch(
+        &mut self,
+        id: &SessionId,
+        idle_timeout: Duration,
+        touch_interval: Duration,
+    ) -> Result<(), sqlx::Error> {
+        on_connection!(self, |conn| {
+            sqlx::query(TOUCH.of(conn))
+                .bind(id.as_str())
+                .bind(Span(idle_timeout))
+                .bind(Span(touch_interval))
+                .execute(&mut **conn)
+                .await
+                .map(drop)
+        })
+    }
+}
+
+impl AuthStore {
+    /// A connection for the statements of one request.
+    pub(crate) async fn connection(&self) -> Result<RequestConnection, sqlx::Error> {
+        Ok(on_pool!(self, |pool| pool.acquire().await?.into()))
+    }
+
+    /// Inserts a session and ends the user's least recently used ones beyond the cap, in one
+    /// transaction.
+    pub(crate) async fn create_session(&self, new: &NewSession<'_>) -> Result<Created, Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            let inserted = sqlx::query(CREATE_SESSION.of(pool))
+                .bind(new.id.as_str())
+                .bind(new.secret_hash)
+                .bind(new.user_id)
+                .bind(Span(new.idle_timeout))
+                .bind(Span(new.absolute_timeout))
+                .bind(new.user_agent)
+                .bind(new.ip.map(|ip| ip.to_string()))
+                .bind(new.credential_epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if inserted.is_none() {
+                tx.rollback().await?;
+                // Nothing inserted: the id exists, or the user may not log in.
+                let taken: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_sessions WHERE id = $1)")
+                        .bind(new.id.as_str())
+                        .fetch_one(pool)
+                        .await?;
+                return Ok(if taken {
+                    Created::IdTaken
+                } else {
+                    Created::Refused
+                });
+            }
+            let evicted = sqlx::query_scalar(EVICT)
+                .bind(new.user_id)
+                .bind(i64::from(new.max_sessions))
+                .bind(new.id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Created::Yes { evicted })
+        })
+    }
+
+    pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<(), sqlx::Error> {
+        on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+                .bind(id.as_str())
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+    }
+
+    /// Replaces a live session by a new one with the same user and absolute deadline, in one
+    /// transaction; `false` if the old one is gone or expired.
+    pub(crate) async fn rotate_session(
+        &self,
+        old: &SessionId,
+        new_id: &SessionId,
+        new_hash: &[u8],
+        idle_timeout: Duration,
+        reauthenticated: bool,
+    ) -> Result<bool, Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            let copied = sqlx::query(ROTATE.of(pool))
+                .bind(old.as_str())
+                .bind(new_id.as_str())
+                .bind(new_hash)
+                .bind(Span(idle_timeout))
+                .bind(reauthenticated)
+                .execute(&mut *tx)
+                .await?;
+            if copied.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+                .bind(old.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// The user's live sessions, most recently used first.
+    pub(crate) async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, Error> {
+        let rows: Vec<InfoRow> = on_pool!(self, |pool| {
+            sqlx::query_as(LIST_SESSIONS.of(pool))
+                .bind(user)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().filter_map(InfoRow::into_info).collect())
+    }
+
+    /// Deletes one session of `user`; `false` if the user has no such session.
+    pub(crate) async fn delete_user_session(
+        &self,
+        user: UserId,
+        id: &SessionId,
+    ) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id = $2")
+                .bind(user)
+                .bind(id.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Deletes every session of `user` except `keep`; returns how many ended.
+    pub(crate) async fn delete_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u64, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2")
+                .bind(user)
+                .bind(keep.map(SessionId::as_str))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Ends every session of every user.
+    pub(crate) async fn delete_all_sessions(&self) -> Result<(), Error> {
+        on_pool!(self, |pool| {
+            sqlx::query(DELETE_ALL.of(pool)).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes one batch of at most `batch` expired sessions and says which.
+    pub(crate) async fn purge_expired_batch(&self, batch: u32) -> Result<Vec<Expired>, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(PURGE_BATCH.of(pool))
+                .bind(i64::from(batch))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::pool::PoolConnection<sqlx::Postgres>> for RequestConnection {
+    fn from(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) -> Self {
+        Self::Postgres(conn)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::pool::PoolConnection<sqlx::Sqlite>> for RequestConnection {
+    fn from(conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Self {
+        Self::Sqlite(conn)
+    }
+}

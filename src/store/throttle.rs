@@ -1,0 +1,220 @@
+//! Failed-login counters, shared by every node: an attempt is *reserved* (counted as a failure)
+//! in one atomic statement before any password hash is computed, and refused there when over the
+//! limit; a success gives back what it reserved.
+//!
+//! Two kinds of row: `ip` counts failures of one client address (a /64 for IPv6) within a
+//! fixed window; `user` counts the failures in a row of one account (`id:<user id>`) or of one
+//! name no account has (`name:<the database's case folding of it>`), and after the free ones
+//! blocks further attempts until `blocked_until`, a wait that doubles with each failure up to a
+//! cap.
+
+use std::time::Duration;
+
+use super::{AuthStore, Dialects, on_pool, types::Span};
+use crate::{Error, UserId};
+
+/// Reserves one attempt for key ($1 kind, $2 key), unless it is over its limit: an address
+/// with $4 failures in its current window of length $3, or a user row still blocked. A user
+/// row's block after $5 free failures is $6 × 2^(failures − $5 + 1), at most $7. Returns a row
+/// exactly when the attempt may go on.
+const RESERVE: Dialects = Dialects {
+    postgres: "\
+INSERT INTO auth_login_attempts AS a
+       (kind, key, failures, window_start, last_failure_at, blocked_until)
+VALUES ($1, $2, 1, now(), now(),
+        CASE WHEN $1 = 'user' AND $5 <= 1 THEN now() + LEAST($6 * 2, $7) ELSE now() END)
+ON CONFLICT (kind, key) DO UPDATE
+   SET failures = CASE WHEN a.kind = 'ip' AND a.window_start <= now() - $3
+                       THEN 1 ELSE a.failures + 1 END,
+       window_start = CASE WHEN a.kind = 'ip' AND a.window_start <= now() - $3
+                           THEN now() ELSE a.window_start END,
+       last_failure_at = now(),
+       blocked_until = CASE WHEN a.kind = 'user' AND a.failures + 1 >= $5
+                            THEN now() + LEAST($6 * (1::bigint << LEAST(a.failures + 2 - $5, 40)::int), $7)
+                            ELSE now() END
+ WHERE (a.kind = 'ip' AND (a.window_start <= now() - $3 OR a.failures < $4))
+    OR (a.kind = 'user' AND a.blocked_until <= now())
+RETURNING 1",
+    sqlite: "\
+INSERT INTO auth_login_attempts AS a
+       (kind, key, failures, window_start, last_failure_at, blocked_until)
+SELECT $1, $2, 1, n.now, n.now,
+       CASE WHEN $1 = 'user' AND $5 <= 1 THEN n.now + min($6 * 2, $7) ELSE n.now END
+  FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
+ WHERE true
+ON CONFLICT (kind, key) DO UPDATE
+   SET failures = CASE WHEN a.kind = 'ip' AND a.window_start <= excluded.window_start - $3
+                       THEN 1 ELSE a.failures + 1 END,
+       window_start = CASE WHEN a.kind = 'ip' AND a.window_start <= excluded.window_start - $3
+                           THEN excluded.window_start ELSE a.window_start END,
+       last_failure_at = excluded.last_failure_at,
+       blocked_until = CASE WHEN a.kind = 'user' AND a.failures + 1 >= $5
+                            THEN excluded.last_failure_at
+                                 + min($6 * (1 << min(a.failures + 2 - $5, 40)), $7)
+                            ELSE excluded.last_failure_at END
+ WHERE (a.kind = 'ip' AND (a.window_start <= excluded.window_start - $3 OR a.failures < $4))
+    OR (a.kind = 'user' AND a.blocked_until <= excluded.last_failure_at)
+RETURNING 1",
+};
+
+/// How long a refused key ($1 kind, $2 key; window $3) stays refused, in seconds.
+const WAIT: Dialects = Dialects {
+    postgres: "\
+SELECT extract(epoch FROM CASE WHEN kind = 'ip' THEN window_start + $3 ELSE blocked_until END
+                         - now())::float8
+  FROM auth_login_attempts WHERE kind = $1 AND key = $2",
+    sqlite: "\
+SELECT (CASE WHEN kind = 'ip' THEN window_start + $3 ELSE blocked_until END
+        - CAST(unixepoch('subsec') * 1000 AS INTEGER)) / 1000.0
+  FROM auth_login_attempts WHERE kind = $1 AND key = $2",
+};
+
+/// Forgets counters idle for longer than $1 (and no longer blocking).
+const PURGE: Dialects = Dialects {
+    postgres: "\
+DELETE FROM auth_login_attempts
+ WHERE last_failure_at <= now() - $1 AND blocked_until <= now()",
+    sqlite: "\
+DELETE FROM auth_login_attempts
+ WHERE last_failure_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER) - $1
+   AND blocked_until <= CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+};
+
+/// The longest key kept; longer names are cut (at a character boundary).
+const MAX_KEY_BYTES: usize = 200;
+
+/// What a login attempt is counted under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttemptKey {
+    kind: &'static str,
+    key: String,
+}
+
+impl AttemptKey {
+    /// A client address, as the layer aggregates it (see `client::address_key`).
+    pub(crate) fn address(key: String) -> Self {
+        Self { kind: "ip", key }
+    }
+
+    /// An existing account.
+    pub(crate) fn user(id: UserId) -> Self {
+        Self {
+            kind: "user",
+            key: format!("id:{id}"),
+        }
+    }
+
+    /// A name no account has, as the database folds it.
+    pub(crate) fn unknown_name(folded: &str) -> Self {
+        let mut end = folded.len().min(MAX_KEY_BYTES);
+        while !folded.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            kind: "user",
+            key: format!("name:{}", &folded[..end]),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The limits a reservation enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThrottleLimits {
+    /// Failures allowed from one address within `ip_window`.
+    pub(crate) ip_failures: u32,
+    pub(crate) ip_window: Duration,
+    /// Failures in a row of one account or name before it waits.
+    pub(crate) user_free_failures: u32,
+    /// The first wait is twice this; each further failure doubles it.
+    pub(crate) user_base_wait: Duration,
+    /// The longest wait.
+    pub(crate) user_max_wait: Duration,
+}
+
+/// The outcome of reserving an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Reservation {
+    Granted,
+    /// Over the limit: no attempt now, for this long.
+    Refused(Duration),
+}
+
+impl AuthStore {
+    /// Reserves one attempt under `key`, atomically: at most the limit's number of concurrent
+    /// reservations succeed.
+    pub(crate) async fn reserve_attempt(
+        &self,
+        key: &AttemptKey,
+        limits: &ThrottleLimits,
+    ) -> Result<Reservation, Error> {
+        let granted = on_pool!(self, |pool| {
+            sqlx::query(RESERVE.of(pool))
+                .bind(key.kind)
+                .bind(&key.key)
+                .bind(Span(limits.ip_window))
+                .bind(i64::from(limits.ip_failures))
+                .bind(i64::from(limits.user_free_failures))
+                .bind(Span(limits.user_base_wait))
+                .bind(Span(limits.user_max_wait))
+                .fetch_optional(pool)
+                .await?
+                .is_some()
+        });
+        if granted {
+            return Ok(Reservation::Granted);
+        }
+        let seconds: Option<f64> = on_pool!(self, |pool| {
+            sqlx::query_scalar(WAIT.of(pool))
+                .bind(key.kind)
+                .bind(&key.key)
+                .bind(Span(limits.ip_window))
+                .fetch_optional(pool)
+                .await?
+        });
+        let wait = Duration::try_from_secs_f64(seconds.unwrap_or(1.0).max(1.0))
+            .unwrap_or(Duration::from_secs(1));
+        Ok(Reservation::Refused(wait))
+    }
+
+    /// Gives back one reserved address attempt (the attempt succeeded, or never ran).
+    pub(crate) async fn release_attempt(&self, key: &AttemptKey) -> Result<(), Error> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE auth_login_attempts SET failures = failures - 1
+                  WHERE kind = $1 AND key = $2 AND failures > 0",
+            )
+            .bind(key.kind)
+            .bind(&key.key)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets an account's or a name's failures in a row (after a successful login).
+    pub(crate) async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), Error> {
+        on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2")
+                .bind(key.kind)
+                .bind(&key.key)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes counters idle for longer than `horizon`.
+    pub(crate) async fn purge_attempts(&self, horizon: Duration) -> Result<u64, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query(PURGE.of(pool))
+                .bind(Span(horizon))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+}

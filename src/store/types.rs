@@ -1,0 +1,126 @@
+//! Values whose column types differ between the databases, so that the code around a statement
+//! is written once: Postgres keeps `timestamptz`, `interval` and `text[]`, SQLite INTEGER
+//! milliseconds since the Unix epoch and newline-joined text.
+
+use std::time::Duration;
+
+use sqlx::{Decode, Encode, Type, encode::IsNull, error::BoxDynError};
+use time::OffsetDateTime;
+
+/// A point in time read from the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timestamp(pub(crate) OffsetDateTime);
+
+/// A duration bound as a statement parameter: an `interval` on Postgres, milliseconds on SQLite.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span(pub(crate) Duration);
+
+/// A list of names: `text[]` on Postgres, one name per line on SQLite.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Names(pub(crate) Vec<String>);
+
+impl Timestamp {
+    /// `to - from`, or zero if `to` is earlier.
+    pub(crate) fn until(self, to: Self) -> Duration {
+        Duration::try_from(to.0 - self.0).unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use sqlx::{
+        Postgres,
+        postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef},
+    };
+
+    use super::*;
+
+    impl Type<Postgres> for Timestamp {
+        fn type_info() -> PgTypeInfo {
+            <OffsetDateTime as Type<Postgres>>::type_info()
+        }
+    }
+
+    impl Decode<'_, Postgres> for Timestamp {
+        fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+            Ok(Self(<OffsetDateTime as Decode<'_, Postgres>>::decode(
+                value,
+            )?))
+        }
+    }
+
+    impl Type<Postgres> for Span {
+        fn type_info() -> PgTypeInfo {
+            <Duration as Type<Postgres>>::type_info()
+        }
+    }
+
+    impl Encode<'_, Postgres> for Span {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            <Duration as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
+        }
+    }
+
+    impl Type<Postgres> for Names {
+        fn type_info() -> PgTypeInfo {
+            <Vec<String> as Type<Postgres>>::type_info()
+        }
+    }
+
+    impl Decode<'_, Postgres> for Names {
+        fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+            Ok(Self(<Vec<String> as Decode<'_, Postgres>>::decode(value)?))
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use sqlx::{
+        Sqlite,
+        sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef},
+    };
+
+    use super::*;
+
+    impl Type<Sqlite> for Timestamp {
+        fn type_info() -> SqliteTypeInfo {
+            <i64 as Type<Sqlite>>::type_info()
+        }
+    }
+
+    impl Decode<'_, Sqlite> for Timestamp {
+        fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+            let millis = <i64 as Decode<'_, Sqlite>>::decode(value)?;
+            Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(millis) * 1_000_000,
+            )?))
+        }
+    }
+
+    impl Type<Sqlite> for Span {
+        fn type_info() -> SqliteTypeInfo {
+            <i64 as Type<Sqlite>>::type_info()
+        }
+    }
+
+    impl Encode<'_, Sqlite> for Span {
+        fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+            let millis = i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX);
+            <i64 as Encode<'_, Sqlite>>::encode_by_ref(&millis, buf)
+        }
+    }
+
+    impl Type<Sqlite> for Names {
+        fn type_info() -> SqliteTypeInfo {
+            <String as Type<Sqlite>>::type_info()
+        }
+    }
+
+    impl Decode<'_, Sqlite> for Names {
+        fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
+            let text = <&str as Decode<'_, Sqlite>>::decode(value)?;
+            Ok(Self(text.lines().map(str::to_owned).collect()))
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Users, roles, global grants and passwords.
+
+use super::{AuthStore, BEGIN, Dialects, on_pool, unique_or};
+use crate::{Error, SessionId, UserId};
+
+/// Sets `disabled_at` (kept if already set).
+const DISABLE: Dialects = Dialects {
+    postgres: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
+    sqlite: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, \
+             CAST(unixepoch('subsec') * 1000 AS INTEGER)) WHERE id = $1",
+};
+
+/// What a password check needs to know about a name as typed: the database's case folding of
+/// it (the one fold for lookup and throttling), and the user it names, if any. Always one row.
+const LOGIN_ROW: &str = "\
+SELECT lower($1) AS folded, u.id, u.password_hash, u.disabled_at IS NOT NULL AS disabled,
+       u.credential_epoch
+  FROM (SELECT 1) one
+  LEFT JOIN auth_users u ON lower(u.username) = lower($1)";
+
+/// What a password check needs to know about a user.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct LoginRow {
+    /// The name as the database folds it (`lower`), user or not.
+    pub(crate) folded: String,
+    pub(crate) id: Option<UserId>,
+    pub(crate) password_hash: Option<String>,
+    pub(crate) disabled: Option<bool>,
+    /// The user's credential version when the row was read.
+    pub(crate) credential_epoch: Option<i64>,
+}
+
+impl AuthStore {
+    pub(crate) async fn create_user(
+        &self,
+        username: &str,
+        password_hash: Option<&str>,
+    ) -> Result<UserId, Error> {
+        on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "INSERT INTO auth_users (username, password_hash) VALUES ($1, $2) RETURNING id",
+            )
+            .bind(username)
+            .bind(password_hash)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| unique_or(e, Error::UsernameTaken))
+        })
+    }
+
+    /// The id of the user called `username`, case-folded as the database folds it.
+    pub(crate) async fn user_id(&self, username: &str) -> Result<Option<UserId>, sqlx::Error> {
+        on_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT id FROM auth_users WHERE lower(username) = lower($1)")
+                .bind(username)
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
+    pub(crate) async fn login_row(&self, username: &str) -> Result<LoginRow, sqlx::Error> {
+        on_pool!(self, |pool| {
+            sqlx::query_as(LOGIN_ROW)
+                .bind(username)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    /// Stores a new password hash, bumps the user's credential epoch (so that no session whose
+    /// password check predates this one becomes or stays valid), ends every session of the
+    /// user except `keep` (which moves to the new epoch) and forgets the user's failed logins,
+    /// in one transaction; `false` if the user does not exist.
+    pub(crate) async fn set_password(
+        &self,
+        user: UserId,
+        hash: &str,
+        keep: Option<&SessionId>,
+    ) -> Result<bool, Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            let epoch: Option<i64> = sqlx::query_scalar(
+                "UPDATE auth_users SET password_hash = $2, credential_epoch = credential_epoch + 1
+                  WHERE id = $1 RETURNING credential_epoch",
+            )
+            .bind(user)
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(epoch) = epoch else {
+                return Ok(false);
+            };
+            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2")
+                .bind(user)
+                .bind(keep.map(SessionId::as_str))
+                .execute(&mut *tx)
+                .await?;
+            if let Some(keep) = keep {
+                sqlx::query("UPDATE auth_sessions SET credential_epoch = $2 WHERE id = $1")
+                    .bind(keep.as_str())
+                    .bind(epoch)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM auth_login_attempts WHERE kind = 'user' AND key = $1")
+                .bind(super::AttemptKey::user(user).as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Sets `disabled_at` and ends every session of the user, in one transaction.
+    pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            let done = sqlx::query(DISABLE.of(pool))
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
+        self.affected(
+            "UPDATE auth_users SET disabled_at = NULL WHERE id = $1",
+            user,
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    /// Deletes the user; their sessions and grants go with them (foreign keys cascade).
+    pub(crate) async fn delete_user(&self, user: UserId) -> Result<bool, Error> {
+        self.affected("DELETE FROM auth_users WHERE id = $1", user)
+            .await
+            .map(|n| n == 1)
+    }
+
+    pub(crate) async fn grant_permission(
+        &self,
+        user: UserId,
+        permission: &str,
+    ) -> Result<(), Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO auth_user_permissions (user_id, permission)
+                 SELECT id, $2 FROM auth_users WHERE id = $1
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(user)
+            .bind(permission)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 && !self.user_exists(user).await? {
+            return Err(Error::UserNotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn revoke_permission(
+        &self,
+        user: UserId,
+        permission: &str,
+    ) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
+                .bind(user)
+                .bind(permission)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Creates the role if it does not exist yet.
+    pub(crate) async fn ensure_role(&self, name: &str) -> Result<(), Error> {
+        on_pool!(self, |pool| {
+            sqlx::query("INSERT INTO auth_roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn grant_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<(), Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO auth_role_permissions (role_id, permission)
+                 SELECT id, $2 FROM auth_roles WHERE name = $1
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(role)
+            .bind(permission)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 && !self.role_exists(role).await? {
+            return Err(Error::RoleNotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn revoke_role_permission(
+        &self,
+        role: &str,
+        permission: &str,
+    ) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM auth_role_permissions
+                  WHERE permission = $2 AND role_id IN (SELECT id FROM auth_roles WHERE name = $1)",
+            )
+            .bind(role)
+            .bind(permission)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Gives the user the role. `Err(RoleNotFound)` / `Err(UserNotFound)` when either is missing.
+    pub(crate) async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO auth_user_roles (user_id, role_id)
+                 SELECT u.id, r.id FROM auth_users u, auth_roles r WHERE u.id = $1 AND r.name = $2
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(user)
+            .bind(role)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 {
+            self.user_and_role_exist(user, role).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM auth_user_roles
+                  WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)",
+            )
+            .bind(user)
+            .bind(role)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// `Err(UserNotFound)` or `Err(RoleNotFound)` for whichever is missing.
+    pub(crate) async fn user_and_role_exist(&self, user: UserId, role: &str) -> Result<(), Error> {
+        if !self.user_exists(user).await? {
+            return Err(Error::UserNotFound);
+        }
+        if !self.role_exists(role).await? {
+            return Err(Error::RoleNotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn user_exists(&self, user: UserId) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = $1)")
+                .bind(user)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    async fn role_exists(&self, role: &str) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_roles WHERE name = $1)")
+                .bind(role)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    /// Runs a statement on one user id and returns the rows it affected.
+    async fn affected(&self, sql: &'static str, user: UserId) -> Result<u64, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query(sql)
+                .bind(user)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+}

@@ -1,0 +1,419 @@
+//! The crate's promises under concurrent and hostile load: real concurrent requests over
+//! loopback, from many client addresses where the rule is per address.
+//!
+//! The tests of the first part failed on the code before the concurrency work (check-then-act
+//! throttling, no credential epoch, the invalid-token limiter, no `Cache-Control`, no wait
+//! bound).
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use futures_util::future::join_all;
+
+use crate::{
+    account::Logs,
+    common::{
+        BOB, BOB_PASSWORD, COOKIE, TestApp, app_with, both_stores,
+        example::Quickstart,
+        http::{client, send_from, serve},
+        login_request,
+    },
+};
+
+/// Password checks the logs show: every check ends in `login` or `login_failed`.
+fn password_checks(logs: &Logs) -> usize {
+    let text = logs.text();
+    text.matches("event=\"login_failed\"").count() + text.matches("event=\"login\"").count()
+}
+
+fn get_with(path: &str, token: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Sends `n` logins for `username` at once, the `i`th from `from(i)` with `password(i)`.
+async fn burst(
+    app: &TestApp,
+    n: u32,
+    username: &str,
+    from: impl Fn(u32) -> std::net::IpAddr,
+    password: impl Fn(u32) -> String,
+) -> Vec<StatusCode> {
+    let server = serve(app.router.clone()).await;
+    let requests = (0..n).map(|i| {
+        let request = login_request(username, &password(i));
+        send_from(server, from(i), request)
+    });
+    join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.status)
+        .collect()
+}
+
+/// How many password checks the default per-username schedule allows within `elapsed`: five
+/// free failures, then one more each time the doubling wait (2 s, 4 s, …) has passed.
+fn username_allowance(elapsed: Duration) -> usize {
+    let mut allowed = 5;
+    let mut waited = Duration::ZERO;
+    let mut wait = Duration::from_secs(2);
+    while waited + wait <= elapsed {
+        waited += wait;
+        wait *= 2;
+        allowed += 1;
+    }
+    allowed
+}
+
+both_stores! {
+    /// 200 logins at once for one username from one address: the per-address limit (10) bounds
+    /// the password checks, and the right password past the limit is refused.
+    async fn a_burst_from_one_address_runs_no_more_checks_than_its_limit(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app_with(db, |b| b).await;
+        let statuses = burst(&app, 200, BOB, |_| client(0), |i| {
+            if i == 199 { BOB_PASSWORD.to_owned() } else { format!("wrong-{i}") }
+        })
+        .await;
+        let checks = password_checks(&logs);
+        assert!(checks <= 10, "{checks} password checks for a limit of 10: {statuses:?}");
+        let after = burst(&app, 1, BOB, |_| client(0), |_| BOB_PASSWORD.to_owned()).await;
+        assert_eq!(after, [StatusCode::TOO_MANY_REQUESTS], "the right password past the limit");
+    }
+
+    /// 200 logins at once for one username from 200 addresses: the per-username schedule bounds
+    /// the checks.
+    async fn a_burst_from_many_addresses_runs_no_more_checks_than_the_username_allows(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app_with(db, |b| b).await;
+        let started = Instant::now();
+        let statuses = burst(&app, 200, BOB, client, |i| format!("wrong-{i}")).await;
+        let allowed = username_allowance(started.elapsed());
+        let checks = password_checks(&logs);
+        assert!(checks <= allowed, "{checks} checks, {allowed} allowed: {statuses:?}");
+    }
+
+    /// Failures alone never lock an account for good: after a burst pushed bob's name far past
+    /// any limit, his right password works again once the capped wait is over.
+    async fn a_burst_cannot_lock_the_owner_out_for_good(db: Db) {
+        let app = app_with(db, |b| b).await;
+        burst(&app, 150, BOB, client, |i| format!("wrong-{i}")).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut attempt = 1000;
+        loop {
+            attempt += 1;
+            let status = burst(&app, 1, BOB, |_| client(attempt), |_| BOB_PASSWORD.to_owned())
+                .await[0];
+            if status == StatusCode::SEE_OTHER {
+                break;
+            }
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(Instant::now() < deadline, "bob is still locked out");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Logins with the old password that are in flight while the password is reset never
+    /// leave a valid session behind.
+    async fn logins_in_flight_during_a_reset_leave_no_valid_session(db: Db) {
+        // Thirty checks of one account at once: the per-account backoff and the hashing bound
+        // must let them all run (this test is about the race, not the limits).
+        let app = app_with(db, |b| {
+            b.login_backoff(1000, Duration::from_secs(1)).password_hashing(32, 64)
+        })
+        .await;
+        let server = serve(app.router.clone()).await;
+        let mut survivors = Vec::new();
+        for round in 0..3u32 {
+            let old = if round == 0 { BOB_PASSWORD.to_owned() } else { format!("password-{round}") };
+            let new = format!("password-{}", round + 1);
+            let logins = (0..30).map(|i| {
+                let request = login_request(BOB, &old);
+                send_from(server, client(round * 100 + i), request)
+            });
+            let accounts = app.accounts.clone();
+            let bob = app.bob;
+            let reset = async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                accounts.reset_password(bob, &new).await.unwrap();
+            };
+            let (replies, ()) = tokio::join!(join_all(logins), reset);
+            for reply in replies {
+                if let Some(token) = reply.session_cookie() {
+                    let me = send_from(server, client(999), get_with("/me", &token)).await;
+                    if me.status == StatusCode::OK {
+                        survivors.push(token);
+                    }
+                }
+            }
+        }
+        assert!(survivors.is_empty(), "{} sessions outlived the reset", survivors.len());
+    }
+
+    /// Stale and unknown tokens from one address (an office behind NAT) never lock out a valid
+    /// session from the same address.
+    async fn stale_cookies_behind_one_address_lock_out_no_one(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let server = serve(app.router.clone()).await;
+        let office = client(7);
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let stale = (0..120).map(|_| {
+            let guess = axum_live_auth::SessionToken::generate().unwrap().to_string();
+            send_from(server, office, get_with("/me", &guess))
+        });
+        for reply in join_all(stale).await {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        }
+        let me = send_from(server, office, get_with("/me", &token)).await;
+        assert_eq!(me.status, StatusCode::OK, "a valid session from the same address");
+        let mut logout = Request::post("/logout")
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap();
+        logout.headers_mut().insert(header::USER_AGENT, "test".parse().unwrap());
+        let reply = send_from(server, office, logout).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "and it can log out");
+    }
+
+    /// Failed logins under a spelling that is another account (or none) never count against a
+    /// user: `ALİCE` is not `ali̇ce` (`i` + U+0307) to the database, so not to the throttle
+    /// either.
+    async fn the_throttle_folds_case_as_the_lookup_does(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let dotted = "ali\u{307}ce";
+        let user = app.accounts.create_user(dotted, "dotted-password").await.unwrap();
+        let statuses = burst(&app, 12, "AL\u{130}CE", client, |i| format!("wrong-{i}")).await;
+        assert!(statuses.iter().all(|s| *s != StatusCode::SEE_OTHER));
+        let reply = burst(&app, 1, dotted, |_| client(500), |_| "dotted-password".to_owned()).await;
+        assert_eq!(reply, [StatusCode::SEE_OTHER], "{dotted} (user {user}) is someone else");
+    }
+
+    /// Responses to authenticated requests are private to the user.
+    async fn authenticated_responses_are_not_storable(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let reply = app.get("/me", &token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let cache_control = reply.headers.get(header::CACHE_CONTROL).map(|v| v.to_str().unwrap());
+        assert_eq!(cache_control, Some("private, no-store"));
+        let vary: Vec<_> = reply.headers.get_all(header::VARY).iter().map(|v| v.to_str().unwrap().to_ascii_lowercase()).collect();
+        assert!(vary.iter().any(|v| v.contains("cookie")), "{vary:?}");
+    }
+
+    /// Beyond the hashing bound (here one at a time, none waiting), a login is answered `503`
+    /// with `Retry-After` at once.
+    async fn logins_beyond_the_hashing_bound_are_503(db: Db) {
+        let app = app_with(db, |b| b.password_hashing(1, 0)).await;
+        let statuses = burst(&app, 10, BOB, client, |_| BOB_PASSWORD.to_owned()).await;
+        assert!(statuses.contains(&StatusCode::SERVICE_UNAVAILABLE), "{statuses:?}");
+        assert!(statuses.contains(&StatusCode::SEE_OTHER), "{statuses:?}");
+    }
+
+    /// A request without the client's address (served without connect info) is told about,
+    /// once, at WARN.
+    async fn serving_without_connect_info_is_warned_about_once(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app_with(db, |b| b).await;
+        for _ in 0..3 {
+            app.login(BOB, BOB_PASSWORD).await;
+        }
+        let warnings = logs.text().matches("without the client's address").count();
+        assert_eq!(warnings, 1, "{}", logs.text());
+    }
+
+    /// Logout clears the cookie and the browser's cache of the session's pages.
+    async fn logout_clears_the_site_cache(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let logout = Request::post("/logout")
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap();
+        let reply = crate::common::send(&app.router, logout).await;
+        assert_eq!(reply.headers["clear-site-data"], "\"cache\"");
+        assert_eq!(reply.session_cookie().as_deref(), Some(""));
+    }
+
+    /// Incident response: every session of every user ends at once.
+    async fn every_session_can_be_revoked_at_once(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app_with(db, |b| b).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let alice = app.login("alice", "alice-password").await;
+        app.accounts.revoke_every_session().await.unwrap();
+        assert_eq!(app.get("/me", &bob).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.get("/me", &alice).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.sessions().await, 0);
+        assert!(logs.text().contains("event=\"every_session_revoked\""));
+    }
+
+    /// Invalid, duplicate and unknown tokens are security events with the usual fields.
+    async fn invalid_duplicate_and_unknown_tokens_are_security_events(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app_with(db, |b| b).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        app.get("/me", "garbage").await;
+        let unknown = axum_live_auth::SessionToken::generate().unwrap().to_string();
+        app.get("/me", &unknown).await;
+        let duplicate = Request::get("/me")
+            .header(header::COOKIE, format!("{COOKIE}={token}; {COOKIE}={token}"))
+            .header(header::USER_AGENT, "dup-agent")
+            .body(Body::empty())
+            .unwrap();
+        crate::common::send(&app.router, duplicate).await;
+        let text = logs.text();
+        let line = |event: &str, needle: &str| {
+            text.lines()
+                .any(|l| l.contains(&format!("event=\"{event}\"")) && l.contains(needle))
+        };
+        assert!(line("invalid_token", "reason=\"malformed\""), "{text}");
+        assert!(line("invalid_token", "reason=\"duplicate_cookie\""), "{text}");
+        assert!(line("invalid_token", "dup-agent"), "user agent field: {text}");
+        let unknown_id = unknown.split_once('.').unwrap().0;
+        assert!(line("unknown_session", unknown_id), "{text}");
+        assert!(!text.contains(&token), "never the token");
+    }
+
+}
+
+/// On Postgres with a Unicode-aware collation (as most are), `ALİCE` *is* `alice`: failures
+/// under that spelling count against alice's account.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_spelling_the_database_folds_to_a_user_counts_against_that_user(pool: sqlx::PgPool) {
+    let folds: bool = sqlx::query_scalar("SELECT lower('AL\u{130}CE') = 'alice'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    if !folds {
+        eprintln!("skipped: this database's lower() does not fold İ (a C-locale cluster)");
+        return;
+    }
+    let app = app_with(pool, |b| b).await;
+    burst(&app, 12, "AL\u{130}CE", client, |i| format!("wrong-{i}")).await;
+    let reply = burst(
+        &app,
+        1,
+        "alice",
+        |_| client(500),
+        |_| "alice-password".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        [StatusCode::TOO_MANY_REQUESTS],
+        "guessing under another spelling"
+    );
+}
+
+/// A pool with no free connection answers 503 quickly instead of holding the request for
+/// sqlx's 30-second acquire timeout.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn an_exhausted_pool_answers_503(
+    _: sqlx::postgres::PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let app = app_with(pool.clone(), |b| b).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let held = pool.acquire().await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), app.get("/me", &token))
+        .await
+        .expect("the request waited for a connection without bound");
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.headers.contains_key(header::RETRY_AFTER));
+    drop(held);
+    assert_eq!(app.get("/me", &token).await.status, StatusCode::OK);
+}
+
+// --- bounds, warnings and headers ---------------------------------------------------------------
+
+/// 300 logins at once, each for a name of its own from an address of its own (so that no
+/// throttle stops them): the quickstart hashes a few at a time, answers the rest `503` with
+/// `Retry-After`, keeps its memory under 300 MB, and serves other requests meanwhile.
+#[tokio::test]
+async fn a_login_flood_is_bounded_in_memory_and_leaves_the_server_serving() {
+    let dir = tempfile_dir("flood");
+    let url = format!("sqlite://{}/quickstart.db", dir.display());
+    let server = Quickstart::start(&[("DATABASE_URL", url.as_str())]).await;
+    let before = server.memory_kb("VmRSS");
+    let logins = (0..300).map(|i| {
+        let mut request = login_request(&format!("user{i}"), "some-password");
+        request.headers_mut().insert(
+            header::ORIGIN,
+            format!("http://localhost:{}", server.addr.port())
+                .parse()
+                .unwrap(),
+        );
+        request.headers_mut().remove("sec-fetch-site");
+        send_from(server.addr, client(i), request)
+    });
+    let others = async {
+        let mut statuses = Vec::new();
+        for i in 0..20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let request = Request::get("/").body(Body::empty()).unwrap();
+            statuses.push(
+                send_from(server.addr, client(1000 + i), request)
+                    .await
+                    .status,
+            );
+        }
+        statuses
+    };
+    let (replies, others) = tokio::join!(join_all(logins), others);
+    let peak = server.memory_kb("VmHWM");
+    let statuses: Vec<StatusCode> = replies.iter().map(|r| r.status).collect();
+    let busy = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        busy.clone()
+            .all(|r| r.headers.contains_key(header::RETRY_AFTER))
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(busy.count() > 0, "the hashing bound was reached");
+    assert!(
+        others.iter().all(|s| *s == StatusCode::OK),
+        "other requests: {others:?}"
+    );
+    eprintln!("quickstart memory: {before} kB before, peak {peak} kB");
+    assert!(peak < 300 * 1024, "peak resident memory {peak} kB");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "axum-live-auth-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
