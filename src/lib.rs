@@ -99,7 +99,7 @@ pub use crate::{
     },
     rejection::AuthRejection,
     resource::Resource,
-    routes::{account_routes, token_routes},
+    routes::{account_routes, forward_auth_routes, token_routes},
     service::{AuthLayer, AuthService},
     store::{AuthStore, SessionInfo, StoreKind, migrate},
     token::{SessionId, SessionToken},

@@ -138,10 +138,6 @@ impl CurrentUser {
         }
     }
 
-    pub(crate) fn principal(&self) -> &Arc<Principal> {
-        &self.principal
-    }
-
     /// The user's id (`auth_users.id`).
     pub fn id(&self) -> UserId {
         self.principal.id

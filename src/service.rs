@@ -88,6 +88,12 @@ impl AuthLayer {
         self.shared.cache.as_ref().map(|cache| cache.status())
     }
 
+    /// How many event streams ([`account_routes`](crate::account_routes)' `GET /events`) are open
+    /// on this node.
+    pub fn open_event_streams(&self) -> usize {
+        self.shared.hub.open_streams()
+    }
+
     /// The layer's background work, for the app to run (`tokio::spawn(auth.background())`):
     /// on Postgres, the node's one LISTEN connection, which keeps the principal cache and the
     /// event streams live; and the purge of expired sessions, if

@@ -4,6 +4,7 @@
 mod alerts;
 mod hub;
 pub(crate) mod security;
+pub(crate) mod stream;
 
 pub(crate) use self::{
     alerts::TokenAlerts,

@@ -21,10 +21,23 @@ use crate::{Auth, AuthRejection, CurrentUser, Error, RecentAuth, SessionId};
 /// | `POST /sessions/revoke-others` | ends every other session (needs [`RecentAuth`]) | `204`; `403 reauth_required` |
 /// | `POST /password` | form `current_password`, `new_password`: changes the password, ends the other sessions, rotates this one | `204`; `403 invalid_credentials`; `400` new password too short or long |
 /// | `POST /reauth` | form `password`: proves the password again and rotates the session | `204`; `403 invalid_credentials` |
+/// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session; `503` too many on this node, or changes cannot reach it |
 ///
 /// Each session in the list is a [`SessionInfo`](crate::SessionInfo):
 /// `{"id", "created_at", "last_seen_at", "idle_expires_at", "expires_at", "user_agent", "ip", "current"}`
 /// with RFC 3339 times; never a token or a hash. All routes need a session (`401` without).
+///
+/// The event stream sends, at once, `event: principal` with
+/// `{"id": …, "username": …, "permissions": [… sorted …]}`, then a new `principal` event
+/// whenever the user's permissions change (grants, roles, role assignments; through the crate
+/// or, on Postgres, by plain SQL), and `event: ended` when the session stops being valid for any
+/// reason (logout elsewhere, revocation, a disabled user, a password change, expiry), after
+/// which it closes. Every event comes from a fresh read of the session in the database. When the
+/// node stops hearing of changes (its listener lost), the stream ends with `event: reconnect`:
+/// reconnect and read a fresh picture. A comment line every 15 seconds
+/// ([configurable](crate::AuthLayerBuilder::event_streams)) keeps proxies from closing it. On
+/// Postgres the streams need the layer's [background work](crate::AuthLayer::background); on
+/// SQLite they hear of changes made through the crate in this process, not of plain SQL.
 ///
 /// ```
 /// use axum::Router;
@@ -37,6 +50,11 @@ pub fn account_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/sessions/{id}/revoke", post(revoke_session))
         .route("/password", post(change_password))
         .route("/reauth", post(reauthenticate))
+        .route("/events", get(events))
+}
+
+async fn events(auth: Auth, user: CurrentUser) -> Response {
+    crate::events::stream::open(auth.shared(), &user)
 }
 
 #[derive(Deserialize)]

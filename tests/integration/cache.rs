@@ -321,3 +321,62 @@ async fn cached_sessions_still_expire_and_are_still_touched(
     tokio::time::sleep(Duration::from_millis(5200)).await;
     assert_eq!(b.status_of("/me", &token).await, StatusCode::UNAUTHORIZED);
 }
+
+/// The listener's connections of this test's database.
+async fn listeners(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE application_name = 'axum-live-auth-listener' AND datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until the count of listener connections is `expected` (at most 5 s).
+async fn until_listeners(pool: &PgPool, expected: i64) {
+    for _ in 0..250 {
+        if listeners(pool).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("listener connections never became {expected}");
+}
+
+/// `build()` starts nothing; the background work holds the one listener connection, and
+/// dropping the layer (or aborting the task) releases it.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_listener_connection_lives_exactly_as_long_as_the_layer(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = pool(&options).await;
+    let build = || {
+        axum_live_auth::AuthLayer::builder(pool.clone())
+            .allowed_origin(ORIGIN)
+            .principal_cache(self::options())
+            .build()
+            .unwrap()
+    };
+    let layer = build();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(listeners(&pool).await, 0, "build() connects nothing");
+    let background = tokio::spawn(layer.background());
+    wait_listening(|| layer.cache_status().unwrap()).await;
+    until_listeners(&pool, 1).await;
+    drop(layer);
+    tokio::time::timeout(Duration::from_secs(5), background)
+        .await
+        .expect("the background work ends with the layer")
+        .unwrap();
+    until_listeners(&pool, 0).await;
+
+    // Aborting the task releases it too.
+    let layer = build();
+    let background = tokio::spawn(layer.background());
+    wait_listening(|| layer.cache_status().unwrap()).await;
+    until_listeners(&pool, 1).await;
+    background.abort();
+    until_listeners(&pool, 0).await;
+}

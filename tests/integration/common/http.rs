@@ -65,3 +65,102 @@ pub async fn send_from(server: SocketAddr, from: IpAddr, mut request: Request<Bo
         .await
         .expect("a request took longer than its bound")
 }
+
+/// An open Server-Sent Events stream, read as its events arrive.
+pub struct EventStream {
+    body: axum::body::Body,
+    buffer: String,
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+}
+
+/// One event: its name (`message` when none) and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub name: String,
+    pub data: String,
+}
+
+/// Opens `path` on `server` as an event stream, from `from`, with `headers`.
+pub async fn open_events(
+    server: SocketAddr,
+    from: IpAddr,
+    path: &str,
+    headers: &[(http::HeaderName, String)],
+) -> EventStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::get(path)
+        .header(header::HOST, server.to_string())
+        .header(header::ACCEPT, "text/event-stream");
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = tokio::time::timeout(
+        REQUEST_BOUND,
+        sender.send_request(request.body(Body::empty()).unwrap()),
+    )
+    .await
+    .expect("the stream did not answer")
+    .unwrap();
+    let (parts, body) = response.into_parts();
+    EventStream {
+        body: axum::body::Body::new(body),
+        buffer: String::new(),
+        status: parts.status,
+        headers: parts.headers,
+    }
+}
+
+impl EventStream {
+    /// The next event within `within`: `Some` event, or `None` when the stream closed.
+    /// Panics when nothing arrives in time.
+    pub async fn next(&mut self, within: Duration) -> Option<Event> {
+        tokio::time::timeout(within, self.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {within:?}"))
+    }
+
+    /// `true` if nothing but comments arrives within `within` (the stream stays open).
+    pub async fn quiet_for(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.next_event())
+            .await
+            .is_err()
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = "message".to_owned();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim_start().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                    }
+                }
+                if block
+                    .lines()
+                    .all(|l| l.starts_with(':') || l.starts_with("retry:"))
+                {
+                    continue; // a heartbeat comment or a lone retry
+                }
+                return Some(Event {
+                    name,
+                    data: data.join("\n"),
+                });
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+}

@@ -81,7 +81,32 @@ pub async fn counted_app_with(
     }
 }
 
-/// Builds the app with a customised layer.
+/// Creates alice and bob, unless another node of the test created them already.
+async fn seed(accounts: &Accounts) -> (UserId, UserId) {
+    if let (Some(alice), Some(bob)) = (
+        accounts.user_id(ALICE).await.unwrap(),
+        accounts.user_id(BOB).await.unwrap(),
+    ) {
+        return (alice, bob);
+    }
+    let alice = accounts.create_user(ALICE, ALICE_PASSWORD).await.unwrap();
+    let bob = accounts.create_user(BOB, BOB_PASSWORD).await.unwrap();
+    accounts.create_role("admin").await.unwrap();
+    for permission in ["admin", "reports:read"] {
+        accounts
+            .grant_role_permission("admin", permission)
+            .await
+            .unwrap();
+    }
+    accounts.assign_role(alice, "admin").await.unwrap();
+    accounts
+        .grant_permission(bob, "reports:read")
+        .await
+        .unwrap();
+    (alice, bob)
+}
+
+/// Builds the app with a customised layer (a second node of a test reuses the users).
 pub async fn app_with(
     db: impl Into<Db>,
     configure: impl FnOnce(AuthLayerBuilder) -> AuthLayerBuilder,
@@ -89,27 +114,13 @@ pub async fn app_with(
     let db = db.into();
     let store = db.store();
     let accounts = Accounts::new(store.clone());
-    let alice = accounts.create_user(ALICE, ALICE_PASSWORD).await.unwrap();
-    let bob = accounts.create_user(BOB, BOB_PASSWORD).await.unwrap();
-    accounts.create_role("admin").await.unwrap();
-    accounts
-        .grant_role_permission("admin", "admin")
-        .await
-        .unwrap();
-    accounts
-        .grant_role_permission("admin", "reports:read")
-        .await
-        .unwrap();
-    accounts.assign_role(alice, "admin").await.unwrap();
-    accounts
-        .grant_permission(bob, "reports:read")
-        .await
-        .unwrap();
-
+    let (alice, bob) = seed(&accounts).await;
     let layer = configure(AuthLayer::builder(store.clone()).allowed_origin(ORIGIN))
         .build()
         .unwrap();
     let handler_runs = Arc::new(AtomicUsize::new(0));
+    // From here on, the layer's accounts: they tell the layer's event streams of changes.
+    let accounts = layer.accounts();
     let router = router(accounts.clone(), Arc::clone(&handler_runs)).layer(layer.clone());
     TestApp {
         db,
@@ -195,7 +206,10 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .nest("/account", axum_live_auth::account_routes())
-        .nest("/auth", axum_live_auth::token_routes())
+        .nest(
+            "/auth",
+            axum_live_auth::token_routes().merge(axum_live_auth::forward_auth_routes()),
+        )
         .with_state(accounts)
 }
 

@@ -1,0 +1,155 @@
+//! The client event stream (`GET /account/events`, Server-Sent Events): the user's picture
+//! (`principal`) at once and after every change, and `ended` when the session stops being
+//! valid. Every event is decided by a fresh read of the session from the database; the node's
+//! hub only says when to read.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::response::{
+    IntoResponse, Response,
+    sse::{Event, KeepAlive, Sse},
+};
+use futures_util::stream::{self, Stream};
+use http::{HeaderValue, header};
+use serde::Serialize;
+
+use super::{Subscription, Wake};
+use crate::{CurrentUser, SessionId, UserId, shared::Shared};
+
+/// How long a browser waits before reconnecting a closed stream.
+const RETRY: Duration = Duration::from_secs(3);
+
+/// What a `principal` event carries: the user and their permissions, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Picture {
+    id: UserId,
+    username: String,
+    permissions: Vec<String>,
+}
+
+/// The stream's state between events.
+struct Open {
+    shared: Arc<Shared>,
+    session: SessionId,
+    subscription: Subscription,
+    /// What the client was last told.
+    sent: Option<Picture>,
+    /// When the session expires unless something changes (idle or absolute deadline).
+    expires: Instant,
+    done: bool,
+}
+
+/// The event stream of the request's session, or the refusal past the stream bounds.
+pub(crate) fn open(shared: &Arc<Shared>, user: &CurrentUser) -> Response {
+    let subscription = match shared.hub.subscribe(user.id(), user.session_id()) {
+        Ok(subscription) => subscription,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let state = Open {
+        shared: Arc::clone(shared),
+        session: user.session_id().clone(),
+        subscription,
+        sent: None,
+        expires: Instant::now(),
+        done: false,
+    };
+    let heartbeat = shared.config.streams.heartbeat;
+    let mut response = Sse::new(events(state))
+        .keep_alive(KeepAlive::new().interval(heartbeat))
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies such as nginx would otherwise buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn events(state: Open) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
+    stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let event = state.next().await;
+        Some((Ok(event), state))
+    })
+}
+
+impl Open {
+    /// The next event to send: the first picture at once, then whatever a change or a deadline
+    /// brings (waiting until one does).
+    async fn next(&mut self) -> Event {
+        loop {
+            if self.sent.is_some() {
+                let deadline = tokio::time::sleep_until(self.expires.into());
+                tokio::select! {
+                    wake = self.subscription.changed() => {
+                        if wake == Wake::Lost {
+                            // This node no longer hears of changes: the client must not trust
+                            // its picture; it reconnects and reads a fresh one.
+                            return self.end("reconnect");
+                        }
+                    }
+                    () = deadline => {}
+                }
+            }
+            // Boxed: the read's state lives on the heap only while it runs, so an idle stream
+            // stays small.
+            match Box::pin(self.read()).await {
+                Ok(Some(picture)) if self.sent.as_ref() == Some(&picture) => {}
+                Ok(Some(picture)) => {
+                    let first = self.sent.is_none();
+                    let event = Event::default()
+                        .event("principal")
+                        .json_data(&picture)
+                        .unwrap_or_else(|_| Event::default().event("principal"));
+                    self.sent = Some(picture);
+                    return if first { event.retry(RETRY) } else { event };
+                }
+                Ok(None) => return self.end("ended"),
+                Err(error) => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "event stream: session check failed; closing the stream"
+                    );
+                    return self.end("reconnect");
+                }
+            }
+        }
+    }
+
+    /// The session's picture as the database has it now (never the cache), or `None` if it is
+    /// no longer valid.
+    async fn read(&mut self) -> Result<Option<Picture>, sqlx::Error> {
+        let store = &self.shared.store;
+        let lookup = async { store.connection().await?.lookup(&self.session).await };
+        let limit = self.shared.config.lookup_timeout;
+        let row = tokio::time::timeout(limit, lookup)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+        Ok(row.map(|row| {
+            let now = Instant::now();
+            let left = row
+                .now
+                .until(row.idle_expires_at)
+                .min(row.now.until(row.expires_at));
+            self.expires = now + left;
+            let mut permissions = row.permissions.0;
+            permissions.sort_unstable();
+            permissions.dedup();
+            Picture {
+                id: row.user_id,
+                username: row.username,
+                permissions,
+            }
+        }))
+    }
+
+    /// The last event: `ended` (the session is over) or `reconnect` (the picture may be stale).
+    fn end(&mut self, event: &'static str) -> Event {
+        self.done = true;
+        Event::default().event(event).data("")
+    }
+}

@@ -1,0 +1,189 @@
+//! `GET /check`: forward authentication for reverse proxies (nginx `auth_request`, Traefik
+//! `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`), so that services not written with
+//! this crate get the same live sessions.
+
+use axum::{
+    Router,
+    extract::Query,
+    http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{
+    Auth, AuthRejection, AuthState, CurrentUser, Resource, credential::Source, events::security,
+};
+
+/// The forward-auth route, to nest under a path of the app's choosing (the quickstart serves
+/// it at `/auth/check`). A reverse proxy asks it about each request it forwards; the request
+/// is authenticated exactly as the [`AuthLayer`](crate::AuthLayer) authenticates any (the
+/// session cookie, or a bearer token), and the answer is:
+///
+/// | answer | when | headers |
+/// |---|---|---|
+/// | `200` | a valid session with every permission asked for | `X-Auth-User-Id`, `X-Auth-Username`, `X-Auth-Permissions` (sorted, comma-separated), `X-Auth-Session-Id` (the public id) |
+/// | `401` | no valid session | |
+/// | `403` | a permission asked for is missing, or the original request fails the CSRF check | |
+/// | `400` | a `resource` that cannot name one | |
+/// | `503` | the database did not answer (never a `200`) | `Retry-After` |
+///
+/// Permissions are asked for with `?permission=reports:read` on the check URL (repeatable)
+/// or an `X-Auth-Require-Permission` header; with `&resource=project:42` they are checked on
+/// that resource ([`CurrentUser::can`]). Every permission named anywhere is required.
+///
+/// The original request's method and URI come from `X-Forwarded-Method` / `X-Original-Method`
+/// and `X-Forwarded-Uri` / `X-Original-URI`; an unsafe method (or none given) gets the same CSRF
+/// check the layer applies to its own routes, on the browser's `Origin` and `Sec-Fetch-Site`,
+/// which proxies pass on. Username and permissions are percent-encoded where they are not plain
+/// ASCII (or contain `,` or `%`). With the principal cache a check makes no database round
+/// trip; without it, one. The proxy must overwrite every `X-Auth-*` header a client sends: the
+/// README's configurations for nginx, Traefik and Caddy do.
+///
+/// ```
+/// use axum::Router;
+/// let app: Router = Router::new().nest("/auth", axum_live_auth::forward_auth_routes());
+/// ```
+pub fn forward_auth_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/check", get(check))
+}
+
+async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
+    // A query that does not parse may have asked for something: refused, never ignored.
+    let Ok(Query(query)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
+        return AuthRejection::BadRequest.into_response();
+    };
+    let asked = |name: &'static str| {
+        query
+            .iter()
+            .filter(move |(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let user = match auth.state() {
+        AuthState::Authenticated(user) => user.clone(),
+        AuthState::Unavailable => return AuthRejection::Unavailable.into_response(),
+        _ => return AuthRejection::Unauthenticated.into_response(),
+    };
+    if let Err(rejection) = original_request_is_same_site(&auth, &headers) {
+        return rejection.into_response();
+    }
+    let required = asked("permission").chain(
+        headers
+            .get_all("x-auth-require-permission")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let resource = match asked("resource").next().map(str::parse::<Resource>) {
+        Some(Ok(resource)) => Some(resource),
+        Some(Err(_)) => return AuthRejection::BadRequest.into_response(),
+        None => None,
+    };
+    for permission in required {
+        let allowed = match &resource {
+            Some(resource) => user.require_on(permission, resource).await,
+            None => user.require(permission),
+        };
+        if let Err(rejection) = allowed {
+            return rejection.into_response();
+        }
+    }
+    identity(&user)
+}
+
+/// The CSRF check of the original request: needed unless every method the proxy names is safe
+/// (and none names a WebSocket upgrade) or every URI it names is exempt. A bearer request needs
+/// none, as on the layer's own routes.
+fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(), AuthRejection> {
+    let Some(csrf) = &auth.shared().config.csrf else {
+        return Ok(());
+    };
+    if auth.source() == Source::Bearer {
+        return Ok(());
+    }
+    let values = |names: [&str; 2]| -> Vec<String> {
+        names
+            .iter()
+            .flat_map(|name| headers.get_all(*name).iter())
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let methods = values(["x-forwarded-method", "x-original-method"]);
+    let uris = values(["x-forwarded-uri", "x-original-uri"]);
+    // Without a method the request may be unsafe: check it.
+    let methods = if methods.is_empty() {
+        vec![Method::POST.to_string()]
+    } else {
+        methods
+    };
+    let paths: Vec<&str> = if uris.is_empty() {
+        vec!["/"]
+    } else {
+        uris.iter()
+            .map(|uri| uri.split(['?', '#']).next().unwrap_or(uri))
+            .collect()
+    };
+    let applies = methods.iter().any(|method| {
+        let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
+        paths
+            .iter()
+            .any(|path| csrf.applies(&method, headers, path))
+    });
+    if !applies {
+        return Ok(());
+    }
+    csrf.check(headers).map_err(|reason| {
+        let path = paths.first().copied().unwrap_or("/");
+        security::csrf_rejected(auth.client(), reason, path);
+        AuthRejection::CrossSite
+    })
+}
+
+/// `200` with the user's identity in headers.
+fn identity(user: &CurrentUser) -> Response {
+    let permissions = user
+        .permissions()
+        .iter()
+        .map(|p| encode(p))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pairs = [
+        ("x-auth-user-id", user.id().to_string()),
+        ("x-auth-username", encode(user.username())),
+        ("x-auth-permissions", permissions),
+        ("x-auth-session-id", user.session_id().to_string()),
+    ];
+    let mut response = ().into_response();
+    let headers = response.headers_mut();
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Percent-encodes what is not plain visible ASCII, and `,` and `%`, so that a header value
+/// is always valid and a comma always separates.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_graphic() && byte != b',' && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_always_valid_and_commas_always_separate() {
+        assert_eq!(encode("reports:read"), "reports:read");
+        assert_eq!(encode("Ålice"), "%C3%85lice");
+        assert_eq!(encode("a,b c%"), "a%2Cb%20c%25");
+    }
+}

@@ -1,0 +1,256 @@
+//! The client event stream, `GET /account/events`, read over real HTTP as a browser's
+//! `EventSource` reads it.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, TestApp, app_with, both_stores,
+    http::{Event, EventStream, client, open_events, send_from, serve},
+};
+
+/// Events arrive within this (a change is pushed in milliseconds; the bound only keeps a
+/// broken test from hanging).
+const SOON: Duration = Duration::from_secs(10);
+
+async fn stream(app: &TestApp, token: &str) -> (EventStream, std::net::SocketAddr) {
+    let server = serve(app.router.clone()).await;
+    let cookie = (header::COOKIE, format!("{COOKIE}={token}"));
+    let stream = open_events(server, client(1), "/account/events", &[cookie]).await;
+    (stream, server)
+}
+
+fn principal(event: &Option<Event>) -> Value {
+    let event = event.as_ref().expect("an event, not the end of the stream");
+    assert_eq!(event.name, "principal", "{event:?}");
+    serde_json::from_str(&event.data).unwrap()
+}
+
+async fn ended(stream: &mut EventStream) {
+    let event = stream.next(SOON).await.expect("an `ended` event");
+    assert_eq!(event.name, "ended", "{event:?}");
+    assert_eq!(stream.next(SOON).await, None, "then the stream closes");
+}
+
+/// The layer used by these tests: Postgres streams need the background listener.
+async fn events_app(db: impl Into<crate::common::Db>) -> TestApp {
+    let app = app_with(db, |b| b).await;
+    tokio::spawn(app.layer.background());
+    wait_until_streams_open(&app).await;
+    app
+}
+
+/// On Postgres, streams open once the node listens; SQLite always hears its own changes.
+async fn wait_until_streams_open(app: &TestApp) {
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    for _ in 0..200 {
+        let (stream, _) = stream(app, &token).await;
+        if stream.status == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("event streams never opened");
+}
+
+both_stores! {
+    async fn the_first_event_is_the_user_and_their_sorted_permissions(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        assert_eq!(events.status, StatusCode::OK);
+        assert_eq!(events.headers[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(events.headers[header::CACHE_CONTROL], "no-store");
+        let first = principal(&events.next(SOON).await);
+        assert_eq!(
+            first,
+            json!({"id": app.alice, "username": ALICE, "permissions": ["admin", "reports:read"]})
+        );
+        assert!(events.quiet_for(Duration::from_millis(300)).await, "nothing else until a change");
+    }
+
+    async fn grants_and_revocations_each_send_one_new_picture(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        assert_eq!(principal(&events.next(SOON).await)["permissions"], json!(["reports:read"]));
+
+        app.accounts.grant_permission(app.bob, "billing:write").await.unwrap();
+        let next = principal(&events.next(SOON).await);
+        assert_eq!(next["permissions"], json!(["billing:write", "reports:read"]));
+
+        app.accounts.revoke_permission(app.bob, "reports:read").await.unwrap();
+        assert_eq!(principal(&events.next(SOON).await)["permissions"], json!(["billing:write"]));
+
+        // Through a role: granting the role to bob, then a permission to the role.
+        app.accounts.create_role("auditor").await.unwrap();
+        app.accounts.assign_role(app.bob, "auditor").await.unwrap();
+        app.accounts.grant_role_permission("auditor", "audit:read").await.unwrap();
+        let next = principal(&events.next(SOON).await);
+        assert_eq!(next["permissions"], json!(["audit:read", "billing:write"]));
+        // A change of someone else's permissions sends nothing.
+        app.accounts.grant_permission(app.alice, "other").await.unwrap();
+        assert!(events.quiet_for(Duration::from_millis(300)).await);
+    }
+
+    async fn logout_elsewhere_ends_the_stream(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, server) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        let logout = Request::post("/logout")
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send_from(server, client(2), logout).await.status, StatusCode::SEE_OTHER);
+        ended(&mut events).await;
+    }
+
+    async fn revoking_the_session_ends_the_stream(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        let id = axum_live_auth::SessionId::parse(token.split_once('.').unwrap().0).unwrap();
+        assert!(app.accounts.revoke_session(app.bob, &id).await.unwrap());
+        ended(&mut events).await;
+    }
+
+    async fn disabling_the_user_ends_the_stream(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        app.accounts.disable_user(app.bob).await.unwrap();
+        ended(&mut events).await;
+    }
+
+    async fn a_password_reset_ends_the_stream(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        app.accounts.reset_password(app.bob, "bob-new-password").await.unwrap();
+        ended(&mut events).await;
+    }
+
+    async fn expiry_ends_the_stream(db: Db) {
+        let app = app_with(db, |b| {
+            b.idle_timeout(Duration::from_secs(2)).touch_interval(Duration::from_secs(1))
+        })
+        .await;
+        tokio::spawn(app.layer.background());
+        wait_until_streams_open(&app).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        // Nothing uses the session: at its idle deadline the stream checks it and ends.
+        ended(&mut events).await;
+    }
+
+    async fn a_session_has_a_bounded_number_of_streams(db: Db) {
+        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 100)).await;
+        tokio::spawn(app.layer.background());
+        wait_until_streams_open(&app).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut one, _) = stream(&app, &token).await;
+        let (two, _) = stream(&app, &token).await;
+        let (three, _) = stream(&app, &token).await;
+        assert_eq!((one.status, two.status), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(three.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(three.headers.contains_key(header::RETRY_AFTER));
+        principal(&one.next(SOON).await);
+        assert_eq!(app.layer.open_event_streams(), 2);
+        drop((one, two));
+        for _ in 0..100 {
+            if app.layer.open_event_streams() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("closed streams were not released");
+    }
+
+    async fn a_stream_needs_a_session(db: Db) {
+        let app = events_app(db).await;
+        let server = serve(app.router.clone()).await;
+        let events = open_events(server, client(1), "/account/events", &[]).await;
+        assert_eq!(events.status, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// Postgres: changes made by plain SQL, and through another node, reach the stream.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn plain_sql_and_other_nodes_reach_the_stream(_: PgPoolOptions, options: PgConnectOptions) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let b = events_app(pool.clone()).await;
+    // Node A: a layer of its own on its own pool.
+    let a = axum_live_auth::AuthLayer::builder(
+        PgPoolOptions::new().connect_with(options).await.unwrap(),
+    )
+    .allowed_origin("http://localhost:3000")
+    .build()
+    .unwrap()
+    .accounts();
+    let token = b.login(BOB, BOB_PASSWORD).await;
+    let (mut events, _) = stream(&b, &token).await;
+    principal(&events.next(SOON).await);
+
+    sqlx::query(
+        "INSERT INTO auth_user_permissions (user_id, permission) VALUES ($1, 'sql:granted')",
+    )
+    .bind(b.bob)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let next = principal(&events.next(SOON).await);
+    assert_eq!(next["permissions"], json!(["reports:read", "sql:granted"]));
+
+    // Node A (its own layer, no stream hub of B's) revokes: B's stream hears it by NOTIFY.
+    a.revoke_permission(b.bob, "sql:granted").await.unwrap();
+    assert_eq!(
+        principal(&events.next(SOON).await)["permissions"],
+        json!(["reports:read"])
+    );
+
+    sqlx::query("DELETE FROM auth_sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    ended(&mut events).await;
+}
+
+/// Postgres: when the node's listener connection is lost, open streams are told to reconnect.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_lost_listener_tells_open_streams(_: PgPoolOptions, options: PgConnectOptions) {
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = events_app(pool.clone()).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let (mut events, _) = stream(&app, &token).await;
+    principal(&events.next(SOON).await);
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = 'axum-live-auth-listener' AND datname = current_database()) t",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    let event = events.next(SOON).await.expect("an event");
+    assert_eq!(event.name, "reconnect");
+    assert_eq!(events.next(SOON).await, None);
+    // Once the listener is back, a new stream opens and reads a fresh picture.
+    wait_until_streams_open(&app).await;
+    let (mut again, _) = stream(&app, &token).await;
+    principal(&again.next(SOON).await);
+}

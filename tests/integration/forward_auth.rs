@@ -1,0 +1,416 @@
+//! Forward authentication (`GET /auth/check`): every answer through the router on both stores,
+//! its cost at the wire, and a real nginx in front of an upstream that is not this crate.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, Reply, TestApp, app, app_with, both_stores,
+    counted_app_with,
+    http::{client, send_from, serve},
+    login_request, send,
+};
+
+/// A check as a proxy sends it, for an original `GET` unless `headers` say otherwise.
+fn check(query: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::get(format!("/auth/check{query}"));
+    if !headers.iter().any(|(name, _)| name.ends_with("-method")) {
+        request = request.header("x-original-method", "GET");
+    }
+    if let Some(token) = token {
+        request = request.header(header::COOKIE, format!("{COOKIE}={token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+async fn ask(app: &TestApp, query: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+    send(&app.router, check(query, token, headers)).await
+}
+
+both_stores! {
+    async fn the_check_names_the_user_and_refuses_without_a_session(db: Db) {
+        let app = app(db).await;
+        assert_eq!(ask(&app, "", None, &[]).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(ask(&app, "", Some("garbage"), &[]).await.status, StatusCode::UNAUTHORIZED);
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let reply = ask(&app, "", Some(&token), &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let h = |name: &str| reply.headers[name].to_str().unwrap().to_owned();
+        assert_eq!(h("x-auth-user-id"), app.alice.to_string());
+        assert_eq!(h("x-auth-username"), ALICE);
+        assert_eq!(h("x-auth-permissions"), "admin,reports:read");
+        assert_eq!(h("x-auth-session-id"), token.split_once('.').unwrap().0);
+        assert_eq!(h("cache-control"), "no-store");
+        // A disabled user's next check is refused.
+        app.accounts.disable_user(app.alice).await.unwrap();
+        assert_eq!(ask(&app, "", Some(&token), &[]).await.status, StatusCode::UNAUTHORIZED);
+    }
+
+    async fn the_proxy_can_require_permissions(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let status = |query: &'static str, headers: &'static [(&'static str, &'static str)]| {
+            let (app, bob) = (app.clone(), bob.clone());
+            async move { ask(&app, query, Some(&bob), headers).await.status }
+        };
+        assert_eq!(status("?permission=reports:read", &[]).await, StatusCode::OK);
+        assert_eq!(status("?permission=admin", &[]).await, StatusCode::FORBIDDEN);
+        assert_eq!(status("", &[("x-auth-require-permission", "admin")]).await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            status("?permission=reports:read", &[("x-auth-require-permission", "admin")]).await,
+            StatusCode::FORBIDDEN,
+            "every permission named anywhere is required"
+        );
+        assert_eq!(
+            status("?permission=reports:read&permission=admin", &[]).await,
+            StatusCode::FORBIDDEN
+        );
+        // On a resource.
+        let project: axum_live_auth::Resource = "project:42".parse().unwrap();
+        app.accounts.grant_permission_on(app.bob, "project:read", &project).await.unwrap();
+        assert_eq!(status("?permission=project:read&resource=project:42", &[]).await, StatusCode::OK);
+        assert_eq!(status("?permission=project:read&resource=project:43", &[]).await, StatusCode::FORBIDDEN);
+        assert_eq!(status("?permission=project:read&resource=project", &[]).await, StatusCode::BAD_REQUEST);
+    }
+
+    async fn an_unsafe_original_request_gets_the_csrf_check(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let status = |headers: Vec<(&'static str, &'static str)>| {
+            let (app, bob) = (app.clone(), bob.clone());
+            async move { ask(&app, "", Some(&bob), &headers).await.status }
+        };
+        let cross = ("sec-fetch-site", "cross-site");
+        let same = ("sec-fetch-site", "same-origin");
+        assert_eq!(status(vec![("x-forwarded-method", "POST"), cross]).await, StatusCode::FORBIDDEN);
+        assert_eq!(status(vec![("x-original-method", "DELETE"), cross]).await, StatusCode::FORBIDDEN);
+        assert_eq!(status(vec![("x-forwarded-method", "POST"), same]).await, StatusCode::OK);
+        assert_eq!(
+            status(vec![("x-forwarded-method", "POST"), ("origin", crate::common::ORIGIN)]).await,
+            StatusCode::OK
+        );
+        assert_eq!(status(vec![("x-forwarded-method", "GET"), cross]).await, StatusCode::OK);
+        // No method given: the request may be unsafe, so it is checked.
+        let no_method = Request::get("/auth/check")
+            .header(header::COOKIE, format!("{COOKIE}={bob}"))
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app.router, no_method).await.status, StatusCode::FORBIDDEN);
+        // Two method headers that disagree: checked if either is unsafe.
+        assert_eq!(
+            status(vec![("x-forwarded-method", "GET"), ("x-original-method", "POST"), cross]).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    async fn an_unavailable_database_is_503_never_200(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        app.db.close().await;
+        let reply = ask(&app, "", Some(&bob), &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(reply.headers.contains_key(header::RETRY_AFTER));
+    }
+}
+
+/// A bearer client (`Authorization` is not something a cross-site page can send) is checked
+/// without CSRF.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_bearer_token_is_checked_like_a_cookie(pool: sqlx::PgPool) {
+    let app = app_with(pool, |b| b.bearer_tokens(true)).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let bearer = format!("Bearer {token}");
+    let request = Request::get("/auth/check")
+        .header(header::AUTHORIZATION, &bearer)
+        .header("x-forwarded-method", "POST")
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app.router, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-auth-username"], BOB);
+}
+
+/// With the principal cache a check costs no round trip; without it, one.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_check_costs_one_round_trip_or_none_with_the_cache(pool: sqlx::PgPool) {
+    let uncached = counted_app_with(pool.clone(), |b| b).await;
+    let token = uncached.login(BOB, BOB_PASSWORD).await;
+    for _ in 0..2 {
+        ask(&uncached, "", Some(&token), &[]).await; // prepares the statement
+    }
+    let before = uncached.statements();
+    assert_eq!(
+        ask(&uncached, "", Some(&token), &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(uncached.statements() - before, 1);
+
+    let cached = counted_app_with(pool, |b| {
+        b.principal_cache(axum_live_auth::CacheOptions::default())
+    })
+    .await;
+    tokio::spawn(cached.layer.background());
+    for _ in 0..500 {
+        if cached.layer.cache_status().unwrap().listening {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ask(&cached, "", Some(&token), &[]).await; // fills the cache
+    let before = cached.statements();
+    for _ in 0..10 {
+        assert_eq!(
+            ask(&cached, "?permission=reports:read", Some(&token), &[])
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(cached.statements() - before, 0, "served from memory");
+}
+
+// --- through a real nginx ------------------------------------------------------------------
+
+/// An upstream that is not this crate: a few lines of Python's `http.server` that answer every
+/// request with the `X-Auth-*` headers it received, as JSON.
+const UPSTREAM: &str = r#"
+import http.server, json, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        seen = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-auth-")}
+        body = json.dumps({"method": self.command, "path": self.path, "auth": seen}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = do_DELETE = answer
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"#;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx as the README configures it, in front of `upstream`, asking `auth` about each request.
+pub(crate) fn nginx_config(
+    dir: &std::path::Path,
+    port: u16,
+    auth: SocketAddr,
+    upstream: u16,
+) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```nginx\n")
+        .expect("the README has an nginx block")
+        + 9;
+    let end = start + readme[start..].find("```").unwrap();
+    let site = readme[start..end]
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+        .replace("http://127.0.0.1:3000", &format!("http://{auth}"))
+        .replace(
+            "http://127.0.0.1:8000",
+            &format!("http://127.0.0.1:{upstream}"),
+        );
+    let d = dir.display();
+    format!(
+        "worker_processes 1;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         daemon off;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {d}/body;\n\
+           proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n\
+           scgi_temp_path {d}/scgi;\n\
+           {site}\n\
+         }}\n"
+    )
+}
+
+/// nginx in `dir` on `port`, once it accepts connections; `None` when nginx is not installed.
+pub(crate) async fn start_nginx(dir: &std::path::Path, config: &str, port: u16) -> Option<Process> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())?;
+    let file = dir.join("nginx.conf");
+    std::fs::write(&file, config).unwrap();
+    let process = Process(
+        Command::new(nginx)
+            .arg("-c")
+            .arg(&file)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port).await;
+    Some(process)
+}
+
+async fn wait_for(port: u16) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn through(path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header(header::COOKIE, format!("{COOKIE}={token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = app(pool).await;
+    let auth = serve(app.router.clone()).await;
+    let dir = std::env::temp_dir().join(format!("axum-live-auth-nginx-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let upstream_port = free_port();
+    let _upstream = Process(
+        Command::new("python3")
+            .args(["-c", UPSTREAM, &upstream_port.to_string()])
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for(upstream_port).await;
+    let port = free_port();
+    let config = nginx_config(&dir, port, auth, upstream_port);
+    let Some(_nginx) = start_nginx(&dir, &config, port).await else {
+        eprintln!("NOT RUN: nginx is not installed (apt-get install nginx)");
+        return;
+    };
+    let nginx = SocketAddr::from(([127, 0, 0, 1], port));
+    let get = |path: &'static str,
+               token: Option<String>,
+               headers: &'static [(&'static str, &'static str)]| async move {
+        send_from(nginx, client(3), through(path, token.as_deref(), headers)).await
+    };
+
+    // Anonymous: 401 from nginx, the upstream never asked.
+    assert_eq!(
+        get("/service/hello", None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Bob: the upstream sees bob and his permissions, never a forged id.
+    let login = send(&app.router, login_request(BOB, BOB_PASSWORD)).await;
+    let bob = login.session_cookie().unwrap();
+    let reply = get(
+        "/service/hello",
+        Some(bob.clone()),
+        &[("x-auth-user-id", "1")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        seen["auth"]["x-auth-user-id"],
+        app.bob.to_string(),
+        "{seen}"
+    );
+    assert_eq!(seen["auth"]["x-auth-username"], BOB);
+    assert_eq!(seen["auth"]["x-auth-permissions"], "reports:read");
+    assert_ne!(
+        app.bob, 1,
+        "the forged id would be indistinguishable otherwise"
+    );
+
+    // A location that requires reports:read: bob passes, alice without it does not.
+    assert_eq!(
+        get("/reports/q1", Some(bob.clone()), &[]).await.status,
+        StatusCode::OK
+    );
+    app.accounts
+        .revoke_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
+    assert_eq!(
+        get("/reports/q1", Some(bob.clone()), &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get("/service/hello", Some(bob.clone()), &[]).await.status,
+        StatusCode::OK
+    );
+
+    // A cross-site POST through nginx is refused; a same-origin one passes.
+    let post = |headers: &'static [(&'static str, &'static str)]| {
+        let bob = bob.clone();
+        async move {
+            let mut request = through("/service/act", Some(&bob), headers);
+            *request.method_mut() = http::Method::POST;
+            send_from(nginx, client(4), request).await.status
+        }
+    };
+    assert_eq!(
+        post(&[("sec-fetch-site", "cross-site")]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(&[("sec-fetch-site", "same-origin")]).await,
+        StatusCode::OK
+    );
+
+    // Bob is disabled: his very next request through nginx is refused.
+    app.accounts.disable_user(app.bob).await.unwrap();
+    assert_eq!(
+        get("/service/hello", Some(bob), &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
