@@ -22,8 +22,9 @@
 //! create-user <username>              create a user; password: one line on stdin
 //! set-password <username>             reset a password (one line on stdin); ends all the
 //!                                     user's sessions
-//! grant <username> <permission>       grant a permission to the user directly
-//! revoke <username> <permission>      revoke a direct grant (a role may still grant it)
+//! grant <username> <permission> [<type:id>]   grant a permission to the user directly
+//!                                      (on one resource only, such as project:42)
+//! revoke <username> <permission> [<type:id>]  revoke a direct grant (a role may still grant it)
 //! add-role <username> <role>          give the user a role
 //! remove-role <username> <role>       take a role away from the user
 //! create-role <role>                  create a role (nothing happens if it exists)
@@ -62,8 +63,8 @@ use std::{
 };
 
 use axum_live_auth::{
-    Accounts, AuthStore, Error, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, SessionId, SessionInfo,
-    UserId,
+    Accounts, AuthStore, Error, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, Resource, SessionId,
+    SessionInfo, UserId,
 };
 use sqlx::{
     ConnectOptions as _, Connection as _, PgPool, SqlitePool,
@@ -99,22 +100,22 @@ const COMMANDS: &[(&str, &[&str], &str)] = &[
     ),
     (
         "grant",
-        &["<username>", "<permission>"],
-        "grant a permission to the user directly",
+        &["<username>", "<permission>", "[<type:id>]"],
+        "grant a permission to the user directly (on one resource only, such as project:42)",
     ),
     (
         "revoke",
-        &["<username>", "<permission>"],
+        &["<username>", "<permission>", "[<type:id>]"],
         "revoke a direct grant (a role of the user may still grant it)",
     ),
     (
         "add-role",
-        &["<username>", "<role>"],
-        "give the user a role",
+        &["<username>", "<role>", "[<type:id>]"],
+        "give the user a role (on one resource only, such as project:42)",
     ),
     (
         "remove-role",
-        &["<username>", "<role>"],
+        &["<username>", "<role>", "[<type:id>]"],
         "take a role away from the user",
     ),
     (
@@ -211,18 +212,22 @@ enum Command {
     Grant {
         username: String,
         permission: String,
+        resource: Option<Resource>,
     },
     Revoke {
         username: String,
         permission: String,
+        resource: Option<Resource>,
     },
     AddRole {
         username: String,
         role: String,
+        resource: Option<Resource>,
     },
     RemoveRole {
         username: String,
         role: String,
+        resource: Option<Resource>,
     },
     CreateRole {
         role: String,
@@ -351,7 +356,9 @@ fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
             format!("unknown command {}; `admin help` lists them", quote(name)),
         ));
     };
-    if rest.len() != params.len() {
+    // A last parameter in brackets is optional.
+    let optional = usize::from(params.last().is_some_and(|p| p.starts_with('[')));
+    if rest.len() > params.len() || rest.len() + optional < params.len() {
         return Err(Failure::new(
             USAGE,
             format!(
@@ -364,24 +371,29 @@ fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         ));
     }
     let arg = |i: usize| rest.get(i).cloned().unwrap_or_default();
+    let resource = rest.get(2).map(|r| resource(r)).transpose()?;
     let command = match *name {
         "create-user" => Command::CreateUser { username: arg(0) },
         "set-password" => Command::SetPassword { username: arg(0) },
         "grant" => Command::Grant {
             username: arg(0),
             permission: arg(1),
+            resource,
         },
         "revoke" => Command::Revoke {
             username: arg(0),
             permission: arg(1),
+            resource,
         },
         "add-role" => Command::AddRole {
             username: arg(0),
             role: arg(1),
+            resource,
         },
         "remove-role" => Command::RemoveRole {
             username: arg(0),
             role: arg(1),
+            resource,
         },
         "create-role" => Command::CreateRole { role: arg(0) },
         "role-grant" => Command::RoleGrant {
@@ -408,6 +420,24 @@ fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         }
     };
     Ok(Parsed::Run(command))
+}
+
+/// A resource as `type:id`, such as `project:42`.
+fn resource(arg: &str) -> Result<Resource, Failure> {
+    arg.parse().map_err(|_| {
+        Failure::new(
+            USAGE,
+            format!(
+                "{} is not a resource: use type:id, such as project:42",
+                quote(arg)
+            ),
+        )
+    })
+}
+
+/// Where a grant applies, as the tool says it.
+fn scope(resource: Option<&Resource>) -> String {
+    resource.map_or_else(String::new, |r| format!(" on {}", quote(&r.to_string())))
 }
 
 /// A public session id as `sessions` lists it. A whole token is refused without echoing it:
@@ -632,80 +662,108 @@ async fn execute(accounts: &Accounts, command: Command) -> Result<Output, Failur
         Command::Grant {
             username,
             permission,
+            resource,
         } => {
             let user = find_user(accounts, &username).await?;
-            accounts
-                .grant_permission(user, &permission)
-                .await
-                .map_err(|error| match error {
-                    Error::InvalidName => invalid_name("permission", &permission),
-                    error => user_error(error, &username),
-                })?;
+            let granted = match &resource {
+                Some(resource) => {
+                    accounts
+                        .grant_permission_on(user, &permission, resource)
+                        .await
+                }
+                None => accounts.grant_permission(user, &permission).await,
+            };
+            granted.map_err(|error| match error {
+                Error::InvalidName => invalid_name("permission", &permission),
+                error => user_error(error, &username),
+            })?;
             done(format!(
-                "{} has the direct grant {}",
+                "{} has the direct grant {}{}",
                 shown(&username),
-                quote(&permission)
+                quote(&permission),
+                scope(resource.as_ref())
             ))
         }
         Command::Revoke {
             username,
             permission,
+            resource,
         } => {
             let user = find_user(accounts, &username).await?;
-            let revoked = accounts
-                .revoke_permission(user, &permission)
-                .await
-                .map_err(|error| user_error(error, &username))?;
+            let revoked = match &resource {
+                Some(resource) => {
+                    accounts
+                        .revoke_permission_on(user, &permission, resource)
+                        .await
+                }
+                None => accounts.revoke_permission(user, &permission).await,
+            }
+            .map_err(|error| user_error(error, &username))?;
             if !revoked {
                 return Err(Failure::new(
                     NOT_FOUND,
                     format!(
-                        "{} has no direct grant {}",
+                        "{} has no direct grant {}{}",
                         shown(&username),
-                        quote(&permission)
+                        quote(&permission),
+                        scope(resource.as_ref())
                     ),
                 ));
             }
             done(format!(
-                "revoked {}'s direct grant {} (a role of theirs may still grant it)",
+                "revoked {}'s direct grant {}{} (a role of theirs may still grant it)",
                 shown(&username),
-                quote(&permission)
+                quote(&permission),
+                scope(resource.as_ref())
             ))
         }
-        Command::AddRole { username, role } => {
+        Command::AddRole {
+            username,
+            role,
+            resource,
+        } => {
             let user = find_user(accounts, &username).await?;
-            accounts
-                .assign_role(user, &role)
-                .await
-                .map_err(|error| match error {
-                    Error::RoleNotFound => no_role(&role),
-                    error => user_error(error, &username),
-                })?;
+            let assigned = match &resource {
+                Some(resource) => accounts.assign_role_on(user, &role, resource).await,
+                None => accounts.assign_role(user, &role).await,
+            };
+            assigned.map_err(|error| match error {
+                Error::RoleNotFound => no_role(&role),
+                error => user_error(error, &username),
+            })?;
             done(format!(
-                "{} has the role {}",
+                "{} has the role {}{}",
                 shown(&username),
-                quote(&role)
+                quote(&role),
+                scope(resource.as_ref())
             ))
         }
-        Command::RemoveRole { username, role } => {
+        Command::RemoveRole {
+            username,
+            role,
+            resource,
+        } => {
             let user = find_user(accounts, &username).await?;
-            let removed = accounts
-                .unassign_role(user, &role)
-                .await
-                .map_err(|error| user_error(error, &username))?;
+            let removed = match &resource {
+                Some(resource) => accounts.unassign_role_on(user, &role, resource).await,
+                None => accounts.unassign_role(user, &role).await,
+            }
+            .map_err(|error| user_error(error, &username))?;
             if !removed {
                 return Err(Failure::new(
                     NOT_FOUND,
                     format!(
-                        "{} does not have the role {}",
+                        "{} does not have the role {}{}",
                         shown(&username),
-                        quote(&role)
+                        quote(&role),
+                        scope(resource.as_ref())
                     ),
                 ));
             }
             done(format!(
-                "took the role {} away from {}",
+                "took the role {}{} away from {}",
                 quote(&role),
+                scope(resource.as_ref()),
                 shown(&username)
             ))
         }

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! It seeds `alice` / `alice-password` (role `admin`: permissions `admin` and `reports:read`)
-//! and `bob` / `bob-password` (permission `reports:read`), and listens on
+//! and `bob` / `bob-password` (permission `reports:read`, and `project:read` on project 42),
+//! and listens on
 //! <http://localhost:3000> (set `PORT` to change). Then, with one cookie jar per user:
 //!
 //! ```text
@@ -41,8 +42,8 @@ use axum::{
     routing::{get, post},
 };
 use axum_live_auth::{
-    Accounts, Auth, AuthLayer, AuthStore, CacheOptions, CurrentUser, Error, UserId,
-    require_permission,
+    Accounts, Auth, AuthLayer, AuthRejection, AuthStore, CacheOptions, CurrentUser, Error,
+    Resource, UserId, require_permission, require_permission_on,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{postgres::PgPoolOptions, sqlite::SqlitePoolOptions};
@@ -66,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .filter(|url| !url.is_empty())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    let store = connect(&database_url).await?;
+    let (store, listen_pool) = connect(&database_url).await?;
     axum_live_auth::migrate(store.clone()).await?;
 
     // The session cookie keeps its production attributes (`__Host-sid`, Secure, HttpOnly,
@@ -81,6 +82,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // through one is enforced by the other within milliseconds.
         tracing::info!("principal cache on (AUTH_CACHE=on)");
         builder = builder.principal_cache(CacheOptions::default());
+    }
+    if let Some(listen_pool) = listen_pool {
+        // Behind PgBouncer in transaction mode (DATABASE_URL), the node's one LISTEN connection
+        // goes to Postgres directly (AUTH_LISTEN_URL).
+        builder = builder.listen_pool(listen_pool);
     }
     let auth = builder
         // CSRF protection: unsafe requests must come from the app's own pages (a browser says
@@ -119,8 +125,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 const DEFAULT_DATABASE_URL: &str = "sqlite://quickstart.db";
 
 /// Opens the database `url` names: Postgres for `postgres://` (or `postgresql://`), SQLite for
-/// `sqlite:`. The rest of the app does not know which one it got.
-async fn connect(url: &str) -> Result<AuthStore, Box<dyn std::error::Error>> {
+/// `sqlite:`. The rest of the app does not know which one it got. With `AUTH_LISTEN_URL` set
+/// (Postgres), also a pool for the node's listener.
+async fn connect(
+    url: &str,
+) -> Result<(AuthStore, Option<sqlx::PgPool>), Box<dyn std::error::Error>> {
+    let listen_pool = match std::env::var("AUTH_LISTEN_URL") {
+        Ok(listen) if !listen.is_empty() => Some(PgPoolOptions::new().connect_lazy(&listen)?),
+        _ => None,
+    };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         tracing::info!("using Postgres from DATABASE_URL");
         // `test_before_acquire(false)`: by default sqlx pings every connection as it leaves
@@ -128,15 +141,21 @@ async fn connect(url: &str) -> Result<AuthStore, Box<dyn std::error::Error>> {
         // ping a dead connection fails its query, and that one request answers 503 instead.
         // The short acquire timeout makes requests answer 503 after 2 s, not 30, while the
         // database is down.
+        let mut options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        if listen_pool.is_some() {
+            // Through PgBouncer in transaction mode a connection may serve another client
+            // between transactions: no named prepared statements to find missing there.
+            options = options.statement_cache_capacity(0);
+        }
         let pool = PgPoolOptions::new()
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(2))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(|error| {
                 format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
             })?;
-        Ok(pool.into())
+        Ok((pool.into(), listen_pool))
     } else if url.starts_with("sqlite:") {
         tracing::info!(
             url,
@@ -149,7 +168,7 @@ async fn connect(url: &str) -> Result<AuthStore, Box<dyn std::error::Error>> {
             .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await?;
-        Ok(pool.into())
+        Ok((pool.into(), None))
     } else {
         Err(format!("DATABASE_URL must start with postgres:// or sqlite:, not {url:?}").into())
     }
@@ -162,6 +181,12 @@ pub(crate) fn app(auth: AuthLayer) -> Router {
     let reports_routes = Router::new()
         .route("/reports", get(reports))
         .route_layer(require_permission("reports:read"));
+    // Permissions on one project: `project:read` on project 42 (or on every project) lets a
+    // user see /projects/42.
+    let project_routes = Router::new()
+        .route("/projects/{id}", get(project))
+        .route_layer(require_permission_on("project:read", "project", "id"))
+        .route("/projects/{id}/edit", post(edit_project));
     let admin_routes = Router::new()
         .route("/admin", get(admin))
         .route("/admin/users/{username}/disable", post(disable_user))
@@ -174,11 +199,18 @@ pub(crate) fn app(auth: AuthLayer) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/me", get(me))
+        // A page that draws its menu from the live event stream: no reload, no polling.
+        .route("/app", get(app_page))
         // The user's devices, "log out other devices", password change and reauthentication.
         .nest("/account", axum_live_auth::account_routes())
-        // POST /auth/token: a bearer token for a username and password (JSON).
-        .nest("/auth", axum_live_auth::token_routes())
+        // POST /auth/token: a bearer token for a username and password (JSON or form).
+        // GET /auth/check: forward auth for a reverse proxy in front of other services.
+        .nest(
+            "/auth",
+            axum_live_auth::token_routes().merge(axum_live_auth::forward_auth_routes()),
+        )
         .merge(reports_routes)
+        .merge(project_routes)
         .merge(admin_routes)
         .with_state(auth.accounts())
         // Outermost: authenticates every request from its session cookie.
@@ -199,6 +231,9 @@ pub(crate) async fn seed(accounts: &Accounts) -> Result<(), Error> {
     if accounts.user_id("bob").await?.is_none() {
         let bob = accounts.create_user("bob", "bob-password").await?;
         accounts.grant_permission(bob, "reports:read").await?;
+        accounts
+            .grant_permission_on(bob, "project:read", &"project:42".parse()?)
+            .await?;
     }
     Ok(())
 }
@@ -275,12 +310,25 @@ async fn reports(user: CurrentUser) -> String {
 }
 
 async fn admin() -> &'static str {
-    "Admin area: POST /admin/users/{username}/disable, /enable, /grant, /revoke"
+    "Admin area: POST /admin/users/{username}/disable, /enable, /grant, /revoke \
+     (form permission=…, and resource=type:id to grant on one resource)"
 }
 
 #[derive(Deserialize)]
 struct PermissionForm {
     permission: String,
+    /// `type:id`, such as `project:42`, to grant or revoke on that resource only.
+    resource: Option<String>,
+}
+
+impl PermissionForm {
+    fn resource(&self) -> Result<Option<Resource>, Error> {
+        self.resource
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(str::parse)
+            .transpose()
+    }
 }
 
 // The admin actions take effect on the user's next request: no cache, no new login needed.
@@ -314,7 +362,14 @@ async fn grant_permission(
     Form(form): Form<PermissionForm>,
 ) -> Result<StatusCode, Error> {
     let user = find_user(&accounts, &username).await?;
-    accounts.grant_permission(user, &form.permission).await?;
+    match form.resource()? {
+        Some(resource) => {
+            accounts
+                .grant_permission_on(user, &form.permission, &resource)
+                .await?;
+        }
+        None => accounts.grant_permission(user, &form.permission).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -325,8 +380,84 @@ async fn revoke_permission(
 ) -> Result<StatusCode, Error> {
     // Only a direct grant is revoked; a permission that also comes from a role stays.
     let user = find_user(&accounts, &username).await?;
-    accounts.revoke_permission(user, &form.permission).await?;
+    match form.resource()? {
+        Some(resource) => {
+            accounts
+                .revoke_permission_on(user, &form.permission, &resource)
+                .await?;
+        }
+        None => {
+            accounts.revoke_permission(user, &form.permission).await?;
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Only a user with `project:read` on this project (or on every project) gets here.
+async fn project(Path(id): Path<String>) -> String {
+    format!("Project {id}")
+}
+
+/// `project:write` on this very project, checked in the handler.
+async fn edit_project(user: CurrentUser, Path(id): Path<String>) -> Result<String, AuthRejection> {
+    let project = Resource::new("project", id.as_str()).map_err(|e| AuthRejection::from(&e))?;
+    user.require_on("project:write", &project).await?;
+    Ok(format!("Project {id} edited by {}", user.username()))
+}
+
+/// The page's script: the menu follows the `principal` events; `ended` goes to the login form.
+const APP_SCRIPT: &str = r#"
+const events = new EventSource("/account/events");
+events.addEventListener("principal", (event) => {
+  const me = JSON.parse(event.data);
+  document.getElementById("name").textContent = me.username;
+  const menu = document.getElementById("menu");
+  menu.replaceChildren();
+  const link = (id, href, text) => {
+    const a = document.createElement("a");
+    a.id = id; a.href = href; a.textContent = text;
+    menu.append(a, " ");
+  };
+  if (me.permissions.includes("reports:read")) link("reports", "/reports", "Reports");
+  if (me.permissions.includes("admin")) link("admin", "/admin", "Admin");
+});
+events.addEventListener("ended", () => { events.close(); location.href = "/login"; });
+// The server can no longer vouch for the picture (or the stream failed): start afresh.
+const again = () => { events.close(); setTimeout(() => location.reload(), 1000); };
+events.addEventListener("reconnect", again);
+events.onerror = () => { if (events.readyState === EventSource.CLOSED) again(); };
+"#;
+
+/// `GET /app`: a page whose menu follows the user's live permissions. The inline script is
+/// allowed by its hash in the page's Content-Security-Policy.
+async fn app_page(user: CurrentUser) -> Response {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(APP_SCRIPT));
+    let csp = format!(
+        "default-src 'self'; script-src 'sha256-{hash}'; object-src 'none'; base-uri 'none'; \
+         frame-ancestors 'none'"
+    );
+    let page = format!(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>App</title>\n\
+         <h1>Hello <span id=\"name\">{}</span></h1>\n<nav id=\"menu\"></nav>\n\
+         <form method=\"post\" action=\"/logout\"><button>Log out</button></form>\n\
+         <script>{APP_SCRIPT}</script>\n",
+        escape(user.username())
+    );
+    (
+        [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
+        Html(page),
+    )
+        .into_response()
+}
+
+/// HTML-escapes text.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The id of the user called `username`, or `Error::UserNotFound` (a 404).

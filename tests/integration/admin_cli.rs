@@ -304,6 +304,45 @@ async fn users_grants_and_roles() {
     run.code(3);
     assert!(run.stderr.contains("'reports:read'"), "{run:#?}");
     db.run(&["role-revoke", "ghost", "reports:read"]).code(3);
+
+    // Grants and roles on one resource.
+    let run = db.run(&["grant", "carol", "project:read", "project:42"]);
+    run.code(0);
+    assert_eq!(
+        run.stdout,
+        "carol has the direct grant 'project:read' on 'project:42'\n"
+    );
+    let ids = |permission: &'static str| {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .resource_ids(carol, permission, "project", None, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(ids("project:read").await, ["42"]);
+    let run = db.run(&["grant", "carol", "project:read", "project"]);
+    run.code(2);
+    assert!(run.stderr.contains("not a resource"), "{run:#?}");
+    db.run(&["grant", "carol", "a", "b", "c", "d"]).code(2);
+    db.run(&["role-grant", "auditor", "project:write"]).code(0);
+    db.run(&["add-role", "carol", "auditor", "project:7"])
+        .code(0);
+    assert_eq!(ids("project:write").await, ["7"]);
+    db.run(&["remove-role", "carol", "auditor", "project:7"])
+        .code(0);
+    db.run(&["remove-role", "carol", "auditor", "project:7"])
+        .code(3);
+    db.run(&["revoke", "carol", "project:read", "project:42"])
+        .code(0);
+    let run = db.run(&["revoke", "carol", "project:read", "project:42"]);
+    run.code(3);
+    assert_eq!(
+        run.stderr,
+        "error: carol has no direct grant 'project:read' on 'project:42'\n"
+    );
+    assert!(ids("project:read").await.is_empty());
 }
 
 #[tokio::test]

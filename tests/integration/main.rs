@@ -12,6 +12,7 @@
 mod account;
 mod admin_cli;
 mod adversarial;
+mod browser;
 mod cache;
 mod common;
 mod events;
@@ -22,5 +23,6 @@ mod hostile;
 mod live;
 mod migrations;
 mod quickstart;
+mod resources;
 mod session;
 mod sqlite;

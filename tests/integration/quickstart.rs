@@ -148,6 +148,29 @@ let auth = AuthLayer::builder(db.store())
         StatusCode::NOT_FOUND
     );
 
+    // Projects: bob may read project 42 (seeded), not 7; alice grants him 7, then writing it.
+    let b = || Some(bob.clone());
+    assert_eq!(status(call("GET", "/projects/42", b(), None).await), StatusCode::OK);
+    assert_eq!(status(call("GET", "/projects/7", b(), None).await), StatusCode::FORBIDDEN);
+    assert_eq!(status(call("POST", "/projects/7/edit", b(), None).await), StatusCode::FORBIDDEN);
+    let form = Some("permission=project%3Aread&resource=project%3A7");
+    assert_eq!(status(call("POST", "/admin/users/bob/grant", a(), form).await), StatusCode::NO_CONTENT);
+    assert_eq!(status(call("GET", "/projects/7", b(), None).await), StatusCode::OK);
+    let form = Some("permission=project%3Awrite&resource=project%3A7");
+    assert_eq!(status(call("POST", "/admin/users/bob/grant", a(), form).await), StatusCode::NO_CONTENT);
+    let edited = call("POST", "/projects/7/edit", b(), None).await;
+    assert_eq!((edited.status, edited.body.as_str()), (StatusCode::OK, "Project 7 edited by bob"));
+    assert_eq!(status(call("POST", "/admin/users/bob/revoke", a(), form).await), StatusCode::NO_CONTENT);
+    assert_eq!(status(call("POST", "/projects/7/edit", b(), None).await), StatusCode::FORBIDDEN);
+    // A resource that is not `type:id`: a clean 400.
+    for bad in ["project", "project%3A", "pro%20ject%3A1", "%3A1"] {
+        let form = format!("permission=project%3Aread&resource={bad}");
+        let reply = send(&app, request("POST", "/admin/users/bob/grant", a().as_deref(), Some(&form))).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Admin is not a wildcard: alice holds no project:read at all.
+    assert_eq!(status(call("GET", "/projects/7", a(), None).await), StatusCode::FORBIDDEN);
+
     // Devices: alice on a second client, listed, then logged out from the first.
     let laptop = login("alice", "alice-password").await.session_cookie().unwrap();
     let list = call("GET", "/account/sessions", a(), None).await;

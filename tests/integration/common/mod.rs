@@ -203,6 +203,26 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
                 Ok::<_, axum_live_auth::AuthRejection>("admin")
             }),
         )
+        .merge(
+            Router::new()
+                .route("/projects/{id}", get(|| async { "project" }))
+                .route_layer(axum_live_auth::require_permission_on(
+                    "project:read",
+                    "project",
+                    "id",
+                )),
+        )
+        .route(
+            "/projects/{id}/edit",
+            post(
+                |user: CurrentUser, axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    let project = axum_live_auth::Resource::new("project", id)
+                        .map_err(|e| axum_live_auth::AuthRejection::from(&e))?;
+                    user.require_on("project:write", &project).await?;
+                    Ok::<_, axum_live_auth::AuthRejection>("edited")
+                },
+            ),
+        )
         .route("/login", post(login))
         .route("/logout", post(logout))
         .nest("/account", axum_live_auth::account_routes())

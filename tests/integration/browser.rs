@@ -1,0 +1,266 @@
+//! A real browser (headless Chromium, driven through ChromeDriver's WebDriver API) on the
+//! quickstart's `/app` page: the menu follows bob's live permissions without a reload, and the
+//! page leaves for the login form the moment bob is disabled.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{
+    COOKIE,
+    example::Quickstart,
+    http::{client, send_from},
+};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A ChromeDriver process and one browser session in it; both end when dropped.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: std::path::PathBuf,
+}
+
+impl Browser {
+    /// `None` when Chromium or ChromeDriver is not installed.
+    async fn start() -> Option<Self> {
+        if !std::path::Path::new(CHROMIUM).is_file()
+            || !std::path::Path::new(CHROMEDRIVER).is_file()
+        {
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = std::env::temp_dir().join(format!("axum-live-auth-chromium-{port}"));
+        let mut browser = Self {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile.clone(),
+        };
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let created = browser.call("POST", "/session", Some(capabilities)).await;
+        browser.session = created["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_owned();
+        Some(browser)
+    }
+
+    /// One WebDriver command; its `value`.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, format!("127.0.0.1:{}", self.port))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        value["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(
+            "POST",
+            &format!("/session/{}/url", self.session),
+            Some(json!({"url": url})),
+        )
+        .await;
+    }
+
+    /// Runs `script` in the page and returns its result.
+    async fn run(&self, script: &str) -> Value {
+        let path = format!("/session/{}/execute/sync", self.session);
+        self.call("POST", &path, Some(json!({"script": script, "args": []})))
+            .await
+    }
+
+    /// Waits until `script` returns `true` in the page (at most 15 s).
+    async fn until(&self, what: &str, script: &str) {
+        let started = Instant::now();
+        while self.run(script).await != Value::Bool(true) {
+            assert!(started.elapsed() < Duration::from_secs(15), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self._profile);
+    }
+}
+
+/// A Postgres URL for the quickstart, from the test database's options (trust auth).
+fn database_url(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_menu_follows_live_permissions_in_a_real_browser(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let Some(browser) = Browser::start().await else {
+        eprintln!(
+            "NOT RUN: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let url = database_url(&options);
+    let quickstart =
+        Quickstart::start(&[("DATABASE_URL", url.as_str()), ("AUTH_CACHE", "on")]).await;
+    let port = quickstart.addr.port();
+    let origin = format!("http://localhost:{port}");
+
+    // Bob logs in through the form, as a person would.
+    browser.go(&format!("{origin}/login")).await;
+    browser
+        .run(
+            "document.querySelector('input[name=username]').value = 'bob';
+             document.querySelector('input[name=password]').value = 'bob-password';
+             document.querySelector('form').submit(); return true;",
+        )
+        .await;
+    browser
+        .until("logged in", "return location.pathname === '/me'")
+        .await;
+
+    browser.go(&format!("{origin}/app")).await;
+    browser
+        .until(
+            "the reports link",
+            "return document.getElementById('reports') !== null",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .run("return document.getElementById('admin') === null")
+            .await,
+        true
+    );
+    browser.run("window.notReloaded = true; return true;").await;
+
+    // Alice, an admin, changes bob's grants through the admin routes.
+    let login = send_from(
+        quickstart.addr,
+        client(1),
+        Request::post("/login")
+            .header(header::ORIGIN, &origin)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("username=alice&password=alice-password"))
+            .unwrap(),
+    )
+    .await;
+    let alice = login.session_cookie().expect("alice logged in");
+    let admin = |path: &str, form: &'static str| {
+        Request::post(path)
+            .header(header::ORIGIN, &origin)
+            .header(header::COOKIE, format!("{COOKIE}={alice}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap()
+    };
+    let revoke = admin("/admin/users/bob/revoke", "permission=reports:read");
+    assert_eq!(
+        send_from(quickstart.addr, client(1), revoke).await.status,
+        StatusCode::NO_CONTENT
+    );
+    browser
+        .until(
+            "the link gone",
+            "return document.getElementById('reports') === null",
+        )
+        .await;
+
+    let grant = admin("/admin/users/bob/grant", "permission=reports:read");
+    assert_eq!(
+        send_from(quickstart.addr, client(1), grant).await.status,
+        StatusCode::NO_CONTENT
+    );
+    browser
+        .until(
+            "the link back",
+            "return document.getElementById('reports') !== null",
+        )
+        .await;
+    assert_eq!(
+        browser.run("return window.notReloaded === true").await,
+        true,
+        "no reload"
+    );
+
+    // Alice disables bob: his page goes to the login form at once.
+    let disable = admin("/admin/users/bob/disable", "");
+    assert_eq!(
+        send_from(quickstart.addr, client(1), disable).await.status,
+        StatusCode::NO_CONTENT
+    );
+    browser
+        .until("on the login page", "return location.pathname === '/login'")
+        .await;
+}

@@ -1,0 +1,203 @@
+//! Permissions on a resource: scoped grants and roles, checked live, through the API, the route
+//! guard and the cache.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use axum_live_auth::{CacheOptions, Resource};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, ORIGIN, TestApp, app, app_with, both_stores,
+    send,
+};
+
+fn project(id: &str) -> Resource {
+    Resource::new("project", id).unwrap()
+}
+
+async fn edit(app: &TestApp, token: &str, id: &str) -> StatusCode {
+    let request = Request::post(format!("/projects/{id}/edit"))
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .header(header::ORIGIN, ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    send(&app.router, request).await.status
+}
+
+both_stores! {
+    async fn a_scoped_grant_covers_its_resource_only(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        assert_eq!(app.status("/projects/42", &bob).await, StatusCode::FORBIDDEN);
+        app.accounts.grant_permission_on(app.bob, "project:read", &project("42")).await.unwrap();
+        assert_eq!(app.status("/projects/42", &bob).await, StatusCode::OK);
+        assert_eq!(app.status("/projects/43", &bob).await, StatusCode::FORBIDDEN);
+        // A permission on a project does not cover another permission on it.
+        assert_eq!(edit(&app, &bob, "42").await, StatusCode::FORBIDDEN);
+        // Revoked: refused on the next request.
+        assert!(app.accounts.revoke_permission_on(app.bob, "project:read", &project("42")).await.unwrap());
+        assert_eq!(app.status("/projects/42", &bob).await, StatusCode::FORBIDDEN);
+        assert!(!app.accounts.revoke_permission_on(app.bob, "project:read", &project("42")).await.unwrap());
+    }
+
+    async fn a_role_on_a_resource_gives_the_roles_permissions_there(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        app.accounts.create_role("manager").await.unwrap();
+        app.accounts.grant_role_permission("manager", "project:write").await.unwrap();
+        app.accounts.assign_role_on(app.bob, "manager", &project("42")).await.unwrap();
+        assert_eq!(edit(&app, &bob, "42").await, StatusCode::OK);
+        assert_eq!(edit(&app, &bob, "43").await, StatusCode::FORBIDDEN);
+        // The role loses the permission: every scoped holder loses it at once.
+        app.accounts.revoke_role_permission("manager", "project:write").await.unwrap();
+        assert_eq!(edit(&app, &bob, "42").await, StatusCode::FORBIDDEN);
+        app.accounts.grant_role_permission("manager", "project:write").await.unwrap();
+        assert_eq!(edit(&app, &bob, "42").await, StatusCode::OK);
+        assert!(app.accounts.unassign_role_on(app.bob, "manager", &project("42")).await.unwrap());
+        assert_eq!(edit(&app, &bob, "42").await, StatusCode::FORBIDDEN);
+        // Errors name what is missing.
+        let missing = app.accounts.assign_role_on(app.bob, "nobody", &project("1")).await;
+        assert!(matches!(missing, Err(axum_live_auth::Error::RoleNotFound)));
+        let missing = app.accounts.grant_permission_on(9999, "p", &project("1")).await;
+        assert!(matches!(missing, Err(axum_live_auth::Error::UserNotFound)));
+    }
+
+    async fn a_global_grant_covers_every_resource(db: Db) {
+        let app = app(db).await;
+        app.accounts.grant_permission(app.alice, "project:read").await.unwrap();
+        let alice = app.login(ALICE, ALICE_PASSWORD).await;
+        for id in ["1", "42", "anything-at-all"] {
+            assert_eq!(app.status(&format!("/projects/{id}"), &alice).await, StatusCode::OK);
+        }
+    }
+
+    async fn scoped_grants_by_plain_sql_are_enforced_on_the_next_request(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        app.db.exec(&format!(
+            "INSERT INTO auth_user_resource_permissions (user_id, permission, resource_type, resource_id)
+             VALUES ({}, 'project:read', 'project', '7')", app.bob
+        )).await;
+        assert_eq!(app.status("/projects/7", &bob).await, StatusCode::OK);
+        app.db.exec("DELETE FROM auth_user_resource_permissions").await;
+        assert_eq!(app.status("/projects/7", &bob).await, StatusCode::FORBIDDEN);
+    }
+
+    async fn the_guard_answers_401_403_400_and_503(db: Db) {
+        let app = app(db).await;
+        let anonymous = send(&app.router, Request::get("/projects/42").body(Body::empty()).unwrap()).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        // The same 403 whether or not such a project exists: the crate never knows.
+        let absent = app.get("/projects/does-not-exist", &bob).await;
+        let present = app.get("/projects/42", &bob).await;
+        assert_eq!((absent.status, &absent.body), (present.status, &present.body));
+        assert_eq!(present.status, StatusCode::FORBIDDEN);
+        // An id that cannot name a resource: a clean 400.
+        assert_eq!(app.status("/projects/a%20b", &bob).await, StatusCode::BAD_REQUEST);
+        let long = "x".repeat(200);
+        assert_eq!(app.status(&format!("/projects/{long}"), &bob).await, StatusCode::BAD_REQUEST);
+        // The database gone: 503, never allowed.
+        app.db.close().await;
+        let reply = app.get("/projects/42", &bob).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    async fn listings_are_paginated(db: Db) {
+        let app = app(db).await;
+        for id in ["01", "02", "03", "04", "05"] {
+            app.accounts.grant_permission_on(app.bob, "project:read", &project(id)).await.unwrap();
+        }
+        app.accounts.create_role("viewer").await.unwrap();
+        app.accounts.grant_role_permission("viewer", "project:read").await.unwrap();
+        app.accounts.assign_role_on(app.bob, "viewer", &project("06")).await.unwrap();
+        app.accounts.assign_role_on(app.bob, "viewer", &project("01")).await.unwrap();
+        let first = app.accounts.resource_ids(app.bob, "project:read", "project", None, 4).await.unwrap();
+        assert_eq!(first, ["01", "02", "03", "04"]);
+        let next = app.accounts.resource_ids(app.bob, "project:read", "project", Some("04"), 4).await.unwrap();
+        assert_eq!(next, ["05", "06"]);
+        assert!(app.accounts.resource_ids(app.bob, "project:write", "project", None, 4).await.unwrap().is_empty());
+
+        // Holders of a permission on a resource: scoped, through a role, and global.
+        app.accounts.grant_permission(app.alice, "project:read").await.unwrap();
+        let carol = app.accounts.create_user("carol", "carol-password").await.unwrap();
+        app.accounts.grant_permission_on(carol, "project:read", &project("06")).await.unwrap();
+        let all = app.accounts.holders("project:read", &project("06"), 0, 10).await.unwrap();
+        let mut expected = vec![app.alice, app.bob, carol];
+        expected.sort_unstable();
+        assert_eq!(all, expected);
+        let page = app.accounts.holders("project:read", &project("06"), 0, 2).await.unwrap();
+        assert_eq!(page, &expected[..2]);
+        let rest = app.accounts.holders("project:read", &project("06"), page[1], 2).await.unwrap();
+        assert_eq!(rest, &expected[2..]);
+    }
+}
+
+/// Two nodes with the cache: a scoped answer is served from memory, and a revoked scoped grant
+/// (through the API or by plain SQL) is refused on the other node within the cache's latency.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn cached_scoped_answers_stay_live_across_nodes(_: PgPoolOptions, options: PgConnectOptions) {
+    let pool = || async {
+        PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .unwrap()
+    };
+    let cached = |b: axum_live_auth::AuthLayerBuilder| {
+        b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
+    };
+    let a = app_with(pool().await, cached).await;
+    let b = crate::common::counted_app_with(pool().await, cached).await;
+    tokio::spawn(a.layer.background());
+    tokio::spawn(b.layer.background());
+    for node in [&a, &b] {
+        for _ in 0..500 {
+            if node.layer.cache_status().unwrap().listening {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    a.accounts
+        .grant_permission_on(a.bob, "project:read", &project("42"))
+        .await
+        .unwrap();
+    let bob = b.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(b.status("/projects/42", &bob).await, StatusCode::OK);
+    let before = b.statements();
+    assert_eq!(b.status("/projects/42", &bob).await, StatusCode::OK);
+    assert_eq!(b.statements(), before, "principal and answer from memory");
+    assert!(b.layer.cache_status().unwrap().answers >= 1);
+
+    a.accounts
+        .revoke_permission_on(a.bob, "project:read", &project("42"))
+        .await
+        .unwrap();
+    assert!(until(&b, &bob, StatusCode::FORBIDDEN).await < Duration::from_secs(1));
+    sqlx::query(
+        "INSERT INTO auth_user_resource_permissions VALUES ($1, 'project:read', 'project', '42')",
+    )
+    .bind(a.bob)
+    .execute(&pool().await)
+    .await
+    .unwrap();
+    assert!(until(&b, &bob, StatusCode::OK).await < Duration::from_secs(1));
+}
+
+/// How long until `/projects/42` answers `expected` on `node` (polled, at most 3 s).
+async fn until(node: &TestApp, token: &str, expected: StatusCode) -> Duration {
+    let started = std::time::Instant::now();
+    while node.status("/projects/42", token).await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "never {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
