@@ -141,20 +141,18 @@ async fn connect(
         // ping a dead connection fails its query, and that one request answers 503 instead.
         // The short acquire timeout makes requests answer 503 after 2 s, not 30, while the
         // database is down.
-        let mut options: sqlx::postgres::PgConnectOptions = url.parse()?;
-        if listen_pool.is_some() {
-            // Through PgBouncer in transaction mode a connection may serve another client
-            // between transactions: no named prepared statements to find missing there.
-            options = options.statement_cache_capacity(0);
-        }
-        let pool = PgPoolOptions::new()
+        let options = PgPoolOptions::new()
             .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_with(options)
-            .await
-            .map_err(|error| {
+            .acquire_timeout(Duration::from_secs(2));
+        let pool = if listen_pool.is_some() {
+            // DATABASE_URL is PgBouncer in transaction mode: each checkout in one transaction,
+            // no prepared statement left for another client (see the crate's docs).
+            axum_live_auth::through_transaction_pooler(options, url.parse()?)
+        } else {
+            options.connect(url).await.map_err(|error| {
                 format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
-            })?;
+            })?
+        };
         Ok((pool.into(), listen_pool))
     } else if url.starts_with("sqlite:") {
         tracing::info!(

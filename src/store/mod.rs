@@ -197,6 +197,53 @@ pub fn sqlite_connect_options(url: &str) -> Result<sqlx::sqlite::SqliteConnectOp
         .foreign_keys(true))
 }
 
+/// A Postgres pool whose connections go through PgBouncer (or another pooler) in transaction
+/// mode, safely: sqlx prepares each statement in one round trip and runs it in another, and a
+/// transaction pooler may hand the server connection to another client in between, so every
+/// checkout of this pool runs in one transaction (`BEGIN` when it leaves the pool, `COMMIT` when
+/// it comes back), which keeps the server connection for the whole checkout; prepared statements
+/// are not cached (`statement_cache_capacity(0)`) and are deallocated at each `BEGIN`, so that
+/// no client finds another's. Costs: two more round trips per checkout (the `COMMIT` is sent after
+/// the response). The node's listener needs a direct connection: see
+/// [`listen_pool`](crate::AuthLayerBuilder::listen_pool).
+///
+/// PgBouncer 1.21 and later can track prepared statements itself (`max_prepared_statements`);
+/// this pool works with every version.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+///
+/// let through_bouncer: PgConnectOptions = "postgres://app@pgbouncer:6432/app".parse()?;
+/// let requests = axum_live_auth::through_transaction_pooler(
+///     PgPoolOptions::new().max_connections(20),
+///     through_bouncer,
+/// );
+/// let direct = sqlx::PgPool::connect_lazy("postgres://app@db:5432/app")?;
+/// let auth = axum_live_auth::AuthLayer::builder(requests)
+///     .allowed_origin("https://app.example.com")
+///     .listen_pool(direct)
+///     .build()?;
+/// # let _ = auth; Ok(())
+/// # }
+/// ```
+#[cfg(feature = "postgres")]
+pub fn through_transaction_pooler(
+    pool: sqlx::postgres::PgPoolOptions,
+    connect: sqlx::postgres::PgConnectOptions,
+) -> sqlx::PgPool {
+    use sqlx::Executor as _;
+    const BEGIN: &str = "BEGIN; DEALLOCATE ALL";
+    pool.test_before_acquire(false)
+        .after_connect(|conn, _| Box::pin(async move { conn.execute(BEGIN).await.map(drop) }))
+        .before_acquire(|conn, _| Box::pin(async move { conn.execute(BEGIN).await.map(|_| true) }))
+        .after_release(|conn, _| {
+            Box::pin(async move { conn.execute("COMMIT").await.map(|_| true) })
+        })
+        .connect_lazy_with(connect.statement_cache_capacity(0))
+}
+
 #[cfg(feature = "postgres")]
 impl From<sqlx::PgPool> for AuthStore {
     fn from(pool: sqlx::PgPool) -> Self {

@@ -22,6 +22,7 @@ mod hardening;
 mod hostile;
 mod live;
 mod migrations;
+mod pgbouncer;
 mod quickstart;
 mod resources;
 mod session;

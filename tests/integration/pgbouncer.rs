@@ -1,0 +1,185 @@
+//! The behaviour suite's core through a real PgBouncer in transaction mode: login, a live
+//! revocation, the cache kept coherent across two nodes (their listeners on direct
+//! connections), and concurrent requests from both nodes over two server connections.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum_live_auth::CacheOptions;
+use futures_util::future::join_all;
+use http::StatusCode;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_with};
+
+/// PgBouncer on a free loopback port, in front of the test's Postgres; stopped when dropped.
+struct Bouncer {
+    process: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Bouncer {
+    /// `None` when PgBouncer is not installed.
+    async fn start(upstream: &PgConnectOptions) -> Option<Self> {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("axum-live-auth-pgbouncer-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let user = upstream.get_username();
+        std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"\"\n")).unwrap();
+        // Two server connections for every client of both nodes: clients share them.
+        let config = format!(
+            "[databases]\n* = host={} port={}\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {}\npool_mode = transaction\n\
+             default_pool_size = 2\nmax_client_conn = 100\n\
+             ignore_startup_parameters = extra_float_digits\n",
+            upstream.get_host(),
+            upstream.get_port(),
+            dir.join("users.txt").display(),
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), config).unwrap();
+        // PgBouncer refuses to run as root: it drops to the postgres user (or nobody) then.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        let mut command = Command::new(binary);
+        if root {
+            let user = if Command::new("id")
+                .arg("postgres")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                "postgres"
+            } else {
+                "nobody"
+            };
+            command.args(["-u", user]);
+        }
+        let process = command
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "pgbouncer did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Some(Self { process, port, dir })
+    }
+
+    fn options(&self, upstream: &PgConnectOptions) -> PgConnectOptions {
+        upstream.clone().host("127.0.0.1").port(self.port)
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node whose request pool goes through the bouncer and whose listener connects directly.
+async fn node(bouncer: &Bouncer, upstream: &PgConnectOptions) -> TestApp {
+    let requests = axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new().max_connections(8),
+        bouncer.options(upstream),
+    );
+    let direct = PgPoolOptions::new().connect_lazy_with(upstream.clone());
+    let app = app_with(requests, |b| {
+        b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
+            .listen_pool(direct)
+            // Concurrent logins of one account below: not this test's business to throttle.
+            .login_backoff(1000, Duration::from_secs(1))
+            .password_hashing(8, 8)
+    })
+    .await;
+    tokio::spawn(app.layer.background());
+    for _ in 0..500 {
+        if app.layer.cache_status().unwrap().listening {
+            return app;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the node never listened");
+}
+
+async fn until(node: &TestApp, path: &str, token: &str, expected: StatusCode) {
+    let started = Instant::now();
+    while node.status(path, token).await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} never {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_core_holds_through_pgbouncer_in_transaction_mode(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let Some(bouncer) = Bouncer::start(&options).await else {
+        eprintln!("NOT RUN: pgbouncer is not installed (apt-get install pgbouncer)");
+        return;
+    };
+    let a = node(&bouncer, &options).await;
+    let b = node(&bouncer, &options).await;
+
+    // Login through node A; the session works on both.
+    let bob = a.login(BOB, BOB_PASSWORD).await;
+    let alice = b.login(ALICE, ALICE_PASSWORD).await;
+    for node in [&a, &b] {
+        assert_eq!(node.status("/reports", &bob).await, StatusCode::OK);
+        assert_eq!(node.status("/me", &alice).await, StatusCode::OK);
+    }
+
+    // Many requests at once from both nodes, over two server connections.
+    let requests = (0..60).map(|i| {
+        let (node, token) = if i % 2 == 0 { (&a, &bob) } else { (&b, &alice) };
+        async move { node.status("/me", token).await }
+    });
+    let statuses = join_all(requests).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    // Logins too (a transaction of their own, inside the checkout's).
+    let logins = (0..6).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        async move { node.login(BOB, BOB_PASSWORD).await }
+    });
+    join_all(logins).await;
+
+    // A live revocation through A: refused on B (cached there) within the cache's bound.
+    a.accounts
+        .revoke_permission(a.bob, "reports:read")
+        .await
+        .unwrap();
+    until(&b, "/reports", &bob, StatusCode::FORBIDDEN).await;
+    until(&a, "/reports", &bob, StatusCode::FORBIDDEN).await;
+    b.accounts.disable_user(b.alice).await.unwrap();
+    until(&a, "/me", &alice, StatusCode::UNAUTHORIZED).await;
+}
