@@ -42,8 +42,9 @@ use axum::{
     routing::{get, post},
 };
 use axum_live_auth::{
-    Accounts, Auth, AuthLayer, AuthRejection, AuthStore, CacheOptions, CurrentUser, Error,
-    Resource, UserId, require_permission, require_permission_on,
+    Accounts, Auth, AuthLayer, AuthRejection, AuthStore, CacheOptions, CurrentUser, Error, Message,
+    MessageKind, Messenger, MessengerError, Resource, UserId, require_permission,
+    require_permission_on,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{postgres::PgPoolOptions, sqlite::SqlitePoolOptions};
@@ -76,6 +77,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `insecure_dev_mode(true)` is only for plain-HTTP development on another host name; this
     // example does not need it.
     let cache = std::env::var("AUTH_CACHE").is_ok_and(|v| v == "on");
+    let mail_dir = std::path::PathBuf::from(
+        std::env::var("MAIL_DIR")
+            .ok()
+            .filter(|dir| !dir.is_empty())
+            .unwrap_or_else(|| "mail".to_owned()),
+    );
     let mut builder = AuthLayer::builder(store);
     if cache {
         // Two quickstarts on one Postgres (different PORTs) show the cache by hand: a ban
@@ -99,6 +106,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .csrf_exempt("/auth/token")
         // Anonymous browser page requests are sent to the login form instead of getting a 401.
         .login_redirect("/login")
+        // Password-reset and email-verification links go to files in MAIL_DIR.
+        .messenger(FileMessenger {
+            dir: mail_dir.clone(),
+        })
         // Delete expired sessions now and then (in the background work below), in batches.
         .purge_expired_every(Duration::from_secs(10 * 60))
         .build()?;
@@ -111,6 +122,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("Listening on http://localhost:{port}");
     println!("Log in as alice / alice-password (admin) or bob / bob-password (reports:read)");
+    println!(
+        "Password-reset and email-verification links go to {}",
+        mail_dir.display()
+    );
     // With connect info the layer records the client's IP address in each new session.
     axum::serve(
         listener,
@@ -195,6 +210,7 @@ pub(crate) fn app(auth: AuthLayer) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/login", get(login_form).post(login))
+        .route("/signup", get(signup_form).post(signup))
         .route("/logout", post(logout))
         .route("/me", get(me))
         // A page that draws its menu from the live event stream: no reload, no polling.
@@ -280,6 +296,32 @@ async fn login(auth: Auth, Form(form): Form<Credentials>) -> Result<Response, Er
     }
 }
 
+async fn signup_form() -> Html<&'static str> {
+    Html(
+        r#"<h1>Sign up</h1>
+<form method="post" action="/signup">
+  <label>Username <input name="username" autocomplete="username" required></label>
+  <label>Password <input name="password" type="password" autocomplete="new-password" required></label>
+  <button>Sign up</button>
+</form>"#,
+    )
+}
+
+/// Self-service sign-up: create the user, then log them in with the password they chose (a
+/// throttled check, like any login; it replaces whatever session this browser had). An admin
+/// page that creates users for others calls only `create_user`: logging in there would end
+/// the admin's own session.
+async fn signup(
+    State(accounts): State<Accounts>,
+    auth: Auth,
+    Form(form): Form<Credentials>,
+) -> Result<Response, Error> {
+    accounts.create_user(&form.username, &form.password).await?;
+    auth.login_with_password(&form.username, &form.password)
+        .await?;
+    Ok(Redirect::to("/app").into_response())
+}
+
 async fn logout(auth: Auth) -> Result<Redirect, Error> {
     // Deletes the session row (its cookie is worthless from now on) and clears the cookie.
     auth.logout().await?;
@@ -291,6 +333,8 @@ struct Me {
     id: UserId,
     username: String,
     permissions: Vec<String>,
+    email: Option<String>,
+    email_verified: bool,
 }
 
 /// `CurrentUser` refuses anonymous requests: 401, or 303 to /login for a browser page request.
@@ -300,6 +344,8 @@ async fn me(user: CurrentUser) -> Json<Me> {
         username: user.username().to_owned(),
         // Sorted, and as they are in the database for this very request.
         permissions: user.permissions().to_vec(),
+        email: user.email().map(str::to_owned),
+        email_verified: user.email_verified(),
     })
 }
 
@@ -461,6 +507,39 @@ fn escape(text: &str) -> String {
 /// The id of the user called `username`, or `Error::UserNotFound` (a 404).
 async fn find_user(accounts: &Accounts, username: &str) -> Result<UserId, Error> {
     accounts.user_id(username).await?.ok_or(Error::UserNotFound)
+}
+
+/// Delivers the crate's messages (password-reset and email-verification links) as files, one
+/// per message, in a folder (`MAIL_DIR`, default `./mail`): like Django's file-based email
+/// backend, for development. A real app sends mail instead.
+#[derive(Debug, Clone)]
+pub(crate) struct FileMessenger {
+    pub(crate) dir: std::path::PathBuf,
+}
+
+impl Messenger for FileMessenger {
+    async fn send(&self, message: Message) -> Result<(), MessengerError> {
+        tokio::fs::create_dir_all(&self.dir).await?;
+        let subject = match message.kind {
+            MessageKind::PasswordReset => "Reset your password",
+            MessageKind::EmailVerification => "Verify your email address",
+            _ => "A message from the quickstart",
+        };
+        let to = message.email.as_deref().unwrap_or(&message.username);
+        let body = format!(
+            "To: {to}\nSubject: {subject}\n\nHello {},\n\nFollow this link within {} minutes:\n{}\n",
+            message.username,
+            message.expires_in.as_secs() / 60,
+            message.link,
+        );
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let file = self.dir.join(format!("{stamp}-{}.eml", message.user_id));
+        tokio::fs::write(&file, body).await?;
+        println!("mail for {to}: {}", file.display());
+        Ok(())
+    }
 }
 
 /// Resolves on Ctrl-C; the server then finishes the requests in flight and exits.

@@ -13,6 +13,7 @@ use crate::{
     events::{Hub, security},
     login::PasswordCheck,
     password::{self, Hasher},
+    recovery::Recovery,
     shared::Shared,
     store::{GrantRow, Scope, ThrottleLimits},
 };
@@ -47,9 +48,11 @@ const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct Accounts {
     store: AuthStore,
     hasher: Arc<Hasher>,
-    limits: ThrottleLimits,
+    pub(crate) limits: ThrottleLimits,
     /// The layer's event streams, told of changes in-process (both stores).
     hub: Option<Arc<Hub>>,
+    /// How recovery messages are made and delivered.
+    pub(crate) recovery: Arc<Recovery>,
 }
 
 impl Accounts {
@@ -71,6 +74,7 @@ impl Accounts {
             hasher: Arc::new(Hasher::default()),
             limits: AuthConfig::default().login,
             hub: None,
+            recovery: Arc::default(),
         }
     }
 
@@ -80,6 +84,7 @@ impl Accounts {
             hasher: Arc::clone(&shared.hasher),
             limits: shared.config.login,
             hub: Some(Arc::clone(&shared.hub)),
+            recovery: Arc::new(shared.config.recovery.clone()),
         }
     }
 
@@ -88,7 +93,7 @@ impl Accounts {
         &self.store
     }
 
-    fn changed(&self, user: UserId) {
+    pub(crate) fn changed(&self, user: UserId) {
         if let Some(hub) = &self.hub {
             hub.user_changed(user);
         }
@@ -256,6 +261,7 @@ impl Accounts {
             tokio::task::yield_now().await;
         }
         self.store.purge_attempts(ATTEMPTS_HORIZON).await?;
+        self.store.purge_tokens().await?;
         Ok(purged)
     }
 

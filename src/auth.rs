@@ -223,7 +223,11 @@ impl Auth {
     }
 
     /// Inserts a new session for `user` and returns its token.
-    async fn start_session(&self, user: UserId, epoch: Option<i64>) -> Result<SessionToken, Error> {
+    pub(crate) async fn start_session(
+        &self,
+        user: UserId,
+        epoch: Option<i64>,
+    ) -> Result<SessionToken, Error> {
         let inner = &self.0;
         let config = &inner.shared.config;
         let user_agent = inner.client.user_agent();

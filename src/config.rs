@@ -6,9 +6,10 @@ use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 pub use tower_cookies::cookie::SameSite;
 
 use crate::{
-    AuthStore, CacheOptions, ConfigError,
+    AuthStore, CacheOptions, ConfigError, Messenger,
     csrf::{Csrf, normalize_origin},
     events::StreamLimits,
+    recovery::Recovery,
     store::ThrottleLimits,
 };
 
@@ -44,6 +45,7 @@ pub(crate) struct AuthConfig {
     pub(crate) purge_every: Option<Duration>,
     #[cfg(feature = "postgres")]
     pub(crate) listen_pool: Option<sqlx::PgPool>,
+    pub(crate) recovery: Recovery,
 }
 
 /// Attributes of the session cookie.
@@ -105,6 +107,7 @@ impl Default for AuthConfig {
             purge_every: None,
             #[cfg(feature = "postgres")]
             listen_pool: None,
+            recovery: Recovery::default(),
         }
     }
 }
@@ -784,6 +787,76 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// Delivers account-recovery messages (password-reset and email-verification links) for the
+    /// [account routes](crate::account_routes) and [`Accounts`](crate::Accounts). Default:
+    /// none, and those routes answer `500`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use axum_live_auth::{Message, Messenger, MessengerError};
+    ///
+    /// struct Mailer;
+    /// impl Messenger for Mailer {
+    ///     async fn send(&self, message: Message) -> Result<(), MessengerError> {
+    ///         // hand `message.link` to the mail service for `message.email`
+    ///         # let _ = message;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .messenger(Mailer)
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn messenger(mut self, messenger: impl Messenger) -> Self {
+        self.config.recovery.set_messenger(messenger);
+        self
+    }
+
+    /// Where the [account routes](crate::account_routes) are reachable, as the links in
+    /// recovery messages start: default the first [allowed origin](Self::allowed_origin) and
+    /// `/account`, such as `https://app.example.com/account`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .account_url("https://app.example.com/me/account")
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn account_url(mut self, url: impl Into<String>) -> Self {
+        self.config.recovery.account_url = url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// How long a password-reset link works. Default 30 minutes. (An email-verification link
+    /// works 24 hours.)
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .password_reset_lifetime(Duration::from_secs(15 * 60))
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn password_reset_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.recovery.reset_lifetime = lifetime;
+        self
+    }
+
     /// # ⚠️ Insecure: session cookies over plain HTTP
     ///
     /// Drops the cookie's `Secure` attribute (and, unless a name was set, uses `sid` instead of
@@ -863,6 +936,7 @@ impl AuthLayerBuilder {
             ("invalid_token_alert", config.invalid_token_alert.1),
             ("lookup_timeout", config.lookup_timeout),
             ("event_streams", config.streams.heartbeat),
+            ("password_reset_lifetime", config.recovery.reset_lifetime),
             (
                 "purge_expired_every",
                 config.purge_every.unwrap_or(Duration::from_secs(1)),
@@ -898,6 +972,11 @@ impl AuthLayerBuilder {
             return Err(ConfigError::InvalidPrefix);
         }
         config.login_redirect = self.login_redirect.map(validate_redirect).transpose()?;
+        if config.recovery.account_url.is_empty()
+            && let Some(origin) = self.allowed_origins.first()
+        {
+            config.recovery.account_url = format!("{}/account", normalize_origin(origin)?);
+        }
         #[cfg(feature = "postgres")]
         let postgres = self.store.postgres_pool().is_some();
         #[cfg(not(feature = "postgres"))]

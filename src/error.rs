@@ -75,6 +75,23 @@ pub enum Error {
     /// A resource must be `type:id`: see [`Resource`](crate::Resource).
     #[error("invalid resource")]
     InvalidResource,
+    /// An email address must be 3 to 254 characters with one `@`, without spaces.
+    #[error("invalid email address")]
+    InvalidEmail,
+    /// Another user has that email address (compared case-insensitively).
+    #[error("email address already taken")]
+    EmailTaken,
+    /// A one-time token (password reset, email verification) that is unknown, used, expired,
+    /// or no longer valid because the user's credentials changed.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// Account recovery needs a [`Messenger`](crate::Messenger) to deliver its messages.
+    #[error("no messenger configured")]
+    NoMessenger,
+    /// A value the crate made itself collided with an existing one (it does not happen unless
+    /// the random source is broken).
+    #[error("conflict")]
+    Conflict,
 }
 
 /// What failed underneath an [`Error::Infrastructure`].
@@ -96,6 +113,9 @@ pub enum InfrastructureError {
     /// A blocking task (password hashing) could not finish.
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// The app's [`Messenger`](crate::Messenger) could not deliver a message.
+    #[error("the messenger failed")]
+    Messenger(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A new session id collided with existing ones several times in a row. With 128 random
     /// bits this does not happen unless the random source is broken.
     #[error("could not allocate a unique session id")]
@@ -129,11 +149,14 @@ impl From<&Error> for AuthRejection {
             Error::Busy { retry_after } => Self::Busy(*retry_after),
             Error::Unauthenticated => Self::Unauthenticated,
             Error::UserNotFound | Error::RoleNotFound => Self::NotFound,
-            Error::UsernameTaken => Self::Conflict,
+            Error::UsernameTaken | Error::EmailTaken | Error::Conflict => Self::Conflict,
+            Error::NoMessenger => Self::Internal,
             Error::InvalidUsername
             | Error::InvalidPassword
             | Error::InvalidName
-            | Error::InvalidResource => Self::BadRequest,
+            | Error::InvalidResource
+            | Error::InvalidEmail
+            | Error::InvalidToken => Self::BadRequest,
         }
     }
 }

@@ -77,12 +77,15 @@ mod login;
 mod lookup;
 mod password;
 mod principal;
+mod recovery;
 mod rejection;
 mod resource;
 mod routes;
 mod service;
 mod shared;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod token;
 
 pub use crate::{
@@ -97,6 +100,7 @@ pub use crate::{
         AuthState, CurrentUser, RecentAuth, RequirePermission, RequirePermissionLayer,
         require_permission, require_permission_on,
     },
+    recovery::{Message, MessageKind, Messenger, MessengerError},
     rejection::AuthRejection,
     resource::Resource,
     routes::{account_routes, forward_auth_routes, token_routes},

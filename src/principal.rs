@@ -59,6 +59,8 @@ pub(crate) struct Principal {
     pub(crate) permissions: Vec<String>,
     pub(crate) session_id: SessionId,
     pub(crate) authenticated_at: OffsetDateTime,
+    pub(crate) email: Option<String>,
+    pub(crate) email_verified: bool,
 }
 
 impl Principal {
@@ -74,6 +76,8 @@ impl Principal {
             permissions,
             session_id,
             authenticated_at: row.authenticated_at.0,
+            email: row.email,
+            email_verified: row.email_verified,
         }
     }
 }
@@ -227,6 +231,17 @@ impl CurrentUser {
                 Err(AuthRejection::from(&error))
             }
         }
+    }
+
+    /// The user's email address, if they gave one.
+    pub fn email(&self) -> Option<&str> {
+        self.principal.email.as_deref()
+    }
+
+    /// Whether the user proved they receive mail at [`email`](Self::email) (by following the
+    /// verification link sent to it).
+    pub fn email_verified(&self) -> bool {
+        self.principal.email_verified
     }
 
     /// The public id of the request's session (the token's part before the dot).

@@ -167,6 +167,28 @@ impl AuthLayer {
         }
     }
 
+    /// A new session for `user`, as a login would start it (for the testing kit).
+    #[cfg(feature = "testing")]
+    pub(crate) async fn start_session_for_test(
+        &self,
+        user: crate::UserId,
+    ) -> Result<crate::SessionToken, crate::Error> {
+        let auth = Auth::new(
+            Arc::clone(&self.shared),
+            AuthState::Anonymous,
+            crate::credential::CookieChange::Keep,
+            Client::default(),
+            Source::Cookie,
+        );
+        auth.start_session(user, None).await
+    }
+
+    /// The session cookie's name.
+    #[cfg(feature = "testing")]
+    pub(crate) fn cookie_name(&self) -> &str {
+        &self.shared.config.cookie.name
+    }
+
     pub(crate) fn new(shared: Shared) -> Self {
         Self {
             shared: Arc::new(shared),

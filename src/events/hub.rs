@@ -133,6 +133,8 @@ impl Hub {
         }
     }
 
+    // Called by the listener, which is Postgres only.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn set_listening(&self, listening: bool) {
         self.listening.store(listening, Ordering::Release);
         if !listening {

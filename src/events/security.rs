@@ -3,8 +3,9 @@
 //! Every event has target `axum_live_auth::security`, level INFO (WARN for refusals and
 //! alerts), and the field `event` set to one of: `login`, `login_failed`, `login_throttled`,
 //! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
-//! `password_changed`, `reauth`, `expired`, `csrf_rejected`, `invalid_token`,
-//! `unknown_session`, `invalid_tokens_alert`. Other fields, where known: `user_id`,
+//! `password_changed`, `password_reset_requested`, `password_reset`, `email_changed`,
+//! `email_verified`, `reauth`, `expired`, `csrf_rejected`, `invalid_token`, `unknown_session`,
+//! `invalid_tokens_alert`. Other fields, where known: `user_id`,
 //! `session_id` (the public id, never the token), `previous_session_id` (rotation), `ip`,
 //! `user_agent`, `reason`, `count`, `username` (failed or throttled logins),
 //! `retry_after_secs`, `path`. Header values are fields (Debug-formatted, so control
@@ -168,6 +169,42 @@ pub(crate) fn password_changed(
 
 pub(crate) fn reauth(client: &Client, user: UserId, session: &SessionId) {
     security_event!("reauth", client, user_id = user, session_id = %session, "reauthenticated");
+}
+
+pub(crate) fn password_reset_requested(user: UserId) {
+    security_event!(
+        "password_reset_requested",
+        Client::default(),
+        user_id = user,
+        "password reset link sent"
+    );
+}
+
+pub(crate) fn password_reset(user: UserId) {
+    security_event!(
+        "password_reset",
+        Client::default(),
+        user_id = user,
+        "password reset by link"
+    );
+}
+
+pub(crate) fn email_changed(user: UserId) {
+    security_event!(
+        "email_changed",
+        Client::default(),
+        user_id = user,
+        "email address changed"
+    );
+}
+
+pub(crate) fn email_verified(user: UserId) {
+    security_event!(
+        "email_verified",
+        Client::default(),
+        user_id = user,
+        "email address verified"
+    );
 }
 
 pub(crate) fn expired(user: UserId, session: &str, ip: Option<&str>, user_agent: Option<&str>) {

@@ -2,14 +2,14 @@
 
 use axum::{
     Form, Json, Router,
-    extract::Path,
+    extract::{Path, Query},
     http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
 
-use crate::{Auth, AuthRejection, CurrentUser, Error, RecentAuth, SessionId};
+use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, SessionId};
 
 /// The account routes, to nest under a path of the app's choosing (behind the
 /// [`AuthLayer`](crate::AuthLayer)):
@@ -22,6 +22,11 @@ use crate::{Auth, AuthRejection, CurrentUser, Error, RecentAuth, SessionId};
 /// | `POST /password` | form `current_password`, `new_password`: changes the password, ends the other sessions, rotates this one | `204`; `403 invalid_credentials`; `400` new password too short or long |
 /// | `POST /reauth` | form `password`: proves the password again and rotates the session | `204`; `403 invalid_credentials` |
 /// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session; `503` too many on this node, or changes cannot reach it |
+/// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account; `429` too many requests from this address or for this account |
+/// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
+/// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |
+/// | `POST /email` | form `email`: sets the user's address (unverified) and sends a verification link to it | `202`; `400` invalid; `409` taken |
+/// | `GET /email/verify?token=…` | marks the address verified | `200` HTML; `400` used, expired or unknown token |
 ///
 /// Each session in the list is a [`SessionInfo`](crate::SessionInfo):
 /// `{"id", "created_at", "last_seen_at", "idle_expires_at", "expires_at", "user_agent", "ip", "current"}`
@@ -51,6 +56,117 @@ pub fn account_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/password", post(change_password))
         .route("/reauth", post(reauthenticate))
         .route("/events", get(events))
+        .route("/password-reset", post(request_reset))
+        .route(
+            "/password-reset/confirm",
+            get(reset_form).post(confirm_reset),
+        )
+        .route("/email", post(set_email))
+        .route("/email/verify", get(verify_email))
+}
+
+#[derive(Deserialize)]
+struct ResetRequest {
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct ResetConfirmation {
+    token: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+struct EmailForm {
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: String,
+}
+
+/// Counts the request, then answers `202` at once: the lookup and the message happen after,
+/// so neither the answer nor its timing says whether the account exists.
+async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<StatusCode, Error> {
+    let accounts = Accounts::of_layer(auth.shared());
+    accounts
+        .reserve_reset(auth.client(), &form.username)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = accounts.request_password_reset(&form.username).await {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "axum-live-auth: sending a password-reset link failed"
+            );
+        }
+    });
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The form that posts the token from the link with a new password.
+async fn reset_form(Query(query): Query<TokenQuery>) -> Response {
+    let token = html_escape(&query.token);
+    let page = format!(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Choose a new password</title>\n\
+         <h1>Choose a new password</h1>\n\
+         <form method=\"post\" action=\"confirm\">\n\
+         <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
+         <label>New password <input name=\"new_password\" type=\"password\" \
+         autocomplete=\"new-password\" required minlength=\"{}\"></label>\n\
+         <button>Set password</button>\n</form>\n",
+        crate::MIN_PASSWORD_BYTES
+    );
+    (secret_page_headers(), Html(page)).into_response()
+}
+
+async fn confirm_reset(auth: Auth, Form(form): Form<ResetConfirmation>) -> Result<Redirect, Error> {
+    Accounts::of_layer(auth.shared())
+        .reset_password_with_token(&form.token, &form.new_password)
+        .await?;
+    let login = auth
+        .shared()
+        .config
+        .login_redirect
+        .as_deref()
+        .unwrap_or("/login");
+    Ok(Redirect::to(login))
+}
+
+async fn set_email(
+    auth: Auth,
+    user: CurrentUser,
+    Form(form): Form<EmailForm>,
+) -> Result<StatusCode, Error> {
+    Accounts::of_layer(auth.shared())
+        .set_email(user.id(), &form.email)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn verify_email(auth: Auth, Query(query): Query<TokenQuery>) -> Result<Response, Error> {
+    Accounts::of_layer(auth.shared())
+        .verify_email(&query.token)
+        .await?;
+    let page = "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Address verified</title>\n\
+                <h1>Your email address is verified.</h1>\n";
+    Ok((secret_page_headers(), Html(page)).into_response())
+}
+
+/// A page reached by a link with a token in it: the token must not leak through the
+/// `Referer` of the page's links, nor stay in a cache.
+fn secret_page_headers() -> [(header::HeaderName, &'static str); 2] {
+    [
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ]
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn events(auth: Auth, user: CurrentUser) -> Response {

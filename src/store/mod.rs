@@ -11,13 +11,14 @@
 mod grants;
 mod sessions;
 mod throttle;
+mod tokens;
 mod types;
 mod users;
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("axum-live-auth needs a store: enable the `postgres` or the `sqlite` feature");
 
-use std::{str::FromStr, sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 
@@ -26,6 +27,8 @@ pub(crate) use self::{
     grants::{GrantRow, Scope},
     sessions::{Created, NewSession, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, ThrottleLimits},
+    tokens::Purpose,
+    users::Recipient,
 };
 use crate::Error;
 
@@ -156,7 +159,7 @@ pub static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 });
 
 /// The SQLite store's migrations (`migrations/sqlite`), embedded at compile time, with the same
-/// tables and columns as [`POSTGRES_MIGRATOR`](crate::POSTGRES_MIGRATOR) where SQLite allows.
+/// tables and columns as `POSTGRES_MIGRATOR` where SQLite allows.
 /// Usually applied with [`migrate`](crate::migrate).
 #[cfg(feature = "sqlite")]
 pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -188,6 +191,8 @@ pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// ```
 #[cfg(feature = "sqlite")]
 pub fn sqlite_connect_options(url: &str) -> Result<sqlx::sqlite::SqliteConnectOptions, Error> {
+    use std::{str::FromStr, time::Duration};
+
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
     Ok(SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -277,7 +282,7 @@ impl From<&sqlx::SqlitePool> for AuthStore {
 }
 
 /// Applies the crate's migrations to the store's database:
-/// [`POSTGRES_MIGRATOR`](crate::POSTGRES_MIGRATOR) or [`SQLITE_MIGRATOR`](crate::SQLITE_MIGRATOR).
+/// `POSTGRES_MIGRATOR` (feature `postgres`) or `SQLITE_MIGRATOR` (feature `sqlite`).
 ///
 /// Their bookkeeping table is `_axum_live_auth_migrations`, separate from the application's
 /// own `_sqlx_migrations`, so both migrators run on one database without seeing each other.

@@ -19,7 +19,8 @@ use crate::{Error, SessionId, UserId};
 /// every deadline is measured.
 const LOOKUP: Dialects = Dialects {
     postgres: "\
-SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
+SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
+       u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
        s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now
   FROM auth_sessions s
   JOIN auth_users u ON u.id = s.user_id
@@ -29,7 +30,8 @@ SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
    AND u.disabled_at IS NULL
    AND u.credential_epoch = s.credential_epoch",
     sqlite: "\
-SELECT s.secret_hash, s.user_id, u.username, u.permissions, s.authenticated_at,
+SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
+       u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
        s.last_seen_at, s.idle_expires_at, s.expires_at, n.now
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n,
        auth_sessions s
@@ -151,6 +153,8 @@ pub(crate) struct SessionRow {
     pub(crate) username: String,
     /// Effective permissions, sorted by byte value and distinct.
     pub(crate) permissions: Names,
+    pub(crate) email: Option<String>,
+    pub(crate) email_verified: bool,
     pub(crate) authenticated_at: Timestamp,
     pub(crate) last_seen_at: Timestamp,
     pub(crate) idle_expires_at: Timestamp,

@@ -2,11 +2,12 @@
 //! in one atomic statement before any password hash is computed, and refused there when over the
 //! limit; a success gives back what it reserved.
 //!
-//! Two kinds of row: `ip` counts failures of one client address (a /64 for IPv6) within a
-//! fixed window; `user` counts the failures in a row of one account (`id:<user id>`) or of one
-//! name no account has (`name:<the database's case folding of it>`), and after the free ones
-//! blocks further attempts until `blocked_until`, a wait that doubles with each failure up to a
-//! cap.
+//! Kinds of row: `ip` counts failures of one client address (a /64 for IPv6) within a fixed
+//! window; `user` counts the failures in a row of one account (`id:<user id>`) or of one name no
+//! account has (`name:<the database's case folding of it>`), and after the free ones blocks
+//! further attempts until `blocked_until`, a wait that doubles with each failure up to a cap;
+//! `reset` counts password-reset requests per address (`ip:…`) or account within a window, like
+//! `ip`.
 
 use std::time::Duration;
 
@@ -24,15 +25,15 @@ INSERT INTO auth_login_attempts AS a
 VALUES ($1, $2, 1, now(), now(),
         CASE WHEN $1 = 'user' AND $5 <= 1 THEN now() + LEAST($6 * 2, $7) ELSE now() END)
 ON CONFLICT (kind, key) DO UPDATE
-   SET failures = CASE WHEN a.kind = 'ip' AND a.window_start <= now() - $3
+   SET failures = CASE WHEN a.kind <> 'user' AND a.window_start <= now() - $3
                        THEN 1 ELSE a.failures + 1 END,
-       window_start = CASE WHEN a.kind = 'ip' AND a.window_start <= now() - $3
+       window_start = CASE WHEN a.kind <> 'user' AND a.window_start <= now() - $3
                            THEN now() ELSE a.window_start END,
        last_failure_at = now(),
        blocked_until = CASE WHEN a.kind = 'user' AND a.failures + 1 >= $5
                             THEN now() + LEAST($6 * (1::bigint << LEAST(a.failures + 2 - $5, 40)::int), $7)
                             ELSE now() END
- WHERE (a.kind = 'ip' AND (a.window_start <= now() - $3 OR a.failures < $4))
+ WHERE (a.kind <> 'user' AND (a.window_start <= now() - $3 OR a.failures < $4))
     OR (a.kind = 'user' AND a.blocked_until <= now())
 RETURNING 1",
     sqlite: "\
@@ -43,16 +44,16 @@ SELECT $1, $2, 1, n.now, n.now,
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
  WHERE true
 ON CONFLICT (kind, key) DO UPDATE
-   SET failures = CASE WHEN a.kind = 'ip' AND a.window_start <= excluded.window_start - $3
+   SET failures = CASE WHEN a.kind <> 'user' AND a.window_start <= excluded.window_start - $3
                        THEN 1 ELSE a.failures + 1 END,
-       window_start = CASE WHEN a.kind = 'ip' AND a.window_start <= excluded.window_start - $3
+       window_start = CASE WHEN a.kind <> 'user' AND a.window_start <= excluded.window_start - $3
                            THEN excluded.window_start ELSE a.window_start END,
        last_failure_at = excluded.last_failure_at,
        blocked_until = CASE WHEN a.kind = 'user' AND a.failures + 1 >= $5
                             THEN excluded.last_failure_at
                                  + min($6 * (1 << min(a.failures + 2 - $5, 40)), $7)
                             ELSE excluded.last_failure_at END
- WHERE (a.kind = 'ip' AND (a.window_start <= excluded.window_start - $3 OR a.failures < $4))
+ WHERE (a.kind <> 'user' AND (a.window_start <= excluded.window_start - $3 OR a.failures < $4))
     OR (a.kind = 'user' AND a.blocked_until <= excluded.last_failure_at)
 RETURNING 1",
 };
@@ -60,11 +61,11 @@ RETURNING 1",
 /// How long a refused key ($1 kind, $2 key; window $3) stays refused, in seconds.
 const WAIT: Dialects = Dialects {
     postgres: "\
-SELECT extract(epoch FROM CASE WHEN kind = 'ip' THEN window_start + $3 ELSE blocked_until END
+SELECT extract(epoch FROM CASE WHEN kind <> 'user' THEN window_start + $3 ELSE blocked_until END
                          - now())::float8
   FROM auth_login_attempts WHERE kind = $1 AND key = $2",
     sqlite: "\
-SELECT (CASE WHEN kind = 'ip' THEN window_start + $3 ELSE blocked_until END
+SELECT (CASE WHEN kind <> 'user' THEN window_start + $3 ELSE blocked_until END
         - CAST(unixepoch('subsec') * 1000 AS INTEGER)) / 1000.0
   FROM auth_login_attempts WHERE kind = $1 AND key = $2",
 };
@@ -94,6 +95,16 @@ impl AttemptKey {
     /// A client address, as the layer aggregates it (see `client::address_key`).
     pub(crate) fn address(key: String) -> Self {
         Self { kind: "ip", key }
+    }
+
+    /// Password-reset requests of one address, or of one account or name (an `id:`/`name:`
+    /// key of [`user`](Self::user) or [`unknown_name`](Self::unknown_name)).
+    pub(crate) fn reset(of: &Self) -> Self {
+        let prefix = if of.kind == "ip" { "ip:" } else { "" };
+        Self {
+            kind: "reset",
+            key: format!("{prefix}{}", of.key),
+        }
     }
 
     /// An existing account.

@@ -10,6 +10,29 @@ const DISABLE: Dialects = Dialects {
              CAST(unixepoch('subsec') * 1000 AS INTEGER)) WHERE id = $1",
 };
 
+/// Marks the user's address verified, if it is still `$2`.
+const VERIFY_EMAIL: Dialects = Dialects {
+    postgres: "UPDATE auth_users SET email_verified_at = now()
+                WHERE id = $1 AND lower(email) = lower($2)",
+    sqlite: "UPDATE auth_users SET email_verified_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+              WHERE id = $1 AND lower(email) = lower($2)",
+};
+
+/// An enabled user by name or address (a name match first), for a recovery request.
+const BY_NAME_OR_EMAIL: &str = "\
+SELECT id, username, email FROM auth_users
+ WHERE (lower(username) = lower($1) OR lower(email) = lower($1)) AND disabled_at IS NULL
+ ORDER BY lower(username) = lower($1) DESC
+ LIMIT 1";
+
+/// A user as a message addresses them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Recipient {
+    pub(crate) id: UserId,
+    pub(crate) username: String,
+    pub(crate) email: Option<String>,
+}
+
 /// What a password check needs to know about a name as typed: the database's case folding of
 /// it (the one fold for lookup and throttling), and the user it names, if any. Always one row.
 const LOGIN_ROW: &str = "\
@@ -65,6 +88,51 @@ impl AuthStore {
                 .fetch_one(pool)
                 .await
         })
+    }
+
+    pub(crate) async fn recipient(&self, name_or_email: &str) -> Result<Option<Recipient>, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(BY_NAME_OR_EMAIL)
+                .bind(name_or_email)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    pub(crate) async fn recipient_by_id(&self, user: UserId) -> Result<Option<Recipient>, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, username, email FROM auth_users WHERE id = $1")
+                .bind(user)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Sets the user's address, unverified; `false` if the user does not exist.
+    pub(crate) async fn set_email(&self, user: UserId, email: &str) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query("UPDATE auth_users SET email = $2, email_verified_at = NULL WHERE id = $1")
+                .bind(user)
+                .bind(email)
+                .execute(pool)
+                .await
+                .map_err(|e| unique_or(e, Error::EmailTaken))?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Marks the address verified if it is still the user's; `false` otherwise.
+    pub(crate) async fn verify_email(&self, user: UserId, email: &str) -> Result<bool, Error> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(VERIFY_EMAIL.of(pool))
+                .bind(user)
+                .bind(email)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// Stores a new password hash, bumps the user's credential epoch (so that no session whose

@@ -224,12 +224,7 @@ impl Drop for Process {
 }
 
 /// nginx as the README configures it, in front of `upstream`, asking `auth` about each request.
-pub(crate) fn nginx_config(
-    dir: &std::path::Path,
-    port: u16,
-    auth: SocketAddr,
-    upstream: u16,
-) -> String {
+fn nginx_config(dir: &std::path::Path, port: u16, auth: SocketAddr, upstream: u16) -> String {
     let readme = include_str!("../../README.md");
     let start = readme
         .find("```nginx\n")
@@ -263,7 +258,7 @@ pub(crate) fn nginx_config(
 }
 
 /// nginx in `dir` on `port`, once it accepts connections; `None` when nginx is not installed.
-pub(crate) async fn start_nginx(dir: &std::path::Path, config: &str, port: u16) -> Option<Process> {
+async fn start_nginx(dir: &std::path::Path, config: &str, port: u16) -> Option<Process> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .map(PathBuf::from)

@@ -24,6 +24,7 @@ mod live;
 mod migrations;
 mod pgbouncer;
 mod quickstart;
+mod recovery;
 mod resources;
 mod session;
 mod sqlite;

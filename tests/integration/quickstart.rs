@@ -5,9 +5,7 @@ use axum::{body::Body, http::Request};
 use axum_live_auth::AuthLayer;
 use http::{StatusCode, header};
 
-#[allow(dead_code)]
-#[path = "../../examples/quickstart.rs"]
-mod example;
+use crate::common::quickstart as example;
 
 fn request(method: &str, path: &str, token: Option<&str>, form: Option<&str>) -> Request<Body> {
     let mut builder = Request::builder()
@@ -62,7 +60,7 @@ let auth = AuthLayer::builder(db.store())
     let me = call("GET", "/me", Some(alice.clone()), None).await;
     assert_eq!(
         me.body,
-        r#"{"id":1,"username":"alice","permissions":["admin","reports:read"]}"#
+        r#"{"id":1,"username":"alice","permissions":["admin","reports:read"],"email":null,"email_verified":false}"#
     );
 
     let wrong = login("alice", "wrong-password").await;

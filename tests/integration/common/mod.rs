@@ -3,6 +3,9 @@
 pub mod db;
 pub mod example;
 pub mod http;
+#[allow(dead_code)]
+#[path = "../../../examples/quickstart.rs"]
+pub mod quickstart;
 pub mod statements;
 pub mod wire;
 
@@ -22,7 +25,7 @@ use axum::{
     routing::{get, post},
 };
 use axum_live_auth::{
-    Accounts, Auth, AuthLayer, AuthLayerBuilder, AuthStore, CurrentUser, UserId, require_permission,
+    Accounts, Auth, AuthLayer, AuthLayerBuilder, CurrentUser, UserId, require_permission,
 };
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -48,7 +51,6 @@ pub const ORIGIN: &str = "http://localhost:3000";
 pub struct TestApp {
     pub db: Db,
     pub layer: AuthLayer,
-    pub store: AuthStore,
     pub accounts: Accounts,
     pub router: Router,
     pub alice: UserId,
@@ -125,7 +127,6 @@ pub async fn app_with(
     TestApp {
         db,
         layer,
-        store,
         accounts,
         router,
         alice,

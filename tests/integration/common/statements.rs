@@ -26,13 +26,13 @@ impl<S: tracing::Subscriber> Layer<S> for ByThread {
         if event.metadata().target() != "sqlx::query" {
             return;
         }
-        if let Some(name) = std::thread::current().name() {
-            if name.starts_with("counted-") {
-                let mut map = BY_THREAD.lock().unwrap();
-                *map.get_or_insert_with(HashMap::new)
-                    .entry(name.to_owned())
-                    .or_default() += 1;
-            }
+        if let Some(name) = std::thread::current().name()
+            && name.starts_with("counted-")
+        {
+            let mut map = BY_THREAD.lock().unwrap();
+            *map.get_or_insert_with(HashMap::new)
+                .entry(name.to_owned())
+                .or_default() += 1;
         }
     }
 }

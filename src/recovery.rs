@@ -1,0 +1,423 @@
+//! Account recovery and email verification: one-time tokens sent to the user through the app's
+//! [`Messenger`], and what using one does.
+//!
+//! A token is a credential like a session token (`<public id>.<secret>`, 16 + 32 random bytes,
+//! only the public id and the secret's SHA-256 stored), single use, short-lived, and valid only
+//! while the user's credentials are those it was issued under.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use crate::{
+    Accounts, Error, SessionToken, UserId,
+    client::Client,
+    error::InfrastructureError,
+    events::security,
+    login::MAX_USERNAME_BYTES,
+    password,
+    store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits},
+};
+
+/// Password-reset requests allowed per client address, and per account or name, per window.
+const RESET_PER_ADDRESS: u32 = 5;
+const RESET_PER_ACCOUNT: u32 = 3;
+const RESET_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The error a [`Messenger`] reports.
+pub type MessengerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Delivers the crate's messages to users (a password-reset link, an email-verification link):
+/// the app decides how (SMTP, an email API, a file in development). The crate never formats
+/// email transport itself.
+///
+/// ```
+/// use axum_live_auth::{Message, Messenger, MessengerError};
+///
+/// struct Log;
+///
+/// impl Messenger for Log {
+///     async fn send(&self, message: Message) -> Result<(), MessengerError> {
+///         // A real app hands this to its mailer; the link is a credential: never log it.
+///         println!("to {:?}: {:?}", message.email, message.kind);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Messenger: Send + Sync + 'static {
+    /// Delivers `message`. An error is logged; the user can ask again.
+    fn send(&self, message: Message) -> impl Future<Output = Result<(), MessengerError>> + Send;
+}
+
+/// What a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// A link to choose a new password (`GET …/password-reset/confirm?token=…`).
+    PasswordReset,
+    /// A link that proves the user receives mail at an address (`GET …/email/verify?token=…`).
+    EmailVerification,
+}
+
+/// A message for one user. Its [`link`](Self::link) carries a one-time credential: send it
+/// only to the user, and never log it (`Debug` does not show it).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Message {
+    /// What it is for.
+    pub kind: MessageKind,
+    /// The user's id.
+    pub user_id: UserId,
+    /// The user's name.
+    pub username: String,
+    /// Where to send it: the user's address (for a verification, the address to verify);
+    /// `None` for a password reset of a user without one (reach them another way, or not).
+    pub email: Option<String>,
+    /// The absolute link to follow.
+    pub link: String,
+    /// How long the link works.
+    pub expires_in: Duration,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("kind", &self.kind)
+            .field("user_id", &self.user_id)
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("link", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// [`Messenger`] behind a pointer.
+trait DynMessenger: Send + Sync {
+    fn send(
+        &self,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), MessengerError>> + Send + '_>>;
+}
+
+impl<T: Messenger> DynMessenger for T {
+    fn send(
+        &self,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), MessengerError>> + Send + '_>> {
+        Box::pin(Messenger::send(self, message))
+    }
+}
+
+/// How recovery messages are made and delivered.
+#[derive(Clone)]
+pub(crate) struct Recovery {
+    messenger: Option<Arc<dyn DynMessenger>>,
+    /// Where the account routes are mounted, such as `https://app.example.com/account`.
+    pub(crate) account_url: String,
+    pub(crate) reset_lifetime: Duration,
+    pub(crate) verification_lifetime: Duration,
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery")
+            .field("messenger", &self.messenger.as_ref().map(|_| "<messenger>"))
+            .field("account_url", &self.account_url)
+            .field("reset_lifetime", &self.reset_lifetime)
+            .field("verification_lifetime", &self.verification_lifetime)
+            .finish()
+    }
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Self {
+            messenger: None,
+            account_url: String::new(),
+            reset_lifetime: Duration::from_secs(30 * 60),
+            verification_lifetime: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl Recovery {
+    pub(crate) fn set_messenger(&mut self, messenger: impl Messenger) {
+        self.messenger = Some(Arc::new(messenger));
+    }
+}
+
+impl Accounts {
+    /// These accounts with a [`Messenger`] for recovery messages, whose links start with
+    /// `account_url` (where the [account routes](crate::account_routes) are mounted, such as
+    /// `https://app.example.com/account`). Accounts from
+    /// [`AuthLayer::accounts`](crate::AuthLayer::accounts) have the layer's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # struct Mailer;
+    /// # impl axum_live_auth::Messenger for Mailer {
+    /// #     async fn send(&self, _: axum_live_auth::Message) -> Result<(), axum_live_auth::MessengerError> { Ok(()) }
+    /// # }
+    /// let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let accounts = axum_live_auth::Accounts::new(pool)
+    ///     .with_messenger(Mailer, "https://app.example.com/account");
+    /// # let _ = accounts; Ok(())
+    /// # }
+    /// ```
+    pub fn with_messenger(
+        mut self,
+        messenger: impl Messenger,
+        account_url: impl Into<String>,
+    ) -> Self {
+        let mut recovery = (*self.recovery).clone();
+        recovery.set_messenger(messenger);
+        recovery.account_url = account_url.into().trim_end_matches('/').to_owned();
+        self.recovery = Arc::new(recovery);
+        self
+    }
+
+    /// Sends a password-reset link to the user called `name_or_email` (a username, or the
+    /// address of a user), if there is such an enabled user; does nothing otherwise, and says
+    /// nothing about which it was. The link works once, for 30 minutes
+    /// ([configurable](crate::AuthLayerBuilder::password_reset_lifetime)), and only while the
+    /// user's password is unchanged. The `POST /password-reset` route answers before this
+    /// finishes, so that its timing says nothing either, and throttles requests per address and
+    /// per account.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoMessenger`], or an infrastructure error (the messenger's included).
+    pub async fn request_password_reset(&self, name_or_email: &str) -> Result<(), Error> {
+        let messenger = self.messenger()?;
+        if name_or_email.len() > MAX_USERNAME_BYTES || name_or_email.contains(char::is_control) {
+            return Ok(());
+        }
+        let Some(user) = self.store().recipient(name_or_email).await? else {
+            return Ok(());
+        };
+        let email = user.email.clone();
+        let message = self
+            .issue(&user, Purpose::PasswordReset, email.as_deref())
+            .await?;
+        security::password_reset_requested(user.id);
+        deliver(messenger, message).await
+    }
+
+    /// Uses a password-reset token: sets the new password, ends every session of the user and
+    /// moves them to a new credential epoch (no login whose password check ran before can
+    /// create a session), and returns the user. The token is then spent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`] for an unknown, used or expired token (or one issued before the
+    /// password changed), [`Error::InvalidPassword`], or an infrastructure error.
+    pub async fn reset_password_with_token(
+        &self,
+        token: &str,
+        new_password: &str,
+    ) -> Result<UserId, Error> {
+        password::validate_new(new_password)?;
+        let (user, _) = self.spend(token, Purpose::PasswordReset).await?;
+        self.reset_password(user, new_password).await?;
+        security::password_reset(user);
+        Ok(user)
+    }
+
+    /// Sets the user's email address (unverified) and sends a verification link to it. The
+    /// address is unique among users, compared case-insensitively.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
+    /// [`Error::NoMessenger`], or an infrastructure error.
+    pub async fn set_email(&self, user: UserId, email: &str) -> Result<(), Error> {
+        let messenger = self.messenger()?;
+        validate_email(email)?;
+        if !self.store().set_email(user, email).await? {
+            return Err(Error::UserNotFound);
+        }
+        security::email_changed(user);
+        let recipient = self
+            .store()
+            .recipient_by_id(user)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        let message = self
+            .issue(&recipient, Purpose::EmailVerification, Some(email))
+            .await?;
+        deliver(messenger, message).await
+    }
+
+    /// Uses an email-verification token: marks the address it was sent to verified, if it is
+    /// still the user's; returns the user.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`], or an infrastructure error.
+    pub async fn verify_email(&self, token: &str) -> Result<UserId, Error> {
+        let (user, email) = self.spend(token, Purpose::EmailVerification).await?;
+        let email = email.ok_or(Error::InvalidToken)?;
+        if !self.store().verify_email(user, &email).await? {
+            return Err(Error::InvalidToken);
+        }
+        security::email_verified(user);
+        self.changed(user);
+        Ok(user)
+    }
+
+    /// Counts a password-reset request against the client's address and the account (or name)
+    /// it names; `Err(Throttled)` past the limits.
+    pub(crate) async fn reserve_reset(
+        &self,
+        client: &Client,
+        name_or_email: &str,
+    ) -> Result<(), Error> {
+        let limits = |count| ThrottleLimits {
+            ip_failures: count,
+            ip_window: RESET_WINDOW,
+            ..self.limits
+        };
+        let row = self.store().login_row(name_or_email).await?;
+        let account = match row.id {
+            Some(id) => AttemptKey::user(id),
+            None => AttemptKey::unknown_name(&row.folded),
+        };
+        let mut keys = vec![(AttemptKey::reset(&account), RESET_PER_ACCOUNT)];
+        if let Some(address) = client.address {
+            keys.push((
+                AttemptKey::reset(&AttemptKey::address(address.to_string())),
+                RESET_PER_ADDRESS,
+            ));
+        }
+        for (key, count) in keys {
+            if let Reservation::Refused(retry_after) =
+                self.store().reserve_attempt(&key, &limits(count)).await?
+            {
+                security::login_throttled(client, name_or_email, retry_after);
+                return Err(Error::Throttled { retry_after });
+            }
+        }
+        Ok(())
+    }
+
+    fn messenger(&self) -> Result<&Arc<dyn DynMessenger>, Error> {
+        self.recovery.messenger.as_ref().ok_or(Error::NoMessenger)
+    }
+
+    /// Stores a new token for `user` and makes the message that carries it.
+    async fn issue(
+        &self,
+        user: &Recipient,
+        purpose: Purpose,
+        email: Option<&str>,
+    ) -> Result<Message, Error> {
+        let recovery = &self.recovery;
+        let (kind, lifetime, path) = match purpose {
+            Purpose::PasswordReset => (
+                MessageKind::PasswordReset,
+                recovery.reset_lifetime,
+                "password-reset/confirm",
+            ),
+            Purpose::EmailVerification => (
+                MessageKind::EmailVerification,
+                recovery.verification_lifetime,
+                "email/verify",
+            ),
+        };
+        let token = SessionToken::generate()?;
+        let stored = self
+            .store()
+            .create_token(
+                token.id(),
+                token.secret_hash().as_bytes(),
+                user.id,
+                purpose,
+                email,
+                lifetime,
+            )
+            .await?;
+        if !stored {
+            return Err(Error::UserNotFound);
+        }
+        Ok(Message {
+            kind,
+            user_id: user.id,
+            username: user.username.clone(),
+            email: email.map(str::to_owned),
+            link: format!("{}/{path}?token={token}", recovery.account_url),
+            expires_in: lifetime,
+        })
+    }
+
+    /// Checks a token of `purpose` and spends it: exactly one of any concurrent uses wins.
+    async fn spend(
+        &self,
+        token: &str,
+        purpose: Purpose,
+    ) -> Result<(UserId, Option<String>), Error> {
+        let token = SessionToken::parse(token.as_bytes()).ok_or(Error::InvalidToken)?;
+        let row = self
+            .store()
+            .find_token(token.id(), purpose)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        if !token.secret_hash().matches(&row.secret_hash)
+            || !self.store().consume_token(token.id()).await?
+        {
+            return Err(Error::InvalidToken);
+        }
+        Ok((row.user_id, row.email))
+    }
+}
+
+async fn deliver(messenger: &Arc<dyn DynMessenger>, message: Message) -> Result<(), Error> {
+    messenger
+        .send(message)
+        .await
+        .map_err(|e| InfrastructureError::Messenger(e).into())
+}
+
+/// An address: 3 to 254 characters, one `@` with something on each side, no whitespace or
+/// control characters.
+fn validate_email(email: &str) -> Result<(), Error> {
+    let ok = (3..=254).contains(&email.len())
+        && email.split('@').count() == 2
+        && !email.starts_with('@')
+        && !email.ends_with('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok { Ok(()) } else { Err(Error::InvalidEmail) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert!(validate_email("bob@example.com").is_ok());
+        for bad in [
+            "",
+            "bob",
+            "@example.com",
+            "bob@",
+            "a@b@c",
+            "bob @example.com",
+            "b\0@x.y",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_never_shows_its_link() {
+        let message = Message {
+            kind: MessageKind::PasswordReset,
+            user_id: 1,
+            username: "bob".into(),
+            email: None,
+            link: "https://x/account/password-reset/confirm?token=SECRET".into(),
+            expires_in: Duration::from_secs(60),
+        };
+        assert!(!format!("{message:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,130 @@
+//! One-time tokens sent to a user (password reset, email verification): stored as the public
+//! id and the SHA-256 of the secret, like sessions; deleted when used.
+
+use std::time::Duration;
+
+use super::{AuthStore, Dialects, on_pool, types::Span, unique_or};
+use crate::{Error, SessionId, UserId};
+
+/// Inserts a token for an enabled user, under the user's current credential epoch; expires
+/// after $6.
+const CREATE: Dialects = Dialects {
+    postgres: "\
+INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
+SELECT $1, $2, u.id, $4, $5, u.credential_epoch, now() + $6
+  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL
+RETURNING 1",
+    sqlite: "\
+INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
+SELECT $1, $2, u.id, $4, $5, u.credential_epoch, CAST(unixepoch('subsec') * 1000 AS INTEGER) + $6
+  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL
+RETURNING 1",
+};
+
+/// A live token of purpose $2: not expired, of an enabled user whose credentials have not
+/// changed since it was issued.
+const FIND: Dialects = Dialects {
+    postgres: "\
+SELECT t.secret_hash, t.user_id, t.email
+  FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
+ WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > now()
+   AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
+    sqlite: "\
+SELECT t.secret_hash, t.user_id, t.email
+  FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
+ WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
+   AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
+};
+
+const PURGE: Dialects = Dialects {
+    postgres: "DELETE FROM auth_tokens WHERE expires_at <= now()",
+    sqlite: "DELETE FROM auth_tokens WHERE expires_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+};
+
+/// What a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    PasswordReset,
+    EmailVerification,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
+        }
+    }
+}
+
+/// A live token as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    pub(crate) secret_hash: Vec<u8>,
+    pub(crate) user_id: UserId,
+    pub(crate) email: Option<String>,
+}
+
+impl AuthStore {
+    /// Stores a token; `Ok(false)` if the user is missing or disabled, `IdTaken`-like collisions
+    /// surface as a conflict.
+    pub(crate) async fn create_token(
+        &self,
+        id: &SessionId,
+        secret_hash: &[u8],
+        user: UserId,
+        purpose: Purpose,
+        email: Option<&str>,
+        lifetime: Duration,
+    ) -> Result<bool, Error> {
+        let created = on_pool!(self, |pool| {
+            sqlx::query(CREATE.of(pool))
+                .bind(id.as_str())
+                .bind(secret_hash)
+                .bind(user)
+                .bind(purpose.as_str())
+                .bind(email)
+                .bind(Span(lifetime))
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| unique_or(e, Error::Conflict))?
+                .is_some()
+        });
+        Ok(created)
+    }
+
+    pub(crate) async fn find_token(
+        &self,
+        id: &SessionId,
+        purpose: Purpose,
+    ) -> Result<Option<TokenRow>, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(FIND.of(pool))
+                .bind(id.as_str())
+                .bind(purpose.as_str())
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Deletes the token; `true` for exactly one of any number of concurrent uses.
+    pub(crate) async fn consume_token(&self, id: &SessionId) -> Result<bool, Error> {
+        let deleted = on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM auth_tokens WHERE id = $1")
+                .bind(id.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+
+    pub(crate) async fn purge_tokens(&self) -> Result<u64, Error> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query(PURGE.of(pool))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+}

@@ -1,0 +1,264 @@
+//! Account recovery and email verification through the quickstart's own routes, with its
+//! file messenger: the whole reset flow, single use, expiry, an unknown account that looks the
+//! same, throttling, email verification, and deleting a user.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use axum_live_auth::AuthLayer;
+
+use crate::common::{COOKIE, Db, Reply, both_stores, login_request, send};
+
+use crate::common::quickstart as example;
+
+const ORIGIN: &str = "http://localhost:3000";
+
+/// The quickstart's router with its file messenger writing to a fresh directory.
+async fn quickstart(db: &Db) -> (Router, std::path::PathBuf, AuthLayer) {
+    let dir = std::env::temp_dir().join(format!(
+        "axum-live-auth-mail-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let auth = AuthLayer::builder(db.store())
+        .allowed_origin(ORIGIN)
+        .login_redirect("/login")
+        .bearer_tokens(true)
+        .csrf_exempt("/auth/token")
+        .messenger(example::FileMessenger { dir: dir.clone() })
+        .build()
+        .unwrap();
+    example::seed(&auth.accounts()).await.unwrap();
+    (example::app(auth.clone()), dir, auth)
+}
+
+fn post(path: &str, form: &str, token: Option<&str>) -> Request<Body> {
+    let mut request = Request::post(path)
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(token) = token {
+        request = request.header(header::COOKIE, format!("{COOKIE}={token}"));
+    }
+    request.body(Body::from(form.to_owned())).unwrap()
+}
+
+fn get(path: &str, token: Option<&str>) -> Request<Body> {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header(header::COOKIE, format!("{COOKIE}={token}"));
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+/// The messages in `dir`, oldest first.
+fn mails(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
+/// Waits for the `n`th message and returns it with the path of its link.
+async fn mail(dir: &std::path::Path, n: usize) -> (String, String) {
+    for _ in 0..200 {
+        if let Some(mail) = mails(dir).get(n - 1) {
+            let link = mail
+                .lines()
+                .find(|l| l.starts_with("http"))
+                .expect("a link in the message");
+            let path = link
+                .strip_prefix(ORIGIN)
+                .expect("an absolute link to the app");
+            return (mail.clone(), path.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no message {n} in {}", dir.display());
+}
+
+async fn login(app: &Router, username: &str, password: &str) -> Reply {
+    let mut request = login_request(username, password);
+    request
+        .headers_mut()
+        .insert(header::ORIGIN, ORIGIN.parse().unwrap());
+    send(app, request).await
+}
+
+fn form_token(link_path: &str) -> String {
+    link_path.split_once("token=").unwrap().1.to_owned()
+}
+
+both_stores! {
+    async fn the_reset_flow_end_to_end(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let old = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
+
+        let requested = send(&app, post("/account/password-reset", "username=bob", None)).await;
+        assert_eq!(requested.status, StatusCode::ACCEPTED);
+        let (message, link) = mail(&dir, 1).await;
+        assert!(message.contains("Subject: Reset your password"), "{message}");
+        assert!(link.starts_with("/account/password-reset/confirm?token="), "{link}");
+
+        // The form: no referrer, not cached, the token posted back.
+        let form = send(&app, get(&link, None)).await;
+        assert_eq!(form.status, StatusCode::OK);
+        assert_eq!(form.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(form.headers[header::CACHE_CONTROL], "no-store");
+        let token = form_token(&link);
+        assert!(form.body.contains(&token));
+
+        let body = format!("token={token}&new_password=bob-new-password");
+        let done = send(&app, post("/account/password-reset/confirm", &body, None)).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER);
+        assert_eq!(done.headers[header::LOCATION], "/login");
+
+        // Every old session is over; the old password is dead, the new one works.
+        assert_eq!(send(&app, get("/me", Some(&old))).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(login(&app, "bob", "bob-password").await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(login(&app, "bob", "bob-new-password").await.status, StatusCode::SEE_OTHER);
+
+        // Single use.
+        let body = format!("token={token}&new_password=bob-third-password");
+        let again = send(&app, post("/account/password-reset/confirm", &body, None)).await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn an_expired_or_unknown_token_is_refused(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        send(&app, post("/account/password-reset", "username=alice", None)).await;
+        let (_, link) = mail(&dir, 1).await;
+        db.exec_each(
+            "UPDATE auth_tokens SET expires_at = now() - interval '1 second'",
+            "UPDATE auth_tokens SET expires_at = NOW - 1000",
+        )
+        .await;
+        let body = format!("token={}&new_password=alice-new-password", form_token(&link));
+        let expired = send(&app, post("/account/password-reset/confirm", &body, None)).await;
+        assert_eq!(expired.status, StatusCode::BAD_REQUEST);
+        let made_up = axum_live_auth::SessionToken::generate().unwrap();
+        let body = format!("token={made_up}&new_password=alice-new-password");
+        let unknown = send(&app, post("/account/password-reset/confirm", &body, None)).await;
+        assert_eq!((unknown.status, &unknown.body), (expired.status, &expired.body));
+        let garbage = send(&app, post("/account/password-reset/confirm", "token=x&new_password=alice-new-password", None)).await;
+        assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+        assert_eq!(login(&app, "alice", "alice-password").await.status, StatusCode::SEE_OTHER);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn an_unknown_account_is_indistinguishable(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let known = send(&app, post("/account/password-reset", "username=bob", None)).await;
+        let unknown = send(&app, post("/account/password-reset", "username=nobody", None)).await;
+        assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
+        let headers = |r: &Reply| {
+            let mut names: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(headers(&known), headers(&unknown));
+        mail(&dir, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(mails(&dir).len(), 1, "a message for bob only");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn reset_requests_are_throttled_per_account(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        for i in 0..3 {
+            let reply = send(&app, post("/account/password-reset", "username=bob", None)).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "request {i}");
+        }
+        let fourth = send(&app, post("/account/password-reset", "username=bob", None)).await;
+        assert_eq!(fourth.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(fourth.headers.contains_key(header::RETRY_AFTER));
+        // Another account is not affected.
+        let other = send(&app, post("/account/password-reset", "username=alice", None)).await;
+        assert_eq!(other.status, StatusCode::ACCEPTED);
+        // A cross-site form cannot ask for a reset.
+        let mut cross = post("/account/password-reset", "username=alice", None);
+        cross.headers_mut().insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert_eq!(send(&app, cross).await.status, StatusCode::FORBIDDEN);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn an_email_address_is_verified_by_its_link_and_can_ask_for_a_reset(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let me = |app: Router, alice: String| async move {
+            let reply = send(&app, get("/me", Some(&alice))).await;
+            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
+        };
+        assert_eq!(send(&app, post("/account/email", "email=Alice%40Example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
+        let (message, link) = mail(&dir, 1).await;
+        assert!(message.starts_with("To: Alice@Example.com"), "{message}");
+        let before = me(app.clone(), alice.clone()).await;
+        assert_eq!((before["email"].as_str(), before["email_verified"].as_bool()), (Some("Alice@Example.com"), Some(false)));
+        let verified = send(&app, get(&link, None)).await;
+        assert_eq!(verified.status, StatusCode::OK);
+        assert_eq!(verified.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(me(app.clone(), alice.clone()).await["email_verified"], true);
+        assert_eq!(send(&app, get(&link, None)).await.status, StatusCode::BAD_REQUEST, "single use");
+
+        // Taken by alice (in any case); invalid addresses; a session is needed.
+        let bob = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
+        assert_eq!(send(&app, post("/account/email", "email=alice%40example.COM", Some(&bob))).await.status, StatusCode::CONFLICT);
+        assert_eq!(send(&app, post("/account/email", "email=not-an-address", Some(&bob))).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(send(&app, post("/account/email", "email=b%40x.y", None)).await.status, StatusCode::UNAUTHORIZED);
+
+        // A reset asked for by address reaches the address.
+        send(&app, post("/account/password-reset", "username=ALICE%40example.com", None)).await;
+        let (message, _) = mail(&dir, 2).await;
+        assert!(message.contains("Reset your password") && message.contains("To: Alice@Example.com"), "{message}");
+
+        // A new address is unverified again.
+        assert_eq!(send(&app, post("/account/email", "email=alice2%40example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
+        assert_eq!(me(app.clone(), alice.clone()).await["email_verified"], false);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn deleting_a_user_ends_their_sessions_and_grants(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let bob = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
+        let accounts = auth.accounts();
+        let id = accounts.user_id("bob").await.unwrap().unwrap();
+        accounts.delete_user(id).await.unwrap();
+        assert_eq!(send(&app, get("/me", Some(&bob))).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(accounts.user_id("bob").await.unwrap(), None);
+        assert_eq!(db.count("SELECT count(*) FROM auth_user_permissions").await, 0);
+        assert_eq!(db.count("SELECT count(*) FROM auth_user_resource_permissions").await, 0);
+        assert!(matches!(accounts.delete_user(id).await, Err(axum_live_auth::Error::UserNotFound)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn the_token_route_takes_a_form_too(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let request = Request::post("/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("username=bob&password=bob-password"))
+            .unwrap();
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let token = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let me = Request::get("/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app, me).await.status, StatusCode::OK);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
