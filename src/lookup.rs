@@ -81,7 +81,8 @@ async fn resolve(
 ) -> Result<Option<CurrentUser>, sqlx::Error> {
     let config = &shared.config;
     let now = Instant::now();
-    let read = bounded(config.lookup_timeout, read(shared, token, now));
+    // Boxed once here, then handed on by pointer (to the cache, to the timeout).
+    let read = Box::pin(bounded(config.lookup_timeout, read(shared, token, now)));
     let resolved = match &shared.cache {
         Some(cache) => cache.get_or_fill(token.id(), now, read).await?,
         None => read

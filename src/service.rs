@@ -19,8 +19,8 @@ use http::{HeaderMap, HeaderValue, Request, header};
 use tower::{Layer, Service};
 
 use crate::{
-    Accounts, Auth, AuthLayerBuilder, AuthRejection, AuthState, AuthStore, CacheStatus,
-    ConfigError,
+    Accounts, Auth, AuthLayerBuilder, AuthRejection, AuthState, CacheStatus, ConfigError,
+    IntoAuthStore,
     client::{self, Client},
     credential::{self, Source},
     events::security,
@@ -72,8 +72,8 @@ impl AuthLayer {
     /// pings each connection as it leaves the pool, a second round trip on every request. A
     /// dead connection then fails its query instead, and that request answers `503`. Build an
     /// SQLite pool with `sqlite_connect_options` (feature `sqlite`).
-    pub fn builder(store: impl Into<AuthStore>) -> AuthLayerBuilder {
-        AuthLayerBuilder::new(store.into())
+    pub fn builder(store: impl IntoAuthStore) -> AuthLayerBuilder {
+        AuthLayerBuilder::new(store.into_auth_store())
     }
 
     /// [`Accounts`] on the layer's database, sharing the layer's password hasher and limits,
@@ -279,7 +279,10 @@ where
             }
 
             let source = credential.source;
-            let (state, cookie) = lookup::authenticate(&shared, credential, &client).await;
+            // Boxed: the lookup's state (a pool checkout, a query) lives on the heap only while
+            // it runs, so this future, boxed and moved on every request, stays small.
+            let (state, cookie) =
+                Box::pin(lookup::authenticate(&shared, credential, &client)).await;
             let authenticated = matches!(state, AuthState::Authenticated(_));
             let auth = Auth::new(Arc::clone(&shared), state.clone(), cookie, client, source);
             let extensions = req.extensions_mut();
