@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    AuthStore, Error, Resource, SessionId, SessionInfo, UserId,
+    AuthStore, Error, IntoAuthStore, Resource, SessionId, SessionInfo, UserId,
     client::Client,
     config::AuthConfig,
     events::{Hub, security},
@@ -20,7 +20,7 @@ use crate::{
 
 /// Expired sessions deleted per statement by the purge: small enough that no statement holds
 /// its locks for long, whatever the table's size.
-const PURGE_BATCH: u32 = 1000;
+const PURGE_BATCH: u32 = 500;
 /// Failed-login counters idle for longer than this are purged.
 const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -68,9 +68,9 @@ impl Accounts {
     /// # let _ = accounts; Ok(())
     /// # }
     /// ```
-    pub fn new(store: impl Into<AuthStore>) -> Self {
+    pub fn new(store: impl IntoAuthStore) -> Self {
         Self {
-            store: store.into(),
+            store: store.into_auth_store(),
             hasher: Arc::new(Hasher::default()),
             limits: AuthConfig::default().login,
             hub: None,
@@ -234,7 +234,7 @@ impl Accounts {
     }
 
     /// Deletes every session past its idle or absolute deadline (they are refused anyway;
-    /// this keeps the table small), in batches of a thousand so that no statement holds its
+    /// this keeps the table small), in batches of 500 so that no statement holds its
     /// locks for long, and returns how many. Also forgets failed-login counters idle for a day.
     /// See also [`purge_expired_every`](crate::AuthLayerBuilder::purge_expired_every).
     ///

@@ -1,0 +1,113 @@
+//! Small versions of the scale properties that `benches/scale.rs` measures large: the purge
+//! deletes in bounded batches and leaves live sessions alone; one change sends one notification,
+//! however many nodes listen, and purging expired sessions sends none.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+
+use crate::common::{BOB, BOB_PASSWORD, Db, both_stores, counted_app};
+
+/// `count` sessions of bob whose idle deadline passed a minute ago.
+async fn seed_expired(db: &Db, count: u32) {
+    db.exec_each(
+        &format!(
+            "INSERT INTO auth_sessions (id, secret_hash, user_id, idle_expires_at, expires_at)
+             SELECT lpad(g::text, 22, 'x'), sha256(convert_to(g::text, 'UTF8')),
+                    (SELECT id FROM auth_users WHERE username = 'bob'),
+                    now() - interval '1 minute', now() + interval '1 hour'
+               FROM generate_series(1, {count}) g"
+        ),
+        &format!(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {count})
+             INSERT INTO auth_sessions (id, secret_hash, user_id, idle_expires_at, expires_at)
+             SELECT substr('xxxxxxxxxxxxxxxxxxxxxx' || n, -22, 22), randomblob(32),
+                    (SELECT id FROM auth_users WHERE username = 'bob'),
+                    NOW - 60000, NOW + 3600000
+               FROM g"
+        ),
+    )
+    .await;
+}
+
+both_stores! {
+    /// 2 250 expired sessions go in five statements of at most 500 rows; a live session stays.
+    async fn the_purge_deletes_in_bounded_batches(db: Db) {
+        let app = counted_app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        seed_expired(&app.db, 2250).await;
+        let before = app.statements();
+        assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 2250);
+        // Five batches (4 × 500, then 250), then the login counters and the spent tokens.
+        assert_eq!(app.statements() - before, 5 + 2);
+        assert_eq!(app.sessions().await, 1);
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+        assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 0);
+    }
+}
+
+/// Two nodes listening: revoking a session and revoking a permission each send exactly one
+/// notification (not one per node); purging 2 500 expired sessions sends none, and the nodes still refuse them.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn one_change_sends_one_notification_and_the_purge_none(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = || async {
+        PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .unwrap()
+    };
+    let cached = |b: axum_live_auth::AuthLayerBuilder| {
+        b.principal_cache(axum_live_auth::CacheOptions::default())
+    };
+    let a = crate::common::app_with(pool().await, cached).await;
+    let b = crate::common::app_with(pool().await, cached).await;
+    a.listen().await;
+    b.listen().await;
+    let mut listener = PgListener::connect_with(&pool().await).await.unwrap();
+    listener.listen("axum_live_auth").await.unwrap();
+    let mut heard = async || {
+        let mut payloads = Vec::new();
+        while let Ok(Ok(Some(n))) =
+            tokio::time::timeout(Duration::from_millis(300), listener.try_recv()).await
+        {
+            payloads.push(n.payload().to_owned());
+        }
+        payloads
+    };
+
+    let bob = b.login(BOB, BOB_PASSWORD).await;
+    seed_expired(&a.db, 2500).await;
+    assert_eq!(
+        heard().await,
+        Vec::<String>::new(),
+        "logins and new sessions notify no one"
+    );
+    assert_eq!(a.accounts.purge_expired_sessions().await.unwrap(), 2500);
+    assert_eq!(
+        heard().await,
+        Vec::<String>::new(),
+        "the purge notifies no one"
+    );
+    assert_eq!(b.status("/me", &bob).await, StatusCode::OK);
+
+    let session = a.accounts.list_sessions(a.bob).await.unwrap()[0].id.clone();
+    assert!(a.accounts.revoke_session(a.bob, &session).await.unwrap());
+    assert_eq!(heard().await, [format!("s:{session}")]);
+    assert_eq!(b.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+
+    let bob = b.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(b.status("/reports", &bob).await, StatusCode::OK);
+    assert!(
+        a.accounts
+            .revoke_permission(a.bob, "reports:read")
+            .await
+            .unwrap()
+    );
+    assert_eq!(heard().await, [format!("u:{}", a.bob)]);
+    assert_eq!(b.status("/reports", &bob).await, StatusCode::FORBIDDEN);
+}
