@@ -15,6 +15,7 @@ use crate::common::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, Db, ORIGIN, TestApp, app_with, get_with_cookie,
     router, send,
     statements::{Counter, counted},
+    wait_listening,
 };
 
 /// A long maximum age, so that only notifications can explain a refusal within the tests'
@@ -97,16 +98,6 @@ impl Node {
         }
         panic!("{path} never answered {expected} on node B");
     }
-}
-
-async fn wait_listening(status: impl Fn() -> axum_live_auth::CacheStatus) {
-    for _ in 0..500 {
-        if status().listening {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the cache never started listening");
 }
 
 /// Node B must refuse within this after the change committed: far below the entries' maximum

@@ -164,13 +164,7 @@ async fn a_check_costs_one_round_trip_or_none_with_the_cache(pool: sqlx::PgPool)
         b.principal_cache(axum_live_auth::CacheOptions::default())
     })
     .await;
-    tokio::spawn(cached.layer.background());
-    for _ in 0..500 {
-        if cached.layer.cache_status().unwrap().listening {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    cached.listen().await;
     ask(&cached, "", Some(&token), &[]).await; // fills the cache
     let before = cached.statements();
     for _ in 0..10 {
@@ -240,7 +234,8 @@ fn nginx_config(dir: &std::path::Path, port: u16, auth: SocketAddr, upstream: u1
         );
     let d = dir.display();
     format!(
-        "worker_processes 1;\n\
+        // One process (no master), so that killing it leaves no worker behind.
+        "master_process off;\n\
          pid {d}/nginx.pid;\n\
          error_log {d}/error.log warn;\n\
          daemon off;\n\

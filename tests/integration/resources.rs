@@ -153,16 +153,8 @@ async fn cached_scoped_answers_stay_live_across_nodes(_: PgPoolOptions, options:
     };
     let a = app_with(pool().await, cached).await;
     let b = crate::common::counted_app_with(pool().await, cached).await;
-    tokio::spawn(a.layer.background());
-    tokio::spawn(b.layer.background());
-    for node in [&a, &b] {
-        for _ in 0..500 {
-            if node.layer.cache_status().unwrap().listening {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    a.listen().await;
+    b.listen().await;
     a.accounts
         .grant_permission_on(a.bob, "project:read", &project("42"))
         .await

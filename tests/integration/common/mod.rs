@@ -349,6 +349,25 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Starts the layer's background work and waits until its principal cache listens.
+    pub async fn listen(&self) {
+        tokio::spawn(self.layer.background());
+        wait_listening(|| self.layer.cache_status().unwrap()).await;
+    }
+}
+
+/// Waits (at most 5 s) until a principal cache says it listens for changes.
+pub async fn wait_listening(status: impl Fn() -> axum_live_auth::CacheStatus) {
+    for _ in 0..500 {
+        if status().listening {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cache never started listening");
+}
+
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
