@@ -232,9 +232,9 @@ pub(crate) fn app(auth: AuthLayer) -> Router {
 }
 
 /// Creates the demo users unless they exist (a restart keeps whatever the walkthrough changed).
+/// Several nodes may start at once on one database: whichever creates a user seeds its grants.
 pub(crate) async fn seed(accounts: &Accounts) -> Result<(), Error> {
-    if accounts.user_id("alice").await?.is_none() {
-        let alice = accounts.create_user("alice", "alice-password").await?;
+    if let Some(alice) = created(accounts.create_user("alice", "alice-password").await)? {
         accounts.create_role("admin").await?;
         accounts.grant_role_permission("admin", "admin").await?;
         accounts
@@ -242,14 +242,22 @@ pub(crate) async fn seed(accounts: &Accounts) -> Result<(), Error> {
             .await?;
         accounts.assign_role(alice, "admin").await?;
     }
-    if accounts.user_id("bob").await?.is_none() {
-        let bob = accounts.create_user("bob", "bob-password").await?;
+    if let Some(bob) = created(accounts.create_user("bob", "bob-password").await)? {
         accounts.grant_permission(bob, "reports:read").await?;
         accounts
             .grant_permission_on(bob, "project:read", &"project:42".parse()?)
             .await?;
     }
     Ok(())
+}
+
+/// The new user, or `None` if the name was taken already.
+fn created(result: Result<UserId, Error>) -> Result<Option<UserId>, Error> {
+    match result {
+        Ok(user) => Ok(Some(user)),
+        Err(Error::UsernameTaken) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Public. `Option<CurrentUser>` is `None` for anonymous requests instead of refusing them.
