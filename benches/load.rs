@@ -1,11 +1,13 @@
 //! Load benchmark: `GET /me` (the current user's id and permissions as JSON) over real HTTP on
-//! loopback against one Postgres, under five configurations of the same tiny axum app:
+//! loopback against one Postgres, under six configurations of the same tiny axum app:
 //!
-//! 1. no authentication (a fixed JSON answer);
-//! 2. a stateless HS256 JWT (id and permissions in the claims) verified on every request;
-//!    2b. the same JWT plus one query per request checking that the user is not banned;
-//! 3. this crate, without the principal cache;
-//! 4. this crate with `principal_cache(CacheOptions::default())`.
+//! - (1) no authentication (a fixed JSON answer);
+//! - (2) a stateless HS256 JWT (id and permissions in the claims) verified on every request;
+//! - (2b) the same JWT plus one query per request checking that the user is not banned;
+//! - (2c) the same JWT plus one query per request loading the user's current permissions
+//!   (users joined with the grant tables, `array_agg`): what a JWT app does to be live;
+//! - (3) this crate, without the principal cache;
+//! - (4) this crate with `principal_cache(CacheOptions::default())`.
 //!
 //! The servers run on one tokio runtime and the load generator (raw hyper HTTP/1.1 keep-alive
 //! connections, one user per connection) on another, in this process. The servers are measured
@@ -69,15 +71,17 @@ enum Config {
     NoAuth,
     Jwt,
     JwtBanCheck,
+    JwtPermissions,
     Crate,
     CrateCached,
 }
 
 impl Config {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::NoAuth,
         Self::Jwt,
         Self::JwtBanCheck,
+        Self::JwtPermissions,
         Self::Crate,
         Self::CrateCached,
     ];
@@ -87,6 +91,7 @@ impl Config {
             Self::NoAuth => "1",
             Self::Jwt => "2",
             Self::JwtBanCheck => "2b",
+            Self::JwtPermissions => "2c",
             Self::Crate => "3",
             Self::CrateCached => "4",
         }
@@ -97,6 +102,7 @@ impl Config {
             Self::NoAuth => "no authentication",
             Self::Jwt => "JWT HS256, stateless",
             Self::JwtBanCheck => "JWT + ban-check query",
+            Self::JwtPermissions => "JWT + permissions query",
             Self::Crate => "axum-live-auth",
             Self::CrateCached => "axum-live-auth + cache",
         }
@@ -107,7 +113,10 @@ impl Config {
     }
 
     fn uses_database(self) -> bool {
-        matches!(self, Self::JwtBanCheck | Self::Crate | Self::CrateCached)
+        matches!(
+            self,
+            Self::JwtBanCheck | Self::JwtPermissions | Self::Crate | Self::CrateCached
+        )
     }
 }
 
@@ -129,11 +138,37 @@ struct Claims {
 struct JwtState {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
-    /// Set for (2b): the pool the ban check queries.
-    bans: Option<PgPool>,
+    /// What each request asks the database, if anything.
+    check: Check,
 }
 
-/// (2) and (2b): verify the bearer JWT; for (2b) also check the user is not banned.
+/// The per-request query of a JWT configuration.
+#[derive(Clone)]
+enum Check {
+    /// (2): none.
+    None,
+    /// (2b): is the user still enabled?
+    Ban(PgPool),
+    /// (2c): the user's current permissions (and whether they are enabled), in one query.
+    Permissions(PgPool),
+}
+
+/// (2c)'s query: the user joined with their direct and role grants, aggregated.
+const PERMISSIONS_QUERY: &str = "\
+SELECT u.disabled_at IS NULL,
+       coalesce(array_agg(g.permission ORDER BY g.permission) FILTER (WHERE g.permission IS NOT NULL),
+                '{}')
+  FROM auth_users u
+  LEFT JOIN (SELECT user_id, permission FROM auth_user_permissions
+             UNION
+             SELECT ur.user_id, rp.permission
+               FROM auth_user_roles ur JOIN auth_role_permissions rp ON rp.role_id = ur.role_id) g
+         ON g.user_id = u.id
+ WHERE u.id = $1
+ GROUP BY u.id";
+
+/// (2), (2b), (2c): verify the bearer JWT; for (2b) also check the user is not banned; for (2c)
+/// read their current permissions instead of the token's.
 async fn jwt_me(State(state): State<JwtState>, headers: HeaderMap) -> Result<Json<Me>, StatusCode> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -144,21 +179,33 @@ async fn jwt_me(State(state): State<JwtState>, headers: HeaderMap) -> Result<Jso
         .map_err(|_| StatusCode::UNAUTHORIZED)?
         .claims;
     let id: UserId = claims.sub.parse().map_err(|_| StatusCode::UNAUTHORIZED)?;
-    if let Some(pool) = &state.bans {
-        let enabled: Option<bool> =
-            sqlx::query_scalar("SELECT disabled_at IS NULL FROM auth_users WHERE id = $1")
+    let permissions = match &state.check {
+        Check::None => claims.perms,
+        Check::Ban(pool) => {
+            let enabled: Option<bool> =
+                sqlx::query_scalar("SELECT disabled_at IS NULL FROM auth_users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+            if enabled != Some(true) {
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            claims.perms
+        }
+        Check::Permissions(pool) => {
+            let row: Option<(bool, Vec<String>)> = sqlx::query_as(PERMISSIONS_QUERY)
                 .bind(id)
                 .fetch_optional(pool)
                 .await
                 .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-        if enabled != Some(true) {
-            return Err(StatusCode::UNAUTHORIZED);
+            match row {
+                Some((true, permissions)) => permissions,
+                _ => return Err(StatusCode::UNAUTHORIZED),
+            }
         }
-    }
-    Ok(Json(Me {
-        id,
-        permissions: claims.perms,
-    }))
+    };
+    Ok(Json(Me { id, permissions }))
 }
 
 /// (3) and (4): the crate's current user.
@@ -183,10 +230,10 @@ async fn start(config: Config, db: Option<PgConnectOptions>) -> Server {
         Some(options) if config.uses_database() => Some(common::pool(options).await),
         _ => None,
     };
-    let jwt = |bans: Option<PgPool>| JwtState {
+    let jwt = |check: Check| JwtState {
         key: Arc::new(DecodingKey::from_secret(JWT_SECRET)),
         validation: Arc::new(Validation::new(Algorithm::HS256)),
-        bans,
+        check,
     };
     let mut layer = None;
     let app: Router = match config {
@@ -199,10 +246,13 @@ async fn start(config: Config, db: Option<PgConnectOptions>) -> Server {
         }
         Config::Jwt => Router::new()
             .route("/me", get(jwt_me))
-            .with_state(jwt(None)),
+            .with_state(jwt(Check::None)),
         Config::JwtBanCheck => Router::new()
             .route("/me", get(jwt_me))
-            .with_state(jwt(pool.clone())),
+            .with_state(jwt(Check::Ban(pool.clone().unwrap()))),
+        Config::JwtPermissions => Router::new()
+            .route("/me", get(jwt_me))
+            .with_state(jwt(Check::Permissions(pool.clone().unwrap()))),
         Config::Crate | Config::CrateCached => {
             let builder = AuthLayer::builder(pool.clone().unwrap()).allowed_origin(ORIGIN);
             let builder = if config == Config::CrateCached {
@@ -554,7 +604,7 @@ fn main() {
                 let i = i % users.len();
                 match config {
                     Config::NoAuth => Vec::new(),
-                    Config::Jwt | Config::JwtBanCheck => vec![(
+                    Config::Jwt | Config::JwtBanCheck | Config::JwtPermissions => vec![(
                         header::AUTHORIZATION,
                         HeaderValue::from_str(&format!("Bearer {}", jwts[i])).unwrap(),
                     )],
@@ -896,6 +946,28 @@ fn targets(outcomes: &[Outcome]) -> Vec<(String, bool, String)> {
             plain.cpu_us[2],
             ban.cpu_us[0],
             ban.cpu_us[2],
+        ),
+    ));
+
+    let live = find(outcomes, Config::JwtPermissions);
+    let (paired, paired_min, paired_max) = paired_ratios(plain, live);
+    targets.push((
+        "(3) >= 1.1x the throughput of (2c)".to_owned(),
+        plain.rps() >= 1.1 * live.rps(),
+        format!(
+            "{} vs {} req/s = {:.2}x (per round: median {paired:.2}x, {paired_min:.2}x-\
+             {paired_max:.2}x)",
+            thousands(plain.rps()),
+            thousands(live.rps()),
+            plain.rps() / live.rps(),
+        ),
+    ));
+    targets.push((
+        "(3) server CPU per request <= (2c)'s".to_owned(),
+        plain.cpu_us[0] <= live.cpu_us[0],
+        format!(
+            "{:.1} vs {:.1} us per request in the server; postgres {:.1} vs {:.1} us",
+            plain.cpu_us[0], live.cpu_us[0], plain.cpu_us[2], live.cpu_us[2],
         ),
     ));
 

@@ -9,7 +9,9 @@
 #
 # Scripts: baseline.sql (one-row primary-key lookup), hot.sql (the crate's per-request query,
 # permissions read from auth_users.permissions), union.sql (same query computing permissions
-# from the grant tables on every request). All three pick the session id the same way.
+# from the grant tables on every request), can.sql (CurrentUser::can's scoped-grant check,
+# among 100,000 scoped grants, 1,000 for the user asked about). The first three pick the
+# session id the same way.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,7 +47,10 @@ psql "$BENCH_URL" -qX -v ON_ERROR_STOP=1 -f "$here/seed.sql" >/dev/null
 psql "$BENCH_URL" -AtX -v ON_ERROR_STOP=1 -c \
     "SELECT format('seeded: %s users, %s sessions, %s user_roles, %s user_permissions',
                    (SELECT count(*) FROM auth_users), (SELECT count(*) FROM auth_sessions),
-                   (SELECT count(*) FROM auth_user_roles), (SELECT count(*) FROM auth_user_permissions))"
+                   (SELECT count(*) FROM auth_user_roles), (SELECT count(*) FROM auth_user_permissions))
+         || format(', %s scoped grants, %s scoped roles',
+                   (SELECT count(*) FROM auth_user_resource_permissions),
+                   (SELECT count(*) FROM auth_user_resource_roles))"
 
 wait_rustc() {
     [[ "$WAIT_RUSTC" == 1 ]] || return 0
@@ -57,7 +62,7 @@ wait_rustc() {
     echo "warning: rustc still running, measuring under load" >&2
 }
 
-scripts=(baseline hot union)
+scripts=(baseline hot union can)
 declare -A results
 echo "command: $PGBENCH -h <host> -U <user> -n -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION -f <script>.sql $DB"
 for round in $(seq 1 "$ROUNDS"); do
@@ -77,8 +82,10 @@ median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {print (NR%
 b="$(median <<<"${results[baseline]}")"
 h="$(median <<<"${results[hot]}")"
 u="$(median <<<"${results[union]}")"
-printf 'median tps: baseline %s  hot %s  union %s\n' "$b" "$h" "$u"
-awk -v b="$b" -v h="$h" -v u="$u" 'BEGIN {
+c="$(median <<<"${results[can]}")"
+printf 'median tps: baseline %s  hot %s  union %s  can %s\n' "$b" "$h" "$u" "$c"
+awk -v b="$b" -v h="$h" -v u="$u" -v c="$c" 'BEGIN {
     printf "cost ratio baseline/hot   = %.3f (target <= 1.5)\n", b / h
     printf "cost ratio baseline/union = %.3f\n", b / u
+    printf "cost ratio baseline/can   = %.3f\n", b / c
 }'

@@ -1,4 +1,4 @@
--- Seed data for the pgbench comparison (applied after migrations/20261129000001_auth_init.sql).
+-- Seed data for the pgbench comparison (applied after the crate's migrations).
 -- 10,000 users, 20 roles x 5 permissions, 2 roles + 3 direct permissions per user,
 -- 20,000 live sessions (2 per user), plus the baseline table bench_pk and the id lookup bench_ids.
 \set ON_ERROR_STOP 1
@@ -50,6 +50,20 @@ SELECT substr(translate(encode(sha256(convert_to('sid:' || u.id || ':' || k || '
        '127.0.0.1'
   FROM auth_users u
  CROSS JOIN generate_series(1, 2) AS k;
+
+-- Grants scoped to a resource: 100,000 in all, 1,000 per user for users 1 to 100 (projects
+-- 1 to 1000), half of them direct and half through a role assigned on the project. The
+-- permission is `project.read`: pgbench would read the colon of `project:read` as a variable.
+INSERT INTO auth_roles (name) VALUES ('project-manager');
+INSERT INTO auth_role_permissions (role_id, permission)
+SELECT id, p FROM auth_roles, (VALUES ('project.read'), ('project.write')) v(p)
+ WHERE name = 'project-manager';
+INSERT INTO auth_user_resource_permissions (user_id, permission, resource_type, resource_id)
+SELECT u, 'project.read', 'project', p::text
+  FROM generate_series(1, 100) AS u, generate_series(1, 1000, 2) AS p;
+INSERT INTO auth_user_resource_roles (user_id, role_id, resource_type, resource_id)
+SELECT u, (SELECT id FROM auth_roles WHERE name = 'project-manager'), 'project', p::text
+  FROM generate_series(1, 100) AS u, generate_series(2, 1000, 2) AS p;
 
 -- Baseline: a plain one-row primary-key lookup over the same ids.
 CREATE TABLE bench_pk (id TEXT COLLATE "C" PRIMARY KEY, v BIGINT);
