@@ -105,7 +105,7 @@ pub use crate::{
     resource::Resource,
     routes::{account_routes, forward_auth_routes, token_routes},
     service::{AuthLayer, AuthService},
-    store::{AuthStore, SessionInfo, StoreKind, migrate},
+    store::{AuthStore, IntoAuthStore, Pool, SessionInfo, StoreKind, migrate},
     token::{SessionId, SessionToken},
 };
 
@@ -113,6 +113,10 @@ pub use crate::{
 pub use crate::store::{POSTGRES_MIGRATOR, through_transaction_pooler};
 #[cfg(feature = "sqlite")]
 pub use crate::store::{SQLITE_MIGRATOR, sqlite_connect_options};
+
+/// The sqlx this crate is built on (0.9): pools given to the crate must be of this version.
+/// An app that uses another sqlx for its own queries uses this one for the crate's pool.
+pub use sqlx;
 
 /// A user's id: `auth_users.id`.
 pub type UserId = i64;

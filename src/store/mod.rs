@@ -249,6 +249,76 @@ pub fn through_transaction_pooler(
         .connect_lazy_with(connect.statement_cache_capacity(0))
 }
 
+/// What the crate's entry points take as their database: a Postgres or SQLite pool of sqlx 0.9
+/// (owned or borrowed), or an [`AuthStore`].
+///
+/// ```
+/// fn layer_for(pool: impl axum_live_auth::IntoAuthStore) -> axum_live_auth::AuthLayerBuilder {
+///     axum_live_auth::AuthLayer::builder(pool)
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pool of the sqlx that axum-live-auth is built on",
+    label = "expected an sqlx 0.9 PgPool or SqlitePool",
+    note = "axum-live-auth uses sqlx 0.9; a pool of another sqlx version (0.8, say) is another \
+            type, even with the same name. Depend on sqlx 0.9, or build the pool through the \
+            crate's re-export, `axum_live_auth::sqlx`."
+)]
+pub trait IntoAuthStore {
+    /// The store.
+    fn into_auth_store(self) -> AuthStore;
+}
+
+impl IntoAuthStore for AuthStore {
+    fn into_auth_store(self) -> AuthStore {
+        self
+    }
+}
+
+impl<T> IntoAuthStore for T
+where
+    T: Pool,
+    AuthStore: From<T>,
+{
+    fn into_auth_store(self) -> AuthStore {
+        AuthStore::from(self)
+    }
+}
+
+/// The pools (and references to them) an [`AuthStore`] is made from: sqlx 0.9's `PgPool` and
+/// `SqlitePool`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pool of the sqlx that axum-live-auth is built on",
+    label = "expected an sqlx 0.9 PgPool or SqlitePool",
+    note = "axum-live-auth uses sqlx 0.9; a pool of another sqlx version (0.8, say) is another \
+            type, even with the same name. Depend on sqlx 0.9, or build the pool through the \
+            crate's re-export, `axum_live_auth::sqlx`."
+)]
+pub trait Pool: sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The pools of each store, owned or borrowed.
+macro_rules! pools {
+    ($($feature:literal: $pool:ty;)*) => {$(
+        #[cfg(feature = $feature)]
+        impl sealed::Sealed for $pool {}
+        #[cfg(feature = $feature)]
+        impl Pool for $pool {}
+        #[cfg(feature = $feature)]
+        impl sealed::Sealed for &$pool {}
+        #[cfg(feature = $feature)]
+        impl Pool for &$pool {}
+    )*};
+}
+
+pools! {
+    "postgres": sqlx::PgPool;
+    "sqlite": sqlx::SqlitePool;
+}
+
 #[cfg(feature = "postgres")]
 impl From<sqlx::PgPool> for AuthStore {
     fn from(pool: sqlx::PgPool) -> Self {
@@ -300,8 +370,8 @@ impl From<&sqlx::SqlitePool> for AuthStore {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn migrate(store: impl Into<AuthStore>) -> Result<(), Error> {
-    let store = store.into();
+pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
+    let store = store.into_auth_store();
     match &store.backend {
         #[cfg(feature = "postgres")]
         Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,

@@ -1,0 +1,304 @@
+//! An app as an adopter writes it, from the README's "Use it in your app": its own `projects`
+//! table and migration beside the crate's, state wiring with `FromRef`, sign-up, a login form,
+//! logout, JSON routes guarded by a permission, an admin route that grants, account recovery;
+//! and tests of its own handlers with the testing kit (`cargo test --example adopter`).
+//!
+//! ```text
+//! cargo run --example adopter            # SQLite in adopter.db; DATABASE_URL=postgres://… works too
+//! ```
+//!
+//! The README quotes the parts between `// README: <name>` and `// README: end` lines; a test
+//! checks that they are the same, so the README's snippets cannot rot.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Form, Json, Router,
+    extract::{FromRef, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use axum_live_auth::{
+    Accounts, Auth, AuthLayer, AuthRejection, CurrentUser, Error, Message, Messenger,
+    MessengerError, require_permission, sqlx,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{SqlitePool, sqlite::SqlitePoolOptions};
+
+// README: state
+/// What every handler can ask for: the app's own pool, and the crate's accounts.
+#[derive(Clone)]
+struct AppState {
+    db: SqlitePool,
+    accounts: Accounts,
+}
+
+// `State<Accounts>` in a handler reads the accounts out of the app's state.
+impl FromRef<AppState> for Accounts {
+    fn from_ref(state: &AppState) -> Self {
+        state.accounts.clone()
+    }
+}
+// README: end
+
+// README: setup
+/// The app's router on `pool`: the crate's tables and the app's own in one database.
+async fn build(pool: SqlitePool) -> Result<(Router, AuthLayer), Box<dyn std::error::Error>> {
+    // The crate's migrations keep their own bookkeeping table: both migrators can run.
+    axum_live_auth::migrate(&pool).await?;
+    sqlx::migrate!("examples/adopter_migrations")
+        .run(&pool)
+        .await?;
+
+    let auth = AuthLayer::builder(pool.clone())
+        .allowed_origin("http://localhost:3000")
+        .login_redirect("/login")
+        .messenger(Stdout)
+        .build()?;
+    let state = AppState {
+        db: pool,
+        accounts: auth.accounts(),
+    };
+    let projects = Router::new()
+        .route("/projects", get(list_projects).post(create_project))
+        .route_layer(require_permission("projects:read"));
+    let admin = Router::new()
+        .route("/admin/grant", post(grant))
+        .route_layer(require_permission("admin"));
+    let router = Router::new()
+        .route("/signup", post(signup))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .merge(projects)
+        .merge(admin)
+        .nest("/account", axum_live_auth::account_routes())
+        .with_state(state)
+        .layer(auth.clone());
+    Ok((router, auth))
+}
+// README: end
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = axum_live_auth::sqlite_connect_options("sqlite://adopter.db")?;
+    let pool = SqlitePoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options)
+        .await?;
+    let (app, auth) = build(pool).await?;
+    tokio::spawn(auth.background());
+    // README: serve
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    // With connect info the per-address login limits know each client's address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    // README: end
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+// README: signup
+/// Self-service sign-up: create the user, then log in with the password they chose (throttled
+/// like any login). An admin page that creates users for others calls only `create_user`:
+/// logging in there would end the admin's own session.
+async fn signup(
+    State(accounts): State<Accounts>,
+    auth: Auth,
+    Form(form): Form<Credentials>,
+) -> Result<Redirect, Error> {
+    accounts.create_user(&form.username, &form.password).await?;
+    auth.login_with_password(&form.username, &form.password)
+        .await?;
+    Ok(Redirect::to("/projects"))
+}
+
+/// `None` for a wrong password, an unknown and a disabled user alike.
+async fn login(auth: Auth, Form(form): Form<Credentials>) -> Result<Response, Error> {
+    Ok(
+        match auth
+            .login_with_password(&form.username, &form.password)
+            .await?
+        {
+            Some(_) => Redirect::to("/projects").into_response(),
+            None => AuthRejection::Unauthenticated.into_response(),
+        },
+    )
+}
+
+async fn logout(auth: Auth) -> Result<Redirect, Error> {
+    auth.logout().await?;
+    Ok(Redirect::to("/login"))
+}
+// README: end
+
+#[derive(Serialize, sqlx::FromRow)]
+struct Project {
+    id: i64,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct NewProject {
+    name: String,
+}
+
+// README: handlers
+/// The app's own table, for a user with `projects:read` (the route guard checked it).
+async fn list_projects(State(state): State<AppState>) -> Result<Json<Vec<Project>>, StatusCode> {
+    sqlx::query_as("SELECT id, name FROM projects ORDER BY id")
+        .fetch_all(&state.db)
+        .await
+        .map(Json)
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// Writing needs `projects:write` too, checked in the handler with the live permissions.
+async fn create_project(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Form(form): Form<NewProject>,
+) -> Result<StatusCode, Response> {
+    user.require("projects:write")
+        .map_err(IntoResponse::into_response)?;
+    sqlx::query("INSERT INTO projects (name, owner) VALUES ($1, $2)")
+        .bind(&form.name)
+        .bind(user.id())
+        .execute(&state.db)
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
+    Ok(StatusCode::CREATED)
+}
+// README: end
+
+#[derive(Deserialize)]
+struct Grant {
+    username: String,
+    permission: String,
+}
+
+/// An admin grants a permission; the user has it on their very next request.
+async fn grant(
+    State(accounts): State<Accounts>,
+    Form(form): Form<Grant>,
+) -> Result<StatusCode, Error> {
+    let user = accounts
+        .user_id(&form.username)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    accounts.grant_permission(user, &form.permission).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// README: messenger
+/// Where password-reset and email-verification links go. A real app hands them to its mailer;
+/// this one prints the recipient (never the link: it is a credential).
+struct Stdout;
+
+impl Messenger for Stdout {
+    async fn send(&self, message: Message) -> Result<(), MessengerError> {
+        println!("a {:?} message for {}", message.kind, message.username);
+        Ok(())
+    }
+}
+// README: end
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    // README: testing
+    use axum::{body::Body, http::Request};
+    use axum_live_auth::testing;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn app() -> (Router, AuthLayer) {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        build(pool).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reader_lists_projects_and_cannot_create_one() {
+        let (app, auth) = app().await;
+        let bob = testing::signed_in(&auth, "bob", &["projects:read"])
+            .await
+            .unwrap();
+
+        let listed = app.clone().oneshot(bob.get("/projects")).await.unwrap();
+        assert_eq!(listed.status(), StatusCode::OK);
+        let created = app
+            .oneshot(bob.post_form("/projects", "name=Bridge"))
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_writer_creates_one_and_an_anonymous_request_is_401() {
+        let (app, auth) = app().await;
+        let alice = testing::signed_in(&auth, "alice", &["projects:read", "projects:write"])
+            .await
+            .unwrap();
+        let created = app
+            .clone()
+            .oneshot(alice.post_form("/projects", "name=Bridge"))
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let anonymous = Request::get("/projects").body(Body::empty()).unwrap();
+        let refused = app.oneshot(anonymous).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    // README: end
+
+    #[tokio::test]
+    async fn a_grant_by_an_admin_is_live_on_the_next_request() {
+        let (app, auth) = app().await;
+        let admin = testing::signed_in(&auth, "root", &["admin"]).await.unwrap();
+        let carol = testing::signed_in(&auth, "carol", &[]).await.unwrap();
+        let before = app.clone().oneshot(carol.get("/projects")).await.unwrap();
+        assert_eq!(before.status(), StatusCode::FORBIDDEN);
+        let form = "username=carol&permission=projects:read";
+        let granted = app
+            .clone()
+            .oneshot(admin.post_form("/admin/grant", form))
+            .await
+            .unwrap();
+        assert_eq!(granted.status(), StatusCode::NO_CONTENT);
+        let after = app.oneshot(carol.get("/projects")).await.unwrap();
+        assert_eq!(after.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn sign_up_logs_the_new_user_in_without_touching_other_sessions() {
+        let (app, auth) = app().await;
+        let admin = testing::signed_in(&auth, "root", &["admin"]).await.unwrap();
+        let signup = Request::post("/signup")
+            .header("origin", "http://localhost:3000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("username=dave&password=dave-password"))
+            .unwrap();
+        let reply = app.clone().oneshot(signup).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+        assert!(reply.headers().contains_key("set-cookie"));
+        let still = app.oneshot(admin.get("/account/sessions")).await.unwrap();
+        assert_eq!(
+            still.status(),
+            StatusCode::OK,
+            "the admin's session is untouched"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! The README's adopter snippets are the code of `examples/adopter.rs`, which compiles and whose
+//! tests run: each ```rust block after a `<!-- adopter: name -->` line must be the example's
+//! region between `// README: name` and `// README: end`, so that the README cannot rot.
+
+const README: &str = include_str!("../../README.md");
+const EXAMPLE: &str = include_str!("../../examples/adopter.rs");
+
+/// The example's region `name`, without its marker lines, dedented.
+fn region(name: &str) -> String {
+    let start = EXAMPLE
+        .find(&format!("// README: {name}\n"))
+        .unwrap_or_else(|| panic!("no region {name} in examples/adopter.rs"));
+    let body = &EXAMPLE[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    let end = body.find("// README: end").unwrap();
+    let lines: Vec<&str> = body[..end].lines().collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_owned()
+}
+
+#[test]
+fn the_readme_snippets_are_the_example_code() {
+    let mut checked = 0;
+    for (at, _) in README.match_indices("<!-- adopter: ") {
+        let rest = &README[at + "<!-- adopter: ".len()..];
+        let name = &rest[..rest.find(" -->").unwrap()];
+        let block = &rest[rest.find("```rust\n").unwrap() + "```rust\n".len()..];
+        let block = block[..block.find("```").unwrap()].trim_end();
+        assert_eq!(
+            block,
+            region(name),
+            "README block `{name}` differs from the example"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} README blocks are checked");
+}
