@@ -4,6 +4,7 @@
 
 use std::{
     net::TcpListener,
+    os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -48,7 +49,10 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so that dropping the browser ends Chromium too.
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
+            .env("TMPDIR", env!("CARGO_TARGET_TMPDIR"))
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -65,7 +69,8 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let profile = std::env::temp_dir().join(format!("axum-live-auth-chromium-{port}"));
+        let profile =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-{port}"));
         let mut browser = Self {
             driver,
             port,
@@ -141,8 +146,18 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Ends the WebDriver session: Chromium exits and removes its own temporary files.
+    async fn quit(&self) {
+        self.call("DELETE", &format!("/session/{}", self.session), None)
+            .await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self._profile);
@@ -263,4 +278,5 @@ async fn the_menu_follows_live_permissions_in_a_real_browser(
     browser
         .until("on the login page", "return location.pathname === '/login'")
         .await;
+    browser.quit().await;
 }

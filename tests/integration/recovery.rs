@@ -19,7 +19,7 @@ const ORIGIN: &str = "http://localhost:3000";
 
 /// The quickstart's router with its file messenger writing to a fresh directory.
 async fn quickstart(db: &Db) -> (Router, std::path::PathBuf, AuthLayer) {
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "axum-live-auth-mail-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
