@@ -3,7 +3,6 @@
 //! page leaves for the login form the moment bob is disabled.
 
 use std::{
-    net::TcpListener,
     os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -21,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{
     COOKIE,
-    example::Quickstart,
+    example::{Quickstart, free_port, wait_for_port},
     http::{client, send_from},
 };
 
@@ -44,11 +43,7 @@ impl Browser {
         {
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         // Its own process group, so that dropping the browser ends Chromium too.
         let driver = Command::new(CHROMEDRIVER)
             .process_group(0)
@@ -58,17 +53,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "chromedriver did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_port(port, Duration::from_secs(20)).await;
         let profile =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-{port}"));
         let mut browser = Self {

@@ -2,10 +2,10 @@
 //! its cost at the wire, and a real nginx in front of an upstream that is not this crate.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::common::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, Reply, TestApp, app, app_with, both_stores,
     counted_app_with,
+    example::{free_port, wait_for_port},
     http::{client, send_from, serve},
     login_request, send,
 };
@@ -199,14 +200,6 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 "#;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process killed when dropped.
 struct Process(Child);
 
@@ -271,22 +264,8 @@ async fn start_nginx(dir: &std::path::Path, config: &str, port: u16) -> Option<P
             .spawn()
             .unwrap(),
     );
-    wait_for(port).await;
+    wait_for_port(port, Duration::from_secs(20)).await;
     Some(process)
-}
-
-async fn wait_for(port: u16) {
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "nothing listens on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 fn through(path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Request<Body> {
@@ -317,7 +296,7 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
             .spawn()
             .expect("python3"),
     );
-    wait_for(upstream_port).await;
+    wait_for_port(upstream_port, Duration::from_secs(20)).await;
     let port = free_port();
     let config = nginx_config(&dir, port, auth, upstream_port);
     let Some(_nginx) = start_nginx(&dir, &config, port).await else {

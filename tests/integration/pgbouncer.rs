@@ -3,7 +3,6 @@
 //! connections), and concurrent requests from both nodes over two server connections.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -13,7 +12,10 @@ use futures_util::future::join_all;
 use http::StatusCode;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_with};
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_with,
+    example::{free_port, wait_for_port},
+};
 
 /// PgBouncer on a free loopback port, in front of the test's Postgres; stopped when dropped.
 struct Bouncer {
@@ -28,11 +30,7 @@ impl Bouncer {
         let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .find(|p| std::path::Path::new(p).is_file())?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("axum-live-auth-pgbouncer-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let user = upstream.get_username();
@@ -73,17 +71,7 @@ impl Bouncer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "pgbouncer did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_for_port(port, Duration::from_secs(20)).await;
         Some(Self { process, port, dir })
     }
 

@@ -10,6 +10,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A loopback port nothing listens on (for a program the test starts).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on the loopback `port`, at most `limit`.
+pub async fn wait_for_port(port: u16, limit: Duration) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < limit, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The example's binary, built (or found up to date) once per test run.
 ///
 /// `cargo test` builds examples only when no target is selected, so `cargo test --test
@@ -99,11 +120,7 @@ impl Quickstart {
     /// Starts the quickstart with `env` (`DATABASE_URL`, `AUTH_CACHE`, …) and waits until it
     /// accepts connections.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut command = Command::new(binary("quickstart"));
         command
             .env("PORT", port.to_string())
@@ -114,15 +131,8 @@ impl Quickstart {
             command.env(name, value);
         }
         let child = command.spawn().unwrap();
+        wait_for_port(port, Duration::from_secs(60)).await;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the quickstart did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Self { child, addr }
     }
 
