@@ -960,6 +960,12 @@ async fn sessions(results: Results) {
     for (_, _, _, addr, tokens) in &servers {
         warm(*addr, tokens).await;
     }
+    // The table's working set must fit the server's buffers, as in any deployment of that size.
+    let shared_buffers: String = sqlx::query_scalar("SHOW shared_buffers")
+        .fetch_one(&servers[1].1)
+        .await
+        .unwrap();
+    println!("the server's shared_buffers: {shared_buffers}");
     let mut rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut errors = 0;
     for round in 1..=common::env_u64("BENCH_ROUNDS", 5) {
@@ -1074,6 +1080,7 @@ async fn sessions(results: Results) {
         &results,
         "sessions",
         json!({
+            "shared_buffers": shared_buffers,
             "small": { "sessions": 10_000, "rps": small },
             "big": { "sessions": big_sessions, "users": big_users, "rps": big },
             "purge": { "expired": purged, "secs": purge_secs, "statements": batches, "statement_p50_ms": statement_p50, "statement_p99_ms": statement_p99, "longest_statement_ms": max_statement, "p99_quiet_ms": quiet_p99, "p99_during_ms": during_p99, "lock_wait_samples": waiting, "samples": samples },

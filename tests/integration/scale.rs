@@ -32,14 +32,14 @@ async fn seed_expired(db: &Db, count: u32) {
 }
 
 both_stores! {
-    /// 2 250 expired sessions go in five statements of at most 500 rows; a live session stays.
+    /// 1 100 expired sessions go in five statements of at most 250 rows; a live session stays.
     async fn the_purge_deletes_in_bounded_batches(db: Db) {
         let app = counted_app(db).await;
         let bob = app.login(BOB, BOB_PASSWORD).await;
-        seed_expired(&app.db, 2250).await;
+        seed_expired(&app.db, 1100).await;
         let before = app.statements();
-        assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 2250);
-        // Five batches (4 × 500, then 250), then the login counters and the spent tokens.
+        assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 1100);
+        // Five batches (4 × 250, then 100), then the login counters and the spent tokens.
         assert_eq!(app.statements() - before, 5 + 2);
         assert_eq!(app.sessions().await, 1);
         assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
