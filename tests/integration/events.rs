@@ -178,6 +178,33 @@ both_stores! {
         panic!("closed streams were not released");
     }
 
+    async fn a_node_has_a_bounded_number_of_streams(db: Db) {
+        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 3)).await;
+        tokio::spawn(app.layer.background());
+        wait_until_streams_open(&app).await;
+        // The probe's stream is released once its connection is seen closed.
+        for _ in 0..100 {
+            if app.layer.open_event_streams() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let alice = app.login(ALICE, ALICE_PASSWORD).await;
+        let (one, _) = stream(&app, &bob).await;
+        let (two, _) = stream(&app, &bob).await;
+        let (three, _) = stream(&app, &alice).await;
+        let (four, _) = stream(&app, &alice).await;
+        assert_eq!(
+            (one.status, two.status, three.status),
+            (StatusCode::OK, StatusCode::OK, StatusCode::OK)
+        );
+        // Alice's session is under its own cap; the node is full.
+        assert_eq!(four.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(four.headers.contains_key(header::RETRY_AFTER));
+        assert_eq!(app.layer.open_event_streams(), 3);
+    }
+
     async fn a_stream_needs_a_session(db: Db) {
         let app = events_app(db).await;
         let server = serve(app.router.clone()).await;
