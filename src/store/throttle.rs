@@ -18,12 +18,16 @@ use crate::{Error, UserId};
 /// with $4 failures in its current window of length $3, or a user row still blocked. A user
 /// row's block after $5 free failures is $6 × 2^(failures − $5 + 1), at most $7. Returns a row
 /// exactly when the attempt may go on.
+///
+/// A row that does not block keeps a `blocked_until` in the past (never `now()`): a concurrent
+/// reservation that waited for this one's row lock compares with its own `now()`, its
+/// transaction's start, which may be earlier, and must not be refused for it.
 const RESERVE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_login_attempts AS a
        (kind, key, failures, window_start, last_failure_at, blocked_until)
 VALUES ($1, $2, 1, now(), now(),
-        CASE WHEN $1 = 'user' AND $5 <= 1 THEN now() + LEAST($6 * 2, $7) ELSE now() END)
+        CASE WHEN $1 = 'user' AND $5 <= 1 THEN now() + LEAST($6 * 2, $7) ELSE '-infinity' END)
 ON CONFLICT (kind, key) DO UPDATE
    SET failures = CASE WHEN a.kind <> 'user' AND a.window_start <= now() - $3
                        THEN 1 ELSE a.failures + 1 END,
@@ -32,7 +36,7 @@ ON CONFLICT (kind, key) DO UPDATE
        last_failure_at = now(),
        blocked_until = CASE WHEN a.kind = 'user' AND a.failures + 1 >= $5
                             THEN now() + LEAST($6 * (1::bigint << LEAST(a.failures + 2 - $5, 40)::int), $7)
-                            ELSE now() END
+                            ELSE a.blocked_until END
  WHERE (a.kind <> 'user' AND (a.window_start <= now() - $3 OR a.failures < $4))
     OR (a.kind = 'user' AND a.blocked_until <= now())
 RETURNING 1",
@@ -40,7 +44,7 @@ RETURNING 1",
 INSERT INTO auth_login_attempts AS a
        (kind, key, failures, window_start, last_failure_at, blocked_until)
 SELECT $1, $2, 1, n.now, n.now,
-       CASE WHEN $1 = 'user' AND $5 <= 1 THEN n.now + min($6 * 2, $7) ELSE n.now END
+       CASE WHEN $1 = 'user' AND $5 <= 1 THEN n.now + min($6 * 2, $7) ELSE 0 END
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
  WHERE true
 ON CONFLICT (kind, key) DO UPDATE
@@ -52,7 +56,7 @@ ON CONFLICT (kind, key) DO UPDATE
        blocked_until = CASE WHEN a.kind = 'user' AND a.failures + 1 >= $5
                             THEN excluded.last_failure_at
                                  + min($6 * (1 << min(a.failures + 2 - $5, 40)), $7)
-                            ELSE excluded.last_failure_at END
+                            ELSE a.blocked_until END
  WHERE (a.kind <> 'user' AND (a.window_start <= excluded.window_start - $3 OR a.failures < $4))
     OR (a.kind = 'user' AND a.blocked_until <= excluded.last_failure_at)
 RETURNING 1",

@@ -317,6 +317,40 @@ async fn a_spelling_the_database_folds_to_a_user_counts_against_that_user(pool: 
     );
 }
 
+/// Right passwords of one account arriving together, within its limits, all log in: a
+/// reservation is never refused because another one that started later committed first. A
+/// transaction pooler's pool makes that interleaving common (each checkout is a transaction,
+/// and `now()` is its start), so the test runs on such a pool as well as on a plain one.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn concurrent_logins_within_the_limits_all_succeed(
+    _: sqlx::postgres::PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let pools = [
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect_lazy_with(options.clone()),
+        axum_live_auth::through_transaction_pooler(
+            sqlx::postgres::PgPoolOptions::new().max_connections(16),
+            options,
+        ),
+    ];
+    for (pool, name) in pools.into_iter().zip(["plain", "transaction pooler"]) {
+        let app = app_with(pool, |b| {
+            b.login_backoff(1000, Duration::from_secs(1))
+                .password_hashing(4, 64)
+        })
+        .await;
+        for _ in 0..3 {
+            let replies = burst(&app, 40, BOB, client, |_| BOB_PASSWORD.to_owned()).await;
+            assert!(
+                replies.iter().all(|s| *s == StatusCode::SEE_OTHER),
+                "{name} pool: {replies:?}"
+            );
+        }
+    }
+}
+
 /// A pool with no free connection answers 503 quickly instead of holding the request for
 /// sqlx's 30-second acquire timeout.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
