@@ -159,16 +159,20 @@ async fn connect(
         let options = PgPoolOptions::new()
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(2));
-        let pool = if listen_pool.is_some() {
-            // DATABASE_URL is PgBouncer in transaction mode: each checkout in one transaction,
-            // no prepared statement left for another client (see the crate's docs).
-            axum_live_auth::through_transaction_pooler(options, url.parse()?)
+        let store = if listen_pool.is_some() {
+            // DATABASE_URL is PgBouncer in transaction mode: each statement in a transaction of
+            // its own, no prepared statement left for another client (see the crate's docs).
+            axum_live_auth::through_transaction_pooler(options, url.parse()?).into()
         } else {
-            options.connect(url).await.map_err(|error| {
-                format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
-            })?
+            options
+                .connect(url)
+                .await
+                .map_err(|error| {
+                    format!("cannot connect to DATABASE_URL ({error}); is Postgres running?")
+                })?
+                .into()
         };
-        Ok((pool.into(), listen_pool))
+        Ok((store, listen_pool))
     } else if url.starts_with("sqlite:") {
         tracing::info!(
             url,

@@ -110,7 +110,7 @@ pub use crate::{
 };
 
 #[cfg(feature = "postgres")]
-pub use crate::store::{POSTGRES_MIGRATOR, through_transaction_pooler};
+pub use crate::store::{POSTGRES_MIGRATOR, ThroughPooler, through_transaction_pooler};
 #[cfg(feature = "sqlite")]
 pub use crate::store::{SQLITE_MIGRATOR, sqlite_connect_options};
 

@@ -148,7 +148,8 @@ async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &Session
             None => shared.store.connection().await?,
         };
         conn.touch(token.id(), config.idle_timeout, config.touch_interval)
-            .await
+            .await?;
+        conn.finish().await
     };
     if let Err(error) = bounded(config.lookup_timeout, write).await {
         tracing::warn!(

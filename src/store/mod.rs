@@ -9,6 +9,8 @@
 //! [`types`](self::types), which encode and decode for both.
 
 mod grants;
+#[cfg(feature = "postgres")]
+mod pooler;
 mod sessions;
 mod throttle;
 mod tokens;
@@ -22,6 +24,10 @@ use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 
+#[cfg(feature = "postgres")]
+pub(crate) use self::pooler::PgStore;
+#[cfg(feature = "postgres")]
+pub use self::pooler::{ThroughPooler, through_transaction_pooler};
 pub use self::sessions::SessionInfo;
 pub(crate) use self::{
     grants::{GrantRow, Scope},
@@ -56,7 +62,7 @@ pub struct AuthStore {
 #[derive(Debug, Clone)]
 enum Backend {
     #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
+    Postgres(PgStore),
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::SqlitePool),
 }
@@ -109,6 +115,9 @@ pub(crate) trait OnDatabase<DB> {}
 
 impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::Pool<DB> {}
 impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::pool::PoolConnection<DB> {}
+impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::Transaction<'_, DB> {}
+#[cfg(feature = "postgres")]
+impl OnDatabase<sqlx::Postgres> for PgStore {}
 
 /// Which text of a [`Dialects`] a database takes.
 pub(crate) trait Dialect: sqlx::Database {
@@ -202,53 +211,6 @@ pub fn sqlite_connect_options(url: &str) -> Result<sqlx::sqlite::SqliteConnectOp
         .foreign_keys(true))
 }
 
-/// A Postgres pool whose connections go through PgBouncer (or another pooler) in transaction
-/// mode, safely: sqlx prepares each statement in one round trip and runs it in another, and a
-/// transaction pooler may hand the server connection to another client in between, so every
-/// checkout of this pool runs in one transaction (`BEGIN` when it leaves the pool, `COMMIT` when
-/// it comes back), which keeps the server connection for the whole checkout; prepared statements
-/// are not cached (`statement_cache_capacity(0)`) and are deallocated at each `BEGIN`, so that
-/// no client finds another's. Costs: two more round trips per checkout (the `COMMIT` is sent after
-/// the response). The node's listener needs a direct connection: see
-/// [`listen_pool`](crate::AuthLayerBuilder::listen_pool).
-///
-/// PgBouncer 1.21 and later can track prepared statements itself (`max_prepared_statements`);
-/// this pool works with every version.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-///
-/// let through_bouncer: PgConnectOptions = "postgres://app@pgbouncer:6432/app".parse()?;
-/// let requests = axum_live_auth::through_transaction_pooler(
-///     PgPoolOptions::new().max_connections(20),
-///     through_bouncer,
-/// );
-/// let direct = sqlx::PgPool::connect_lazy("postgres://app@db:5432/app")?;
-/// let auth = axum_live_auth::AuthLayer::builder(requests)
-///     .allowed_origin("https://app.example.com")
-///     .listen_pool(direct)
-///     .build()?;
-/// # let _ = auth; Ok(())
-/// # }
-/// ```
-#[cfg(feature = "postgres")]
-pub fn through_transaction_pooler(
-    pool: sqlx::postgres::PgPoolOptions,
-    connect: sqlx::postgres::PgConnectOptions,
-) -> sqlx::PgPool {
-    use sqlx::Executor as _;
-    const BEGIN: &str = "BEGIN; DEALLOCATE ALL";
-    pool.test_before_acquire(false)
-        .after_connect(|conn, _| Box::pin(async move { conn.execute(BEGIN).await.map(drop) }))
-        .before_acquire(|conn, _| Box::pin(async move { conn.execute(BEGIN).await.map(|_| true) }))
-        .after_release(|conn, _| {
-            Box::pin(async move { conn.execute("COMMIT").await.map(|_| true) })
-        })
-        .connect_lazy_with(connect.statement_cache_capacity(0))
-}
-
 /// What the crate's entry points take as their database: a Postgres or SQLite pool of sqlx 0.9
 /// (owned or borrowed), or an [`AuthStore`].
 ///
@@ -286,7 +248,7 @@ where
 }
 
 /// The pools (and references to them) an [`AuthStore`] is made from: sqlx 0.9's `PgPool` and
-/// `SqlitePool`.
+/// `SqlitePool`, and a `ThroughPooler` (feature `postgres`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a pool of the sqlx that axum-live-auth is built on",
     label = "expected an sqlx 0.9 PgPool or SqlitePool",
@@ -316,6 +278,7 @@ macro_rules! pools {
 
 pools! {
     "postgres": sqlx::PgPool;
+    "postgres": ThroughPooler;
     "sqlite": sqlx::SqlitePool;
 }
 
@@ -323,8 +286,24 @@ pools! {
 impl From<sqlx::PgPool> for AuthStore {
     fn from(pool: sqlx::PgPool) -> Self {
         Self {
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres(pool.into()),
         }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<ThroughPooler> for AuthStore {
+    fn from(pool: ThroughPooler) -> Self {
+        Self {
+            backend: Backend::Postgres(pool.into()),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<&ThroughPooler> for AuthStore {
+    fn from(pool: &ThroughPooler) -> Self {
+        Self::from(pool.clone())
     }
 }
 
@@ -374,7 +353,7 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
     let store = store.into_auth_store();
     match &store.backend {
         #[cfg(feature = "postgres")]
-        Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        Backend::Postgres(store) => POSTGRES_MIGRATOR.run(&store.pool).await?,
         #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
     }
@@ -396,7 +375,7 @@ impl AuthStore {
     #[cfg(feature = "postgres")]
     pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.backend {
-            Backend::Postgres(pool) => Some(pool),
+            Backend::Postgres(store) => Some(&store.pool),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => None,
         }
@@ -407,7 +386,7 @@ impl AuthStore {
     pub(crate) fn pings_on_checkout(&self) -> bool {
         match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => pool.options().get_test_before_acquire(),
+            Backend::Postgres(store) => store.pool.options().get_test_before_acquire(),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => false,
         }

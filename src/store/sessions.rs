@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{
-    AuthStore, BEGIN, Dialects, on_pool,
+    AuthStore, BEGIN, Backend, Dialects, on_pool,
     types::{Names, Span, Timestamp},
 };
 use crate::{Error, SessionId, UserId};
@@ -274,6 +274,10 @@ pub(crate) enum Created {
 pub(crate) enum RequestConnection {
     #[cfg(feature = "postgres")]
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// Through a transaction pooler: the request's statements in one transaction, which keeps
+    /// the server connection; committed by [`finish`](Self::finish), rolled back if dropped.
+    #[cfg(feature = "postgres")]
+    PostgresPinned(sqlx::Transaction<'static, sqlx::Postgres>),
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
@@ -284,6 +288,8 @@ macro_rules! on_connection {
         match $connection {
             #[cfg(feature = "postgres")]
             RequestConnection::Postgres($conn) => $body,
+            #[cfg(feature = "postgres")]
+            RequestConnection::PostgresPinned($conn) => $body,
             #[cfg(feature = "sqlite")]
             RequestConnection::Sqlite($conn) => $body,
         }
@@ -321,15 +327,35 @@ impl RequestConnection {
                 .map(drop)
         })
     }
+
+    /// Ends the request's use of the connection: through a pooler, commits its transaction, so
+    /// that a touch is written; otherwise there is nothing to do.
+    pub(crate) async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::PostgresPinned(transaction) => transaction.commit().await,
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
+        }
+    }
 }
 
 impl AuthStore {
     /// A connection for the statements of one request.
     pub(crate) async fn connection(&self) -> Result<RequestConnection, sqlx::Error> {
         // sqlx's checkout future is several KiB: boxed, a request's future stays small.
-        Ok(on_pool!(self, |pool| Box::pin(pool.acquire())
-            .await?
-            .into()))
+        Ok(match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) if store.pooled() => {
+                RequestConnection::PostgresPinned(Box::pin(store.pinned()).await?)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) => {
+                RequestConnection::Postgres(Box::pin(store.pool.acquire()).await?)
+            }
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => RequestConnection::Sqlite(Box::pin(pool.acquire()).await?),
+        })
     }
 
     /// Inserts a session and ends the user's least recently used ones beyond the cap, in one
@@ -475,19 +501,5 @@ impl AuthStore {
                 .fetch_all(pool)
                 .await?
         }))
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl From<sqlx::pool::PoolConnection<sqlx::Postgres>> for RequestConnection {
-    fn from(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) -> Self {
-        Self::Postgres(conn)
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl From<sqlx::pool::PoolConnection<sqlx::Sqlite>> for RequestConnection {
-    fn from(conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Self {
-        Self::Sqlite(conn)
     }
 }

@@ -11,12 +11,13 @@ use axum::{
     body::Body,
     http::{Request, StatusCode, header},
 };
+use axum_live_auth::AuthStore;
 use futures_util::future::join_all;
 
 use crate::{
     account::Logs,
     common::{
-        BOB, BOB_PASSWORD, COOKIE, TestApp, app_with, both_stores,
+        BOB, BOB_PASSWORD, COOKIE, TestApp, app_on, app_with, both_stores,
         example::Quickstart,
         http::{client, send_from, serve},
         login_request,
@@ -326,17 +327,19 @@ async fn concurrent_logins_within_the_limits_all_succeed(
     _: sqlx::postgres::PgPoolOptions,
     options: sqlx::postgres::PgConnectOptions,
 ) {
-    let pools = [
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(16)
-            .connect_lazy_with(options.clone()),
-        axum_live_auth::through_transaction_pooler(
-            sqlx::postgres::PgPoolOptions::new().max_connections(16),
-            options,
-        ),
+    let plain = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .connect_lazy_with(options.clone());
+    let pooled = axum_live_auth::through_transaction_pooler(
+        sqlx::postgres::PgPoolOptions::new().max_connections(16),
+        options,
+    );
+    let stores = [
+        ("plain", AuthStore::from(&plain)),
+        ("transaction pooler", pooled.into()),
     ];
-    for (pool, name) in pools.into_iter().zip(["plain", "transaction pooler"]) {
-        let app = app_with(pool, |b| {
+    for (name, store) in stores {
+        let app = app_on(plain.clone().into(), store, |b| {
             b.login_backoff(1000, Duration::from_secs(1))
                 .password_hashing(4, 64)
         })

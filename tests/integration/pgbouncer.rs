@@ -13,7 +13,7 @@ use http::StatusCode;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_with,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_on,
     example::{free_port, wait_for_port},
 };
 
@@ -95,7 +95,7 @@ async fn node(bouncer: &Bouncer, upstream: &PgConnectOptions) -> TestApp {
         bouncer.options(upstream),
     );
     let direct = PgPoolOptions::new().connect_lazy_with(upstream.clone());
-    let app = app_with(requests, |b| {
+    let app = app_on(direct.clone().into(), requests.into(), |b| {
         b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
             .listen_pool(direct)
             // Concurrent logins of one account below: not this test's business to throttle.
@@ -164,4 +164,34 @@ async fn the_core_holds_through_pgbouncer_in_transaction_mode(
     until(&a, "/reports", &bob, StatusCode::FORBIDDEN).await;
     b.accounts.disable_user(b.alice).await.unwrap();
     until(&a, "/me", &alice, StatusCode::UNAUTHORIZED).await;
+}
+
+/// A change made through the pooler's store is committed when the call returns: the next
+/// statement, on another connection, sees it. (When the `COMMIT` went out only as the connection
+/// went back to the pool, a role just created was often not there yet for the grant that
+/// followed.) Against Postgres directly: the property is the store's, not PgBouncer's.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_change_through_the_pooler_is_committed_when_the_call_returns(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let accounts = axum_live_auth::Accounts::new(axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new().max_connections(4),
+        options.clone(),
+    ));
+    let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
+    for i in 0..100 {
+        let role = format!("role{i}");
+        accounts.create_role(&role).await.unwrap();
+        accounts.grant_role_permission(&role, "p").await.unwrap();
+        let granted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM auth_role_permissions p JOIN auth_roles r ON r.id = p.role_id
+              WHERE r.name = $1",
+        )
+        .bind(&role)
+        .fetch_one(&direct)
+        .await
+        .unwrap();
+        assert_eq!(granted, 1, "{role}");
+    }
 }

@@ -115,6 +115,16 @@ pub async fn app_with(
 ) -> TestApp {
     let db = db.into();
     let store = db.store();
+    app_on(db, store, configure).await
+}
+
+/// [`app_with`] whose layer uses `store` (a pool through a pooler, say), while the test's own
+/// queries use `db`.
+pub async fn app_on(
+    db: Db,
+    store: axum_live_auth::AuthStore,
+    configure: impl FnOnce(AuthLayerBuilder) -> AuthLayerBuilder,
+) -> TestApp {
     let accounts = Accounts::new(store.clone());
     let (alice, bob) = seed(&accounts).await;
     let layer = configure(AuthLayer::builder(store.clone()).allowed_origin(ORIGIN))

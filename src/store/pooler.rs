@@ -1,0 +1,176 @@
+//! Postgres through a transaction pooler (PgBouncer in transaction mode): where each statement
+//! keeps one server connection for all its round trips, and is committed before it returns.
+
+use futures_util::{StreamExt as _, TryStreamExt as _, future::BoxFuture, stream::BoxStream};
+use sqlx::{
+    Either, Execute, Executor, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow},
+};
+
+/// Opens the transaction that pins a server connection, and drops whatever prepared statements
+/// an earlier client left on it (sqlx names its statements `sqlx_s_1`, `sqlx_s_2`, … on every
+/// client connection, so they would collide).
+const PINNED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
+
+/// The store's Postgres pool, and whether it goes through a transaction pooler.
+///
+/// As an [`Executor`] it runs a statement on the pool as it is, or, through a pooler, in a
+/// transaction of its own: `BEGIN` keeps the server connection for the statement's two round
+/// trips (sqlx prepares, then executes), and the `COMMIT` is awaited, so the change is visible
+/// to the next statement, on any connection, when the call returns, and a failed commit is the
+/// call's error.
+#[derive(Debug, Clone)]
+pub(crate) struct PgStore {
+    pub(crate) pool: PgPool,
+    pooled: bool,
+}
+
+impl PgStore {
+    /// A transaction, starting with `statement` (through a pooler: one that also pins).
+    pub(crate) async fn begin_with(
+        &self,
+        statement: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool
+            .begin_with(if self.pooled { PINNED_BEGIN } else { statement })
+            .await
+    }
+
+    /// Whether statements must be pinned in a transaction of their own.
+    pub(crate) fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// A transaction that pins a server connection.
+    pub(crate) async fn pinned(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin_with(PINNED_BEGIN).await
+    }
+}
+
+impl From<PgPool> for PgStore {
+    fn from(pool: PgPool) -> Self {
+        Self {
+            pool,
+            pooled: false,
+        }
+    }
+}
+
+impl From<ThroughPooler> for PgStore {
+    fn from(pooled: ThroughPooler) -> Self {
+        Self {
+            pool: pooled.0,
+            pooled: true,
+        }
+    }
+}
+
+impl<'p> Executor<'p> for &'_ PgStore {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if !self.pooled {
+            return (&self.pool).fetch_many(query);
+        }
+        let store = self.clone();
+        let results = async move {
+            let mut tx = store.pinned().await?;
+            let results: Vec<_> = (&mut *tx).fetch_many(query).try_collect().await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(futures_util::stream::iter(results.into_iter().map(Ok)))
+        };
+        futures_util::stream::once(results).try_flatten().boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if !self.pooled {
+            return (&self.pool).fetch_optional(query);
+        }
+        let store = self.clone();
+        Box::pin(async move {
+            let mut tx = store.pinned().await?;
+            let row = (&mut *tx).fetch_optional(query).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [sqlx::postgres::PgTypeInfo],
+    ) -> BoxFuture<'e, Result<sqlx::postgres::PgStatement, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        let pool = self.pool.clone();
+        Box::pin(async move { (&pool).prepare_with(sql, parameters).await })
+    }
+
+    fn describe<'e>(
+        self,
+        sql: sqlx::SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
+        let pool = self.pool.clone();
+        Box::pin(async move { (&pool).describe(sql).await })
+    }
+}
+
+/// A Postgres pool whose connections go through PgBouncer (or another pooler) in transaction
+/// mode, made by [`through_transaction_pooler`]; the crate's entry points take it like a pool.
+#[derive(Debug, Clone)]
+pub struct ThroughPooler(PgPool);
+
+/// A Postgres pool whose connections go through PgBouncer (or another pooler) in transaction
+/// mode, safely.
+///
+/// sqlx prepares each statement in one round trip and runs it in another, and a transaction
+/// pooler may hand the server connection to another client in between. So every statement of
+/// the crate on this pool runs in a transaction of its own (`BEGIN` and `COMMIT` around it; a
+/// request's session lookup and touch share one), which keeps the server connection for all its
+/// round trips. The `COMMIT` is awaited before the call returns, so a change (a revoked grant, a
+/// disabled user) is committed when the call says it is done. Prepared statements are not
+/// cached (`statement_cache_capacity(0)`) and are deallocated at each `BEGIN`, so that no client
+/// finds another's. Costs: two more round trips per statement. The node's listener needs a
+/// direct connection ([`listen_pool`](crate::AuthLayerBuilder::listen_pool)), and so do
+/// migrations ([`migrate`](crate::migrate)).
+///
+/// PgBouncer 1.21 and later can track prepared statements itself (`max_prepared_statements`);
+/// this pool works with every version.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+///
+/// let through_bouncer: PgConnectOptions = "postgres://app@pgbouncer:6432/app".parse()?;
+/// let requests = axum_live_auth::through_transaction_pooler(
+///     PgPoolOptions::new().max_connections(20),
+///     through_bouncer,
+/// );
+/// let direct = sqlx::PgPool::connect_lazy("postgres://app@db:5432/app")?;
+/// let auth = axum_live_auth::AuthLayer::builder(requests)
+///     .allowed_origin("https://app.example.com")
+///     .listen_pool(direct)
+///     .build()?;
+/// # let _ = auth; Ok(())
+/// # }
+/// ```
+pub fn through_transaction_pooler(pool: PgPoolOptions, connect: PgConnectOptions) -> ThroughPooler {
+    ThroughPooler(
+        pool.test_before_acquire(false)
+            .connect_lazy_with(connect.statement_cache_capacity(0)),
+    )
+}
