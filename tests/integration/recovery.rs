@@ -100,6 +100,35 @@ fn form_token(link_path: &str) -> String {
 }
 
 both_stores! {
+    /// Eight confirmations of one reset link at once, each with its own new password: exactly
+    /// one wins, and the password is the winner's.
+    async fn a_reset_link_is_spent_once_under_concurrent_use(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let requested = send(&app, post("/account/password-reset", "username=bob", None)).await;
+        assert_eq!(requested.status, StatusCode::ACCEPTED);
+        let token = form_token(&mail(&dir, 1).await.1);
+        let confirms = (0..8).map(|i| {
+            let body = format!("token={token}&new_password=bob-new-password-{i}");
+            send(&app, post("/account/password-reset/confirm", &body, None))
+        });
+        let statuses: Vec<_> = futures_util::future::join_all(confirms)
+            .await
+            .into_iter()
+            .map(|r| r.status)
+            .collect();
+        let won: Vec<_> = (0..8).filter(|&i| statuses[i] == StatusCode::SEE_OTHER).collect();
+        assert_eq!(won.len(), 1, "{statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [StatusCode::SEE_OTHER, StatusCode::BAD_REQUEST].contains(s)),
+            "{statuses:?}"
+        );
+        let winner = format!("bob-new-password-{}", won[0]);
+        let loser = format!("bob-new-password-{}", (won[0] + 1) % 8);
+        assert_eq!(login(&app, "bob", &winner).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(login(&app, "bob", &loser).await.status, StatusCode::UNAUTHORIZED);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn the_reset_flow_end_to_end(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let old = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
