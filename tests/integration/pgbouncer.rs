@@ -195,3 +195,29 @@ async fn a_change_through_the_pooler_is_committed_when_the_call_returns(
         assert_eq!(granted, 1, "{role}");
     }
 }
+
+/// Through the pooler a request's lookup and touch share one transaction, committed after the
+/// touch: the idle deadline moves (a transaction only dropped would roll the touch back).
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_touch_through_the_pooler_is_committed(_: PgPoolOptions, options: PgConnectOptions) {
+    let pooled = axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new().max_connections(4),
+        options.clone(),
+    );
+    let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = app_on(direct.clone().into(), pooled.into(), |b| b).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    // Seen ten minutes ago, idle deadline in twenty: past the touch interval.
+    app.db.age_sessions(600, true).await;
+    let deadline = || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM idle_expires_at - now())::float8 FROM auth_sessions",
+        )
+        .fetch_one(&direct)
+        .await
+        .unwrap()
+    };
+    assert!(deadline().await < 25.0 * 60.0);
+    assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+    assert!(deadline().await > 29.0 * 60.0, "the touch was committed");
+}
