@@ -60,7 +60,9 @@ UPDATE auth_sessions
 /// Inserts a session for an enabled user whose credentials are still those that were checked
 /// ($8, the credential epoch read before the password check; NULL when the app checked them
 /// itself). A colliding id inserts nothing and is retried by the caller with a new token. The
-/// address is bound as text (Postgres casts it to `inet`).
+/// address is bound as text (Postgres casts it to `inet`). On Postgres the user's row stays
+/// locked until the transaction ends, so that logins of one user take turns and each one's
+/// eviction counts the sessions of the others (SQLite's `BEGIN IMMEDIATE` already serializes).
 const CREATE_SESSION: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions
@@ -68,6 +70,7 @@ INSERT INTO auth_sessions
 SELECT $1, $2, u.id, now() + LEAST($4, $5), now() + $5, $6, $7::inet, u.credential_epoch
   FROM auth_users u
  WHERE u.id = $3 AND u.disabled_at IS NULL AND ($8::bigint IS NULL OR u.credential_epoch = $8)
+   FOR NO KEY UPDATE OF u
 ON CONFLICT (id) DO NOTHING
 RETURNING 1",
     sqlite: "\

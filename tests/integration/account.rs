@@ -445,3 +445,30 @@ async fn account_routes_need_a_session() {
         );
     }
 }
+
+/// Six logins of one user at once, with a cap of three, leave three sessions. Each new session
+/// sleeps 200 ms as its transaction commits (a deferred trigger of this test), after it ended
+/// the least recently used ones: the logins' transactions overlap there, and each must still
+/// count the others' sessions.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_session_cap_holds_when_logins_overlap(pool: sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$;
+         CREATE CONSTRAINT TRIGGER slow_insert AFTER INSERT ON auth_sessions
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_insert();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let app = app_with(pool, |b| {
+        // Not this test's business: more than five logins of one account at once.
+        b.max_sessions_per_user(3)
+            .password_hashing(6, 6)
+            .login_backoff(1000, Duration::from_secs(1))
+    })
+    .await;
+    let logins = (0..6).map(|_| app.login(ALICE, ALICE_PASSWORD));
+    futures_util::future::join_all(logins).await;
+    assert_eq!(app.sessions().await, 3);
+}
