@@ -94,15 +94,19 @@ RETURNING id";
 
 /// Copies a live session $1 into a new one $2: same user, creation time, absolute deadline,
 /// credential epoch, user agent and address; a fresh idle deadline; `authenticated_at` now if
-/// $5. The old row is deleted in the same transaction.
+/// $5. The old row is deleted in the same transaction. On Postgres the user's row stays locked
+/// until then, as in [`CREATE_SESSION`], so that a ban or a password reset that ends the user's
+/// sessions cannot miss the copy.
 const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
                            expires_at, authenticated_at, user_agent, ip, credential_epoch)
-SELECT $2, $3, user_id, created_at, now(), LEAST(now() + $4, expires_at), expires_at,
-       CASE WHEN $5 THEN now() ELSE authenticated_at END, user_agent, ip, credential_epoch
-  FROM auth_sessions
- WHERE id = $1 AND expires_at > now() AND idle_expires_at > now()",
+SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), s.expires_at,
+       CASE WHEN $5 THEN now() ELSE s.authenticated_at END, s.user_agent, s.ip, s.credential_epoch
+  FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id
+ WHERE s.id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
+   AND u.disabled_at IS NULL
+   FOR NO KEY UPDATE OF u",
     sqlite: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
                            expires_at, authenticated_at, user_agent, ip, credential_epoch)
@@ -435,10 +439,15 @@ impl AuthStore {
             if copied.rows_affected() != 1 {
                 return Ok(false);
             }
-            sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+            // Only the rotation that ends the old session keeps its copy: a concurrent one
+            // waits here for the first to commit, finds the row gone, and rolls back.
+            let ended = sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
                 .bind(old.as_str())
                 .execute(&mut *tx)
                 .await?;
+            if ended.rows_affected() != 1 {
+                return Ok(false);
+            }
             tx.commit().await?;
             Ok(true)
         })

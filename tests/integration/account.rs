@@ -446,21 +446,26 @@ async fn account_routes_need_a_session() {
     }
 }
 
+/// Holds every commit that inserted a session for `ms`, after the rest of its transaction ran.
+async fn slow_commits(pool: &sqlx::PgPool, ms: u32) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep({ms} / 1000.0); RETURN NEW; END $$;
+         CREATE CONSTRAINT TRIGGER slow_insert AFTER INSERT ON auth_sessions
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_insert();"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// Six logins of one user at once, with a cap of three, leave three sessions. Each new session
 /// sleeps 200 ms as its transaction commits (a deferred trigger of this test), after it ended
 /// the least recently used ones: the logins' transactions overlap there, and each must still
 /// count the others' sessions.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn the_session_cap_holds_when_logins_overlap(pool: sqlx::PgPool) {
-    sqlx::raw_sql(
-        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$;
-         CREATE CONSTRAINT TRIGGER slow_insert AFTER INSERT ON auth_sessions
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_insert();",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    slow_commits(&pool, 200).await;
     let app = app_with(pool, |b| {
         // Not this test's business: more than five logins of one account at once.
         b.max_sessions_per_user(3)
@@ -471,4 +476,68 @@ async fn the_session_cap_holds_when_logins_overlap(pool: sqlx::PgPool) {
     let logins = (0..6).map(|_| app.login(ALICE, ALICE_PASSWORD));
     futures_util::future::join_all(logins).await;
     assert_eq!(app.sessions().await, 3);
+}
+
+/// Six reauthentications of one session at once (each rotates it) leave one successor, not
+/// six: only the rotation that ends the old session may create a new one. As above, a deferred
+/// trigger holds each commit for 200 ms, so that the rotations overlap.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_session_rotated_at_once_many_times_has_one_successor(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| {
+        b.password_hashing(6, 6)
+            .login_backoff(1000, Duration::from_secs(1))
+    })
+    .await;
+    let phone = app.login(ALICE, ALICE_PASSWORD).await;
+    slow_commits(&pool, 200).await;
+    let reauths = (0..6).map(|_| call(&app, "/account/reauth", &phone, "password=alice-password"));
+    let replies = futures_util::future::join_all(reauths).await;
+    let successors: Vec<_> = replies.iter().filter_map(Reply::session_cookie).collect();
+    assert_eq!(
+        successors.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(app.sessions().await, 1);
+    assert_eq!(app.status("/me", &successors[0]).await, StatusCode::OK);
+}
+
+/// A ban that lands while the user's session is being rotated ends the new session too (it
+/// would live on, refused while the user is disabled and valid again once enabled). The
+/// rotation's commit is held for 500 ms; the ban comes in the middle of it.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_ban_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let phone = app.login(ALICE, ALICE_PASSWORD).await;
+    slow_commits(&pool, 500).await;
+    let reauth = call(&app, "/account/reauth", &phone, "password=alice-password");
+    let ban = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        app.accounts.disable_user(app.alice).await.unwrap();
+    };
+    tokio::join!(reauth, ban);
+    assert_eq!(
+        app.sessions().await,
+        0,
+        "every session of a banned user ends"
+    );
+}
+
+/// The same for a login: a ban that lands while the login's session is being created ends it.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_ban_during_a_login_ends_the_new_session_too(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    slow_commits(&pool, 500).await;
+    let login = send(&app.router, login_request(ALICE, ALICE_PASSWORD));
+    let ban = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        app.accounts.disable_user(app.alice).await.unwrap();
+    };
+    tokio::join!(login, ban);
+    assert_eq!(
+        app.sessions().await,
+        0,
+        "every session of a banned user ends"
+    );
 }
