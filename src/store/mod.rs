@@ -352,6 +352,14 @@ impl From<&sqlx::SqlitePool> for AuthStore {
 pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
     let store = store.into_auth_store();
     match &store.backend {
+        // Through a pooler the migrator's statements must share one server connection: one
+        // pinned transaction, each migration a savepoint in it.
+        #[cfg(feature = "postgres")]
+        Backend::Postgres(store) if store.pooled() => {
+            let mut transaction = store.pinned().await?;
+            POSTGRES_MIGRATOR.run(&mut *transaction).await?;
+            transaction.commit().await?;
+        }
         #[cfg(feature = "postgres")]
         Backend::Postgres(store) => POSTGRES_MIGRATOR.run(&store.pool).await?,
         #[cfg(feature = "sqlite")]

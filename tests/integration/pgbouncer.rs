@@ -221,3 +221,48 @@ async fn a_touch_through_the_pooler_is_committed(_: PgPoolOptions, options: PgCo
     assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
     assert!(deadline().await > 29.0 * 60.0, "the touch was committed");
 }
+
+/// The crate's migrations run on a new database through a real PgBouncer (the quickstart does
+/// this when `AUTH_LISTEN_URL` is set): every statement of the migrator in one pinned
+/// transaction.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn migrations_run_through_pgbouncer(_: PgPoolOptions, options: PgConnectOptions) {
+    let Some(bouncer) = Bouncer::start(&options).await else {
+        eprintln!("NOT RUN: pgbouncer is not installed (apt-get install pgbouncer)");
+        return;
+    };
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let fresh = format!("axum_live_auth_migrate_{}", bouncer.port);
+    let create = format!("CREATE DATABASE \"{fresh}\"");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let through = bouncer.options(&options).database(&fresh);
+    let migrated = axum_live_auth::migrate(axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new().max_connections(2),
+        through,
+    ))
+    .await;
+    let direct = PgPoolOptions::new()
+        .connect_with(options.clone().database(&fresh))
+        .await
+        .unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'auth_sessions'",
+    )
+    .fetch_one(&direct)
+    .await
+    .unwrap();
+    direct.close().await;
+    let drop = format!("DROP DATABASE \"{fresh}\" WITH (FORCE)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+        .execute(&pool)
+        .await
+        .unwrap();
+    migrated.unwrap();
+    assert_eq!(tables, 1);
+}
