@@ -357,7 +357,11 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
         #[cfg(feature = "postgres")]
         Backend::Postgres(store) if store.pooled() => {
             let mut transaction = store.pinned().await?;
-            POSTGRES_MIGRATOR.run(&mut *transaction).await?;
+            // `run` takes an `Acquire`, and with a connection its future is not provably `Send`
+            // for every lifetime (nor would `migrate` be): sqlx's `run_direct` is for this.
+            POSTGRES_MIGRATOR
+                .run_direct(None, &mut *transaction, false)
+                .await?;
             transaction.commit().await?;
         }
         #[cfg(feature = "postgres")]

@@ -266,3 +266,14 @@ async fn migrations_run_through_pgbouncer(_: PgPoolOptions, options: PgConnectOp
     migrated.unwrap();
     assert_eq!(tables, 1);
 }
+
+/// `migrate` stays a `Send` future through a pooler too, so that an app can spawn it.
+#[tokio::test]
+async fn migrating_through_a_pooler_is_a_send_future() {
+    fn send<T: Send>(_: T) {}
+    let pooled = axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new(),
+        "postgres://localhost/app".parse().unwrap(),
+    );
+    send(axum_live_auth::migrate(pooled));
+}
