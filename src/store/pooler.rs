@@ -144,8 +144,8 @@ pub struct ThroughPooler(PgPool);
 /// disabled user) is committed when the call says it is done. Prepared statements are not
 /// cached (`statement_cache_capacity(0)`) and are deallocated at each `BEGIN`, so that no client
 /// finds another's. Costs: two more round trips per statement. The node's listener needs a
-/// direct connection ([`listen_pool`](crate::AuthLayerBuilder::listen_pool)), and so do
-/// migrations ([`migrate`](crate::migrate)).
+/// direct connection ([`listen_pool`](crate::AuthLayerBuilder::listen_pool));
+/// [`migrate`](crate::migrate) runs through the pooler, all in one pinned transaction.
 ///
 /// PgBouncer 1.21 and later can track prepared statements itself (`max_prepared_statements`);
 /// this pool works with every version.
