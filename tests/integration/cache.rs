@@ -13,7 +13,7 @@ use sqlx::{
 
 use crate::common::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, Db, ORIGIN, TestApp, app_with, get_with_cookie,
-    router, send,
+    node_pool, router, send,
     statements::{Counter, counted},
     wait_listening,
 };
@@ -24,19 +24,14 @@ fn options() -> CacheOptions {
     CacheOptions::default().max_age(Duration::from_secs(600))
 }
 
-async fn pool(options: &PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .test_before_acquire(false)
-        .connect_with(options.clone())
-        .await
-        .unwrap()
-}
-
 /// Node A (with the test users) and node B, each with its own pool, layer and cache.
 async fn two_nodes(options: &PgConnectOptions) -> (TestApp, Node) {
-    let a = app_with(pool(options).await, |b| b.principal_cache(self::options())).await;
+    let a = app_with(node_pool(options).await, |b| {
+        b.principal_cache(self::options())
+    })
+    .await;
     tokio::spawn(a.layer.background());
-    let b = Node::new(pool(options).await, |b| b).await;
+    let b = Node::new(node_pool(options).await, |b| b).await;
     wait_listening(|| a.layer.cache_status().unwrap()).await;
     wait_listening(|| b.status()).await;
     (a, b)
@@ -229,7 +224,7 @@ async fn memory_stays_within_the_bound_with_many_sessions(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let pool = pool(&options).await;
+    let pool = node_pool(&options).await;
     let b = Node::new(pool.clone(), |builder| {
         builder.principal_cache(
             CacheOptions::default()
@@ -276,7 +271,7 @@ async fn cached_sessions_still_expire_and_are_still_touched(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let pool = pool(&options).await;
+    let pool = node_pool(&options).await;
     let b = Node::new(pool.clone(), |builder| {
         builder
             .idle_timeout(Duration::from_secs(5))
@@ -342,7 +337,7 @@ async fn the_listener_connection_lives_exactly_as_long_as_the_layer(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let pool = pool(&options).await;
+    let pool = node_pool(&options).await;
     let build = || {
         axum_live_auth::AuthLayer::builder(pool.clone())
             .allowed_origin(ORIGIN)

@@ -223,8 +223,9 @@ async fn a_touch_through_the_pooler_is_committed(_: PgPoolOptions, options: PgCo
 }
 
 /// The crate's migrations run on a new database through a real PgBouncer (the quickstart does
-/// this when `AUTH_LISTEN_URL` is set): every statement of the migrator in one pinned
-/// transaction.
+/// this when `AUTH_LISTEN_URL` is set). This does not show that `migrate` must pin its
+/// statements in one transaction: with one client, the bouncer hands it the same server
+/// connection each time, and the migrations pass without the pinning too.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn migrations_run_through_pgbouncer(_: PgPoolOptions, options: PgConnectOptions) {
     let Some(bouncer) = Bouncer::start(&options).await else {

@@ -141,18 +141,11 @@ both_stores! {
 /// (through the API or by plain SQL) is refused on the other node within the cache's latency.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn cached_scoped_answers_stay_live_across_nodes(_: PgPoolOptions, options: PgConnectOptions) {
-    let pool = || async {
-        PgPoolOptions::new()
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .unwrap()
-    };
     let cached = |b: axum_live_auth::AuthLayerBuilder| {
         b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
     };
-    let a = app_with(pool().await, cached).await;
-    let b = crate::common::counted_app_with(pool().await, cached).await;
+    let a = app_with(crate::common::node_pool(&options).await, cached).await;
+    let b = crate::common::counted_app_with(crate::common::node_pool(&options).await, cached).await;
     a.listen().await;
     b.listen().await;
     a.accounts
@@ -175,7 +168,7 @@ async fn cached_scoped_answers_stay_live_across_nodes(_: PgPoolOptions, options:
         "INSERT INTO auth_user_resource_permissions VALUES ($1, 'project:read', 'project', '42')",
     )
     .bind(a.bob)
-    .execute(&pool().await)
+    .execute(&crate::common::node_pool(&options).await)
     .await
     .unwrap();
     assert!(until(&b, &bob, StatusCode::OK).await < Duration::from_secs(1));

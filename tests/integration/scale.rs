@@ -54,21 +54,16 @@ async fn one_change_sends_one_notification_and_the_purge_none(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let pool = || async {
-        PgPoolOptions::new()
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .unwrap()
-    };
     let cached = |b: axum_live_auth::AuthLayerBuilder| {
         b.principal_cache(axum_live_auth::CacheOptions::default())
     };
-    let a = crate::common::app_with(pool().await, cached).await;
-    let b = crate::common::app_with(pool().await, cached).await;
+    let a = crate::common::app_with(crate::common::node_pool(&options).await, cached).await;
+    let b = crate::common::app_with(crate::common::node_pool(&options).await, cached).await;
     a.listen().await;
     b.listen().await;
-    let mut listener = PgListener::connect_with(&pool().await).await.unwrap();
+    let mut listener = PgListener::connect_with(&crate::common::node_pool(&options).await)
+        .await
+        .unwrap();
     listener.listen("axum_live_auth").await.unwrap();
     let mut heard = async || {
         let mut payloads = Vec::new();

@@ -146,6 +146,15 @@ pub async fn app_on(
     }
 }
 
+/// A node's own pool on the test database (no ping on checkout, as a production node).
+pub async fn node_pool(options: &PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .connect_with(options.clone())
+        .await
+        .unwrap()
+}
+
 /// A pool on the same database that never pings on checkout and has one connection, so that
 /// every round trip of a request shows up at the wire, in order.
 pub async fn quiet_pool(options: PgConnectOptions) -> PgPool {
