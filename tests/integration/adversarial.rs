@@ -72,16 +72,15 @@ fn username_allowance(elapsed: Duration) -> usize {
 }
 
 both_stores! {
-    /// 200 logins at once for one username from one address: the per-address limit (10) bounds
-    /// the password checks, and the right password past the limit is refused.
+    /// 200 wrong logins at once for one username from one address: the per-address limit (10)
+    /// bounds the password checks, and the right password past the limit is refused. (The right
+    /// password is not in the burst: when it came among the first ten it rightly logged in and
+    /// gave its attempt back, and the address stayed under its limit.)
     async fn a_burst_from_one_address_runs_no_more_checks_than_its_limit(db: Db) {
         let logs = Logs::default();
         let _guard = tracing::subscriber::set_default(logs.subscriber());
         let app = app_with(db, |b| b).await;
-        let statuses = burst(&app, 200, BOB, |_| client(0), |i| {
-            if i == 199 { BOB_PASSWORD.to_owned() } else { format!("wrong-{i}") }
-        })
-        .await;
+        let statuses = burst(&app, 200, BOB, |_| client(0), |i| format!("wrong-{i}")).await;
         let checks = password_checks(&logs);
         assert!(checks <= 10, "{checks} password checks for a limit of 10: {statuses:?}");
         let after = burst(&app, 1, BOB, |_| client(0), |_| BOB_PASSWORD.to_owned()).await;
