@@ -38,6 +38,7 @@ pub(crate) struct AuthConfig {
     /// Password hashes at once and waiting; `None` for the machine's defaults.
     pub(crate) hashing: Option<(usize, usize)>,
     pub(crate) lookup_timeout: Duration,
+    pub(crate) lookup_connections: usize,
     pub(crate) private_responses: bool,
     pub(crate) clear_site_data: bool,
     pub(crate) streams: StreamSettings,
@@ -94,6 +95,7 @@ impl Default for AuthConfig {
             invalid_token_alert: (50, Duration::from_secs(5 * 60)),
             hashing: None,
             lookup_timeout: Duration::from_secs(2),
+            lookup_connections: 4,
             private_responses: true,
             clear_site_data: true,
             streams: StreamSettings {
@@ -651,6 +653,33 @@ impl AuthLayerBuilder {
     /// ```
     pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
         self.config.lookup_timeout = timeout;
+        self
+    }
+
+    /// How many Postgres connections the layer keeps between requests for their session
+    /// lookups, outside the pool. Default: 4; 0 for none.
+    ///
+    /// sqlx pings every connection that goes back into its pool, a second round trip on every
+    /// request. A lookup that finds a kept connection free uses it and keeps it again
+    /// afterwards: no checkout, no ping. The first lookups take their connection from the pool
+    /// and keep it (the pool may open a replacement), so a node holds up to this many
+    /// connections on top of the pool's. They follow the pool's idle timeout and lifetime, and
+    /// close when the layer is dropped. None are kept through a transaction pooler
+    /// (`through_transaction_pooler`) or on SQLite.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .lookup_connections(8) // a busy node with a large pool
+    ///     .build()?;
+    /// # let _ = auth; Ok(())
+    /// # }
+    /// ```
+    pub fn lookup_connections(mut self, connections: usize) -> Self {
+        self.config.lookup_connections = connections;
         self
     }
 

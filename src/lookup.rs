@@ -93,13 +93,18 @@ async fn resolve(
         security::unknown_session(client, token.id(), "unknown_or_expired");
         return Ok(None);
     };
-    if !token.secret_hash().matches(&entry.secret_hash) {
+    let matches = token.secret_hash().matches(&entry.secret_hash);
+    if matches && entry.claim_touch(now, config.touch_interval) {
+        // Boxed: a touch is rare (once a touch interval), and its state would otherwise
+        // double the size of every request's future.
+        Box::pin(touch(shared, conn, token)).await;
+        entry.touched(now, config.idle_timeout);
+    } else if let Some(conn) = conn {
+        shared.store.release(conn);
+    }
+    if !matches {
         security::unknown_session(client, token.id(), "secret_mismatch");
         return Ok(None);
-    }
-    if entry.claim_touch(now, config.touch_interval) {
-        touch(shared, conn, token).await;
-        entry.touched(now, config.idle_timeout);
     }
     let recent = entry.recently_authenticated(now, config.reauth_window);
     Ok(Some(CurrentUser::new(
@@ -117,7 +122,8 @@ async fn read(
     now: Instant,
 ) -> Result<Option<(Entry, RequestConnection)>, sqlx::Error> {
     let mut conn = shared.store.connection().await?;
-    let Some(row) = conn.lookup(token.id()).await? else {
+    let Some(mut row) = conn.lookup(token.id()).await? else {
+        shared.store.release(conn);
         return Ok(None);
     };
     let deadlines = Deadlines {
@@ -127,7 +133,7 @@ async fn read(
         absolute_left: row.now.until(row.expires_at),
         since_authenticated: row.authenticated_at.until(row.now),
     };
-    let secret_hash = row.secret_hash.clone();
+    let secret_hash = std::mem::take(&mut row.secret_hash);
     let principal = Arc::new(Principal::from_row(row, token.id().clone()));
     let entry = Entry::new(
         secret_hash,
@@ -149,7 +155,7 @@ async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &Session
         };
         conn.touch(token.id(), config.idle_timeout, config.touch_interval)
             .await?;
-        conn.finish().await
+        shared.store.commit(conn).await
     };
     if let Err(error) = bounded(config.lookup_timeout, write).await {
         tracing::warn!(

@@ -46,9 +46,10 @@ pub enum AuthState {
     Unavailable,
 }
 
-/// Where the layer sends anonymous browser page requests, if anywhere: a request extension.
+/// Where the layer sends anonymous browser page requests: a request extension, on anonymous
+/// requests when a login page is configured.
 #[derive(Debug, Clone)]
-pub(crate) struct LoginRedirect(pub(crate) Option<Arc<str>>);
+pub(crate) struct LoginRedirect(pub(crate) Arc<str>);
 
 /// Who a session belongs to and what they may do globally: what the principal cache keeps.
 #[derive(Debug)]
@@ -287,13 +288,12 @@ fn wants_html_page(parts: &Parts) -> bool {
 fn current_user(parts: &Parts) -> Result<&CurrentUser, AuthRejection> {
     match parts.extensions.get::<AuthState>() {
         Some(AuthState::Authenticated(user)) => Ok(user),
-        Some(AuthState::Anonymous) => {
-            let redirect = parts.extensions.get::<LoginRedirect>();
-            match redirect.and_then(|r| r.0.clone()) {
-                Some(path) if wants_html_page(parts) => Err(AuthRejection::LoginRedirect(path)),
-                _ => Err(AuthRejection::Unauthenticated),
+        Some(AuthState::Anonymous) => match parts.extensions.get::<LoginRedirect>() {
+            Some(LoginRedirect(path)) if wants_html_page(parts) => {
+                Err(AuthRejection::LoginRedirect(Arc::clone(path)))
             }
-        }
+            _ => Err(AuthRejection::Unauthenticated),
+        },
         Some(AuthState::Unavailable) => Err(AuthRejection::Unavailable),
         None => Err(AuthRejection::MissingLayer),
     }

@@ -279,15 +279,14 @@ where
             }
 
             let source = credential.source;
-            // Boxed: the lookup's state (a pool checkout, a query) lives on the heap only while
-            // it runs, so this future, boxed and moved on every request, stays small.
-            let (state, cookie) =
-                Box::pin(lookup::authenticate(&shared, credential, &client)).await;
+            let (state, cookie) = lookup::authenticate(&shared, credential, &client).await;
             let authenticated = matches!(state, AuthState::Authenticated(_));
             let auth = Auth::new(Arc::clone(&shared), state.clone(), cookie, client, source);
             let extensions = req.extensions_mut();
+            if let (AuthState::Anonymous, Some(path)) = (&state, &config.login_redirect) {
+                extensions.insert(LoginRedirect(Arc::clone(path)));
+            }
             extensions.insert(state);
-            extensions.insert(LoginRedirect(config.login_redirect.clone()));
             extensions.insert(auth.clone());
 
             let mut response = inner.call(req).await?;

@@ -40,6 +40,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: AuthConfig, store: AuthStore) -> Self {
+        let store = store.keeping_lookup_connections(config.lookup_connections);
         let cache = config
             .cache
             .map(|options| Arc::new(PrincipalCache::new(options)));

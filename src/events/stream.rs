@@ -124,7 +124,7 @@ impl Open {
     /// no longer valid.
     async fn read(&mut self) -> Result<Option<Picture>, sqlx::Error> {
         let store = &self.shared.store;
-        let lookup = async { store.connection().await?.lookup(&self.session).await };
+        let lookup = store.lookup(&self.session);
         let limit = self.shared.config.lookup_timeout;
         let row = tokio::time::timeout(limit, lookup)
             .await

@@ -12,6 +12,8 @@ mod grants;
 #[cfg(feature = "postgres")]
 mod pooler;
 mod sessions;
+#[cfg(feature = "postgres")]
+mod spares;
 mod throttle;
 mod tokens;
 mod types;
@@ -118,6 +120,8 @@ impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::pool::PoolConnection<DB> {}
 impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::Transaction<'_, DB> {}
 #[cfg(feature = "postgres")]
 impl OnDatabase<sqlx::Postgres> for PgStore {}
+#[cfg(feature = "postgres")]
+impl OnDatabase<sqlx::Postgres> for spares::Spare {}
 
 /// Which text of a [`Dialects`] a database takes.
 pub(crate) trait Dialect: sqlx::Database {
@@ -381,6 +385,20 @@ impl AuthStore {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => StoreKind::Sqlite,
         }
+    }
+
+    /// This store, keeping up to `max` Postgres connections between requests for their
+    /// lookups (see [`spares`](self::spares)); not through a transaction pooler, not on SQLite.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut, unused_variables))]
+    pub(crate) fn keeping_lookup_connections(mut self, max: usize) -> Self {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(store) = &mut self.backend
+            && !store.pooled()
+            && max > 0
+        {
+            store.spares = Some(std::sync::Arc::new(spares::Spares::new(max)));
+        }
+        self
     }
 
     /// The Postgres pool, for the node's listener.

@@ -1,11 +1,15 @@
 //! Postgres through a transaction pooler (PgBouncer in transaction mode): where each statement
 //! keeps one server connection for all its round trips, and is committed before it returns.
 
+use std::sync::Arc;
+
 use futures_util::{StreamExt as _, TryStreamExt as _, future::BoxFuture, stream::BoxStream};
 use sqlx::{
     Either, Execute, Executor, Postgres, Transaction,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow},
 };
+
+use super::spares::Spares;
 
 /// Opens the transaction that pins a server connection, and drops whatever prepared statements
 /// an earlier client left on it (sqlx names its statements `sqlx_s_1`, `sqlx_s_2`, … on every
@@ -23,6 +27,9 @@ const PINNED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
 pub(crate) struct PgStore {
     pub(crate) pool: PgPool,
     pooled: bool,
+    /// The connections a layer keeps for its lookups; none through a pooler, nor outside a
+    /// layer.
+    pub(crate) spares: Option<Arc<Spares>>,
 }
 
 impl PgStore {
@@ -52,6 +59,7 @@ impl From<PgPool> for PgStore {
         Self {
             pool,
             pooled: false,
+            spares: None,
         }
     }
 }
@@ -61,6 +69,7 @@ impl From<ThroughPooler> for PgStore {
         Self {
             pool: pooled.0,
             pooled: true,
+            spares: None,
         }
     }
 }

@@ -6,6 +6,8 @@ use std::{net::IpAddr, time::Duration};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+#[cfg(feature = "postgres")]
+use super::PgStore;
 use super::{
     AuthStore, BEGIN, Backend, Dialects, on_pool,
     types::{Names, Span, Timestamp},
@@ -159,7 +161,7 @@ const DELETE_ALL: Dialects = Dialects {
 };
 
 /// What the per-request lookup returns for a live session of an enabled user.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct SessionRow {
     pub(crate) secret_hash: Vec<u8>,
     pub(crate) user_id: UserId,
@@ -175,6 +177,53 @@ pub(crate) struct SessionRow {
     /// The database's clock at the lookup: every deadline is measured against it, never
     /// against the application server's clock.
     pub(crate) now: Timestamp,
+}
+
+/// [`LOOKUP`]'s columns in order. The lookup decodes them by position: by name, each column
+/// costs a search of the row's column names, on every request.
+type LookupColumns = (
+    Vec<u8>,
+    UserId,
+    String,
+    Names,
+    Option<String>,
+    bool,
+    Timestamp,
+    Timestamp,
+    Timestamp,
+    Timestamp,
+    Timestamp,
+);
+
+impl From<LookupColumns> for SessionRow {
+    fn from(columns: LookupColumns) -> Self {
+        let (
+            secret_hash,
+            user_id,
+            username,
+            permissions,
+            email,
+            email_verified,
+            authenticated_at,
+            last_seen_at,
+            idle_expires_at,
+            expires_at,
+            now,
+        ) = columns;
+        Self {
+            secret_hash,
+            user_id,
+            username,
+            permissions,
+            email,
+            email_verified,
+            authenticated_at,
+            last_seen_at,
+            idle_expires_at,
+            expires_at,
+            now,
+        }
+    }
 }
 
 /// One of a user's sessions, as listed to them or to an operator. Never the secret or its
@@ -281,6 +330,9 @@ pub(crate) enum Created {
 pub(crate) enum RequestConnection {
     #[cfg(feature = "postgres")]
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// One the layer keeps between requests (see [`spares`](super::spares)).
+    #[cfg(feature = "postgres")]
+    PostgresKept(super::spares::Spare),
     /// Through a transaction pooler: the request's statements in one transaction, which keeps
     /// the server connection; committed by [`finish`](Self::finish), rolled back if dropped.
     #[cfg(feature = "postgres")]
@@ -296,6 +348,8 @@ macro_rules! on_connection {
             #[cfg(feature = "postgres")]
             RequestConnection::Postgres($conn) => $body,
             #[cfg(feature = "postgres")]
+            RequestConnection::PostgresKept($conn) => $body,
+            #[cfg(feature = "postgres")]
             RequestConnection::PostgresPinned($conn) => $body,
             #[cfg(feature = "sqlite")]
             RequestConnection::Sqlite($conn) => $body,
@@ -309,12 +363,13 @@ impl RequestConnection {
         &mut self,
         id: &SessionId,
     ) -> Result<Option<SessionRow>, sqlx::Error> {
-        on_connection!(self, |conn| {
+        let row: Option<LookupColumns> = on_connection!(self, |conn| {
             sqlx::query_as(LOOKUP.of(conn))
                 .bind(id.as_str())
                 .fetch_optional(&mut **conn)
                 .await
-        })
+        })?;
+        Ok(row.map(SessionRow::from))
     }
 
     /// Pushes the idle deadline forward if the touch interval has passed since the last write.
@@ -334,17 +389,6 @@ impl RequestConnection {
                 .map(drop)
         })
     }
-
-    /// Ends the request's use of the connection: through a pooler, commits its transaction, so
-    /// that a touch is written; otherwise there is nothing to do.
-    pub(crate) async fn finish(self) -> Result<(), sqlx::Error> {
-        match self {
-            #[cfg(feature = "postgres")]
-            Self::PostgresPinned(transaction) => transaction.commit().await,
-            #[allow(unreachable_patterns)]
-            _ => Ok(()),
-        }
-    }
 }
 
 impl AuthStore {
@@ -358,11 +402,63 @@ impl AuthStore {
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) => {
-                RequestConnection::Postgres(Box::pin(store.pool.acquire()).await?)
+                match store.spares.as_ref().and_then(|s| s.take(&store.pool)) {
+                    Some(kept) => RequestConnection::PostgresKept(kept),
+                    None => RequestConnection::Postgres(Box::pin(store.pool.acquire()).await?),
+                }
             }
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => RequestConnection::Sqlite(Box::pin(pool.acquire()).await?),
         })
+    }
+
+    /// Ends a request's use of its connection once its statements completed: keeps it for a
+    /// later request (see [`spares`](super::spares)) or lets it go back to the pool. A pinned
+    /// transaction is rolled back: it only read (a touch [`commit`](Self::commit)s its own).
+    pub(crate) fn release(&self, conn: RequestConnection) {
+        match (&self.backend, conn) {
+            #[cfg(feature = "postgres")]
+            (
+                Backend::Postgres(PgStore {
+                    spares: Some(spares),
+                    pool,
+                    ..
+                }),
+                RequestConnection::PostgresKept(kept),
+            ) => spares.put_back(kept, pool),
+            #[cfg(feature = "postgres")]
+            (
+                Backend::Postgres(PgStore {
+                    spares: Some(spares),
+                    pool,
+                    ..
+                }),
+                RequestConnection::Postgres(conn),
+            ) => spares.adopt(conn, pool),
+            // Back into its pool when dropped (a pinned transaction rolls back).
+            _ => {}
+        }
+    }
+
+    /// Ends a request's use of its connection after a write: commits a pinned transaction,
+    /// otherwise as [`release`](Self::release).
+    pub(crate) async fn commit(&self, conn: RequestConnection) -> Result<(), sqlx::Error> {
+        match conn {
+            #[cfg(feature = "postgres")]
+            RequestConnection::PostgresPinned(transaction) => transaction.commit().await,
+            conn => {
+                self.release(conn);
+                Ok(())
+            }
+        }
+    }
+
+    /// The session, its user and their permissions, if it is live: one round trip.
+    pub(crate) async fn lookup(&self, id: &SessionId) -> Result<Option<SessionRow>, sqlx::Error> {
+        let mut conn = self.connection().await?;
+        let row = conn.lookup(id).await?;
+        self.release(conn);
+        Ok(row)
     }
 
     /// Inserts a session and ends the user's least recently used ones beyond the cap, in one

@@ -5,7 +5,7 @@ use http::{HeaderValue, StatusCode, header};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, Reply, TestApp, app, both_stores,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, Reply, TestApp, app, app_with, both_stores,
     counted_app, get_with_cookie, quiet_pool, send,
     wire::{RoundTrips, Seen},
 };
@@ -174,16 +174,32 @@ async fn one_round_trip_per_authenticated_request_at_the_wire(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
+    // The lookup's connection is kept by the layer for the next request: no release ping.
+    assert_round_trips(options, 1, 0).await;
+}
+
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn without_kept_connections_sqlx_pings_on_release(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    assert_round_trips(options, 0, 1).await;
+}
+
+/// Round trips of each kind of request, with `kept` lookup connections: no cookie or a malformed
+/// one, none; a lookup, one statement and `release_pings`; a due touch, two statements sharing
+/// one checkout.
+async fn assert_round_trips(options: PgConnectOptions, kept: usize, release_pings: usize) {
     let (trips, proxied) = RoundTrips::proxy(&options).await;
-    let app = app(quiet_pool(proxied).await).await;
+    let app = app_with(quiet_pool(proxied).await, |b| b.lookup_connections(kept)).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     warm_up(&app, &token).await;
 
     // One statement on the request path; no ping when the connection leaves the pool; sqlx's
-    // own ping when it goes back.
+    // own ping when it goes back, unless the layer keeps it.
     let one = Seen {
         statements: 1,
-        pings: 1,
+        pings: release_pings,
     };
     let none = Seen {
         statements: 0,
@@ -202,10 +218,16 @@ async fn one_round_trip_per_authenticated_request_at_the_wire(
         let (n, reply) = round_trips(&trips, &app, get_with_cookie(path, &token)).await;
         assert_eq!((n, reply.status), (one, StatusCode::OK), "{path}");
     }
+    // Refused lookups keep their connection too: unknown tokens cannot churn connections.
     let (n, reply) = round_trips(&trips, &app, get_with_cookie("/me", &wrong_secret(&token))).await;
     assert_eq!((n, reply.status), (one, StatusCode::UNAUTHORIZED));
+    let unknown = axum_live_auth::SessionToken::generate()
+        .unwrap()
+        .to_string();
+    let (n, reply) = round_trips(&trips, &app, get_with_cookie("/me", &unknown)).await;
+    assert_eq!((n, reply.status), (one, StatusCode::UNAUTHORIZED));
 
-    // A due touch: lookup and write share one checkout, so one release ping.
+    // A due touch: lookup and write share one checkout.
     settle(&app).await;
     app.db.age_sessions(600, false).await;
     let (n, _) = round_trips(&trips, &app, get_with_cookie("/me", &token)).await;
@@ -213,7 +235,7 @@ async fn one_round_trip_per_authenticated_request_at_the_wire(
         n,
         Seen {
             statements: 2,
-            pings: 1
+            pings: release_pings
         },
         "lookup + touch"
     );
@@ -232,7 +254,7 @@ async fn the_proxy_sees_pool_pings(_: PgPoolOptions, options: PgConnectOptions) 
         .connect_with(proxied)
         .await
         .unwrap();
-    let app = app(pinging).await;
+    let app = app_with(pinging, |b| b.lookup_connections(0)).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     warm_up(&app, &token).await;
     let (n, _) = round_trips(&trips, &app, get_with_cookie("/me", &token)).await;

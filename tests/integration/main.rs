@@ -20,6 +20,7 @@ mod failure;
 mod forward_auth;
 mod hardening;
 mod hostile;
+mod kept;
 mod live;
 mod migrations;
 mod pgbouncer;

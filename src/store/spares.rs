@@ -1,0 +1,134 @@
+//! Connections a layer keeps between requests for their lookups, outside the pool.
+//!
+//! sqlx pings every connection that goes back into its pool: a second round trip per request,
+//! in a task of its own. A lookup that takes a kept connection and puts it back after its
+//! statements completed skips the pool's checkout and that ping. A connection is kept only
+//! after a statement completed, so a lookup cancelled mid-statement (its timeout, a dropped
+//! request) closes its connection instead of leaving half a conversation for the next request.
+//! Kept connections are outside the pool's count (a closing pool does not wait for them), at
+//! most [`AuthLayerBuilder::lookup_connections`](crate::AuthLayerBuilder::lookup_connections),
+//! and follow the pool's idle timeout and lifetime.
+
+use std::{
+    ops::{Deref, DerefMut},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use sqlx::{
+    PgConnection, PgPool, Postgres,
+    pool::{PoolConnection, PoolOptions},
+};
+
+/// The connections one layer keeps.
+#[derive(Debug)]
+pub(crate) struct Spares {
+    idle: Mutex<Vec<Spare>>,
+    /// Kept connections, idle or serving a request.
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// A kept connection: counted in [`Spares`] until it is dropped (which closes it).
+#[derive(Debug)]
+pub(crate) struct Spare {
+    conn: PgConnection,
+    kept_since: Instant,
+    idle_since: Instant,
+    open: Arc<AtomicUsize>,
+}
+
+impl Spares {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// The most recently used kept connection that is still within `pool`'s idle timeout and
+    /// lifetime; stale ones are closed on the way.
+    pub(crate) fn take(&self, pool: &PgPool) -> Option<Spare> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.is_closed() {
+            idle.clear();
+            return None;
+        }
+        let now = Instant::now();
+        while let Some(spare) = idle.pop() {
+            if spare.fresh(now, pool.options()) {
+                return Some(spare);
+            }
+        }
+        None
+    }
+
+    /// Keeps `spare` again, now that its request's statements completed.
+    pub(crate) fn put_back(&self, mut spare: Spare, pool: &PgPool) {
+        spare.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if !pool.is_closed() {
+            idle.push(spare);
+        }
+    }
+
+    /// Keeps `conn`, a pool connection whose request's statements completed, if fewer than the
+    /// most are kept; otherwise it goes back into the pool.
+    pub(crate) fn adopt(&self, conn: PoolConnection<Postgres>, pool: &PgPool) {
+        let reserved = !pool.is_closed()
+            && self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max).then_some(n + 1)
+                })
+                .is_ok();
+        if !reserved {
+            return;
+        }
+        let now = Instant::now();
+        let spare = Spare {
+            conn: conn.detach(),
+            kept_since: now,
+            idle_since: now,
+            open: Arc::clone(&self.open),
+        };
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(spare);
+    }
+}
+
+impl Spare {
+    fn fresh(&self, now: Instant, options: &PoolOptions<Postgres>) -> bool {
+        let within = |since: Instant, limit: Option<std::time::Duration>| {
+            limit.is_none_or(|limit| now.duration_since(since) < limit)
+        };
+        within(self.idle_since, options.get_idle_timeout())
+            && within(self.kept_since, options.get_max_lifetime())
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Deref for Spare {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Spare {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}

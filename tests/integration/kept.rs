@@ -1,0 +1,139 @@
+//! The connections a layer keeps for its lookups (Postgres): bounded, outside the pool's count,
+//! and never kept after a statement that was cut short.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::future::join_all;
+use http::StatusCode;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::common::{
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, app_with, get_with_cookie,
+    http::{client, send_from, serve},
+};
+
+const NAME: &str = "kept-connections-test";
+
+/// The app's pool: `max` connections, named so that `pg_stat_activity` tells them apart.
+async fn named_pool(options: &PgConnectOptions, max: u32) -> PgPool {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(max)
+        .connect_with(options.clone().application_name(NAME))
+        .await
+        .unwrap()
+}
+
+/// The backends of the app's connections.
+async fn backends(watch: &PgPool) -> Vec<i32> {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+        .bind(NAME)
+        .fetch_all(watch)
+        .await
+        .unwrap()
+}
+
+/// Bursts of 64 authenticated requests at once, over HTTP from 64 addresses, on a pool of 4 with
+/// 2 kept connections: every one is answered, and the app never has more than 4 + 2 connections.
+/// (Unbounded, each burst would take a connection from the pool for every request in flight.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn kept_connections_are_bounded(watch: PgPool) {
+    let options = watch.connect_options();
+    let app = app_with(named_pool(&options, 4).await, |b| b.lookup_connections(2)).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    let server = serve(app.router.clone()).await;
+
+    let most = Arc::new(AtomicUsize::new(0));
+    let sampling = tokio::spawn({
+        let (watch, most) = (watch.clone(), Arc::clone(&most));
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                most.fetch_max(backends(&watch).await.len(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    for _ in 0..5 {
+        let replies =
+            join_all((0..64).map(|i| send_from(server, client(i), get_with_cookie("/me", &token))))
+                .await;
+        assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+    }
+    sampling.abort();
+    let after = backends(&watch).await.len();
+    let most = most.load(Ordering::Relaxed).max(after);
+    assert!(most <= 6, "{most} connections");
+    assert!(after > 4, "the layer kept none: {after} connections");
+}
+
+/// The app closing its pool does not wait for the layer's kept connections, and the layer then
+/// answers 503 rather than serving on from them.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn closing_the_pool_does_not_wait_for_kept_connections(watch: PgPool) {
+    let pool = named_pool(&watch.connect_options(), 2).await;
+    let app = app_with(pool.clone(), |b| b.lookup_connections(2)).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    for _ in 0..3 {
+        assert_eq!(app.status("/me", &token).await, StatusCode::OK);
+    }
+    tokio::time::timeout(Duration::from_secs(10), pool.close())
+        .await
+        .expect("closing the pool waited for the layer's kept connections");
+    assert_eq!(
+        app.status("/me", &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// A lookup cut short by its timeout (the table locked meanwhile) closes its connection: it is
+/// not kept for the next request, whose answer could otherwise start with the rest of the cut
+/// conversation. The kept connection's backend goes away; later requests get their own user.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_lookup_cut_short_does_not_keep_its_connection(watch: PgPool) {
+    let app = app_with(named_pool(&watch.connect_options(), 1).await, |b| {
+        b.lookup_connections(1)
+            .lookup_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    // Logins used the pool; the first lookup keeps the pool's connection.
+    assert_eq!(app.status("/me", &alice).await, StatusCode::OK);
+    let before = backends(&watch).await;
+
+    let mut lock = watch.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.status("/me", &alice).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    lock.commit().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backends(&watch).await.len() >= before.len() {
+        assert!(
+            Instant::now() < deadline,
+            "no backend went away: the cut connection was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (token, name) in [(&bob, BOB), (&alice, ALICE), (&bob, BOB)] {
+        let reply = app.get("/me", token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let me: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(me["username"], name);
+    }
+}
