@@ -324,8 +324,10 @@ pub(crate) enum Created {
     Refused,
 }
 
-/// One pool connection, held for the statements of one request, so that the lookup and the
-/// touch that may follow it share one checkout of the pool.
+/// One connection, held for the statements of one request, so that the lookup and the touch
+/// that may follow it share it; handed back by [`AuthStore::release`] or [`AuthStore::commit`]
+/// once they completed, dropped (closed, or back into its pool) when they failed or were cut
+/// short.
 #[derive(Debug)]
 pub(crate) enum RequestConnection {
     #[cfg(feature = "postgres")]
@@ -334,7 +336,7 @@ pub(crate) enum RequestConnection {
     #[cfg(feature = "postgres")]
     PostgresKept(super::spares::Spare),
     /// Through a transaction pooler: the request's statements in one transaction, which keeps
-    /// the server connection; committed by [`finish`](Self::finish), rolled back if dropped.
+    /// the server connection; committed by [`AuthStore::commit`], rolled back if dropped.
     #[cfg(feature = "postgres")]
     PostgresPinned(sqlx::Transaction<'static, sqlx::Postgres>),
     #[cfg(feature = "sqlite")]
