@@ -10,10 +10,10 @@
 
 mod grants;
 #[cfg(feature = "postgres")]
+mod kept;
+#[cfg(feature = "postgres")]
 mod pooler;
 mod sessions;
-#[cfg(feature = "postgres")]
-mod spares;
 mod throttle;
 mod tokens;
 mod types;
@@ -121,7 +121,7 @@ impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::Transaction<'_, DB> {}
 #[cfg(feature = "postgres")]
 impl OnDatabase<sqlx::Postgres> for PgStore {}
 #[cfg(feature = "postgres")]
-impl OnDatabase<sqlx::Postgres> for spares::Spare {}
+impl OnDatabase<sqlx::Postgres> for kept::Kept {}
 
 /// Which text of a [`Dialects`] a database takes.
 pub(crate) trait Dialect: sqlx::Database {
@@ -388,7 +388,7 @@ impl AuthStore {
     }
 
     /// This store, keeping up to `max` Postgres connections between requests for their
-    /// lookups (see [`spares`](self::spares)); not through a transaction pooler, not on SQLite.
+    /// lookups (see [`kept`](self::kept)); not through a transaction pooler, not on SQLite.
     #[cfg_attr(not(feature = "postgres"), allow(unused_mut, unused_variables))]
     pub(crate) fn keeping_lookup_connections(mut self, max: usize) -> Self {
         #[cfg(feature = "postgres")]
@@ -396,7 +396,7 @@ impl AuthStore {
             && !store.pooled()
             && max > 0
         {
-            store.spares = Some(std::sync::Arc::new(spares::Spares::new(max)));
+            store.kept = Some(std::sync::Arc::new(kept::KeptConnections::new(max)));
         }
         self
     }

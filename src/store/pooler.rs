@@ -9,7 +9,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow},
 };
 
-use super::spares::Spares;
+use super::kept::KeptConnections;
 
 /// Opens the transaction that pins a server connection, and drops whatever prepared statements
 /// an earlier client left on it (sqlx names its statements `sqlx_s_1`, `sqlx_s_2`, … on every
@@ -29,7 +29,7 @@ pub(crate) struct PgStore {
     pooled: bool,
     /// The connections a layer keeps for its lookups; none through a pooler, nor outside a
     /// layer.
-    pub(crate) spares: Option<Arc<Spares>>,
+    pub(crate) kept: Option<Arc<KeptConnections>>,
 }
 
 impl PgStore {
@@ -59,7 +59,7 @@ impl From<PgPool> for PgStore {
         Self {
             pool,
             pooled: false,
-            spares: None,
+            kept: None,
         }
     }
 }
@@ -69,7 +69,7 @@ impl From<ThroughPooler> for PgStore {
         Self {
             pool: pooled.0,
             pooled: true,
-            spares: None,
+            kept: None,
         }
     }
 }

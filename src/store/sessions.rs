@@ -332,9 +332,9 @@ pub(crate) enum Created {
 pub(crate) enum RequestConnection {
     #[cfg(feature = "postgres")]
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
-    /// One the layer keeps between requests (see [`spares`](super::spares)).
+    /// One the layer keeps between requests (see [`kept`](super::kept)).
     #[cfg(feature = "postgres")]
-    PostgresKept(super::spares::Spare),
+    PostgresKept(super::kept::Kept),
     /// Through a transaction pooler: the request's statements in one transaction, which keeps
     /// the server connection; committed by [`AuthStore::commit`], rolled back if dropped.
     #[cfg(feature = "postgres")]
@@ -404,7 +404,7 @@ impl AuthStore {
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) => {
-                match store.spares.as_ref().and_then(|s| s.take(&store.pool)) {
+                match store.kept.as_ref().and_then(|s| s.take(&store.pool)) {
                     Some(kept) => RequestConnection::PostgresKept(kept),
                     None => RequestConnection::Postgres(Box::pin(store.pool.acquire()).await?),
                 }
@@ -415,28 +415,28 @@ impl AuthStore {
     }
 
     /// Ends a request's use of its connection once its statements completed: keeps it for a
-    /// later request (see [`spares`](super::spares)) or lets it go back to the pool. A pinned
+    /// later request (see [`kept`](super::kept)) or lets it go back to the pool. A pinned
     /// transaction is rolled back: it only read (a touch [`commit`](Self::commit)s its own).
     pub(crate) fn release(&self, conn: RequestConnection) {
         match (&self.backend, conn) {
             #[cfg(feature = "postgres")]
             (
                 Backend::Postgres(PgStore {
-                    spares: Some(spares),
+                    kept: Some(kept),
                     pool,
                     ..
                 }),
-                RequestConnection::PostgresKept(kept),
-            ) => spares.put_back(kept, pool),
+                RequestConnection::PostgresKept(conn),
+            ) => kept.put_back(conn, pool),
             #[cfg(feature = "postgres")]
             (
                 Backend::Postgres(PgStore {
-                    spares: Some(spares),
+                    kept: Some(kept),
                     pool,
                     ..
                 }),
                 RequestConnection::Postgres(conn),
-            ) => spares.adopt(conn, pool),
+            ) => kept.adopt(conn, pool),
             // Back into its pool when dropped (a pinned transaction rolls back).
             _ => {}
         }

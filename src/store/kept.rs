@@ -25,23 +25,23 @@ use sqlx::{
 
 /// The connections one layer keeps.
 #[derive(Debug)]
-pub(crate) struct Spares {
-    idle: Mutex<Vec<Spare>>,
+pub(crate) struct KeptConnections {
+    idle: Mutex<Vec<Kept>>,
     /// Kept connections, idle or serving a request.
     open: Arc<AtomicUsize>,
     max: usize,
 }
 
-/// A kept connection: counted in [`Spares`] until it is dropped (which closes it).
+/// A kept connection: counted in [`KeptConnections`] until it is dropped (which closes it).
 #[derive(Debug)]
-pub(crate) struct Spare {
+pub(crate) struct Kept {
     conn: PgConnection,
     kept_since: Instant,
     idle_since: Instant,
     open: Arc<AtomicUsize>,
 }
 
-impl Spares {
+impl KeptConnections {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             idle: Mutex::new(Vec::new()),
@@ -52,27 +52,27 @@ impl Spares {
 
     /// The most recently used kept connection that is still within `pool`'s idle timeout and
     /// lifetime; stale ones are closed on the way.
-    pub(crate) fn take(&self, pool: &PgPool) -> Option<Spare> {
+    pub(crate) fn take(&self, pool: &PgPool) -> Option<Kept> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.is_closed() {
             idle.clear();
             return None;
         }
         let now = Instant::now();
-        while let Some(spare) = idle.pop() {
-            if spare.fresh(now, pool.options()) {
-                return Some(spare);
+        while let Some(kept) = idle.pop() {
+            if kept.fresh(now, pool.options()) {
+                return Some(kept);
             }
         }
         None
     }
 
-    /// Keeps `spare` again, now that its request's statements completed.
-    pub(crate) fn put_back(&self, mut spare: Spare, pool: &PgPool) {
-        spare.idle_since = Instant::now();
+    /// Keeps `kept` again, now that its request's statements completed.
+    pub(crate) fn put_back(&self, mut kept: Kept, pool: &PgPool) {
+        kept.idle_since = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if !pool.is_closed() {
-            idle.push(spare);
+            idle.push(kept);
         }
     }
 
@@ -90,7 +90,7 @@ impl Spares {
             return;
         }
         let now = Instant::now();
-        let spare = Spare {
+        let kept = Kept {
             conn: conn.detach(),
             kept_since: now,
             idle_since: now,
@@ -99,11 +99,11 @@ impl Spares {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(spare);
+            .push(kept);
     }
 }
 
-impl Spare {
+impl Kept {
     fn fresh(&self, now: Instant, options: &PoolOptions<Postgres>) -> bool {
         let within = |since: Instant, limit: Option<std::time::Duration>| {
             limit.is_none_or(|limit| now.duration_since(since) < limit)
@@ -113,13 +113,13 @@ impl Spare {
     }
 }
 
-impl Drop for Spare {
+impl Drop for Kept {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-impl Deref for Spare {
+impl Deref for Kept {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
@@ -127,7 +127,7 @@ impl Deref for Spare {
     }
 }
 
-impl DerefMut for Spare {
+impl DerefMut for Kept {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.conn
     }
