@@ -179,52 +179,34 @@ pub(crate) struct SessionRow {
     pub(crate) now: Timestamp,
 }
 
-/// [`LOOKUP`]'s columns in order. The lookup decodes them by position: by name, each column
-/// costs a search of the row's column names, on every request.
-type LookupColumns = (
-    Vec<u8>,
-    UserId,
-    String,
-    Names,
-    Option<String>,
-    bool,
-    Timestamp,
-    Timestamp,
-    Timestamp,
-    Timestamp,
-    Timestamp,
-);
-
-impl From<LookupColumns> for SessionRow {
-    fn from(columns: LookupColumns) -> Self {
-        let (
-            secret_hash,
-            user_id,
-            username,
-            permissions,
-            email,
-            email_verified,
-            authenticated_at,
-            last_seen_at,
-            idle_expires_at,
-            expires_at,
-            now,
-        ) = columns;
-        Self {
-            secret_hash,
-            user_id,
-            username,
-            permissions,
-            email,
-            email_verified,
-            authenticated_at,
-            last_seen_at,
-            idle_expires_at,
-            expires_at,
-            now,
+/// Decodes [`LOOKUP`]'s columns by position, in the order it selects them: by name, each column
+/// would cost a search of the row's column names, on every request.
+macro_rules! session_row_by_position {
+    ($row:ty) => {
+        impl sqlx::FromRow<'_, $row> for SessionRow {
+            fn from_row(row: &$row) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(Self {
+                    secret_hash: row.try_get(0)?,
+                    user_id: row.try_get(1)?,
+                    username: row.try_get(2)?,
+                    permissions: row.try_get(3)?,
+                    email: row.try_get(4)?,
+                    email_verified: row.try_get(5)?,
+                    authenticated_at: row.try_get(6)?,
+                    last_seen_at: row.try_get(7)?,
+                    idle_expires_at: row.try_get(8)?,
+                    expires_at: row.try_get(9)?,
+                    now: row.try_get(10)?,
+                })
+            }
         }
-    }
+    };
 }
+#[cfg(feature = "postgres")]
+session_row_by_position!(sqlx::postgres::PgRow);
+#[cfg(feature = "sqlite")]
+session_row_by_position!(sqlx::sqlite::SqliteRow);
 
 /// One of a user's sessions, as listed to them or to an operator. Never the secret or its
 /// hash. Serializes with RFC 3339 times, as the [account routes](crate::account_routes) send it.
@@ -365,13 +347,12 @@ impl RequestConnection {
         &mut self,
         id: &SessionId,
     ) -> Result<Option<SessionRow>, sqlx::Error> {
-        let row: Option<LookupColumns> = on_connection!(self, |conn| {
+        on_connection!(self, |conn| {
             sqlx::query_as(LOOKUP.of(conn))
                 .bind(id.as_str())
                 .fetch_optional(&mut **conn)
                 .await
-        })?;
-        Ok(row.map(SessionRow::from))
+        })
     }
 
     /// Pushes the idle deadline forward if the touch interval has passed since the last write.
