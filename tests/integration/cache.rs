@@ -186,15 +186,15 @@ async fn a_lost_listener_means_database_lookups_until_it_listens_again(
     }
     assert!(b.status().entries >= 2);
 
-    // Kill every node's listener connection.
+    // Kill both nodes' listener connections (only this test's: tests run side by side).
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE application_name = 'axum-live-auth-listener') t",
+          WHERE application_name = 'axum-live-auth-listener' AND datname = current_database()) t",
     )
     .fetch_one(a.db.postgres())
     .await
     .unwrap();
-    assert!(killed >= 2, "both listeners found: {killed}");
+    assert_eq!(killed, 2, "both listeners found");
     for _ in 0..500 {
         if !b.status().listening {
             break;

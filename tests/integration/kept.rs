@@ -33,13 +33,17 @@ async fn named_pool(options: &PgConnectOptions, max: u32) -> PgPool {
         .unwrap()
 }
 
-/// The backends of the app's connections.
+/// The backends of the app's connections: to this test's database only, since the other tests
+/// of this file name their pools the same and run side by side.
 async fn backends(watch: &PgPool) -> Vec<i32> {
-    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
-        .bind(NAME)
-        .fetch_all(watch)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+          WHERE application_name = $1 AND datname = current_database()",
+    )
+    .bind(NAME)
+    .fetch_all(watch)
+    .await
+    .unwrap()
 }
 
 /// Bursts of 64 authenticated requests at once, over HTTP from 64 addresses, on a pool of 4 with
