@@ -1,10 +1,10 @@
-//! Server-side sessions for axum, with live permissions from Postgres.
+//! Server-side sessions for axum, with live permissions, kept in Postgres or an embedded SQLite.
 //!
 //! The session cookie holds nothing but a random token (`__Host-sid`, `HttpOnly`, `Secure`,
-//! `SameSite=Lax`). On every request the [`AuthLayer`] looks the session up in Postgres in one
-//! round trip and hands handlers the [`CurrentUser`] with their permissions as they are *now*:
-//! a ban, a logout, a revoked session or a removed permission is enforced on the next request,
-//! on every node, also when the change is made with plain SQL.
+//! `SameSite=Lax`). On every request the [`AuthLayer`] looks the session up in the database in
+//! one round trip and hands handlers the [`CurrentUser`] with their permissions as they are
+//! *now*: a ban, a logout, a revoked session or a removed permission is enforced on the next
+//! request, on every node, also when the change is made with plain SQL (Postgres).
 //!
 //! # Quick start
 //!
@@ -39,15 +39,17 @@
 //!
 //! Log users in and out, and manage the current user's sessions and password, with the
 //! [`Auth`] handle; guard sensitive routes with [`RecentAuth`]; manage users, roles, grants and
-//! sessions with [`Accounts`]; mount [`account_routes`] and [`token_routes`] for ready-made
-//! endpoints. `examples/quickstart.rs` is a complete app, `examples/admin.rs` an operator's tool.
+//! sessions with [`Accounts`]; mount [`account_routes`] (with the event stream) and
+//! [`token_routes`] for ready-made endpoints, and [`forward_auth_routes`] for a reverse proxy's
+//! auth requests. `examples/adopter.rs` is the README's app with its tests,
+//! `examples/quickstart.rs` a complete app, `examples/admin.rs` an operator's tool.
 //!
 //! # What each request costs
 //!
 //! A request without a session cookie, or with a malformed one, makes no query. A request
 //! with a well-formed token makes one query, plus one small write at most once per touch
-//! interval to move the idle deadline. With the principal cache (Postgres)
-//! most requests make none.
+//! interval to move the idle deadline. With the principal cache (Postgres) most requests make
+//! none.
 //!
 //! # Secure by default
 //!
@@ -59,8 +61,10 @@
 //!
 //! # Features
 //!
-//! - `postgres` (default): the Postgres store, `MIGRATOR`, the principal cache.
+//! - `postgres` (default): the Postgres store, `POSTGRES_MIGRATOR`, the principal cache, the
+//!   node's listener, `through_transaction_pooler`.
 //! - `sqlite`: the bundled SQLite store, `SQLITE_MIGRATOR`, `sqlite_connect_options`.
+//! - `testing`: `axum_live_auth::testing`, a signed-in user in one call for an app's tests.
 
 mod accounts;
 mod auth;
