@@ -398,28 +398,22 @@ impl AuthStore {
     /// Ends a request's use of its connection once its statements completed: keeps it for a
     /// later request (see [`kept`](super::kept)) or lets it go back to the pool. A pinned
     /// transaction is rolled back: it only read (a touch [`commit`](Self::commit)s its own).
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub(crate) fn release(&self, conn: RequestConnection) {
-        match (&self.backend, conn) {
-            #[cfg(feature = "postgres")]
-            (
-                Backend::Postgres(PgStore {
-                    kept: Some(kept),
-                    pool,
-                    ..
-                }),
-                RequestConnection::PostgresKept(conn),
-            ) => kept.put_back(conn, pool),
-            #[cfg(feature = "postgres")]
-            (
-                Backend::Postgres(PgStore {
-                    kept: Some(kept),
-                    pool,
-                    ..
-                }),
-                RequestConnection::Postgres(conn),
-            ) => kept.adopt(conn, pool),
-            // Back into its pool when dropped (a pinned transaction rolls back).
-            _ => {}
+        // Any other connection goes back into its pool when dropped here (a pinned transaction
+        // rolls back).
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(PgStore {
+            kept: Some(kept),
+            pool,
+            ..
+        }) = &self.backend
+        {
+            match conn {
+                RequestConnection::PostgresKept(conn) => kept.put_back(conn, pool),
+                RequestConnection::Postgres(conn) => kept.adopt(conn, pool),
+                _ => {}
+            }
         }
     }
 
