@@ -294,3 +294,88 @@ async fn verification_costs_the_same_whether_or_not_the_user_exists(db: Db) {
     );
 }
 }
+
+/// Waits until `task` has finished or some connection of this test's database waits for a
+/// lock (at most 2 seconds): as far as a statement racing an open transaction can get.
+async fn finished_or_waiting<T>(pool: &sqlx::PgPool, task: &tokio::task::JoinHandle<T>) {
+    for _ in 0..100 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+              WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if task.is_finished() || waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A role's permissions change in a transaction that stays open while bob is given the role:
+/// bob ends with the role's new permissions, neither keeping the revoked one nor missing the
+/// granted one. (Without the role's lock the assignment read the old permissions, and the
+/// change's trigger did not see the uncommitted assignment.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_role_change_racing_an_assignment_reaches_the_new_member(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let mut change = pool.begin().await.unwrap();
+    for sql in [
+        "DELETE FROM auth_role_permissions WHERE permission = 'admin'",
+        "INSERT INTO auth_role_permissions (role_id, permission)
+         SELECT id, 'reports:export' FROM auth_roles WHERE name = 'admin'",
+    ] {
+        sqlx::query(sql).execute(&mut *change).await.unwrap();
+    }
+    let accounts = app.accounts.clone();
+    let bob = app.bob;
+    let assign = tokio::spawn(async move { accounts.assign_role(bob, "admin").await });
+    finished_or_waiting(&pool, &assign).await;
+    change.commit().await.unwrap();
+    assign.await.unwrap().unwrap();
+    let (column, _) = app.db.permissions_column_and_grants(bob).await;
+    assert_eq!(column, ["reports:export", "reports:read"]);
+}
+
+/// The same race with a role given on one resource: a node that asks in between may cache the
+/// answer, so a notification for bob's scoped answers must follow the change's commit (here
+/// marked by a notification of its own).
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("axum_live_auth").await.unwrap();
+    let mut change = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
+        .execute(&mut *change)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('axum_live_auth', 'test:change-committed')")
+        .execute(&mut *change)
+        .await
+        .unwrap();
+    let accounts = app.accounts.clone();
+    let bob = app.bob;
+    let resource = axum_live_auth::Resource::new("project", "42").unwrap();
+    let assign =
+        tokio::spawn(async move { accounts.assign_role_on(bob, "admin", &resource).await });
+    finished_or_waiting(&pool, &assign).await;
+    change.commit().await.unwrap();
+    assign.await.unwrap().unwrap();
+    let mut after_commit = Vec::new();
+    let mut committed = false;
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), listener.recv()).await
+    {
+        if committed {
+            after_commit.push(n.payload().to_owned());
+        }
+        committed |= n.payload() == "test:change-committed";
+    }
+    assert!(committed);
+    assert!(
+        after_commit.iter().any(|p| p == "r:*" || *p == format!("r:{bob}")),
+        "no notification for bob's scoped answers after the change: {after_commit:?}"
+    );
+}
