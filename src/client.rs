@@ -58,12 +58,15 @@ pub(crate) fn aggregate(ip: IpAddr, v6_prefix: u8) -> IpAddr {
 /// The client's address: the socket peer, unless the peer is a trusted proxy; then the
 /// nearest address in `X-Forwarded-For` (read from the right) that is not a trusted proxy.
 /// `X-Forwarded-For` from any other peer is ignored, so a client cannot choose its address.
+/// IPv4-mapped IPv6 addresses (an IPv4 peer of a dual-stack listener on `[::]`) are taken as
+/// the IPv4 address they carry, so a proxy configured as `10.0.0.1` is recognised there too.
+/// `trusted_proxies` is in that form already (see `AuthLayerBuilder::trusted_proxies`).
 pub(crate) fn client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     trusted_proxies: &[IpAddr],
 ) -> Option<IpAddr> {
-    let mut ip = peer?;
+    let mut ip = peer?.to_canonical();
     if !trusted_proxies.contains(&ip) {
         return Some(ip);
     }
@@ -75,7 +78,8 @@ pub(crate) fn client_ip(
     for hop in hops.into_iter().rev() {
         let parsed = std::str::from_utf8(hop.trim_ascii())
             .ok()
-            .and_then(|s| s.parse::<IpAddr>().ok());
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .map(|hop| hop.to_canonical());
         // An entry that is not an address ends what can be trusted: keep the last proxy.
         let Some(hop) = parsed else { break };
         ip = hop;
@@ -146,5 +150,20 @@ mod tests {
             Some(inner)
         );
         assert_eq!(client_ip(None, &h, &trusted), None);
+    }
+
+    #[test]
+    fn a_dual_stack_listener_sees_ipv4_peers_and_hops_as_ipv4() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let mapped_proxy = Some(ip("::ffff:10.0.0.1"));
+        let h = headers(&["198.51.100.7, ::ffff:10.0.0.2"]);
+        assert_eq!(
+            client_ip(mapped_proxy, &h, &trusted),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            client_ip(Some(ip("::ffff:203.0.113.9")), &h, &trusted),
+            Some(ip("203.0.113.9"))
+        );
     }
 }

@@ -76,6 +76,10 @@ impl Hub {
         session: &SessionId,
     ) -> Result<Subscription, AuthRejection> {
         let busy = AuthRejection::Busy(std::time::Duration::from_secs(5));
+        // Receivers start with what was sent before as seen. `everyone` is subscribed before
+        // `listening` is read: a loss signalled after the read wakes this stream, and one
+        // signalled before it is seen by the read.
+        let everyone = self.everyone.subscribe();
         if !self.listening.load(Ordering::Acquire) {
             return Err(busy);
         }
@@ -94,11 +98,8 @@ impl Hub {
             streams: 0,
         });
         streams.streams += 1;
-        let mut user_wake = streams.wake.subscribe();
+        let user_wake = streams.wake.subscribe();
         drop(open);
-        let mut everyone = self.everyone.subscribe();
-        user_wake.mark_unchanged();
-        everyone.mark_unchanged();
         Ok(Subscription {
             hub: Arc::clone(self),
             user,
