@@ -28,7 +28,7 @@ impl Csrf {
         }
     }
 
-    /// Whether the request must pass the check: an unsafe method or a WebSocket upgrade, on a
+    /// Whether the request must pass the check: an unsafe method or a WebSocket handshake, on a
     /// path not exempted.
     pub(crate) fn applies(&self, method: &Method, headers: &HeaderMap, path: &str) -> bool {
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -65,11 +65,18 @@ impl Csrf {
     }
 }
 
+/// A WebSocket handshake: `Upgrade: websocket`, or `Sec-Fetch-Mode: websocket`, which browsers
+/// send on the handshake and which, unlike `Upgrade` (hop-by-hop), a proxy passes on to a
+/// forward-auth check.
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    let says_websocket = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    };
+    says_websocket(header::UPGRADE)
+        || says_websocket(http::HeaderName::from_static("sec-fetch-mode"))
 }
 
 /// Normalises a configured origin to what browsers send: `scheme://host[:port]`, lowercase,
@@ -185,6 +192,13 @@ mod tests {
         assert!(!c.applies(&Method::HEAD, &none, "/x"));
         assert!(!c.applies(&Method::OPTIONS, &none, "/x"));
         assert!(c.applies(&Method::GET, &ws, "/ws"));
+        let fetch_mode = headers(&[("sec-fetch-mode", "websocket")]);
+        assert!(c.applies(&Method::GET, &fetch_mode, "/ws"));
+        assert!(!c.applies(
+            &Method::GET,
+            &headers(&[("sec-fetch-mode", "navigate")]),
+            "/x"
+        ));
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
             assert!(c.applies(&m, &none, "/x"), "{m}");
         }

@@ -104,6 +104,10 @@ both_stores! {
             StatusCode::OK
         );
         assert_eq!(status(vec![("x-forwarded-method", "GET"), cross]).await, StatusCode::OK);
+        // A WebSocket handshake is checked, also when the proxy dropped its `Upgrade` header.
+        let handshake = ("sec-fetch-mode", "websocket");
+        assert_eq!(status(vec![("x-forwarded-method", "GET"), handshake, cross]).await, StatusCode::FORBIDDEN);
+        assert_eq!(status(vec![("x-forwarded-method", "GET"), handshake, same]).await, StatusCode::OK);
         // No method given: the request may be unsafe, so it is checked.
         let no_method = Request::get("/auth/check")
             .header(header::COOKIE, format!("{COOKIE}={bob}"))
@@ -373,6 +377,40 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
     assert_eq!(
         post(&[("sec-fetch-site", "same-origin")]).await,
         StatusCode::OK
+    );
+
+    // A WebSocket handshake from another site is refused, from a browser that sends Fetch
+    // Metadata or from one that sends only `Origin` (the check needs `Upgrade` passed on).
+    let handshake = |headers: &'static [(&'static str, &'static str)]| {
+        let bob = bob.clone();
+        async move {
+            let mut request = through("/service/socket", Some(&bob), headers);
+            let h = request.headers_mut();
+            h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+            h.insert(header::UPGRADE, "websocket".parse().unwrap());
+            h.insert("sec-websocket-version", "13".parse().unwrap());
+            h.insert(
+                "sec-websocket-key",
+                "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+            );
+            send_from(nginx, client(4), request).await.status
+        }
+    };
+    assert_eq!(
+        handshake(&[
+            ("sec-fetch-mode", "websocket"),
+            ("sec-fetch-site", "same-site")
+        ])
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        handshake(&[("origin", "https://evil.example")]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_ne!(
+        handshake(&[("origin", crate::common::ORIGIN)]).await,
+        StatusCode::FORBIDDEN
     );
 
     // Bob is disabled: his very next request through nginx is refused.
