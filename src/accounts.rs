@@ -165,11 +165,29 @@ impl Accounts {
     /// infrastructure error.
     pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
         password::validate_new(password)?;
-        let hash = self.hasher.hash(password).await?;
-        found(self.store.set_password(user, &hash, None).await?)?;
-        security::password_changed(&Client::default(), user, None, "reset");
-        self.changed(user);
-        Ok(())
+        let hash = self.hash(password).await?;
+        found(self.store_password(user, &hash, None).await?)
+    }
+
+    pub(crate) async fn hash(&self, password: &str) -> Result<String, Error> {
+        self.hasher.hash(password).await
+    }
+
+    /// Stores `hash` as the user's password if their credentials are still at `epoch` (any, for
+    /// `None`), as [`reset_password`](Self::reset_password) describes; `false` if the user is
+    /// gone or their credentials moved on.
+    pub(crate) async fn store_password(
+        &self,
+        user: UserId,
+        hash: &str,
+        epoch: Option<i64>,
+    ) -> Result<bool, Error> {
+        let stored = self.store.set_password(user, hash, None, epoch).await?;
+        if stored {
+            security::password_changed(&Client::default(), user, None, "reset");
+            self.changed(user);
+        }
+        Ok(stored)
     }
 
     /// Deletes the user, with their sessions and grants.

@@ -209,7 +209,7 @@ impl Auth {
     /// Deletes the request's session, if any, and starts a new one whose cookie the response
     /// sets.
     async fn replace_session(&self, epoch: Option<i64>, user: UserId) -> Result<SessionId, Error> {
-        if let Some(previous) = self.current_user() {
+        if let Some(previous) = self.session()? {
             self.0
                 .shared
                 .store
@@ -272,10 +272,11 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// An infrastructure error; the cookie is then left in place, since the session still
-    /// exists.
+    /// An infrastructure error, also when the layer could not look the session up
+    /// ([`AuthState::Unavailable`](crate::AuthState::Unavailable)); the cookie is then left in
+    /// place, since the session may still exist.
     pub async fn logout(&self) -> Result<(), Error> {
-        if let Some(user) = self.current_user() {
+        if let Some(user) = self.session()? {
             self.0
                 .shared
                 .store
@@ -374,7 +375,7 @@ impl Auth {
     /// infrastructure error.
     pub async fn reauthenticate(&self, password: &str) -> Result<bool, Error> {
         let user = self.user()?;
-        if !self.verify_current(user, password).await? {
+        if self.verify_current(user, password).await?.is_none() {
             return Ok(false);
         }
         let id = self.rotate_with(true).await?;
@@ -385,7 +386,8 @@ impl Auth {
     /// Changes the current user's password after checking the current one: stores the new
     /// hash, moves the user to a new credential epoch (no session whose password check predates
     /// this one is valid afterwards), ends every other session of the user and rotates this one
-    /// (which then counts as recently authenticated). `Ok(false)` if `current` is wrong;
+    /// (which then counts as recently authenticated). `Ok(false)` if `current` is wrong, or
+    /// stopped being the password while the new one was hashed (a reset landed meanwhile);
     /// nothing changes then.
     ///
     /// # Errors
@@ -396,18 +398,19 @@ impl Auth {
     pub async fn change_password(&self, current: &str, new: &str) -> Result<bool, Error> {
         let user = self.user()?;
         password::validate_new(new)?;
-        if !self.verify_current(user, current).await? {
+        let Some(epoch) = self.verify_current(user, current).await? else {
             return Ok(false);
-        }
+        };
         let shared = &self.0.shared;
         let hash = shared.hasher.hash(new).await?;
         let kept = user.session_id();
+        // Only over the password just checked: a reset that landed meanwhile wins.
         if !shared
             .store
-            .set_password(user.id(), &hash, Some(kept))
+            .set_password(user.id(), &hash, Some(kept), Some(epoch))
             .await?
         {
-            return Err(Error::UserNotFound);
+            return Ok(false);
         }
         security::password_changed(&self.0.client, user.id(), Some(kept), "change");
         shared.hub.user_changed(user.id());
@@ -441,13 +444,30 @@ impl Auth {
     }
 
     /// Checks the current user's password, throttled and counted like a login.
-    async fn verify_current(&self, user: &CurrentUser, password: &str) -> Result<bool, Error> {
+    /// The user's credential epoch, if `password` is their password.
+    async fn verify_current(
+        &self,
+        user: &CurrentUser,
+        password: &str,
+    ) -> Result<Option<i64>, Error> {
         let verified = self.check_password(user.username(), password).await?;
-        Ok(verified.is_some_and(|v| v.user == user.id()))
+        Ok(verified
+            .filter(|v| v.user == user.id())
+            .map(|v| v.credential_epoch))
     }
 
     fn user(&self) -> Result<&CurrentUser, Error> {
-        self.current_user().ok_or(Error::Unauthenticated)
+        self.session()?.ok_or(Error::Unauthenticated)
+    }
+
+    /// The request's session, if it has one; an error if the layer could not look it up, so
+    /// that nothing acts as if it had none.
+    fn session(&self) -> Result<Option<&CurrentUser>, Error> {
+        match &self.0.state {
+            AuthState::Authenticated(user) => Ok(Some(user)),
+            AuthState::Unavailable => Err(InfrastructureError::SessionUnavailable.into()),
+            _ => Ok(None),
+        }
     }
 
     fn response(&self) -> std::sync::MutexGuard<'_, ResponseChanges> {

@@ -120,6 +120,11 @@ pub enum InfrastructureError {
     /// bits this does not happen unless the random source is broken.
     #[error("could not allocate a unique session id")]
     SessionIdCollision,
+    /// The layer could not look the request's session up (the database failed or did not
+    /// answer in time, see [`AuthState::Unavailable`](crate::AuthState::Unavailable)), so an
+    /// operation on the session (logout, a password change) cannot tell what to act on.
+    #[error("the request's session could not be looked up")]
+    SessionUnavailable,
 }
 
 impl From<sqlx::Error> for Error {
@@ -143,7 +148,9 @@ impl From<tokio::task::JoinError> for Error {
 impl From<&Error> for AuthRejection {
     fn from(error: &Error) -> Self {
         match error {
-            Error::Infrastructure(InfrastructureError::Database(_)) => Self::Unavailable,
+            Error::Infrastructure(
+                InfrastructureError::Database(_) | InfrastructureError::SessionUnavailable,
+            ) => Self::Unavailable,
             Error::Infrastructure(_) | Error::Config(_) => Self::Internal,
             Error::Throttled { retry_after } => Self::Throttled(*retry_after),
             Error::Busy { retry_after } => Self::Busy(*retry_after),

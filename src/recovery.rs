@@ -14,7 +14,7 @@ use crate::{
     events::security,
     login::MAX_USERNAME_BYTES,
     password,
-    store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits},
+    store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits, TokenRow},
 };
 
 /// Password-reset requests allowed per client address, and per account or name, per window.
@@ -217,10 +217,19 @@ impl Accounts {
         new_password: &str,
     ) -> Result<UserId, Error> {
         password::validate_new(new_password)?;
-        let (user, _) = self.spend(token, Purpose::PasswordReset).await?;
-        self.reset_password(user, new_password).await?;
-        security::password_reset(user);
-        Ok(user)
+        let (token, row) = self.check_token(token, Purpose::PasswordReset).await?;
+        // Hashed before the token is spent, so that a hash refused for load leaves the link
+        // working; stored only if no other password was set since the token was checked.
+        let hash = self.hash(new_password).await?;
+        if !self.store().consume_token(token.id()).await?
+            || !self
+                .store_password(row.user_id, &hash, Some(row.credential_epoch))
+                .await?
+        {
+            return Err(Error::InvalidToken);
+        }
+        security::password_reset(row.user_id);
+        Ok(row.user_id)
     }
 
     /// Sets the user's email address (unverified) and sends a verification link to it. The
@@ -255,7 +264,11 @@ impl Accounts {
     ///
     /// [`Error::InvalidToken`], or an infrastructure error.
     pub async fn verify_email(&self, token: &str) -> Result<UserId, Error> {
-        let (user, email) = self.spend(token, Purpose::EmailVerification).await?;
+        let TokenRow {
+            user_id: user,
+            email,
+            ..
+        } = self.spend(token, Purpose::EmailVerification).await?;
         let email = email.ok_or(Error::InvalidToken)?;
         if !self.store().verify_email(user, &email).await? {
             return Err(Error::InvalidToken);
@@ -265,8 +278,10 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Counts a password-reset request against the client's address and the account (or name)
-    /// it names; `Err(Throttled)` past the limits.
+    /// Counts a password-reset request against the client's address, then against the account
+    /// it names (by username or address alike) or the name, if no account has it;
+    /// `Err(Throttled)` past either limit. A request refused for its address is not counted
+    /// against the account, so that one address cannot use up an account's requests.
     pub(crate) async fn reserve_reset(
         &self,
         client: &Client,
@@ -277,18 +292,18 @@ impl Accounts {
             ip_window: RESET_WINDOW,
             ..self.limits
         };
-        let row = self.store().login_row(name_or_email).await?;
-        let account = match row.id {
-            Some(id) => AttemptKey::user(id),
-            None => AttemptKey::unknown_name(&row.folded),
-        };
-        let mut keys = vec![(AttemptKey::reset(&account), RESET_PER_ACCOUNT)];
+        let mut keys = Vec::with_capacity(2);
         if let Some(address) = client.address {
             keys.push((
                 AttemptKey::reset(&AttemptKey::address(address.to_string())),
                 RESET_PER_ADDRESS,
             ));
         }
+        let account = match self.store().recipient(name_or_email).await? {
+            Some(user) => AttemptKey::user(user.id),
+            None => AttemptKey::unknown_name(&name_or_email.to_lowercase()),
+        };
+        keys.push((AttemptKey::reset(&account), RESET_PER_ACCOUNT));
         for (key, count) in keys {
             if let Reservation::Refused(retry_after) =
                 self.store().reserve_attempt(&key, &limits(count)).await?
@@ -349,24 +364,29 @@ impl Accounts {
         })
     }
 
-    /// Checks a token of `purpose` and spends it: exactly one of any concurrent uses wins.
-    async fn spend(
+    /// The live token of `purpose` that `token` is, secret checked; not spent yet.
+    async fn check_token(
         &self,
         token: &str,
         purpose: Purpose,
-    ) -> Result<(UserId, Option<String>), Error> {
+    ) -> Result<(SessionToken, TokenRow), Error> {
         let token = SessionToken::parse(token.as_bytes()).ok_or(Error::InvalidToken)?;
         let row = self
             .store()
             .find_token(token.id(), purpose)
             .await?
+            .filter(|row| token.secret_hash().matches(&row.secret_hash))
             .ok_or(Error::InvalidToken)?;
-        if !token.secret_hash().matches(&row.secret_hash)
-            || !self.store().consume_token(token.id()).await?
-        {
+        Ok((token, row))
+    }
+
+    /// Checks a token of `purpose` and spends it: exactly one of any concurrent uses wins.
+    async fn spend(&self, token: &str, purpose: Purpose) -> Result<TokenRow, Error> {
+        let (token, row) = self.check_token(token, purpose).await?;
+        if !self.store().consume_token(token.id()).await? {
             return Err(Error::InvalidToken);
         }
-        Ok((row.user_id, row.email))
+        Ok(row)
     }
 }
 

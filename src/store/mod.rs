@@ -35,7 +35,7 @@ pub(crate) use self::{
     grants::{GrantRow, Scope},
     sessions::{Created, NewSession, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, ThrottleLimits},
-    tokens::Purpose,
+    tokens::{Purpose, TokenRow},
     users::Recipient,
 };
 use crate::Error;

@@ -119,7 +119,7 @@ impl AttemptKey {
         }
     }
 
-    /// A name no account has, as the database folds it.
+    /// A name no account has, folded (by the database, for logins).
     pub(crate) fn unknown_name(folded: &str) -> Self {
         let mut end = folded.len().min(MAX_KEY_BYTES);
         while !folded.is_char_boundary(end) {

@@ -22,15 +22,15 @@ RETURNING 1",
 };
 
 /// A live token of purpose $2: not expired, of an enabled user whose credentials have not
-/// changed since it was issued.
+/// changed since it was issued (the epoch it returns).
 const FIND: Dialects = Dialects {
     postgres: "\
-SELECT t.secret_hash, t.user_id, t.email
+SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
   FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
  WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > now()
    AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
     sqlite: "\
-SELECT t.secret_hash, t.user_id, t.email
+SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
   FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
  WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
    AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
@@ -63,6 +63,8 @@ pub(crate) struct TokenRow {
     pub(crate) secret_hash: Vec<u8>,
     pub(crate) user_id: UserId,
     pub(crate) email: Option<String>,
+    /// The user's credential epoch, then and now.
+    pub(crate) credential_epoch: i64,
 }
 
 impl AuthStore {

@@ -18,11 +18,14 @@ const VERIFY_EMAIL: Dialects = Dialects {
               WHERE id = $1 AND lower(email) = lower($2)",
 };
 
-/// An enabled user by name or address (a name match first), for a recovery request.
+/// An enabled user by name or address, for a recovery request: a verified address first, then
+/// a name, then an unverified address. (A name first would let anyone who takes another user's
+/// verified address as a username receive the resets that user asks for by address.)
 const BY_NAME_OR_EMAIL: &str = "\
 SELECT id, username, email FROM auth_users
  WHERE (lower(username) = lower($1) OR lower(email) = lower($1)) AND disabled_at IS NULL
- ORDER BY lower(username) = lower($1) DESC
+ ORDER BY coalesce(lower(email) = lower($1) AND email_verified_at IS NOT NULL, false) DESC,
+          lower(username) = lower($1) DESC
  LIMIT 1";
 
 /// A user as a message addresses them.
@@ -138,21 +141,25 @@ impl AuthStore {
     /// Stores a new password hash, bumps the user's credential epoch (so that no session whose
     /// password check predates this one becomes or stays valid), ends every session of the
     /// user except `keep` (which moves to the new epoch) and forgets the user's failed logins,
-    /// in one transaction; `false` if the user does not exist.
+    /// in one transaction; `false` if the user does not exist, or if `epoch` is given and the
+    /// user's credentials are no longer at it (they changed since they were checked).
     pub(crate) async fn set_password(
         &self,
         user: UserId,
         hash: &str,
         keep: Option<&SessionId>,
+        epoch: Option<i64>,
     ) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
             let epoch: Option<i64> = sqlx::query_scalar(
                 "UPDATE auth_users SET password_hash = $2, credential_epoch = credential_epoch + 1
-                  WHERE id = $1 RETURNING credential_epoch",
+                  WHERE id = $1 AND credential_epoch = coalesce($3, credential_epoch)
+                 RETURNING credential_epoch",
             )
             .bind(user)
             .bind(hash)
+            .bind(epoch)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(epoch) = epoch else {

@@ -91,6 +91,20 @@ async fn unreachable_answers_503(store: AuthStore) {
     let login = send(&router, login_request(ALICE, ALICE_PASSWORD)).await;
     assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(login.set_cookies().is_empty());
+    // Nor can a logout claim to have ended a session it could not look up: the cookie stays.
+    let logout = Request::post("/logout")
+        .header(header::ORIGIN, crate::common::ORIGIN)
+        .header(header::COOKIE, format!("{}={token}", crate::common::COOKIE))
+        .body(Body::empty())
+        .unwrap();
+    let logout = send(&router, logout).await;
+    assert_eq!(logout.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        logout.set_cookies().is_empty(),
+        "{:?}",
+        logout.set_cookies()
+    );
+    assert!(!logout.headers.contains_key("clear-site-data"));
 }
 
 both_stores! {

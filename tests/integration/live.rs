@@ -344,7 +344,9 @@ async fn a_role_change_racing_an_assignment_reaches_the_new_member(pool: sqlx::P
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
     listener.listen("axum_live_auth").await.unwrap();
     let mut change = pool.begin().await.unwrap();
     sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
@@ -375,7 +377,9 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
     }
     assert!(committed);
     assert!(
-        after_commit.iter().any(|p| p == "r:*" || *p == format!("r:{bob}")),
+        after_commit
+            .iter()
+            .any(|p| p == "r:*" || *p == format!("r:{bob}")),
         "no notification for bob's scoped answers after the change: {after_commit:?}"
     );
 }

@@ -11,7 +11,11 @@ use axum::{
 };
 use axum_live_auth::AuthLayer;
 
-use crate::common::{COOKIE, Db, Reply, both_stores, login_request, send};
+use crate::common::{
+    COOKIE, Db, Reply, both_stores,
+    http::{client, send_from, serve},
+    login_request, send,
+};
 
 use crate::common::quickstart as example;
 
@@ -129,6 +133,58 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Two reset links of one user confirmed at once: the second password never overwrites
+    /// the first, since a token is good only while the password it was issued under is.
+    async fn two_reset_links_confirmed_at_once_set_one_password(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        for _ in 0..2 {
+            let requested = send(&app, post("/account/password-reset", "username=bob", None)).await;
+            assert_eq!(requested.status, StatusCode::ACCEPTED);
+        }
+        let first = form_token(&mail(&dir, 1).await.1);
+        let second = form_token(&mail(&dir, 2).await.1);
+        let confirm = |token: String, password: &'static str| {
+            let body = format!("token={token}&new_password={password}");
+            let app = app.clone();
+            async move { send(&app, post("/account/password-reset/confirm", &body, None)).await.status }
+        };
+        let (a, b) = tokio::join!(
+            confirm(first, "bob-first-password"),
+            confirm(second, "bob-second-password")
+        );
+        let mut statuses = [a, b];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::SEE_OTHER, StatusCode::BAD_REQUEST]);
+        let winner = if a == StatusCode::SEE_OTHER { "bob-first-password" } else { "bob-second-password" };
+        let loser = if a == StatusCode::SEE_OTHER { "bob-second-password" } else { "bob-first-password" };
+        assert_eq!(login(&app, "bob", winner).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(login(&app, "bob", loser).await.status, StatusCode::UNAUTHORIZED);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The address reset links go to is a credential: changing it needs a recent password
+    /// check, and ends every other session of the user.
+    async fn changing_the_address_needs_recent_authentication_and_ends_other_sessions(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let other = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let id = alice.split('.').next().unwrap();
+        db.age_authentication(id, 16 * 60).await;
+        let stale = send(&app, post("/account/email", "email=thief%40evil.example", Some(&alice))).await;
+        assert_eq!(stale.status, StatusCode::FORBIDDEN);
+        assert!(stale.body.contains("reauth_required"), "{}", stale.body);
+        assert!(mails(&dir).is_empty(), "no message for a refused change");
+
+        let reauth = send(&app, post("/account/reauth", "password=alice-password", Some(&alice))).await;
+        assert_eq!(reauth.status, StatusCode::NO_CONTENT);
+        let alice = reauth.session_cookie().unwrap();
+        let changed = send(&app, post("/account/email", "email=alice%40example.com", Some(&alice))).await;
+        assert_eq!(changed.status, StatusCode::ACCEPTED);
+        assert_eq!(send(&app, get("/me", Some(&other))).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(send(&app, get("/me", Some(&alice))).await.status, StatusCode::OK);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn the_reset_flow_end_to_end(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let old = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
@@ -219,6 +275,49 @@ both_stores! {
         let mut cross = post("/account/password-reset", "username=alice", None);
         cross.headers_mut().insert(header::ORIGIN, "https://evil.example".parse().unwrap());
         assert_eq!(send(&app, cross).await.status, StatusCode::FORBIDDEN);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Resets asked for one account count together, by name or by address; and whoever takes
+    /// a user's verified address as a username does not receive the resets asked for by it.
+    async fn an_account_counts_once_for_resets_and_its_verified_address_is_its_own(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let accounts = auth.accounts();
+        let alice = accounts.user_id("alice").await.unwrap().unwrap();
+        accounts.set_email(alice, "alice@example.com").await.unwrap();
+        let (_, link) = mail(&dir, 1).await;
+        assert_eq!(send(&app, get(&link, None)).await.status, StatusCode::OK);
+        accounts.create_user("Alice@Example.com", "squatter-password").await.unwrap();
+        let reset = |name: &'static str| {
+            let app = app.clone();
+            async move { send(&app, post("/account/password-reset", &format!("username={name}"), None)).await.status }
+        };
+        assert_eq!(reset("alice%40example.com").await, StatusCode::ACCEPTED);
+        let (message, _) = mail(&dir, 2).await;
+        assert!(message.contains("Hello alice,"), "{message}");
+        for _ in 0..2 {
+            assert_eq!(reset("alice").await, StatusCode::ACCEPTED);
+        }
+        assert_eq!(reset("ALICE%40example.com").await, StatusCode::TOO_MANY_REQUESTS);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Requests refused for their address are not counted against the account they name: one
+    /// address cannot use up another user's resets.
+    async fn an_address_over_its_reset_limit_does_not_use_up_an_account(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let server = serve(app).await;
+        let reset = |from: u32, name: String| async move {
+            let request = post("/account/password-reset", &format!("username={name}"), None);
+            send_from(server, client(from), request).await.status
+        };
+        for i in 0..5 {
+            assert_eq!(reset(1, format!("nobody-{i}")).await, StatusCode::ACCEPTED);
+        }
+        for _ in 0..3 {
+            assert_eq!(reset(1, "bob".into()).await, StatusCode::TOO_MANY_REQUESTS);
+        }
+        assert_eq!(reset(2, "bob".into()).await, StatusCode::ACCEPTED);
         let _ = std::fs::remove_dir_all(dir);
     }
 
