@@ -12,7 +12,8 @@
 //!   never replaced by an older one (a touch moves an entry's deadlines in place instead of
 //!   writing a copy back).
 //!
-//! A maximum entry age bounds staleness even if a notification were lost without a disconnect.
+//! A maximum age bounds the staleness of every entry and answer, even if a notification were lost
+//! without a disconnect.
 
 use std::{
     future::Future,
@@ -220,7 +221,8 @@ type Question = (UserId, String, Resource);
 #[derive(Debug)]
 pub(crate) struct PrincipalCache {
     entries: Cache<String, Arc<Entry>, ByWeight>,
-    answers: Cache<Question, bool>,
+    /// Each answer with the instant its read began.
+    answers: Cache<Question, (bool, Instant)>,
     max_age: Duration,
     /// Whether the listener is connected; the cache is bypassed when not.
     listening: AtomicBool,
@@ -276,13 +278,14 @@ impl PrincipalCache {
         Ok(Some((entry, Some(extra))))
     }
 
-    /// A cached answer to a scoped-permission question, or what `ask` answers (stored unless
-    /// something was invalidated meanwhile).
+    /// A cached answer to a scoped-permission question, younger than the maximum age, or what
+    /// `ask` answers (stored unless something was invalidated meanwhile).
     pub(crate) async fn answer<E, F>(
         &self,
         user: UserId,
         permission: &str,
         resource: &Resource,
+        now: Instant,
         ask: F,
     ) -> Result<bool, E>
     where
@@ -290,7 +293,8 @@ impl PrincipalCache {
     {
         let question = (user, permission.to_owned(), resource.clone());
         if self.listening.load(Ordering::Acquire)
-            && let Some(answer) = self.answers.get(&question)
+            && let Some((answer, read)) = self.answers.get(&question)
+            && now.saturating_duration_since(read) < self.max_age
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(answer);
@@ -299,7 +303,7 @@ impl PrincipalCache {
         let generation = self.begin_fill();
         let answer = ask.await?;
         if let Some(generation) = generation {
-            self.store(&self.answers, generation, question, answer);
+            self.store(&self.answers, generation, question, (answer, now));
         }
         Ok(answer)
     }
@@ -576,13 +580,15 @@ mod tests {
         let cache = PrincipalCache::new(CacheOptions::default());
         cache.set_listening(true);
         let project: Resource = "project:42".parse().unwrap();
-        let ask = |answer: bool| {
+        let now = Instant::now();
+        let ask_at = |now: Instant, answer: bool| {
             futures_util::FutureExt::now_or_never(
-                cache.answer(1, "p", &project, async move { Ok::<_, ()>(answer) }),
+                cache.answer(1, "p", &project, now, async move { Ok::<_, ()>(answer) }),
             )
             .unwrap()
             .unwrap()
         };
+        let ask = |answer| ask_at(now, answer);
         assert!(ask(true));
         assert!(ask(false), "served from memory, not asked again");
         cache.apply("r:2");
@@ -592,6 +598,13 @@ mod tests {
         assert!(!ask(true));
         cache.apply("r:*");
         assert!(ask(true));
+        // Bounded by the maximum age (5 s by default) like sessions, should a notification be
+        // lost without the listener noticing.
+        assert!(ask_at(now + Duration::from_secs(4), false), "still fresh");
+        assert!(
+            !ask_at(now + Duration::from_secs(6), false),
+            "too old: asked again"
+        );
     }
 
     #[test]

@@ -795,7 +795,10 @@ impl AuthLayerBuilder {
 
     /// The Postgres pool the node's listener takes its one connection from, when the request
     /// pool cannot LISTEN: behind PgBouncer in transaction mode, give the request pool the
-    /// bouncer's address and this pool a direct one. Default: the request pool's settings.
+    /// bouncer's address and this pool a direct one. Default: the request pool's settings;
+    /// through a [transaction pooler](crate::through_transaction_pooler), none: the principal
+    /// cache then does not build ([`ConfigError::NeedsListenPool`](crate::ConfigError::NeedsListenPool)), and
+    /// event streams are refused (`503`), since no change made elsewhere could reach them.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1012,6 +1015,10 @@ impl AuthLayerBuilder {
         let postgres = false;
         if config.cache.is_some() && !postgres {
             return Err(ConfigError::NeedsPostgres("principal_cache"));
+        }
+        #[cfg(feature = "postgres")]
+        if config.cache.is_some() && self.store.through_pooler() && config.listen_pool.is_none() {
+            return Err(ConfigError::NeedsListenPool);
         }
 
         if !secure {

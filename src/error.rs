@@ -230,6 +230,10 @@ pub enum ConfigError {
     /// store (they listen for notifications).
     #[error("{0} needs the Postgres store")]
     NeedsPostgres(&'static str),
+    /// Through a transaction pooler, LISTEN does not reach the node: the principal cache needs
+    /// a direct [`listen_pool`](crate::AuthLayerBuilder::listen_pool).
+    #[error("principal_cache through a transaction pooler needs a direct listen_pool")]
+    NeedsListenPool,
     /// The login redirect must be a local absolute path such as `/login`.
     #[error("invalid login redirect {0:?}: use a local path such as /login")]
     InvalidRedirect(String),

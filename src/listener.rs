@@ -75,24 +75,69 @@ pub(crate) async fn listen(pool: PgPool, subscribers: Subscribers) {
     }
 }
 
-/// One connection's life: listen, then apply notifications until the connection is lost.
+/// How often the listener proves that notifications still reach it: it notifies a channel of
+/// its own, and must hear that back before the next probe. A connection that died without
+/// closing (a half-open socket, a path that went silent) or one that cannot hear (LISTEN through
+/// a transaction pooler) is found out within two intervals and a timeout, instead of leaving
+/// the node listening to nothing.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// The longest a probe's statement may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection's life: listen, then apply notifications until the connection is lost or
+/// stops hearing its own probes.
 async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
-    listener.listen(CHANNEL).await?;
+    let probe_channel = probe_channel();
+    listener
+        .listen_all([CHANNEL, probe_channel.as_str()])
+        .await?;
     subscribers.set_listening(true);
     tracing::debug!("axum-live-auth listener listening");
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => subscribers.apply(notification.payload()),
-            Ok(None) | Err(_) => {
-                subscribers.set_listening(false);
-                tracing::warn!("axum-live-auth listener lost its connection; bypassing the cache");
-                return Ok(());
+    let start = tokio::time::Instant::now() + PROBE_EVERY;
+    let mut probes = tokio::time::interval_at(start, PROBE_EVERY);
+    let mut heard = true;
+    let lost = loop {
+        // `try_recv` is cancel-safe: a probe's turn loses no notification.
+        tokio::select! {
+            received = listener.try_recv() => match received {
+                Ok(Some(notification)) if notification.channel() == probe_channel => heard = true,
+                Ok(Some(notification)) => subscribers.apply(notification.payload()),
+                Ok(None) | Err(_) => break "lost its connection",
+            },
+            _ = probes.tick() => {
+                if !heard {
+                    break "did not hear its probe back";
+                }
+                heard = false;
+                let probe = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&probe_channel)
+                    .execute(&mut listener);
+                if !matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_))) {
+                    break "could not send its probe";
+                }
             }
         }
-    }
+    };
+    subscribers.set_listening(false);
+    tracing::warn!(
+        reason = lost,
+        "axum-live-auth listener lost; bypassing the cache until it listens again"
+    );
+    Ok(())
+}
+
+/// A channel only this listener listens on: the fixed prefix and 64 random bits (the process
+/// id, should the random source fail).
+fn probe_channel() -> String {
+    let mut bytes = [0u8; 8];
+    let random = rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut bytes).map_or_else(
+        |_| u64::from(std::process::id()),
+        |()| u64::from_le_bytes(bytes),
+    );
+    format!("{CHANNEL}_probe_{random:016x}")
 }
 
 /// `pause` plus up to half of it again, at random, so that nodes spread their reconnections.

@@ -97,8 +97,11 @@ async fn resolve(
     if matches && entry.claim_touch(now, config.touch_interval) {
         // Boxed: a touch is rare (once a touch interval), and its state would otherwise
         // double the size of every request's future.
-        Box::pin(touch(shared, conn, token)).await;
-        entry.touched(now, config.idle_timeout);
+        // The entry's deadlines move only with the database's: after a failed write, the
+        // cached idle deadline would outlive the stored one.
+        if Box::pin(touch(shared, conn, token)).await {
+            entry.touched(now, config.idle_timeout);
+        }
     } else if let Some(conn) = conn {
         shared.store.release(conn);
     }
@@ -146,7 +149,8 @@ async fn read(
 
 /// Writes the idle deadline back, on the request's connection if it has one. The request is
 /// authenticated either way; a failed touch only means the deadline moves on a later request.
-async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &SessionToken) {
+/// `true` if the write completed.
+async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &SessionToken) -> bool {
     let config = &shared.config;
     let write = async {
         let mut conn = match conn {
@@ -157,11 +161,15 @@ async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &Session
             .await?;
         shared.store.commit(conn).await
     };
-    if let Err(error) = bounded(config.lookup_timeout, write).await {
-        tracing::warn!(
-            error = &error as &dyn std::error::Error,
-            "session touch failed"
-        );
+    match bounded(config.lookup_timeout, write).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "session touch failed"
+            );
+            false
+        }
     }
 }
 

@@ -123,8 +123,13 @@ impl AuthLayer {
         shared.background_started.store(true, Ordering::Relaxed);
         let stopped = shared.stopped();
         #[cfg(feature = "postgres")]
-        let listener = shared.store.postgres_pool().map(|pool| {
-            let pool = shared.config.listen_pool.as_ref().unwrap_or(pool);
+        let listen_on = match &shared.config.listen_pool {
+            Some(direct) => Some(direct),
+            // LISTEN through a transaction pooler would hear nothing: no listener at all.
+            None if shared.store.through_pooler() => None,
+            None => shared.store.postgres_pool(),
+        };
+        let listener = shared.store.postgres_pool().and(listen_on).map(|pool| {
             let subscribers = crate::listener::Subscribers {
                 cache: shared.cache.clone(),
                 hub: Arc::clone(&shared.hub),

@@ -107,7 +107,10 @@ impl ScopedGrants for Shared {
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut))
             };
             Ok(match &self.cache {
-                Some(cache) => cache.answer(user, permission, resource, ask).await?,
+                Some(cache) => {
+                    let now = std::time::Instant::now();
+                    cache.answer(user, permission, resource, now, ask).await?
+                }
                 None => ask.await?,
             })
         })

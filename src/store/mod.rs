@@ -411,6 +411,16 @@ impl AuthStore {
         }
     }
 
+    /// Whether statements go through a transaction pooler, where LISTEN cannot work.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn through_pooler(&self) -> bool {
+        match &self.backend {
+            Backend::Postgres(store) => store.pooled(),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => false,
+        }
+    }
+
     /// Whether the pool pings each connection on checkout, a round trip before every query
     /// (an in-process SQLite ping costs none).
     pub(crate) fn pings_on_checkout(&self) -> bool {

@@ -366,3 +366,50 @@ async fn the_listener_connection_lives_exactly_as_long_as_the_layer(
     background.abort();
     until_listeners(&pool, 0).await;
 }
+
+/// A listener whose connection goes silent without closing (a half-open socket, a blackholed
+/// path: no error ever reaches it) is found out by its own probes: the node stops trusting its
+/// cache, so a ban it could not hear of is enforced within seconds, not after the entries'
+/// maximum age (ten minutes here).
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_listener_connection_gone_silent_is_found_out(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (route, through_route) = crate::common::wire::Route::to(&options).await;
+    let listen = PgPoolOptions::new().connect_lazy_with(through_route);
+    let app = app_with(node_pool(&options).await, |b| {
+        b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
+            .listen_pool(listen)
+    })
+    .await;
+    app.listen().await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+    assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+    assert!(
+        app.layer.cache_status().unwrap().hits >= 1,
+        "served from the cache"
+    );
+
+    route.freeze();
+    app.db
+        .exec("UPDATE auth_users SET disabled_at = now() WHERE username = 'bob'")
+        .await;
+    let start = Instant::now();
+    while app.status("/me", &bob).await == StatusCode::OK {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the silent listener was never found out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!app.layer.cache_status().unwrap().listening);
+    // The silent connection holds its server session open: end it, so the database can go.
+    app.db
+        .exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'axum-live-auth-listener' AND datname = current_database()",
+        )
+        .await;
+}

@@ -278,3 +278,45 @@ async fn migrating_through_a_pooler_is_a_send_future() {
     );
     send(axum_live_auth::migrate(pooled));
 }
+
+/// Through a transaction pooler LISTEN hears nothing, so the principal cache needs a direct
+/// listener pool: without one the layer does not build (the cache would never hear of a
+/// revocation), and without the cache no listener runs, so event streams are refused.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn through_a_pooler_only_a_direct_pool_listens(_: PgPoolOptions, options: PgConnectOptions) {
+    use axum_live_auth::{AuthLayer, ConfigError};
+    let pooled = || {
+        axum_live_auth::through_transaction_pooler(
+            PgPoolOptions::new().max_connections(2),
+            options.clone(),
+        )
+    };
+    let with_cache = |store| {
+        AuthLayer::builder(store)
+            .allowed_origin(crate::common::ORIGIN)
+            .principal_cache(CacheOptions::default())
+    };
+    assert!(matches!(
+        with_cache(pooled()).build(),
+        Err(ConfigError::NeedsListenPool)
+    ));
+    let direct = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    assert!(
+        with_cache(pooled())
+            .listen_pool(direct.clone())
+            .build()
+            .is_ok()
+    );
+
+    let app = app_on(direct.into(), pooled().into(), |b| b).await;
+    tokio::spawn(app.layer.background());
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A stream that opened would not end: bounded, a timeout counts as opened.
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), app.status("/account/events", &bob)).await;
+    assert_eq!(answer.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
+}

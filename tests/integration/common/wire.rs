@@ -151,3 +151,66 @@ impl Parser {
         (statements, pings)
     }
 }
+
+/// A TCP route to Postgres that can go silent: once frozen it forwards nothing either way and
+/// closes nothing, as a half-open connection or a blackholed network path does.
+#[derive(Clone)]
+pub struct Route {
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Route {
+    /// Starts the route and returns options that connect through it.
+    pub async fn to(upstream: &PgConnectOptions) -> (Self, PgConnectOptions) {
+        let target = format!("{}:{}", upstream.get_host(), upstream.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let route = Self {
+            frozen: Arc::default(),
+        };
+        let frozen = Arc::clone(&route.frozen);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, Arc::clone(&frozen)));
+                tokio::spawn(forward(server_read, client_write, Arc::clone(&frozen)));
+            }
+        });
+        let options = upstream
+            .clone()
+            .host("127.0.0.1")
+            .port(port)
+            .ssl_mode(PgSslMode::Disable);
+        (route, options)
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes; holds what it reads, for good, once frozen.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.load(Ordering::SeqCst) {
+            // Silent from now on, but the sockets stay open.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
