@@ -21,6 +21,9 @@ use crate::{
 const RESET_PER_ADDRESS: u32 = 5;
 const RESET_PER_ACCOUNT: u32 = 3;
 const RESET_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Address changes allowed per user per window: each sends a verification message, and each
+/// answer says whether another user has the address.
+const EMAIL_CHANGES_PER_USER: u32 = 5;
 
 /// The error a [`Messenger`] reports.
 pub type MessengerError = Box<dyn std::error::Error + Send + Sync>;
@@ -287,11 +290,6 @@ impl Accounts {
         client: &Client,
         name_or_email: &str,
     ) -> Result<(), Error> {
-        let limits = |count| ThrottleLimits {
-            ip_failures: count,
-            ip_window: RESET_WINDOW,
-            ..self.limits
-        };
         let mut keys = Vec::with_capacity(2);
         if let Some(address) = client.address {
             keys.push((
@@ -305,14 +303,38 @@ impl Accounts {
         };
         keys.push((AttemptKey::reset(&account), RESET_PER_ACCOUNT));
         for (key, count) in keys {
-            if let Reservation::Refused(retry_after) =
-                self.store().reserve_attempt(&key, &limits(count)).await?
-            {
+            if let Reservation::Refused(retry_after) = self.reserve_message(&key, count).await? {
                 security::login_throttled(client, name_or_email, retry_after);
                 return Err(Error::Throttled { retry_after });
             }
         }
         Ok(())
+    }
+
+    /// Counts a change of the user's address (`POST /email`); `Err(Throttled)` past the limit.
+    pub(crate) async fn reserve_email_change(
+        &self,
+        client: &Client,
+        user: UserId,
+    ) -> Result<(), Error> {
+        let key = AttemptKey::email_change(user);
+        match self.reserve_message(&key, EMAIL_CHANGES_PER_USER).await? {
+            Reservation::Granted => Ok(()),
+            Reservation::Refused(retry_after) => {
+                security::email_change_throttled(client, user, retry_after);
+                Err(Error::Throttled { retry_after })
+            }
+        }
+    }
+
+    /// Counts one request under `key`, at most `count` a window.
+    async fn reserve_message(&self, key: &AttemptKey, count: u32) -> Result<Reservation, Error> {
+        let limits = ThrottleLimits {
+            ip_failures: count,
+            ip_window: RESET_WINDOW,
+            ..self.limits
+        };
+        self.store().reserve_attempt(key, &limits).await
     }
 
     fn messenger(&self) -> Result<&Arc<dyn DynMessenger>, Error> {

@@ -4,7 +4,7 @@
 //! alerts), and the field `event` set to one of: `login`, `login_failed`, `login_throttled`,
 //! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
 //! `password_changed`, `password_reset_requested`, `password_reset`, `email_changed`,
-//! `email_verified`, `reauth`, `expired`, `csrf_rejected`, `invalid_token`, `unknown_session`,
+//! `email_change_throttled`, `email_verified`, `reauth`, `expired`, `csrf_rejected`, `invalid_token`, `unknown_session`,
 //! `invalid_tokens_alert`. Other fields, where known: `user_id`,
 //! `session_id` (the public id, never the token), `previous_session_id` (rotation), `ip`,
 //! `user_agent`, `reason`, `count`, `username` (failed or throttled logins),
@@ -195,6 +195,21 @@ pub(crate) fn email_changed(user: UserId) {
         Client::default(),
         user_id = user,
         "email address changed"
+    );
+}
+
+pub(crate) fn email_change_throttled(
+    client: &Client,
+    user: UserId,
+    retry_after: std::time::Duration,
+) {
+    security_event!(
+        warn,
+        "email_change_throttled",
+        client,
+        user_id = user,
+        retry_after_secs = retry_after.as_secs(),
+        "email address changes throttled"
     );
 }
 

@@ -25,7 +25,7 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account; `429` too many requests from this address or for this account |
 /// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
 /// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |
-/// | `POST /email` | form `email`: sets the user's address (unverified), sends a verification link to it and ends the user's other sessions (needs [`RecentAuth`]) | `202`; `400` invalid; `409` taken; `403 reauth_required` |
+/// | `POST /email` | form `email`: sets the user's address (unverified), sends a verification link to it and ends the user's other sessions (needs [`RecentAuth`]); 5 changes a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many changes |
 /// | `GET /email/verify?token=…` | marks the address verified | `200` HTML; `400` used, expired or unknown token |
 ///
 /// Each session in the list is a [`SessionInfo`](crate::SessionInfo):
@@ -140,9 +140,11 @@ async fn set_email(
     RecentAuth(user): RecentAuth,
     Form(form): Form<EmailForm>,
 ) -> Result<StatusCode, Error> {
-    Accounts::of_layer(auth.shared())
-        .set_email(user.id(), &form.email)
+    let accounts = Accounts::of_layer(auth.shared());
+    accounts
+        .reserve_email_change(auth.client(), user.id())
         .await?;
+    accounts.set_email(user.id(), &form.email).await?;
     auth.revoke_other_sessions().await?;
     Ok(StatusCode::ACCEPTED)
 }

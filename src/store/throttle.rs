@@ -111,6 +111,15 @@ impl AttemptKey {
         }
     }
 
+    /// Address changes of one user (each sends a verification message), counted with the
+    /// reset requests' windows.
+    pub(crate) fn email_change(user: UserId) -> Self {
+        Self {
+            kind: "reset",
+            key: format!("email:id:{user}"),
+        }
+    }
+
     /// An existing account.
     pub(crate) fn user(id: UserId) -> Self {
         Self {

@@ -185,6 +185,23 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Each address change sends a message and tells whether the address is taken: five a
+    /// user per window, whatever the addresses; another user is not affected.
+    async fn address_changes_are_limited_per_user(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        for i in 0..5 {
+            let reply = send(&app, post("/account/email", &format!("email=a{i}%40example.com"), Some(&alice))).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "change {i}");
+        }
+        let sixth = send(&app, post("/account/email", "email=a5%40example.com", Some(&alice))).await;
+        assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(sixth.headers.contains_key(header::RETRY_AFTER));
+        let bob = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
+        assert_eq!(send(&app, post("/account/email", "email=b%40example.com", Some(&bob))).await.status, StatusCode::ACCEPTED);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn the_reset_flow_end_to_end(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let old = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
