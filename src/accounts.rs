@@ -169,6 +169,7 @@ impl Accounts {
         found(self.store_password(user, &hash, None).await?)
     }
 
+    /// An Argon2id hash of `password`, within the hasher's bounds.
     pub(crate) async fn hash(&self, password: &str) -> Result<String, Error> {
         self.hasher.hash(password).await
     }

@@ -443,8 +443,8 @@ impl Auth {
         Ok(id)
     }
 
-    /// Checks the current user's password, throttled and counted like a login.
-    /// The user's credential epoch, if `password` is their password.
+    /// Checks the current user's password, throttled and counted like a login: the user's
+    /// credential epoch, if `password` is their password.
     async fn verify_current(
         &self,
         user: &CurrentUser,

@@ -797,8 +797,9 @@ impl AuthLayerBuilder {
     /// pool cannot LISTEN: behind PgBouncer in transaction mode, give the request pool the
     /// bouncer's address and this pool a direct one. Default: the request pool's settings;
     /// through a [transaction pooler](crate::through_transaction_pooler), none: the principal
-    /// cache then does not build ([`ConfigError::NeedsListenPool`](crate::ConfigError::NeedsListenPool)), and
-    /// event streams are refused (`503`), since no change made elsewhere could reach them.
+    /// cache then does not build
+    /// ([`ConfigError::NeedsListenPool`](crate::ConfigError::NeedsListenPool)), and event
+    /// streams are refused (`503`), since no change made elsewhere could reach them.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

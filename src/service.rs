@@ -129,6 +129,7 @@ impl AuthLayer {
             None if shared.store.through_pooler() => None,
             None => shared.store.postgres_pool(),
         };
+        #[cfg(feature = "postgres")]
         let listener = shared.store.postgres_pool().and(listen_on).map(|pool| {
             let subscribers = crate::listener::Subscribers {
                 cache: shared.cache.clone(),

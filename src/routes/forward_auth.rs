@@ -36,10 +36,11 @@ use crate::{
 /// check the layer applies to its own routes, on the browser's `Origin` and `Sec-Fetch-Site`,
 /// which proxies pass on. So does a WebSocket handshake: `Sec-Fetch-Mode: websocket`, or
 /// `Upgrade: websocket` where the proxy passes it on (nginx needs
-/// `proxy_set_header Upgrade $http_upgrade` in the check's location). Username and permissions are percent-encoded where they are not plain
-/// ASCII (or contain `,` or `%`). With the principal cache a check makes no database round
-/// trip; without it, one. The proxy must overwrite every `X-Auth-*` header a client sends: the
-/// README's configurations for nginx, Traefik and Caddy do.
+/// `proxy_set_header Upgrade $http_upgrade` in the check's location). Username and permissions
+/// are percent-encoded where they are not plain ASCII (or contain `,` or `%`). With the
+/// principal cache a check makes no database round trip; without it, one. The proxy must
+/// overwrite every `X-Auth-*` header a client sends: the README's configurations for nginx,
+/// Traefik and Caddy do.
 ///
 /// ```
 /// use axum::Router;
