@@ -45,7 +45,9 @@ pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
 /// Runs password hashes, at most `running` at once with at most `queue` waiting.
 #[derive(Debug)]
 pub(crate) struct Hasher {
-    permits: Semaphore,
+    /// Held by each running hash until its blocking work ends, also when the request that
+    /// asked for it is cancelled meanwhile.
+    permits: Arc<Semaphore>,
     queue: usize,
     waiting: AtomicUsize,
     /// Argon2 working memory, one buffer per hash that may run at once.
@@ -63,7 +65,7 @@ impl Default for Hasher {
 impl Hasher {
     pub(crate) fn new(running: usize, queue: usize) -> Self {
         Self {
-            permits: Semaphore::new(running.max(1)),
+            permits: Arc::new(Semaphore::new(running.max(1))),
             queue,
             waiting: AtomicUsize::new(0),
             buffers: Arc::default(),
@@ -120,17 +122,22 @@ impl Hasher {
         &self,
         work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = match self.permits.try_acquire() {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 let _waiting = Waiting::join(&self.waiting, self.queue)?;
-                self.permits.acquire().await.map_err(|_| Error::Busy {
-                    retry_after: BUSY_RETRY,
-                })?
+                Arc::clone(&self.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Busy {
+                        retry_after: BUSY_RETRY,
+                    })?
             }
         };
         let buffers = Arc::clone(&self.buffers);
-        let done = tokio::task::spawn_blocking(move || {
+        // The permit goes with the work: a request cancelled while its hash runs (the client
+        // went away) does not free a place for another hash before this one ends.
+        tokio::task::spawn_blocking(move || {
             // A permit holder always finds a buffer (or makes the one it is owed).
             let taken = buffers.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let mut memory =
@@ -140,11 +147,10 @@ impl Hasher {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(memory);
+            drop(permit);
             done
         })
-        .await?;
-        drop(permit);
-        done
+        .await?
     }
 }
 
@@ -269,6 +275,39 @@ mod tests {
         assert!(validate_new("12345678").is_ok());
         assert!(validate_new("1234567").is_err());
         assert!(validate_new(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+    }
+
+    /// A request given up while its hash runs keeps its place until the hash ends: cancelled
+    /// requests cannot start more hashes (or buffers) than the bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_request_holds_its_place_until_its_hash_ends() {
+        let hasher = Arc::new(Hasher::new(1, 4));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let work = |running: Arc<AtomicUsize>, most: Arc<AtomicUsize>| {
+            move |_: &mut [Block]| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(200));
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        for _ in 0..3 {
+            let given_up = tokio::time::timeout(
+                Duration::from_millis(20),
+                hasher.run(work(running.clone(), most.clone())),
+            )
+            .await;
+            assert!(given_up.is_err(), "the request was cancelled mid-hash");
+        }
+        hasher
+            .run(work(running.clone(), most.clone()))
+            .await
+            .unwrap();
+        assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
+        let buffers = hasher.buffers.lock().unwrap().len();
+        assert_eq!(buffers, 1, "one buffer for one hash at a time");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

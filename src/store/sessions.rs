@@ -153,6 +153,13 @@ DELETE FROM auth_sessions
 RETURNING id, user_id, user_agent, ip",
 };
 
+/// Locks the user's row until the transaction ends, as [`CREATE_SESSION`] and [`ROTATE`] do
+/// (SQLite's `BEGIN IMMEDIATE` already serializes writers: a plain read there).
+const LOCK_USER: Dialects = Dialects {
+    postgres: "SELECT 1 FROM auth_users WHERE id = $1 FOR NO KEY UPDATE",
+    sqlite: "SELECT 1 FROM auth_users WHERE id = $1",
+};
+
 /// Ends every session: `TRUNCATE` on Postgres (one statement, one notification to every node,
 /// whatever the number of rows), `DELETE` on SQLite.
 const DELETE_ALL: Dialects = Dialects {
@@ -554,20 +561,31 @@ impl AuthStore {
         Ok(done == 1)
     }
 
-    /// Deletes every session of `user` except `keep`; returns how many ended.
+    /// Deletes every session of `user` except `keep`; returns how many ended. The user's row is
+    /// locked first, as [`ROTATE`] locks it, so that a session copied by a rotation that
+    /// commits meanwhile is seen by the delete and ended too.
     pub(crate) async fn delete_user_sessions(
         &self,
         user: UserId,
         keep: Option<&SessionId>,
     ) -> Result<u64, Error> {
-        Ok(on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2")
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            sqlx::query(LOCK_USER.of(pool))
                 .bind(user)
-                .bind(keep.map(SessionId::as_str))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+                .execute(&mut *tx)
+                .await?;
+            let ended = sqlx::query(
+                "DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2",
+            )
+            .bind(user)
+            .bind(keep.map(SessionId::as_str))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(ended)
+        })
     }
 
     /// Ends every session of every user.

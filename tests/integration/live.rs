@@ -383,3 +383,43 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
         "no notification for bob's scoped answers after the change: {after_commit:?}"
     );
 }
+
+/// Every session of a user ends while one of them is being rotated: the rotation's copy ends
+/// too. (Without the user's lock, the delete's snapshot did not hold the uncommitted copy, and
+/// the copy outlived "log out everywhere".)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn ending_every_session_while_one_rotates_ends_the_copy_too(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    app.login(BOB, BOB_PASSWORD).await;
+    let copy = axum_live_auth::SessionToken::generate().unwrap();
+    // The rotation as the store runs it: the user's row locked, the session copied under a new
+    // id, the old one deleted; not committed yet.
+    let mut rotation = pool.begin().await.unwrap();
+    for sql in [
+        "SELECT 1 FROM auth_users WHERE id = $2 FOR NO KEY UPDATE",
+        "INSERT INTO auth_sessions (id, secret_hash, user_id, idle_expires_at, expires_at,
+                                    credential_epoch)
+         SELECT $1, secret_hash, user_id, idle_expires_at, expires_at, credential_epoch
+           FROM auth_sessions WHERE user_id = $2",
+        "DELETE FROM auth_sessions WHERE user_id = $2 AND id <> $1",
+    ] {
+        sqlx::query(sql)
+            .bind(copy.id().as_str())
+            .bind(app.bob)
+            .execute(&mut *rotation)
+            .await
+            .unwrap();
+    }
+    let accounts = app.accounts.clone();
+    let bob = app.bob;
+    let everywhere = tokio::spawn(async move { accounts.revoke_all_sessions(bob).await });
+    finished_or_waiting(&pool, &everywhere).await;
+    rotation.commit().await.unwrap();
+    everywhere.await.unwrap().unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_sessions WHERE user_id = $1")
+        .bind(bob)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the rotation's copy outlived the revocation");
+}
