@@ -21,7 +21,7 @@ use axum::{
 };
 use axum_live_auth::{
     Accounts, Auth, AuthLayer, AuthRejection, CurrentUser, Error, Message, Messenger,
-    MessengerError, require_permission, sqlx,
+    MessengerError, RecentAuth, require_permission, sqlx,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{SqlitePool, sqlite::SqlitePoolOptions};
@@ -185,8 +185,11 @@ struct Grant {
     permission: String,
 }
 
-/// An admin grants a permission; the user has it on their very next request.
+/// An admin grants a permission; the user has it on their very next request. Giving access
+/// needs the admin's password proven recently (`RecentAuth`): a stolen admin session alone
+/// cannot hand it out.
 async fn grant(
+    _: RecentAuth,
     State(accounts): State<Accounts>,
     Form(form): Form<Grant>,
 ) -> Result<StatusCode, Error> {

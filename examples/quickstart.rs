@@ -12,12 +12,13 @@
 //! `DATABASE_URL=sqlite://other.db` picks another SQLite file:
 //!
 //! ```text
-//! DATABASE_URL=postgres://postgres@localhost/postgres cargo run --example quickstart
+//! DEMO_USERS=on DATABASE_URL=postgres://postgres@localhost/postgres cargo run --example quickstart
 //! ```
 //!
 //! It seeds `alice` / `alice-password` (role `admin`: permissions `admin` and `reports:read`)
-//! and `bob` / `bob-password` (permission `reports:read`, and `project:read` on project 42),
-//! and listens on
+//! and `bob` / `bob-password` (permission `reports:read`, and `project:read` on project 42)
+//! in its own SQLite file, or in the database `DATABASE_URL` names if `DEMO_USERS=on`, and
+//! listens on
 //! <http://localhost:3000> (set `PORT` to change). Then, with one cookie jar per user:
 //!
 //! ```text
@@ -43,7 +44,7 @@ use axum::{
 };
 use axum_live_auth::{
     Accounts, Auth, AuthLayer, AuthRejection, AuthStore, CacheOptions, CurrentUser, Error, Message,
-    MessageKind, Messenger, MessengerError, Resource, UserId, require_permission,
+    MessageKind, Messenger, MessengerError, RecentAuth, Resource, UserId, require_permission,
     require_permission_on,
 };
 use serde::{Deserialize, Serialize};
@@ -66,8 +67,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let database_url = std::env::var("DATABASE_URL")
         .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        .filter(|url| !url.is_empty());
+    // The demo users have published passwords (alice is an admin): they are created in the
+    // quickstart's own file, and in a database named by DATABASE_URL only when asked for, so
+    // that pointing the quickstart at a real database never adds a known admin login there.
+    let demo_users = database_url.is_none() || std::env::var("DEMO_USERS").is_ok_and(|v| v == "on");
+    let database_url = database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
     let (store, listen_pool) = connect(&database_url).await?;
     axum_live_auth::migrate(store.clone()).await?;
 
@@ -116,12 +121,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The layer's background work: the purge, and on Postgres the one LISTEN connection that
     // keeps the principal cache and the event streams live. It ends with the layer.
     tokio::spawn(auth.background());
-    seed(&auth.accounts()).await?;
+    if demo_users {
+        seed(&auth.accounts()).await?;
+    }
     let app = app(auth);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("Listening on http://localhost:{port}");
-    println!("Log in as alice / alice-password (admin) or bob / bob-password (reports:read)");
+    if demo_users {
+        println!("Log in as alice / alice-password (admin) or bob / bob-password (reports:read)");
+    } else {
+        println!("No demo users in {database_url} (DEMO_USERS=on creates alice and bob there)");
+    }
     println!(
         "Password-reset and email-verification links go to {}",
         mail_dir.display()
@@ -388,6 +399,9 @@ impl PermissionForm {
 }
 
 // The admin actions take effect on the user's next request: no cache, no new login needed.
+// Those that give access (enable, grant) also need the admin's password proven within the
+// reauthentication window (`RecentAuth`, 15 minutes by default; `POST /account/reauth`), so a
+// stolen or forgotten admin session cannot hand out access.
 // `Error` is a response: 404 for an unknown user, 400 for an invalid name, 503 for a database
 // failure.
 
@@ -403,6 +417,7 @@ async fn disable_user(
 }
 
 async fn enable_user(
+    _: RecentAuth,
     State(accounts): State<Accounts>,
     Path(username): Path<String>,
 ) -> Result<StatusCode, Error> {
@@ -413,6 +428,7 @@ async fn enable_user(
 }
 
 async fn grant_permission(
+    _: RecentAuth,
     State(accounts): State<Accounts>,
     Path(username): Path<String>,
     Form(form): Form<PermissionForm>,

@@ -944,6 +944,12 @@ impl AuthLayerBuilder {
             );
             None
         } else {
+            if self.allow_without_origin_headers {
+                tracing::warn!(
+                    "axum-live-auth: unsafe requests without Sec-Fetch-Site or Origin pass the \
+                     CSRF check (allow_requests_without_origin_headers)"
+                );
+            }
             Some(csrf(
                 &self.allowed_origins,
                 self.allow_without_origin_headers,

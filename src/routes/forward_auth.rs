@@ -24,7 +24,7 @@ use crate::{
 /// | `200` | a valid session with every permission asked for | `X-Auth-User-Id`, `X-Auth-Username`, `X-Auth-Permissions` (sorted, comma-separated), `X-Auth-Session-Id` (the public id) |
 /// | `401` | no valid session | |
 /// | `403` | a permission asked for is missing, or the original request fails the CSRF check | |
-/// | `400` | a `resource` that cannot name one | |
+/// | `400` | a `resource` that cannot name one, or more than one `resource` | |
 /// | `503` | the database did not answer (never a `200`) | `Retry-After` |
 ///
 /// Permissions are asked for with `?permission=reports:read` on the check URL (repeatable)
@@ -75,10 +75,15 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let resource = match asked("resource").next().map(str::parse::<Resource>) {
-        Some(Ok(resource)) => Some(resource),
-        Some(Err(_)) => return AuthRejection::BadRequest.into_response(),
-        None => None,
+    // One resource at most: a second one would otherwise go unchecked.
+    let mut resources = asked("resource");
+    let resource = match (
+        resources.next().map(str::parse::<Resource>),
+        resources.next(),
+    ) {
+        (Some(Ok(resource)), None) => Some(resource),
+        (None, _) => None,
+        _ => return AuthRejection::BadRequest.into_response(),
     };
     for permission in required {
         let allowed = match &resource {

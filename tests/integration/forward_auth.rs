@@ -85,6 +85,8 @@ both_stores! {
         assert_eq!(status("?permission=project:read&resource=project:42", &[]).await, StatusCode::OK);
         assert_eq!(status("?permission=project:read&resource=project:43", &[]).await, StatusCode::FORBIDDEN);
         assert_eq!(status("?permission=project:read&resource=project", &[]).await, StatusCode::BAD_REQUEST);
+        // Two resources: refused, not the first one checked and the second ignored.
+        assert_eq!(status("?permission=project:read&resource=project:42&resource=project:43", &[]).await, StatusCode::BAD_REQUEST);
     }
 
     async fn an_unsafe_original_request_gets_the_csrf_check(db: Db) {

@@ -199,4 +199,33 @@ let auth = AuthLayer::builder(db.store())
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// The quickstart's admin actions that give access (enable, grant) need the admin's password
+/// proven within the reauthentication window; taking access away (disable, revoke) does not.
+async fn giving_access_needs_a_recent_password_check(db: Db) {
+    let auth = AuthLayer::builder(db.store())
+        .allowed_origin("http://localhost:3000")
+        .build()
+        .unwrap();
+    example::seed(&auth.accounts()).await.unwrap();
+    let app = example::app(auth);
+    let call = |path: &'static str, token: String, form: Option<&'static str>| {
+        let app = app.clone();
+        async move { send(&app, request("POST", path, Some(&token), form)).await }
+    };
+    let alice = send(&app, login_request("alice", "alice-password")).await.session_cookie().unwrap();
+    db.age_authentication(alice.split('.').next().unwrap(), 16 * 60).await;
+    let grant = call("/admin/users/bob/grant", alice.clone(), Some("permission=admin")).await;
+    assert_eq!(grant.status, StatusCode::FORBIDDEN);
+    assert!(grant.body.contains("reauth_required"), "{}", grant.body);
+    assert_eq!(call("/admin/users/bob/disable", alice.clone(), None).await.status, StatusCode::NO_CONTENT);
+    let enable = call("/admin/users/bob/enable", alice.clone(), None).await;
+    assert_eq!(enable.status, StatusCode::FORBIDDEN);
+
+    let reauth = call("/account/reauth", alice, Some("password=alice-password")).await;
+    assert_eq!(reauth.status, StatusCode::NO_CONTENT);
+    let alice = reauth.session_cookie().unwrap();
+    assert_eq!(call("/admin/users/bob/enable", alice.clone(), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(call("/admin/users/bob/grant", alice, Some("permission=admin")).await.status, StatusCode::NO_CONTENT);
+}
 }

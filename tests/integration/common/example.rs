@@ -125,6 +125,7 @@ impl Quickstart {
         command
             .env("PORT", port.to_string())
             .env("RUST_LOG", "warn")
+            .env("DEMO_USERS", "on")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (name, value) in env {
