@@ -496,7 +496,7 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidName`] for a name no permission can have; an infrastructure error.
     pub async fn holders(
         &self,
         permission: &str,
@@ -504,6 +504,9 @@ impl Accounts {
         after: UserId,
         limit: u32,
     ) -> Result<Vec<UserId>, Error> {
+        // SQLite keeps a user's permissions as lines of text: an empty name or one with a line
+        // break would match there what no one holds.
+        validate_name(permission)?;
         self.store
             .holders(permission, scope(resource), after, limit)
             .await

@@ -59,6 +59,9 @@ pub(crate) fn listener_pool(pool: &PgPool) -> PgPool {
 /// lost their connection at once do not come back in lockstep). Dropping the future returns its
 /// connection to `pool`; closing the pool closes it.
 pub(crate) async fn listen(pool: PgPool, subscribers: Subscribers) {
+    // However this future ends (the layer gone, or its task aborted), nothing keeps trusting
+    // a listener that no longer runs.
+    let _stops = StopsListening(&subscribers);
     let mut backoff = Duration::from_millis(50);
     loop {
         match listen_once(&pool, &subscribers).await {
@@ -138,6 +141,15 @@ fn probe_channel() -> String {
         |()| u64::from_le_bytes(bytes),
     );
     format!("{CHANNEL}_probe_{random:016x}")
+}
+
+/// Tells the subscribers, when dropped, that nothing listens any more.
+struct StopsListening<'a>(&'a Subscribers);
+
+impl Drop for StopsListening<'_> {
+    fn drop(&mut self) {
+        self.0.set_listening(false);
+    }
 }
 
 /// `pause` plus up to half of it again, at random, so that nodes spread their reconnections.

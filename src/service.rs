@@ -165,8 +165,7 @@ impl AuthLayer {
                 () = listen => {}
             }
             #[cfg(feature = "postgres")]
-            if let Some((pool, subscribers)) = listener {
-                subscribers.set_listening(false);
+            if let Some((pool, _)) = listener {
                 pool.close().await;
             }
             tracing::debug!("axum-live-auth: the layer is gone; background work stops");

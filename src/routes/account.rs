@@ -42,7 +42,9 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// reconnect and read a fresh picture. A comment line every 15 seconds
 /// ([configurable](crate::AuthLayerBuilder::event_streams)) keeps proxies from closing it. On
 /// Postgres the streams need the layer's [background work](crate::AuthLayer::background); on
-/// SQLite they hear of changes made through the crate in this process, not of plain SQL.
+/// SQLite they hear of changes made through the layer in this process (its [`Auth`] and the
+/// [`Accounts`] of [`AuthLayer::accounts`](crate::AuthLayer::accounts), not an
+/// [`Accounts::new`] of its own), not of plain SQL.
 ///
 /// ```
 /// use axum::Router;

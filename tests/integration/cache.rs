@@ -413,3 +413,27 @@ async fn a_listener_connection_gone_silent_is_found_out(
         )
         .await;
 }
+
+/// Aborting the background task, as its docs allow, leaves nothing trusting a listener that no
+/// longer runs: the cache is bypassed and event streams are refused, as when the listener's
+/// connection is lost.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn aborting_the_background_work_stops_trusting_its_listener(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let app = app_with(node_pool(&options).await, |b| {
+        b.principal_cache(self::options())
+    })
+    .await;
+    let background = tokio::spawn(app.layer.background());
+    wait_listening(|| app.layer.cache_status().unwrap()).await;
+    background.abort();
+    assert!(background.await.unwrap_err().is_cancelled());
+    assert!(!app.layer.cache_status().unwrap().listening);
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    // A stream that opened would not end: bounded, a timeout counts as opened.
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), app.status("/account/events", &bob)).await;
+    assert_eq!(answer.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
+}

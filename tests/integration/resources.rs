@@ -134,6 +134,12 @@ both_stores! {
         assert_eq!(page, &expected[..2]);
         let rest = app.accounts.holders("project:read", &project("06"), page[1], 2).await.unwrap();
         assert_eq!(rest, &expected[2..]);
+        // A name no permission can have is refused, on both stores alike (SQLite once matched
+        // it against its lines of text: "" named everyone without a global permission).
+        for name in ["", "project:read\nadmin"] {
+            let asked = app.accounts.holders(name, &project("06"), 0, 10).await;
+            assert!(matches!(asked, Err(axum_live_auth::Error::InvalidName)), "{name:?}: {asked:?}");
+        }
     }
 }
 
