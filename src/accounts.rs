@@ -166,7 +166,7 @@ impl Accounts {
     pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
         password::validate_new(password)?;
         let hash = self.hash(password).await?;
-        found(self.store_password(user, &hash, None).await?)
+        found(self.store_password(user, &hash, None, None).await?)
     }
 
     /// An Argon2id hash of `password`, within the hasher's bounds.
@@ -175,15 +175,20 @@ impl Accounts {
     }
 
     /// Stores `hash` as the user's password if their credentials are still at `epoch` (any, for
-    /// `None`), as [`reset_password`](Self::reset_password) describes; `false` if the user is
-    /// gone or their credentials moved on.
+    /// `None`), spending `token` in the same transaction, as
+    /// [`reset_password`](Self::reset_password) describes; `false` if the user is gone, their
+    /// credentials moved on, or the token was spent.
     pub(crate) async fn store_password(
         &self,
         user: UserId,
         hash: &str,
         epoch: Option<i64>,
+        token: Option<&SessionId>,
     ) -> Result<bool, Error> {
-        let stored = self.store.set_password(user, hash, None, epoch).await?;
+        let stored = self
+            .store
+            .set_password(user, hash, None, epoch, token)
+            .await?;
         if stored {
             security::password_changed(&Client::default(), user, None, "reset");
             self.changed(user);

@@ -209,7 +209,9 @@ impl Auth {
     /// Deletes the request's session, if any, and starts a new one whose cookie the response
     /// sets.
     async fn replace_session(&self, epoch: Option<i64>, user: UserId) -> Result<SessionId, Error> {
-        if let Some(previous) = self.session()? {
+        // A previous session the layer could not look up is left to expire: its cookie is
+        // replaced below, so no one keeps its token (and the login still works).
+        if let Some(previous) = self.current_user() {
             self.0
                 .shared
                 .store
@@ -407,7 +409,7 @@ impl Auth {
         // Only over the password just checked: a reset that landed meanwhile wins.
         if !shared
             .store
-            .set_password(user.id(), &hash, Some(kept), Some(epoch))
+            .set_password(user.id(), &hash, Some(kept), Some(epoch), None)
             .await?
         {
             return Ok(false);

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
 
 use crate::{cache::PrincipalCache, events::Hub};
 
@@ -37,35 +37,40 @@ impl Subscribers {
     }
 }
 
-/// A pool of one connection for the listener, from the app's pool settings (or those of
-/// `listen_pool` on the builder), outside the app's pool: a listener holds its connection for
-/// good.
-pub(crate) fn listener_pool(pool: &PgPool) -> PgPool {
-    let options = pool
-        .connect_options()
+/// The listener's connect options: those of the app's pool (or of `listen_pool` on the
+/// builder), under the listener's own application name.
+pub(crate) fn listener_options(pool: &PgPool) -> PgConnectOptions {
+    pool.connect_options()
         .as_ref()
         .clone()
-        .application_name(LISTENER_NAME);
+        .application_name(LISTENER_NAME)
+}
+
+/// A pool of one connection for one listener connection's life, outside the app's pool.
+fn listener_pool(options: &PgConnectOptions) -> PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .max_lifetime(None)
         .idle_timeout(None)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options)
+        .connect_lazy_with(options.clone())
 }
 
 /// Listens for good: connects, LISTENs, applies notifications; on any loss, tells the
 /// subscribers and reconnects (after a short, growing pause with jitter, so that nodes that all
-/// lost their connection at once do not come back in lockstep). Dropping the future returns its
-/// connection to `pool`; closing the pool closes it.
-pub(crate) async fn listen(pool: PgPool, subscribers: Subscribers) {
+/// lost their connection at once do not come back in lockstep). Each connection gets a pool of
+/// its own: one given up on may hang while sqlx says `UNLISTEN` on it (on a half-open socket,
+/// until TCP gives up), and must not hold the next one's place. Dropping the future lets its
+/// connection go once sqlx has said `UNLISTEN`.
+pub(crate) async fn listen(options: PgConnectOptions, subscribers: Subscribers) {
     // However this future ends (the layer gone, or its task aborted), nothing keeps trusting
     // a listener that no longer runs.
     let _stops = StopsListening(&subscribers);
     let mut backoff = Duration::from_millis(50);
     loop {
-        match listen_once(&pool, &subscribers).await {
-            Ok(()) => backoff = Duration::from_millis(50),
+        match listen_once(&listener_pool(&options), &subscribers).await {
+            Ok(true) => backoff = Duration::from_millis(50),
+            Ok(false) => backoff = (backoff * 2).min(Duration::from_secs(5)),
             Err(error) => {
                 tracing::warn!(
                     error = &error as &dyn std::error::Error,
@@ -87,9 +92,10 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// The longest a probe's statement may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One connection's life: listen, then apply notifications until the connection is lost or
-/// stops hearing its own probes.
-async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<(), sqlx::Error> {
+/// One connection's life: listen, probe at once, and trust the connection (tell the
+/// subscribers it listens) only once the first probe is heard back; then apply notifications
+/// until the connection is lost or stops hearing its probes. `Ok(true)` if it was trusted.
+async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
@@ -97,16 +103,24 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<(), sql
     listener
         .listen_all([CHANNEL, probe_channel.as_str()])
         .await?;
-    subscribers.set_listening(true);
-    tracing::debug!("axum-live-auth listener listening");
-    let start = tokio::time::Instant::now() + PROBE_EVERY;
-    let mut probes = tokio::time::interval_at(start, PROBE_EVERY);
+    let mut probes = tokio::time::interval(PROBE_EVERY);
+    probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = true;
+    let mut trusted = false;
     let lost = loop {
-        // `try_recv` is cancel-safe: a probe's turn loses no notification.
         tokio::select! {
+            // Notifications first: a probe's echo already received is counted before the next
+            // probe asks whether it came. `try_recv` is cancel-safe: a probe's turn loses none.
+            biased;
             received = listener.try_recv() => match received {
-                Ok(Some(notification)) if notification.channel() == probe_channel => heard = true,
+                Ok(Some(notification)) if notification.channel() == probe_channel => {
+                    heard = true;
+                    if !trusted {
+                        trusted = true;
+                        subscribers.set_listening(true);
+                        tracing::debug!("axum-live-auth listener listening");
+                    }
+                }
                 Ok(Some(notification)) => subscribers.apply(notification.payload()),
                 Ok(None) | Err(_) => break "lost its connection",
             },
@@ -129,7 +143,7 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<(), sql
         reason = lost,
         "axum-live-auth listener lost; bypassing the cache until it listens again"
     );
-    Ok(())
+    Ok(trusted)
 }
 
 /// A channel only this listener listens on: the fixed prefix and 64 random bits (the process

@@ -222,12 +222,13 @@ impl Accounts {
         password::validate_new(new_password)?;
         let (token, row) = self.check_token(token, Purpose::PasswordReset).await?;
         // Hashed before the token is spent, so that a hash refused for load leaves the link
-        // working; stored only if no other password was set since the token was checked.
+        // working; then the token is spent and the password set in one transaction, only if no
+        // other password was set since the token was checked.
         let hash = self.hash(new_password).await?;
-        if !self.store().consume_token(token.id()).await?
-            || !self
-                .store_password(row.user_id, &hash, Some(row.credential_epoch))
-                .await?
+        let epoch = Some(row.credential_epoch);
+        if !self
+            .store_password(row.user_id, &hash, epoch, Some(token.id()))
+            .await?
         {
             return Err(Error::InvalidToken);
         }
@@ -243,7 +244,14 @@ impl Accounts {
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
     /// [`Error::NoMessenger`], or an infrastructure error.
     pub async fn set_email(&self, user: UserId, email: &str) -> Result<(), Error> {
-        let messenger = self.messenger()?;
+        let message = self.change_email(user, email).await?;
+        self.send(message).await
+    }
+
+    /// The first half of [`set_email`](Self::set_email): stores the address (unverified) and
+    /// makes the verification message, without sending it.
+    pub(crate) async fn change_email(&self, user: UserId, email: &str) -> Result<Message, Error> {
+        self.messenger()?;
         validate_email(email)?;
         if !self.store().set_email(user, email).await? {
             return Err(Error::UserNotFound);
@@ -254,10 +262,13 @@ impl Accounts {
             .recipient_by_id(user)
             .await?
             .ok_or(Error::UserNotFound)?;
-        let message = self
-            .issue(&recipient, Purpose::EmailVerification, Some(email))
-            .await?;
-        deliver(messenger, message).await
+        self.issue(&recipient, Purpose::EmailVerification, Some(email))
+            .await
+    }
+
+    /// Hands `message` to the messenger.
+    pub(crate) async fn send(&self, message: Message) -> Result<(), Error> {
+        deliver(self.messenger()?, message).await
     }
 
     /// Uses an email-verification token: marks the address it was sent to verified, if it is

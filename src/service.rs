@@ -135,7 +135,7 @@ impl AuthLayer {
                 cache: shared.cache.clone(),
                 hub: Arc::clone(&shared.hub),
             };
-            (crate::listener::listener_pool(pool), subscribers)
+            (crate::listener::listener_options(pool), subscribers)
         });
         let purge = shared
             .config
@@ -151,8 +151,8 @@ impl AuthLayer {
             #[cfg(feature = "postgres")]
             let listen = async {
                 match &listener {
-                    Some((pool, subscribers)) => {
-                        crate::listener::listen(pool.clone(), subscribers.clone()).await;
+                    Some((options, subscribers)) => {
+                        crate::listener::listen(options.clone(), subscribers.clone()).await;
                     }
                     None => std::future::pending().await,
                 }
@@ -163,10 +163,6 @@ impl AuthLayer {
                 () = stopped => {}
                 () = purge => {}
                 () = listen => {}
-            }
-            #[cfg(feature = "postgres")]
-            if let Some((pool, _)) = listener {
-                pool.close().await;
             }
             tracing::debug!("axum-live-auth: the layer is gone; background work stops");
         }

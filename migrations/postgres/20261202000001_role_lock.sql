@@ -9,6 +9,11 @@
 -- role's row FOR UPDATE, and an assignment locks it FOR KEY SHARE (as its foreign key does, but
 -- before the row is written and read), both in BEFORE triggers: whichever comes second waits for
 -- the first to commit, and its AFTER triggers then see it.
+--
+-- The lock order is a role, then its members' rows. A transaction of the app's own that first
+-- changes a user's grants or roles and then, in a later statement, gives the user a role takes
+-- them the other way round; with a concurrent change of that role's permissions, Postgres may
+-- then abort one of the two as a deadlock (SQLSTATE 40P01), to be retried.
 CREATE FUNCTION auth_lock_role_for_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -146,8 +146,11 @@ async fn set_email(
     accounts
         .reserve_email_change(auth.client(), user.id())
         .await?;
-    accounts.set_email(user.id(), &form.email).await?;
+    // Once the address is stored, the other sessions end, whether or not the message then
+    // goes out.
+    let message = accounts.change_email(user.id(), &form.email).await?;
     auth.revoke_other_sessions().await?;
+    accounts.send(message).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -36,6 +36,9 @@ SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
    AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
 };
 
+/// Spends token $1: one row deleted for exactly one of any number of concurrent uses.
+pub(super) const CONSUME_TOKEN: &str = "DELETE FROM auth_tokens WHERE id = $1";
+
 const PURGE: Dialects = Dialects {
     postgres: "DELETE FROM auth_tokens WHERE expires_at <= now()",
     sqlite: "DELETE FROM auth_tokens WHERE expires_at <= CAST(unixepoch('subsec') * 1000 AS INTEGER)",
@@ -112,7 +115,7 @@ impl AuthStore {
     /// Deletes the token; `true` for exactly one of any number of concurrent uses.
     pub(crate) async fn consume_token(&self, id: &SessionId) -> Result<bool, Error> {
         let deleted = on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM auth_tokens WHERE id = $1")
+            sqlx::query(CONSUME_TOKEN)
                 .bind(id.as_str())
                 .execute(pool)
                 .await?

@@ -1,6 +1,6 @@
 //! Users, roles, global grants and passwords.
 
-use super::{AuthStore, BEGIN, Dialects, on_pool, unique_or};
+use super::{AuthStore, BEGIN, Dialects, on_pool, tokens::CONSUME_TOKEN, unique_or};
 use crate::{Error, SessionId, UserId};
 
 /// Sets `disabled_at` (kept if already set).
@@ -141,17 +141,29 @@ impl AuthStore {
     /// Stores a new password hash, bumps the user's credential epoch (so that no session whose
     /// password check predates this one becomes or stays valid), ends every session of the
     /// user except `keep` (which moves to the new epoch) and forgets the user's failed logins,
-    /// in one transaction; `false` if the user does not exist, or if `epoch` is given and the
-    /// user's credentials are no longer at it (they changed since they were checked).
+    /// in one transaction; `false` if the user does not exist, if `epoch` is given and the
+    /// user's credentials are no longer at it (they changed since they were checked), or if
+    /// `token` is given and was spent already: the one-time token the write spends, in the
+    /// same transaction.
     pub(crate) async fn set_password(
         &self,
         user: UserId,
         hash: &str,
         keep: Option<&SessionId>,
         epoch: Option<i64>,
+        token: Option<&SessionId>,
     ) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            if let Some(token) = token {
+                let spent = sqlx::query(CONSUME_TOKEN)
+                    .bind(token.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if spent.rows_affected() != 1 {
+                    return Ok(false);
+                }
+            }
             let epoch: Option<i64> = sqlx::query_scalar(
                 "UPDATE auth_users SET password_hash = $2, credential_epoch = credential_epoch + 1
                   WHERE id = $1 AND credential_epoch = coalesce($3, credential_epoch)

@@ -370,7 +370,7 @@ async fn the_listener_connection_lives_exactly_as_long_as_the_layer(
 /// A listener whose connection goes silent without closing (a half-open socket, a blackholed
 /// path: no error ever reaches it) is found out by its own probes: the node stops trusting its
 /// cache, so a ban it could not hear of is enforced within seconds, not after the entries'
-/// maximum age (ten minutes here).
+/// maximum age (ten minutes here); and it listens again on a new connection.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_listener_connection_gone_silent_is_found_out(
     _: PgPoolOptions,
@@ -405,6 +405,16 @@ async fn a_listener_connection_gone_silent_is_found_out(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!app.layer.cache_status().unwrap().listening);
+    // It comes back on a new connection (new ones go through), although the silent one still
+    // hangs: that one does not hold the next one's place.
+    let start = Instant::now();
+    while !app.layer.cache_status().unwrap().listening {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the listener never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The silent connection holds its server session open: end it, so the database can go.
     app.db
         .exec(

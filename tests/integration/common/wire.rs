@@ -152,11 +152,12 @@ impl Parser {
     }
 }
 
-/// A TCP route to Postgres that can go silent: once frozen it forwards nothing either way and
-/// closes nothing, as a half-open connection or a blackholed network path does.
+/// A TCP route to Postgres whose connections can go silent: once frozen, each connection open
+/// at that moment forwards nothing either way and closes nothing, as a half-open connection or
+/// a blackholed path does; connections made afterwards go through.
 #[derive(Clone)]
 pub struct Route {
-    frozen: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
 }
 
 impl Route {
@@ -166,18 +167,20 @@ impl Route {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let route = Self {
-            frozen: Arc::default(),
+            open: Arc::default(),
         };
-        let frozen = Arc::clone(&route.frozen);
+        let open = Arc::clone(&route.open);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
+                let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                open.lock().unwrap().push(Arc::clone(&frozen));
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
                 tokio::spawn(forward(client_read, server_write, Arc::clone(&frozen)));
-                tokio::spawn(forward(server_read, client_write, Arc::clone(&frozen)));
+                tokio::spawn(forward(server_read, client_write, frozen));
             }
         });
         let options = upstream
@@ -188,8 +191,11 @@ impl Route {
         (route, options)
     }
 
+    /// Freezes every connection open now.
     pub fn freeze(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
+        for frozen in self.open.lock().unwrap().iter() {
+            frozen.store(true, Ordering::SeqCst);
+        }
     }
 }
 
