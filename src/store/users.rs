@@ -155,15 +155,6 @@ impl AuthStore {
     ) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
-            if let Some(token) = token {
-                let spent = sqlx::query(CONSUME_TOKEN)
-                    .bind(token.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                if spent.rows_affected() != 1 {
-                    return Ok(false);
-                }
-            }
             let epoch: Option<i64> = sqlx::query_scalar(
                 "UPDATE auth_users SET password_hash = $2, credential_epoch = credential_epoch + 1
                   WHERE id = $1 AND credential_epoch = coalesce($3, credential_epoch)
@@ -177,6 +168,16 @@ impl AuthStore {
             let Some(epoch) = epoch else {
                 return Ok(false);
             };
+            // After the user's row, as deleting a user reaches its tokens: one lock order.
+            if let Some(token) = token {
+                let spent = sqlx::query(CONSUME_TOKEN)
+                    .bind(token.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if spent.rows_affected() != 1 {
+                    return Ok(false);
+                }
+            }
             sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2")
                 .bind(user)
                 .bind(keep.map(SessionId::as_str))
