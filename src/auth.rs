@@ -193,6 +193,10 @@ impl Auth {
     /// [`login_with_password`](Self::login_with_password), which is throttled and safe against
     /// a password change racing the login.
     ///
+    /// The new session counts as just authenticated: [`RecentAuth`](crate::RecentAuth) admits
+    /// it for the reauthentication window. Call it only after a check the app would accept in
+    /// place of the password (never to impersonate a user, say).
+    ///
     /// Always a new session with a fresh token: a token the client sent is never reused (no
     /// session fixation), and the session the request was authenticated with, if any, is
     /// deleted. If the user now has more sessions than the layer's cap (default 100), the least

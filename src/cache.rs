@@ -110,7 +110,9 @@ pub(crate) struct Entry {
     pub(crate) principal: Arc<Principal>,
     read: Instant,
     absolute_deadline: Instant,
-    authenticated: Instant,
+    /// How long before `read` the session last proved the password (an age, not an instant:
+    /// a clock that cannot count back that far must not make an old check look recent).
+    since_authenticated: Duration,
     /// Nanoseconds after `read`.
     idle_deadline: AtomicU64,
     /// Nanoseconds after `read`.
@@ -155,7 +157,7 @@ impl Entry {
             principal,
             read: d.now,
             absolute_deadline: d.now + d.absolute_left,
-            authenticated: d.now.checked_sub(d.since_authenticated).unwrap_or(d.now),
+            since_authenticated: d.since_authenticated,
             idle_deadline: AtomicU64::new(nanos(d.idle_left)),
             next_touch: AtomicU64::new(nanos(touch_interval.saturating_sub(d.since_seen))),
             weight: u64::try_from(weight).unwrap_or(u64::MAX),
@@ -197,7 +199,9 @@ impl Entry {
     }
 
     pub(crate) fn recently_authenticated(&self, now: Instant, window: Duration) -> bool {
-        now.saturating_duration_since(self.authenticated) < window
+        self.since_authenticated
+            .saturating_add(now.saturating_duration_since(self.read))
+            < window
     }
 }
 
@@ -453,6 +457,29 @@ mod tests {
 
     fn cached(cache: &PrincipalCache, id: &SessionId, now: Instant) -> bool {
         cache.get(id, now).is_some()
+    }
+
+    #[test]
+    fn a_password_check_older_than_the_clock_can_count_back_is_not_recent() {
+        let now = Instant::now();
+        let window = Duration::from_secs(900);
+        let aged = |since_authenticated| {
+            let d = Deadlines {
+                since_authenticated,
+                ..deadlines(now)
+            };
+            entry(1, &session(0), &[], d)
+        };
+        assert!(aged(Duration::from_secs(60)).recently_authenticated(now, window));
+        assert!(
+            !aged(Duration::from_secs(60))
+                .recently_authenticated(now + Duration::from_secs(841), window),
+            "the window closes as the process's clock moves on after the read"
+        );
+        assert!(!aged(Duration::from_secs(901)).recently_authenticated(now, window));
+        // On a platform whose monotonic clock starts at boot, `now - age` fails for an age
+        // longer than the uptime; that must not read as a check made just now.
+        assert!(!aged(Duration::MAX).recently_authenticated(now, window));
     }
 
     #[test]

@@ -328,7 +328,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
 /// deleting the account): answers `403` with the JSON body `{"error":"reauth_required"}` when
 /// the session's last password check (login or [`Auth::reauthenticate`](crate::Auth::reauthenticate))
 /// is older than the layer's reauthentication window (default 15 minutes, not sliding);
-/// otherwise it refuses like [`CurrentUser`].
+/// otherwise it refuses like [`CurrentUser`]. A session the app started with
+/// [`Auth::login`](crate::Auth::login) after checking credentials of its own counts as checked
+/// when it started.
 ///
 /// ```
 /// use axum::{Router, routing::post};

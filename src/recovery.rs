@@ -192,7 +192,7 @@ impl Accounts {
     /// [`Error::NoMessenger`], or an infrastructure error (the messenger's included).
     pub async fn request_password_reset(&self, name_or_email: &str) -> Result<(), Error> {
         let messenger = self.messenger()?;
-        if name_or_email.len() > MAX_USERNAME_BYTES || name_or_email.contains(char::is_control) {
+        if !possible_name(name_or_email) {
             return Ok(());
         }
         let Some(user) = self.store().recipient(name_or_email).await? else {
@@ -293,33 +293,43 @@ impl Accounts {
     }
 
     /// Counts a password-reset request against the client's address, then against the account
-    /// it names (by username or address alike) or the name, if no account has it;
-    /// `Err(Throttled)` past either limit. A request refused for its address is not counted
-    /// against the account, so that one address cannot use up an account's requests.
+    /// it names (by username or address alike) or the name, if no account has it.
+    ///
+    /// Past the address's limit: `Err(Throttled)`, which says nothing about any account. Past
+    /// the account's limit: `Ok(false)`, answered like any other request, because a refusal
+    /// would tell whoever asked by username and then by address whether the two are one
+    /// account. A request refused for its address is not counted against the account, so that
+    /// one address cannot use up an account's requests. A name no user can have is counted
+    /// against the address only, and never reaches the database.
     pub(crate) async fn reserve_reset(
         &self,
         client: &Client,
         name_or_email: &str,
-    ) -> Result<(), Error> {
-        let mut keys = Vec::with_capacity(2);
+    ) -> Result<bool, Error> {
         if let Some(address) = client.address {
-            keys.push((
-                AttemptKey::reset(&AttemptKey::address(address.to_string())),
-                RESET_PER_ADDRESS,
-            ));
+            let key = AttemptKey::reset(&AttemptKey::address(address.to_string()));
+            if let Reservation::Refused(retry_after) =
+                self.reserve_message(&key, RESET_PER_ADDRESS).await?
+            {
+                security::login_throttled(client, name_or_email, retry_after);
+                return Err(Error::Throttled { retry_after });
+            }
+        }
+        if !possible_name(name_or_email) {
+            return Ok(false);
         }
         let account = match self.store().recipient(name_or_email).await? {
             Some(user) => AttemptKey::user(user.id),
             None => AttemptKey::unknown_name(&name_or_email.to_lowercase()),
         };
-        keys.push((AttemptKey::reset(&account), RESET_PER_ACCOUNT));
-        for (key, count) in keys {
-            if let Reservation::Refused(retry_after) = self.reserve_message(&key, count).await? {
+        let key = AttemptKey::reset(&account);
+        match self.reserve_message(&key, RESET_PER_ACCOUNT).await? {
+            Reservation::Refused(retry_after) => {
                 security::login_throttled(client, name_or_email, retry_after);
-                return Err(Error::Throttled { retry_after });
+                Ok(false)
             }
+            Reservation::Granted => Ok(true),
         }
-        Ok(())
     }
 
     /// Counts a change of the user's address (`POST /email`); `Err(Throttled)` past the limit.
@@ -432,6 +442,12 @@ async fn deliver(messenger: &Arc<dyn DynMessenger>, message: Message) -> Result<
 
 /// An address: 3 to 254 characters, one `@` with something on each side, no whitespace or
 /// control characters.
+/// Whether a user could have this name or address: bounded, and no control character (Postgres
+/// text cannot even hold NUL).
+fn possible_name(name_or_email: &str) -> bool {
+    name_or_email.len() <= MAX_USERNAME_BYTES && !name_or_email.contains(char::is_control)
+}
+
 fn validate_email(email: &str) -> Result<(), Error> {
     let ok = (3..=254).contains(&email.len())
         && email.split('@').count() == 2

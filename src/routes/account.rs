@@ -22,7 +22,7 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// | `POST /password` | form `current_password`, `new_password`: changes the password, ends the other sessions, rotates this one | `204`; `403 invalid_credentials`; `400` new password too short or long |
 /// | `POST /reauth` | form `password`: proves the password again and rotates the session | `204`; `403 invalid_credentials` |
 /// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session; `503` too many on this node, or changes cannot reach it |
-/// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account; `429` too many requests from this address or for this account |
+/// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account, also past the account's limit (3 in 15 minutes), when no message is sent; `429` too many requests from this address (5 in 15 minutes) |
 /// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
 /// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |
 /// | `POST /email` | form `email`: sets the user's address (unverified), sends a verification link to it and ends the user's other sessions (needs [`RecentAuth`]); 5 changes a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many changes |
@@ -88,13 +88,17 @@ struct TokenQuery {
     token: String,
 }
 
-/// Counts the request, then answers `202` at once: the lookup and the message happen after,
-/// so neither the answer nor its timing says whether the account exists.
+/// Counts the request, then answers `202` at once: the message is made and sent after, so
+/// neither the answer nor its timing says whether the account exists (counting it looks the
+/// name up once, as for an unknown name).
 async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<StatusCode, Error> {
     let accounts = Accounts::of_layer(auth.shared());
-    accounts
+    if !accounts
         .reserve_reset(auth.client(), &form.username)
-        .await?;
+        .await?
+    {
+        return Ok(StatusCode::ACCEPTED);
+    }
     tokio::spawn(async move {
         if let Err(error) = accounts.request_password_reset(&form.username).await {
             tracing::error!(

@@ -22,18 +22,21 @@ RETURNING 1",
 };
 
 /// A live token of purpose $2: not expired, of an enabled user whose credentials have not
-/// changed since it was issued (the epoch it returns).
+/// changed since it was issued (the epoch it returns) and whose address is still the one it
+/// was sent to (a link in a mailbox the user has since left proves nothing).
 const FIND: Dialects = Dialects {
     postgres: "\
 SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
   FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
  WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > now()
-   AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
+   AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch
+   AND u.email IS NOT DISTINCT FROM t.email",
     sqlite: "\
 SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
   FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
  WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
-   AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch",
+   AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch
+   AND u.email IS t.email",
 };
 
 /// Spends token $1: one row deleted for exactly one of any number of concurrent uses.
