@@ -47,16 +47,20 @@ SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
 
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
 /// makes concurrent touches of one session write once.
+/// Only a session still live is touched: a touch that waited for the row while someone ended
+/// the session by moving a deadline into the past must not move it back.
 const TOUCH: Dialects = Dialects {
     postgres: "\
 UPDATE auth_sessions
    SET last_seen_at = now(), idle_expires_at = LEAST(now() + $2, expires_at)
- WHERE id = $1 AND last_seen_at <= now() - $3",
+ WHERE id = $1 AND last_seen_at <= now() - $3
+   AND idle_expires_at > now() AND expires_at > now()",
     sqlite: "\
 UPDATE auth_sessions
    SET last_seen_at = n.now, idle_expires_at = min(n.now + $2, expires_at)
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
- WHERE id = $1 AND last_seen_at <= n.now - $3",
+ WHERE id = $1 AND last_seen_at <= n.now - $3
+   AND idle_expires_at > n.now AND expires_at > n.now",
 };
 
 /// Inserts a session for an enabled user whose credentials are still those that were checked
@@ -98,7 +102,8 @@ RETURNING id";
 /// credential epoch, user agent and address; a fresh idle deadline; `authenticated_at` now if
 /// $5. The old row is deleted in the same transaction. On Postgres the user's row stays locked
 /// until then, as in [`CREATE_SESSION`], so that a ban or a password reset that ends the user's
-/// sessions cannot miss the copy.
+/// sessions cannot miss the copy; the old session's row too, so that a change to it committed
+/// meanwhile (its deadline moved into the past) is read, not copied over.
 const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
@@ -108,7 +113,7 @@ SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), 
   FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
    AND u.disabled_at IS NULL
-   FOR NO KEY UPDATE OF u",
+   FOR NO KEY UPDATE OF u, s",
     sqlite: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
                            expires_at, authenticated_at, user_agent, ip, credential_epoch)

@@ -1,6 +1,6 @@
 //! Bans, revocations and grants are enforced on the next request, whoever makes them.
 
-use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, app, both_stores};
+use crate::common::{ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, app, both_stores, send};
 use http::StatusCode;
 
 both_stores! {
@@ -382,6 +382,68 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
             .any(|p| p == "r:*" || *p == format!("r:{bob}")),
         "no notification for bob's scoped answers after the change: {after_commit:?}"
     );
+}
+
+/// A session is ended by moving its idle deadline into the past, in a transaction still open
+/// while a request of that session, which read it as live, writes its due touch: the touch
+/// waits, and then must not move the deadline forward again. (Before, it matched on
+/// `last_seen_at` alone and brought the session back for another 30 minutes.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    app.db.age_sessions(600, false).await; // a touch is due
+    let mut end = pool.begin().await.unwrap();
+    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+        .execute(&mut *end)
+        .await
+        .unwrap();
+    let request = {
+        let app = app.clone();
+        let bob = bob.clone();
+        tokio::spawn(async move { app.status("/me", &bob).await })
+    };
+    finished_or_waiting(&pool, &request).await;
+    end.commit().await.unwrap();
+    request.await.unwrap();
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+}
+
+/// The same with a rotation (a reauthentication rotates the session): the copy is not made
+/// from the session as it was before it ended.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_rotation_waiting_on_a_session_being_ended_does_not_copy_it(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let mut end = pool.begin().await.unwrap();
+    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+        .execute(&mut *end)
+        .await
+        .unwrap();
+    let request = {
+        let app = app.clone();
+        let bob = bob.clone();
+        let reauth = axum::http::Request::post("/account/reauth")
+            .header(http::header::COOKIE, format!("{COOKIE}={bob}"))
+            .header("sec-fetch-site", "same-origin")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(axum::body::Body::from(format!("password={BOB_PASSWORD}")))
+            .unwrap();
+        tokio::spawn(async move { send(&app.router, reauth).await })
+    };
+    finished_or_waiting(&pool, &request).await;
+    end.commit().await.unwrap();
+    let rotated = request.await.unwrap();
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM auth_sessions WHERE idle_expires_at > now() AND expires_at > now()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 0, "the rotation answered {}", rotated.status);
 }
 
 /// Every session of a user ends while one of them is being rotated: the rotation's copy ends
