@@ -37,6 +37,21 @@ impl Csrf {
 
     /// `Err(reason)` for a request a browser may have sent on another site's behalf.
     pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        self.check_with(headers, self.allow_without_headers)
+    }
+
+    /// `Err(reason)` for a request a browser says came from another site; a request with
+    /// neither header (not from a browser) passes. For routes a non-browser client must reach
+    /// through an exempt path, that a cross-site page must not drive in a visitor's browser.
+    pub(crate) fn check_browser(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        self.check_with(headers, true)
+    }
+
+    fn check_with(
+        &self,
+        headers: &HeaderMap,
+        allow_without_headers: bool,
+    ) -> Result<(), &'static str> {
         let mut fetch_site = headers.get_all("sec-fetch-site").iter();
         if let Some(site) = fetch_site.next() {
             if fetch_site.next().is_some() {
@@ -59,7 +74,7 @@ impl Csrf {
                 }
             }
             (Some(_), Some(_)) => Err("duplicate Origin"),
-            (None, _) if self.allow_without_headers => Ok(()),
+            (None, _) if allow_without_headers => Ok(()),
             (None, _) => Err("neither Sec-Fetch-Site nor Origin"),
         }
     }

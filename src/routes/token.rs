@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Auth, AuthRejection, Error};
+use crate::{Auth, AuthRejection, Error, events::security};
 
 /// The token route, for clients that cannot keep cookies (with
 /// [`bearer_tokens`](crate::AuthLayerBuilder::bearer_tokens) on):
@@ -20,10 +20,12 @@ use crate::{Auth, AuthRejection, Error};
 /// `{"error":"invalid_credentials"}`, a throttled attempt `429` with `Retry-After`, and the
 /// route is `404` while bearer tokens are off. The response is `Cache-Control: no-store`.
 ///
-/// The route sets no cookie, so it needs no CSRF protection (a cross-site page cannot read the
-/// token it would obtain, and nothing changes in the victim's browser); a client without
-/// `Origin` headers (a mobile app, curl) can use it when the path is exempted with
-/// [`csrf_exempt`](crate::AuthLayerBuilder::csrf_exempt), as the quickstart does.
+/// A client without `Origin` headers (a mobile app, curl) can use it when the path is
+/// exempted with [`csrf_exempt`](crate::AuthLayerBuilder::csrf_exempt), as the quickstart does.
+/// Exempt or not, the route answers `403` to a request a browser marks as sent from another
+/// site (`Sec-Fetch-Site` other than `same-origin` or `none`, or an `Origin` not allowed)
+/// before it counts an attempt or checks a password: a page elsewhere must not spend the
+/// visitor's login attempts.
 ///
 /// ```
 /// use axum::Router;
@@ -68,6 +70,15 @@ async fn credentials(request: Request) -> Result<Credentials, Response> {
 async fn issue_token(auth: Auth, request: Request) -> Result<Response, Error> {
     if !auth.shared().config.bearer {
         return Ok(AuthRejection::NotFound.into_response());
+    }
+    // Exempt from the layer's check so that clients without Origin headers can reach it, the
+    // route still refuses what a browser marks as cross-site: a page elsewhere could otherwise
+    // spend the visitor's address on failed logins (its throttle) and on password hashes.
+    if let Some(csrf) = &auth.shared().config.csrf
+        && let Err(reason) = csrf.check_browser(request.headers())
+    {
+        security::csrf_rejected(auth.client(), reason, request.uri().path());
+        return Ok(AuthRejection::CrossSite.into_response());
     }
     let credentials = match credentials(request).await {
         Ok(credentials) => credentials,

@@ -13,7 +13,7 @@ use axum::{
 
 use crate::common::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, ORIGIN, Reply, TestApp, app, app_with,
-    both_stores, counted_app, login_request, send,
+    both_stores, counted_app, counted_app_with, login_request, send,
 };
 
 fn from_ip(mut request: Request<Body>, ip: &str) -> Request<Body> {
@@ -123,6 +123,37 @@ both_stores! {
         assert_eq!(n, 0, "not even the throttle was asked, let alone the password");
         assert!(reply.set_cookies().is_empty());
         assert_eq!(app.sessions().await, 0);
+    }
+
+    /// The token route is exempt so that clients without Origin headers reach it, but a form a
+    /// page elsewhere posts to it in a visitor's browser is refused before the throttle or the
+    /// hasher is asked: it cannot spend the visitor's address on failed logins. (Before, ten
+    /// such posts answered 401 and the visitor's own login then answered 429.)
+    async fn a_cross_site_token_request_spends_no_login_attempt(db: Db) {
+        let app = counted_app_with(db, |b| b.bearer_tokens(true).csrf_exempt("/auth/token")).await;
+        let visitor = "192.0.2.20";
+        for site in ["cross-site", "same-site"] {
+            for _ in 0..5 {
+                let post = Request::post("/auth/token")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header("sec-fetch-site", site)
+                    .body(Body::from("username=alice&password=wrong-password"))
+                    .unwrap();
+                let (n, reply) = statements(&app, from_ip(post, visitor)).await;
+                assert_eq!(reply.status, StatusCode::FORBIDDEN, "{site}");
+                assert_eq!(n, 0, "neither the throttle nor the password was asked");
+            }
+        }
+        let evil_origin = Request::post("/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, "https://evil.example")
+            .body(Body::from("username=alice&password=wrong-password"))
+            .unwrap();
+        assert_eq!(send(&app.router, from_ip(evil_origin, visitor)).await.status, StatusCode::FORBIDDEN);
+        let own = send(&app.router, login_from(visitor, ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(own.status, StatusCode::SEE_OTHER);
+        // A client that sends neither header (curl, a mobile app) still gets its token.
+        assert_eq!(issue_token(&app, ALICE, ALICE_PASSWORD).await.status, StatusCode::OK);
     }
 
     async fn websocket_upgrades_are_checked_like_unsafe_requests(db: Db) {
