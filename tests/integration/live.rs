@@ -338,6 +338,98 @@ async fn a_role_change_racing_an_assignment_reaches_the_new_member(pool: sqlx::P
     assert_eq!(column, ["reports:export", "reports:read"]);
 }
 
+/// Bob's permissions as his grants and roles make them, sorted.
+async fn effective_permissions(pool: &sqlx::PgPool, user: axum_live_auth::UserId) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT coalesce(array_agg(p ORDER BY p), '{}') FROM (
+             SELECT permission AS p FROM auth_user_permissions WHERE user_id = $1
+             UNION
+             SELECT rp.permission FROM auth_user_roles ur
+               JOIN auth_role_permissions rp USING (role_id) WHERE ur.user_id = $1) x",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A pool whose transactions are REPEATABLE READ unless they say otherwise, as with a database
+/// configured `default_transaction_isolation = 'repeatable read'`.
+async fn repeatable_read_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("default_transaction_isolation", "repeatable read")]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
+/// The role race again, with the assignment made by a node whose database runs transactions
+/// in REPEATABLE READ: the lock alone made it wait, but it then read the role's permissions
+/// from its snapshot, older than the change it waited for, and bob kept the revoked permission
+/// for good. Now the assignment either sees the change or fails as a serialization failure
+/// (SQLSTATE 40001, to be retried); bob's column is never stale.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_snapshot_assignment_racing_a_role_change_is_never_stale(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let snapshot_node = crate::common::app(repeatable_read_pool(&pool).await).await;
+    let mut change = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
+        .execute(&mut *change)
+        .await
+        .unwrap();
+    let accounts = snapshot_node.accounts.clone();
+    let bob = app.bob;
+    let assign = tokio::spawn(async move { accounts.assign_role(bob, "admin").await });
+    finished_or_waiting(&pool, &assign).await;
+    change.commit().await.unwrap();
+    let assigned = assign.await.unwrap();
+    let (column, _) = app.db.permissions_column_and_grants(bob).await;
+    assert_eq!(
+        column,
+        effective_permissions(&pool, bob).await,
+        "assignment: {assigned:?}"
+    );
+    assert!(!column.contains(&"admin".to_owned()));
+}
+
+/// The other way round: the role is being given to bob when a REPEATABLE READ transaction
+/// revokes one of its permissions; it must not miss bob as a member.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_snapshot_role_change_racing_an_assignment_is_never_stale(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let mut assign = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO auth_user_roles (user_id, role_id)
+         SELECT $1, id FROM auth_roles WHERE name = 'admin'",
+    )
+    .bind(app.bob)
+    .execute(&mut *assign)
+    .await
+    .unwrap();
+    let snapshot = repeatable_read_pool(&pool).await;
+    let change = tokio::spawn(async move {
+        let mut tx = snapshot.begin().await?;
+        sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    });
+    finished_or_waiting(&pool, &change).await;
+    assign.commit().await.unwrap();
+    let changed = change.await.unwrap();
+    let (column, _) = app.db.permissions_column_and_grants(app.bob).await;
+    assert_eq!(
+        column,
+        effective_permissions(&pool, app.bob).await,
+        "change: {changed:?}"
+    );
+}
+
 /// The same race with a role given on one resource: a node that asks in between may cache the
 /// answer, so a notification for bob's scoped answers must follow the change's commit (here
 /// marked by a notification of its own).
