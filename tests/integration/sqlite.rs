@@ -84,3 +84,41 @@ async fn two_hundred_concurrent_requests_never_see_a_locked_database() {
     app.db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A user and a role deleted from a connection with foreign keys off (the sqlite3 shell's
+/// default) take their sessions and grants with them: the next user, who gets the deleted
+/// user's id again, is not reached by the old session cookie and inherits no grant, and the
+/// deleted role's permissions leave its members. (Before, bob's cookie answered as eve, and
+/// alice kept the deleted role's permissions.)
+#[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
+async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::SqlitePool) {
+    let app = crate::common::app(pool.clone()).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let shell = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone().foreign_keys(false))
+        .await
+        .unwrap();
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&shell)
+        .await
+        .unwrap();
+    assert_eq!(fk, 0);
+    for sql in [
+        "DELETE FROM auth_users WHERE username = 'bob'",
+        "DELETE FROM auth_roles WHERE name = 'admin'",
+    ] {
+        sqlx::query(sql).execute(&shell).await.unwrap();
+    }
+    let eve = app
+        .accounts
+        .create_user("eve", "eve-password-1")
+        .await
+        .unwrap();
+    assert_eq!(eve, app.bob, "SQLite hands out the deleted id again");
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    let (eve_permissions, _) = app.db.permissions_column_and_grants(eve).await;
+    assert!(eve_permissions.is_empty(), "{eve_permissions:?}");
+    let (alice_permissions, _) = app.db.permissions_column_and_grants(app.alice).await;
+    assert!(alice_permissions.is_empty(), "{alice_permissions:?}");
+}
