@@ -18,6 +18,32 @@ async fn disable_is_enforced_on_the_next_request(db: Db) {
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
 }
 
+/// A password set by hand in the database ends the user's sessions, as one set through the
+/// crate does. (Before, bob's session outlived it.)
+async fn a_password_set_by_plain_sql_ends_the_sessions(db: Db) {
+    let app = app(db).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    app.db
+        .exec(
+            "UPDATE auth_users SET password_hash =
+                    (SELECT password_hash FROM auth_users WHERE username = 'alice')
+              WHERE username = 'bob'",
+        )
+        .await;
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.status("/me", &alice).await, StatusCode::OK);
+    let reply =
+        crate::common::send(&app.router, crate::common::login_request(BOB, ALICE_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    // Rewriting the same hash changes nothing.
+    let bob = reply.session_cookie().unwrap();
+    app.db
+        .exec("UPDATE auth_users SET password_hash = password_hash WHERE username = 'bob'")
+        .await;
+    assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+}
+
 async fn a_disabled_user_cannot_log_in(db: Db) {
     let app = app(db).await;
     app.accounts.disable_user(app.bob).await.unwrap();
