@@ -538,7 +538,7 @@ fn validate_username(username: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&chars)
         && username.len() <= crate::login::MAX_USERNAME_BYTES
         && username.trim() == username
-        && !username.chars().any(char::is_control);
+        && !username.chars().any(|c| c.is_control() || is_invisible(c));
     if ok {
         Ok(())
     } else {
@@ -549,8 +549,36 @@ fn validate_username(username: &str) -> Result<(), Error> {
 /// Permission and role names: 1 to 128 visible characters, no whitespace.
 fn validate_name(name: &str) -> Result<(), Error> {
     let ok = (1..=128).contains(&name.chars().count())
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
     if ok { Ok(()) } else { Err(Error::InvalidName) }
+}
+
+/// Characters that show nothing or reorder what follows them (Unicode's default-ignorable code
+/// points, bidirectional controls among them): two names that differ only by them look the
+/// same on every page and in every log, so no name may hold one.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 #[cfg(test)]
@@ -561,7 +589,18 @@ mod tests {
     fn usernames() {
         assert!(validate_username("alice").is_ok());
         assert!(validate_username("Ålice Smith").is_ok());
-        for bad in ["", " alice", "alice ", "a\nb", "a\0b", &"x".repeat(65)] {
+        let invisible = [
+            "alice\u{200B}",  // zero-width space
+            "\u{202E}ecila",  // right-to-left override
+            "al\u{00AD}ice",  // soft hyphen
+            "alice\u{FEFF}",  // byte order mark
+            "alice\u{E0041}", // tag character
+            "\u{3164}",       // Hangul filler
+        ];
+        for bad in ["", " alice", "alice ", "a\nb", "a\0b", &"x".repeat(65)]
+            .into_iter()
+            .chain(invisible)
+        {
             assert!(validate_username(bad).is_err(), "{bad:?}");
         }
     }
@@ -569,7 +608,7 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate_name("reports:read").is_ok());
-        for bad in ["", "a b", "a\tb", &"x".repeat(129)] {
+        for bad in ["", "a b", "a\tb", "admin\u{200D}", &"x".repeat(129)] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

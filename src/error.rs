@@ -63,7 +63,8 @@ pub enum Error {
     /// A user with that name (compared case-insensitively) already exists.
     #[error("username already taken")]
     UsernameTaken,
-    /// A username must be 1 to 64 characters, without control characters or surrounding spaces.
+    /// A username must be 1 to 64 characters, without control characters, invisible ones
+    /// (zero-width, bidirectional controls) or surrounding spaces.
     #[error("invalid username")]
     InvalidUsername,
     /// A new password must be 8 to [`MAX_PASSWORD_BYTES`](crate::MAX_PASSWORD_BYTES) bytes.

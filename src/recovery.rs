@@ -9,6 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use crate::{
     Accounts, Error, SessionToken, UserId,
+    accounts::is_invisible,
     client::Client,
     error::InfrastructureError,
     events::security,
@@ -453,7 +454,9 @@ fn validate_email(email: &str) -> Result<(), Error> {
         && email.split('@').count() == 2
         && !email.starts_with('@')
         && !email.ends_with('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
     if ok { Ok(()) } else { Err(Error::InvalidEmail) }
 }
 
@@ -472,6 +475,7 @@ mod tests {
             "a@b@c",
             "bob @example.com",
             "b\0@x.y",
+            "bob\u{200B}@example.com",
         ] {
             assert!(validate_email(bad).is_err(), "{bad:?}");
         }
