@@ -502,6 +502,16 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
     );
 }
 
+/// A transaction, left open, that ends every session by moving its idle deadline into the past.
+async fn ending_every_session(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut end = pool.begin().await.unwrap();
+    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+        .execute(&mut *end)
+        .await
+        .unwrap();
+    end
+}
+
 /// A session is ended by moving its idle deadline into the past, in a transaction still open
 /// while a request of that session, which read it as live, writes its due touch: the touch
 /// waits, and then must not move the deadline forward again. (Before, it matched on
@@ -511,11 +521,7 @@ async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: s
     let app = app(pool.clone()).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
     app.db.age_sessions(600, false).await; // a touch is due
-    let mut end = pool.begin().await.unwrap();
-    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
-        .execute(&mut *end)
-        .await
-        .unwrap();
+    let end = ending_every_session(&pool).await;
     let request = {
         let app = app.clone();
         let bob = bob.clone();
@@ -533,11 +539,7 @@ async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: s
 async fn a_rotation_waiting_on_a_session_being_ended_does_not_copy_it(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
-    let mut end = pool.begin().await.unwrap();
-    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
-        .execute(&mut *end)
-        .await
-        .unwrap();
+    let end = ending_every_session(&pool).await;
     let request = {
         let app = app.clone();
         let bob = bob.clone();
