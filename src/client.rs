@@ -60,7 +60,7 @@ pub(crate) fn aggregate(ip: IpAddr, v6_prefix: u8) -> IpAddr {
 /// `X-Forwarded-For` from any other peer is ignored, so a client cannot choose its address.
 /// IPv4-mapped IPv6 addresses (an IPv4 peer of a dual-stack listener on `[::]`) are taken as
 /// the IPv4 address they carry, so a proxy configured as `10.0.0.1` is recognised there too.
-/// `trusted_proxies` is in that form already (see `AuthLayerBuilder::trusted_proxies`).
+/// `trusted_proxies` is in that form already (`AuthLayerBuilder::trusted_proxies` makes it so).
 pub(crate) fn client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,

@@ -494,6 +494,11 @@ impl AuthLayerBuilder {
     /// forged `X-Forwarded-For` is ignored. Behind trusted proxies the client is the nearest
     /// address in `X-Forwarded-For` that is not one of them.
     ///
+    /// Each proxy must add the address it received the request from to `X-Forwarded-For` (nginx:
+    /// `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`), or overwrite it: a proxy
+    /// that passes on the client's own header lets the client choose its address. IPv4-mapped
+    /// addresses (`::ffff:10.0.0.1`) are taken as the IPv4 address they carry.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
@@ -506,7 +511,9 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.config.trusted_proxies.extend(proxies);
+        self.config
+            .trusted_proxies
+            .extend(proxies.into_iter().map(|ip| ip.to_canonical()));
         self
     }
 
@@ -1028,6 +1035,20 @@ impl AuthLayerBuilder {
             return Err(ConfigError::NeedsListenPool);
         }
 
+        if secure
+            && !config
+                .cookie
+                .name
+                .to_ascii_lowercase()
+                .starts_with("__host-")
+        {
+            tracing::warn!(
+                cookie = %config.cookie.name,
+                "axum-live-auth: the session cookie's name has no __Host- prefix, so a sibling \
+                 subdomain can set a cookie of that name (fixing a user into its session, or \
+                 signing them out); keep the prefix unless the cookie needs a Domain"
+            );
+        }
         if !secure {
             tracing::warn!(
                 cookie = %config.cookie.name,

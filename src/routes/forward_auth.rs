@@ -24,7 +24,7 @@ use crate::{
 /// | `200` | a valid session with every permission asked for | `X-Auth-User-Id`, `X-Auth-Username`, `X-Auth-Permissions` (sorted, comma-separated), `X-Auth-Session-Id` (the public id) |
 /// | `401` | no valid session | |
 /// | `403` | a permission asked for is missing, or the original request fails the CSRF check | |
-/// | `400` | a `resource` that cannot name one, or more than one `resource` | |
+/// | `400` | a query key other than `permission` and `resource` (a misspelt one would otherwise be ignored), a `resource` that cannot name one, more than one `resource`, or an `X-Auth-Require-Permission` that is not UTF-8 | |
 /// | `503` | the database did not answer (never a `200`) | `Retry-After` |
 ///
 /// Permissions are asked for with `?permission=reports:read` on the check URL (repeatable)
@@ -55,6 +55,21 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     let Ok(Query(query)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
         return AuthRejection::BadRequest.into_response();
     };
+    if query
+        .iter()
+        .any(|(key, _)| key != "permission" && key != "resource")
+    {
+        return AuthRejection::BadRequest.into_response();
+    }
+    // Permissions the proxy names in headers, as UTF-8 (a header may carry any bytes).
+    let Ok(in_headers) = headers
+        .get_all("x-auth-require-permission")
+        .iter()
+        .map(|v| std::str::from_utf8(v.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return AuthRejection::BadRequest.into_response();
+    };
     let asked = |name: &'static str| {
         query
             .iter()
@@ -69,12 +84,7 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(rejection) = original_request_is_same_site(&auth, &headers) {
         return rejection.into_response();
     }
-    let required = asked("permission").chain(
-        headers
-            .get_all("x-auth-require-permission")
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
+    let required = asked("permission").chain(in_headers);
     // One resource at most: a second one would otherwise go unchecked.
     let mut resources = asked("resource");
     let resource = match (

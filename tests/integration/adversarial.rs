@@ -11,13 +11,13 @@ use axum::{
     body::Body,
     http::{Request, StatusCode, header},
 };
-use axum_live_auth::AuthStore;
+use axum_live_auth::{AuthLayer, AuthStore};
 use futures_util::future::join_all;
 
 use crate::{
     account::Logs,
     common::{
-        BOB, BOB_PASSWORD, COOKIE, TestApp, app_on, app_with, both_stores,
+        BOB, BOB_PASSWORD, COOKIE, ORIGIN, TestApp, app_on, app_with, both_stores,
         example::Quickstart,
         http::{client, send_from, serve},
         login_request,
@@ -228,6 +228,22 @@ both_stores! {
         }
         let warnings = logs.text().matches("without the client's address").count();
         assert_eq!(warnings, 1, "{}", logs.text());
+    }
+
+    /// A session cookie without the `__Host-` prefix, which a sibling subdomain can plant, is
+    /// warned about at build; the default name is not.
+    async fn a_cookie_without_the_host_prefix_is_warned_about(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let warning = "has no __Host- prefix";
+        let _default = AuthLayer::builder(db.store()).allowed_origin(ORIGIN).build().unwrap();
+        assert!(!logs.text().contains(warning), "{}", logs.text());
+        let _sid = AuthLayer::builder(db.store())
+            .allowed_origin(ORIGIN)
+            .cookie_name("sid")
+            .build()
+            .unwrap();
+        assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
     }
 
     /// Logout clears the cookie and the browser's cache of the session's pages.

@@ -87,6 +87,27 @@ both_stores! {
         assert_eq!(status("?permission=project:read&resource=project", &[]).await, StatusCode::BAD_REQUEST);
         // Two resources: refused, not the first one checked and the second ignored.
         assert_eq!(status("?permission=project:read&resource=project:42&resource=project:43", &[]).await, StatusCode::BAD_REQUEST);
+        // What the check cannot read is refused, never skipped: a misspelt key, or a permission
+        // header that is not ASCII (which `to_str` cannot read) or not UTF-8. (Before, each was
+        // ignored and bob, who holds none of these, was let through.)
+        assert_eq!(status("?permissions=admin", &[]).await, StatusCode::BAD_REQUEST);
+        assert_eq!(status("?Permission=admin", &[]).await, StatusCode::BAD_REQUEST);
+        for raw in ["rapports:créer".as_bytes(), b"admin\xff"] {
+            let mut request = check("", Some(&bob), &[]);
+            request.headers_mut().append(
+                "x-auth-require-permission",
+                http::HeaderValue::from_bytes(raw).unwrap(),
+            );
+            let status = send(&app.router, request).await.status;
+            assert_ne!(status, StatusCode::OK, "{raw:?}");
+        }
+        app.accounts.grant_permission(app.bob, "rapports:créer").await.unwrap();
+        let mut request = check("", Some(&bob), &[]);
+        request.headers_mut().append(
+            "x-auth-require-permission",
+            http::HeaderValue::from_bytes("rapports:créer".as_bytes()).unwrap(),
+        );
+        assert_eq!(send(&app.router, request).await.status, StatusCode::OK, "a UTF-8 permission bob holds");
     }
 
     async fn an_unsafe_original_request_gets_the_csrf_check(db: Db) {

@@ -314,6 +314,20 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
         }
     }
 
+    /// A proxy configured in its IPv4-mapped form is the same proxy. (Before, it never matched
+    /// the peer, taken as IPv4, so every client counted as the proxy and the 11th was `429`.)
+    async fn a_trusted_proxy_written_ipv4_mapped_is_recognised(db: Db) {
+        let proxy: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let app = app_with(db, move |b| b.trusted_proxies([proxy])).await;
+        for i in 0..12 {
+            let mut request = login_from("10.0.0.1", &format!("user{i}"), "wrong-password");
+            let client = format!("198.51.100.{i}");
+            request.headers_mut().insert("x-forwarded-for", client.parse().unwrap());
+            let reply = send(&app.router, request).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}: a client of its own");
+        }
+    }
+
     async fn a_username_backs_off_exponentially_known_or_not(db: Db) {
         let logs = crate::account::Logs::default();
         let _guard = tracing::subscriber::set_default(logs.subscriber());
