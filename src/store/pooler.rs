@@ -38,9 +38,27 @@ impl PgStore {
         &self,
         statement: &'static str,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool
-            .begin_with(if self.pooled { PINNED_BEGIN } else { statement })
+        self.begin(if self.pooled { PINNED_BEGIN } else { statement })
             .await
+    }
+
+    /// Begins a transaction in a task of its own, which a cancelled caller does not stop.
+    ///
+    /// sqlx 0.9.0 queues the `ROLLBACK` of a dropped transaction only once its `BEGIN` has been
+    /// answered: a request that gives up while the `BEGIN` is in flight (the client went away,
+    /// the lookup's timeout, a pooler queueing the `BEGIN`) would hand the connection back to
+    /// the pool inside the transaction, where the next request's `now()` stands still (ended
+    /// sessions pass), its writes are never committed and its locks held. Here the `BEGIN`
+    /// always gets its answer, and a transaction nobody awaits any more is dropped in the task,
+    /// rolled back as any other.
+    async fn begin(
+        &self,
+        statement: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin_with(statement).await })
+            .await
+            .unwrap_or_else(|stopped| Err(sqlx::Error::Io(std::io::Error::other(stopped))))
     }
 
     /// Whether statements must be pinned in a transaction of their own.
@@ -50,7 +68,7 @@ impl PgStore {
 
     /// A transaction that pins a server connection.
     pub(crate) async fn pinned(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin_with(PINNED_BEGIN).await
+        self.begin(PINNED_BEGIN).await
     }
 }
 

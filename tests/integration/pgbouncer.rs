@@ -222,6 +222,50 @@ async fn a_touch_through_the_pooler_is_committed(_: PgPoolOptions, options: PgCo
     assert!(deadline().await > 29.0 * 60.0, "the touch was committed");
 }
 
+/// A lookup through the pooler that gives up while its `BEGIN` is unanswered (the pooler queued
+/// it) leaves no transaction behind on the connection: in one, `now()` stands still at the
+/// `BEGIN`, and a session ended since still passes. (sqlx 0.9.0 queues no `ROLLBACK` for a
+/// `BEGIN` cancelled before its answer; before the store's own transaction type, the next
+/// request on that connection answered `200` for an ended session.) Against Postgres directly,
+/// through a route that holds the `BEGIN` as a queueing pooler would.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_lookup_that_gave_up_on_its_begin_leaves_no_transaction_behind(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (route, routed) = crate::common::wire::Route::to(&options).await;
+    let pooled = axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false),
+        routed,
+    );
+    let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = app_on(direct.clone().into(), pooled.into(), |b| {
+        b.lookup_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+    // The connection back in the pool (its release runs after the answer).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    route.hold();
+    assert_eq!(
+        app.status("/me", &bob).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    route.resume();
+    // A `BEGIN` left open would now be 1.5 s old; the session ends after it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+        .execute(&direct)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    }
+}
+
 /// The crate's migrations run on a new database through a real PgBouncer (the quickstart does
 /// this when `AUTH_LISTEN_URL` is set). This does not show that `migrate` must pin its
 /// statements in one transaction: with one client, the bouncer hands it the same server

@@ -154,10 +154,12 @@ impl Parser {
 
 /// A TCP route to Postgres whose connections can go silent: once frozen, each connection open
 /// at that moment forwards nothing either way and closes nothing, as a half-open connection or
-/// a blackholed path does; connections made afterwards go through.
+/// a blackholed path does; connections made afterwards go through. Held, every connection
+/// keeps what it reads until resumed, as a pooler that queues a client does.
 #[derive(Clone)]
 pub struct Route {
     open: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Route {
@@ -168,8 +170,10 @@ impl Route {
         let port = listener.local_addr().unwrap().port();
         let route = Self {
             open: Arc::default(),
+            held: Arc::new(tokio::sync::watch::channel(false).0),
         };
         let open = Arc::clone(&route.open);
+        let held = Arc::clone(&route.held);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
@@ -179,8 +183,12 @@ impl Route {
                 open.lock().unwrap().push(Arc::clone(&frozen));
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(forward(client_read, server_write, Arc::clone(&frozen)));
-                tokio::spawn(forward(server_read, client_write, frozen));
+                let gate = || Gate {
+                    frozen: Arc::clone(&frozen),
+                    held: held.subscribe(),
+                };
+                tokio::spawn(forward(client_read, server_write, gate()));
+                tokio::spawn(forward(server_read, client_write, gate()));
             }
         });
         let options = upstream
@@ -197,13 +205,29 @@ impl Route {
             frozen.store(true, Ordering::SeqCst);
         }
     }
+
+    /// Holds what every connection reads, either way, until [`resume`](Self::resume).
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.held.send_replace(false);
+    }
 }
 
-/// Copies `from` to `to` until either closes; holds what it reads, for good, once frozen.
+/// Whether a connection of a [`Route`] may forward.
+struct Gate {
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    held: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Copies `from` to `to` until either closes; waits while held; holds what it reads, for good,
+/// once frozen.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
+    mut gate: Gate,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -211,7 +235,7 @@ async fn forward(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if frozen.load(Ordering::SeqCst) {
+        if gate.held.wait_for(|held| !held).await.is_err() || gate.frozen.load(Ordering::SeqCst) {
             // Silent from now on, but the sockets stay open.
             std::future::pending::<()>().await;
         }
