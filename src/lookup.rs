@@ -148,8 +148,8 @@ async fn read(
 }
 
 /// Writes the idle deadline back, on the request's connection if it has one. The request is
-/// authenticated either way; a failed touch only means the deadline moves on a later request.
-/// `true` if the write completed.
+/// authenticated either way; a failed or skipped touch only means the deadline moves on a later
+/// request. `true` if the deadline was written.
 async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &SessionToken) -> bool {
     let config = &shared.config;
     let write = async {
@@ -157,12 +157,13 @@ async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &Session
             Some(conn) => conn,
             None => shared.store.connection().await?,
         };
-        conn.touch(token.id(), config.idle_timeout, config.touch_interval)
+        let written = conn
+            .touch(token.id(), config.idle_timeout, config.touch_interval)
             .await?;
-        shared.store.commit(conn).await
+        shared.store.commit(conn).await.map(|()| written)
     };
     match bounded(config.lookup_timeout, write).await {
-        Ok(()) => true,
+        Ok(written) => written,
         Err(error) => {
             tracing::warn!(
                 error = &error as &dyn std::error::Error,

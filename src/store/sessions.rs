@@ -48,13 +48,19 @@ SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
 /// makes concurrent touches of one session write once.
 /// Only a session still live is touched: a touch that waited for the row while someone ended
-/// the session by moving a deadline into the past must not move it back.
+/// the session by moving a deadline into the past must not move it back. On Postgres a row
+/// another transaction holds is skipped, not waited for: the touch is only a hint, and a wait
+/// would hold the request up to the lookup's bound and leave, once given up, a backend waiting
+/// on the lock for every request of the session.
 const TOUCH: Dialects = Dialects {
     postgres: "\
-UPDATE auth_sessions
-   SET last_seen_at = now(), idle_expires_at = LEAST(now() + $2, expires_at)
- WHERE id = $1 AND last_seen_at <= now() - $3
-   AND idle_expires_at > now() AND expires_at > now()",
+UPDATE auth_sessions s
+   SET last_seen_at = now(), idle_expires_at = LEAST(now() + $2, s.expires_at)
+  FROM (SELECT id FROM auth_sessions
+         WHERE id = $1 AND last_seen_at <= now() - $3
+           AND idle_expires_at > now() AND expires_at > now()
+           FOR UPDATE SKIP LOCKED) due
+ WHERE s.id = due.id",
     sqlite: "\
 UPDATE auth_sessions
    SET last_seen_at = n.now, idle_expires_at = min(n.now + $2, expires_at)
@@ -367,13 +373,14 @@ impl RequestConnection {
         })
     }
 
-    /// Pushes the idle deadline forward if the touch interval has passed since the last write.
+    /// Pushes the idle deadline forward if the touch interval has passed since the last write;
+    /// `true` if it did.
     pub(crate) async fn touch(
         &mut self,
         id: &SessionId,
         idle_timeout: Duration,
         touch_interval: Duration,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         on_connection!(self, |conn| {
             sqlx::query(TOUCH.of(conn))
                 .bind(id.as_str())
@@ -381,7 +388,7 @@ impl RequestConnection {
                 .bind(Span(touch_interval))
                 .execute(&mut **conn)
                 .await
-                .map(drop)
+                .map(|done| done.rows_affected() == 1)
         })
     }
 }

@@ -141,3 +141,41 @@ async fn a_lookup_cut_short_does_not_keep_its_connection(watch: PgPool) {
         assert_eq!(me["username"], name);
     }
 }
+
+/// A session whose row someone holds locked (an operator's transaction left open): its requests'
+/// touches skip the row instead of waiting on it, so they neither wait out the lookup's bound
+/// nor leave a backend behind each time. (Before, each touch waited 300 ms, was given up, and
+/// its closed connection's backend stayed, waiting on the lock: a new one for every request.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_locked_session_row_holds_up_no_touch(watch: PgPool) {
+    let options = watch.connect_options();
+    let app = app_with(named_pool(&options, 4).await, |b| {
+        b.lookup_connections(2)
+            .lookup_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    // Seen ten minutes ago: every request of alice's is due to touch the row.
+    app.db.age_sessions(600, false).await;
+    let mut lock = watch.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM auth_sessions WHERE user_id = $1 FOR UPDATE")
+        .bind(app.alice)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..15 {
+        for token in [&alice, &bob] {
+            assert_eq!(app.status("/me", token).await, StatusCode::OK);
+        }
+    }
+    let elapsed = started.elapsed();
+    let count = backends(&watch).await.len();
+    lock.rollback().await.unwrap();
+    assert!(count <= 6, "{count} backends for a pool of 4 and 2 kept");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "30 requests took {elapsed:?}"
+    );
+}
