@@ -3,10 +3,7 @@
 //! back at most once per touch interval, after the secret matched. The wait for the database is
 //! bounded.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use crate::{
     AuthState, CurrentUser, SessionToken,
@@ -81,8 +78,9 @@ async fn resolve(
 ) -> Result<Option<CurrentUser>, sqlx::Error> {
     let config = &shared.config;
     let now = Instant::now();
-    // Boxed once here, then handed on by pointer (to the cache, to the timeout).
-    let read = Box::pin(bounded(config.lookup_timeout, read(shared, token, now)));
+    let deadline = tokio::time::Instant::from_std(now + config.lookup_timeout);
+    // Boxed once here, then handed on by pointer (to the cache).
+    let read = Box::pin(read(shared, token, now, deadline));
     let resolved = match &shared.cache {
         Some(cache) => cache.get_or_fill(token.id(), now, read).await?,
         None => read
@@ -99,7 +97,7 @@ async fn resolve(
         // double the size of every request's future.
         // The entry's deadlines move only with the database's: after a failed write, the
         // cached idle deadline would outlive the stored one.
-        if Box::pin(touch(shared, conn, token)).await {
+        if Box::pin(touch(shared, conn, token, deadline)).await {
             entry.touched(now, config.idle_timeout);
         }
     } else if let Some(conn) = conn {
@@ -117,15 +115,17 @@ async fn resolve(
     )))
 }
 
-/// One round trip: the session row, as an entry with deadlines measured on the database's
-/// clock; and the connection, kept for a touch.
+/// One round trip, by `deadline`: the session row, as an entry with deadlines measured on the
+/// database's clock; and the connection, kept for a touch.
 async fn read(
     shared: &Shared,
     token: &SessionToken,
     now: Instant,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<(Entry, RequestConnection)>, sqlx::Error> {
-    let mut conn = shared.store.connection().await?;
-    let Some(mut row) = conn.lookup(token.id()).await? else {
+    let mut conn = by(deadline, shared.store.connection()).await?;
+    let looked_up = tokio::time::timeout_at(deadline, conn.lookup(token.id())).await;
+    let Some(mut row) = looked_up.unwrap_or_else(|_| Err(conn.abandon()))? else {
         shared.store.release(conn);
         return Ok(None);
     };
@@ -150,19 +150,29 @@ async fn read(
 /// Writes the idle deadline back, on the request's connection if it has one. The request is
 /// authenticated either way; a failed or skipped touch only means the deadline moves on a later
 /// request. `true` if the deadline was written.
-async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &SessionToken) -> bool {
+async fn touch(
+    shared: &Shared,
+    conn: Option<RequestConnection>,
+    token: &SessionToken,
+    deadline: tokio::time::Instant,
+) -> bool {
     let config = &shared.config;
     let write = async {
         let mut conn = match conn {
             Some(conn) => conn,
-            None => shared.store.connection().await?,
+            None => by(deadline, shared.store.connection()).await?,
         };
-        let written = conn
-            .touch(token.id(), config.idle_timeout, config.touch_interval)
-            .await?;
-        shared.store.commit(conn).await.map(|()| written)
+        let touched = tokio::time::timeout_at(
+            deadline,
+            conn.touch(token.id(), config.idle_timeout, config.touch_interval),
+        )
+        .await;
+        let written = touched.unwrap_or_else(|_| Err(conn.abandon()))?;
+        by(deadline, shared.store.commit(conn))
+            .await
+            .map(|()| written)
     };
-    match bounded(config.lookup_timeout, write).await {
+    match write.await {
         Ok(written) => written,
         Err(error) => {
             tracing::warn!(
@@ -174,12 +184,12 @@ async fn touch(shared: &Shared, conn: Option<RequestConnection>, token: &Session
     }
 }
 
-/// `work`, or a pool timeout once `limit` has passed.
-async fn bounded<T>(
-    limit: Duration,
+/// `work`, or a pool timeout once `deadline` has passed.
+async fn by<T>(
+    deadline: tokio::time::Instant,
     work: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
-    tokio::time::timeout(limit, work)
+    tokio::time::timeout_at(deadline, work)
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }

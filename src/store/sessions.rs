@@ -360,6 +360,19 @@ macro_rules! on_connection {
 }
 
 impl RequestConnection {
+    /// Gives up on the connection after a statement ran out of time: it will be closed when
+    /// dropped, not handed back to its pool, whose check of a returned connection waits on the
+    /// server without a bound (over a network gone silent, it would hold the pool's place for
+    /// good). A kept connection is closed when dropped anyway; SQLite has no network. Returns
+    /// the error to answer with.
+    pub(crate) fn abandon(&mut self) -> sqlx::Error {
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(conn) = self {
+            conn.close_on_drop();
+        }
+        sqlx::Error::PoolTimedOut
+    }
+
     /// The session, its user and their permissions, if it is live.
     pub(crate) async fn lookup(
         &mut self,

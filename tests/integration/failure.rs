@@ -156,3 +156,48 @@ async fn a_route_without_the_layer_is_500_and_never_runs_the_handler() {
     }
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
+
+/// The network to the database goes silent (a failover, a dropped path: nothing closes, nothing
+/// answers) while the pool's connections are open. Lookups on them run out of time and answer
+/// `503`, and then the pool's new connections, over the path that works, answer again. (Before,
+/// a connection whose lookup ran out of time went back to the pool through a check that waited
+/// on the silent server for good: both places of the pool stayed taken, and every request
+/// answered `503`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_pool_recovers_from_connections_gone_silent(
+    _: PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let (route, routed) = crate::common::wire::Route::to(&options).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_with(routed)
+        .await
+        .unwrap();
+    let app = crate::common::app_with(pool, |b| {
+        b.lookup_connections(0)
+            .lookup_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    // Both of the pool's connections open, then silent.
+    let (a, b) = tokio::join!(app.status("/me", &alice), app.status("/me", &alice));
+    assert_eq!((a, b), (StatusCode::OK, StatusCode::OK));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    route.freeze();
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let status = app.status("/me", &alice).await;
+        statuses.push(status);
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never answered again: {statuses:?}"
+        );
+    }
+}
