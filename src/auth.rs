@@ -221,6 +221,8 @@ impl Auth {
                 .store
                 .delete_session(previous.session_id())
                 .await?;
+            // Its event streams end (on SQLite nothing else would tell them).
+            self.0.shared.hub.user_changed(previous.id());
         }
         let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();

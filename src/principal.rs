@@ -386,7 +386,9 @@ pub fn require_permission(permission: impl Into<Arc<str>>) -> RequirePermissionL
 /// `param`, for every route the returned layer wraps: `401` anonymous, `403` without the grant
 /// (the same `403` whether or not such a resource exists), `400` for an id that cannot name a
 /// resource, `503` when the database is unavailable. A global grant of the permission passes
-/// without a query; see [`CurrentUser::can`].
+/// without a query; see [`CurrentUser::can`]. A route with no path parameter called `param`,
+/// or with more than one (nested routers may repeat a name, as in
+/// `/orgs/{id}/projects/{id}`), is refused with `500`: name each parameter once.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -430,10 +432,14 @@ impl Rule {
         let params = RawPathParams::from_request_parts(parts, &())
             .await
             .map_err(|_| AuthRejection::Internal)?;
-        let Some((_, id)) = params.iter().find(|(name, _)| *name == &**param) else {
+        // Exactly one: nested routers may repeat a name (`/orgs/{id}/projects/{id}`), and the
+        // handler may read another of them than the one checked.
+        let mut named = params.iter().filter(|(name, _)| *name == &**param);
+        let (Some((_, id)), None) = (named.next(), named.next()) else {
             tracing::error!(
                 param = &**param,
-                "require_permission_on: no such path parameter"
+                "require_permission_on: the route has no path parameter of that name, or more \
+                 than one"
             );
             return Err(AuthRejection::Internal);
         };

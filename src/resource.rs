@@ -2,13 +2,14 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::Error;
+use crate::{Error, accounts::is_invisible};
 
 /// A thing a permission can be granted on: a type and an id, such as project 42, written
 /// `project:42` (the type, a colon, the id; the id may contain colons).
 ///
 /// The type is 1 to 64 characters of ASCII letters, digits, `_`, `-` and `.`; the id 1 to 128
-/// visible characters without whitespace. The crate does not know the app's tables: an id is
+/// visible characters without whitespace (nor invisible ones: zero-width, bidirectional
+/// controls). Ids are compared byte for byte: `42` and `042` are two resources. The crate does not know the app's tables: an id is
 /// whatever the app uses to name the thing.
 ///
 /// ```
@@ -43,7 +44,9 @@ impl Resource {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         let id_ok = (1..=128).contains(&id.chars().count())
-            && !id.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
         if kind_ok && id_ok {
             Ok(Self { kind, id })
         } else {

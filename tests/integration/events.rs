@@ -113,6 +113,20 @@ both_stores! {
         ended(&mut events).await;
     }
 
+    /// Someone logs in on the same browser: the session the cookie held ends, and so do its
+    /// streams. (Before, on SQLite, nothing told them: the stream went on showing the old user
+    /// until the idle deadline.)
+    async fn logging_in_over_a_session_ends_its_stream(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let (mut events, server) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        let mut login = crate::common::login_request(BOB, BOB_PASSWORD);
+        login.headers_mut().insert(header::COOKIE, format!("{COOKIE}={token}").parse().unwrap());
+        assert_eq!(send_from(server, client(2), login).await.status, StatusCode::SEE_OTHER);
+        ended(&mut events).await;
+    }
+
     async fn revoking_the_session_ends_the_stream(db: Db) {
         let app = events_app(db).await;
         let token = app.login(BOB, BOB_PASSWORD).await;

@@ -101,10 +101,35 @@ both_stores! {
         assert_eq!(app.status("/projects/a%20b", &bob).await, StatusCode::BAD_REQUEST);
         let long = "x".repeat(200);
         assert_eq!(app.status(&format!("/projects/{long}"), &bob).await, StatusCode::BAD_REQUEST);
+        // An id with an invisible character, which would look like `42` in every listing.
+        assert_eq!(app.status("/projects/42%E2%80%8B", &bob).await, StatusCode::BAD_REQUEST);
+        assert!(Resource::new("project", "42\u{202E}").is_err());
         // The database gone: 503, never allowed.
         app.db.close().await;
         let reply = app.get("/projects/42", &bob).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// Nested routers may repeat a parameter's name; the guard does not pick one of them, since
+    /// the handler may read the other. (Before, it checked the first, the organisation's id:
+    /// bob, with a grant on project 7, passed for project 99 of organisation 7.)
+    async fn a_guard_on_a_repeated_parameter_name_refuses(db: Db) {
+        let app = app(db).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        app.accounts.grant_permission_on(app.bob, "project:read", &project("7")).await.unwrap();
+        let projects = axum::Router::new()
+            .route("/projects/{id}", axum::routing::get(|| async { "project" }))
+            .route_layer(axum_live_auth::require_permission_on("project:read", "project", "id"));
+        let router = axum::Router::new().nest("/orgs/{id}", projects).layer(app.layer.clone());
+        let request = |path: &str| {
+            Request::get(path)
+                .header(header::COOKIE, format!("{COOKIE}={bob}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        for path in ["/orgs/7/projects/99", "/orgs/7/projects/7"] {
+            assert_eq!(send(&router, request(path)).await.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        }
     }
 
     async fn listings_are_paginated(db: Db) {
