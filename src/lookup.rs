@@ -97,6 +97,7 @@ async fn resolve(
         // double the size of every request's future.
         // The entry's deadlines move only with the database's: after a failed write, the
         // cached idle deadline would outlive the stored one.
+        let deadline = tokio::time::Instant::now() + config.lookup_timeout;
         if Box::pin(touch(shared, conn, token, deadline)).await {
             entry.touched(now, config.idle_timeout);
         }

@@ -441,14 +441,14 @@ async fn deliver(messenger: &Arc<dyn DynMessenger>, message: Message) -> Result<
         .map_err(|e| InfrastructureError::Messenger(e).into())
 }
 
-/// An address: 3 to 254 characters, one `@` with something on each side, no whitespace or
-/// control characters.
 /// Whether a user could have this name or address: bounded, and no control character (Postgres
 /// text cannot even hold NUL).
 fn possible_name(name_or_email: &str) -> bool {
     name_or_email.len() <= MAX_USERNAME_BYTES && !name_or_email.contains(char::is_control)
 }
 
+/// An address: 3 to 254 characters, one `@` with something on each side, no whitespace,
+/// control or invisible characters.
 fn validate_email(email: &str) -> Result<(), Error> {
     let ok = (3..=254).contains(&email.len())
         && email.split('@').count() == 2

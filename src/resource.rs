@@ -9,8 +9,8 @@ use crate::{Error, accounts::is_invisible};
 ///
 /// The type is 1 to 64 characters of ASCII letters, digits, `_`, `-` and `.`; the id 1 to 128
 /// visible characters without whitespace (nor invisible ones: zero-width, bidirectional
-/// controls). Ids are compared byte for byte: `42` and `042` are two resources. The crate does not know the app's tables: an id is
-/// whatever the app uses to name the thing.
+/// controls). Ids are compared byte for byte: `42` and `042` are two resources. The crate does
+/// not know the app's tables: an id is whatever the app uses to name the thing.
 ///
 /// ```
 /// use axum_live_auth::Resource;

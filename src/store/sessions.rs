@@ -47,6 +47,7 @@ SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
 
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
 /// makes concurrent touches of one session write once.
+///
 /// Only a session still live is touched: a touch that waited for the row while someone ended
 /// the session by moving a deadline into the past must not move it back. On Postgres a row
 /// another transaction holds is skipped, not waited for: the touch is only a hint, and a wait
