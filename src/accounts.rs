@@ -10,11 +10,11 @@ use crate::{
     AuthStore, Error, IntoAuthStore, Resource, SessionId, SessionInfo, UserId,
     client::Client,
     config::AuthConfig,
-    events::{Hub, security},
+    events::security,
     login::PasswordCheck,
     password::{self, Hasher},
     recovery::Recovery,
-    shared::Shared,
+    shared::{Shared, Subscribers},
     store::{GrantRow, Scope, ThrottleLimits},
 };
 
@@ -49,8 +49,9 @@ pub struct Accounts {
     store: AuthStore,
     hasher: Arc<Hasher>,
     pub(crate) limits: ThrottleLimits,
-    /// The layer's event streams, told of changes in-process (both stores).
-    hub: Option<Arc<Hub>>,
+    /// The layer's cache and event streams, told of a change here at once (both stores),
+    /// before its notification comes back.
+    subscribers: Option<Subscribers>,
     /// How recovery messages are made and delivered.
     pub(crate) recovery: Arc<Recovery>,
 }
@@ -73,7 +74,7 @@ impl Accounts {
             store: store.into_auth_store(),
             hasher: Arc::new(Hasher::default()),
             limits: AuthConfig::default().login,
-            hub: None,
+            subscribers: None,
             recovery: Arc::default(),
         }
     }
@@ -83,7 +84,7 @@ impl Accounts {
             store: shared.store.clone(),
             hasher: Arc::clone(&shared.hasher),
             limits: shared.config.login,
-            hub: Some(Arc::clone(&shared.hub)),
+            subscribers: Some(shared.subscribers()),
             recovery: Arc::new(shared.config.recovery.clone()),
         }
     }
@@ -93,15 +94,19 @@ impl Accounts {
         &self.store
     }
 
+    /// After a change of `user`'s account or grants: this node's cache forgets the user and
+    /// the user's streams look again, so that the next request here is answered as the change
+    /// says, even before its notification comes back.
     pub(crate) fn changed(&self, user: UserId) {
-        if let Some(hub) = &self.hub {
-            hub.user_changed(user);
+        if let Some(subscribers) = &self.subscribers {
+            subscribers.user_changed(user);
         }
     }
 
+    /// After a change of a role's permissions: any principal and answer may hold them.
     fn everyone_changed(&self) {
-        if let Some(hub) = &self.hub {
-            hub.apply("*");
+        if let Some(subscribers) = &self.subscribers {
+            subscribers.apply("*");
         }
     }
 
@@ -352,7 +357,9 @@ impl Accounts {
         validate_name(permission)?;
         self.store
             .grant_on(user, GrantRow::Permission(permission), scope(resource))
-            .await
+            .await?;
+        self.changed(user);
+        Ok(())
     }
 
     /// Revokes a grant scoped to one resource; `false` if there was none.
@@ -366,9 +373,12 @@ impl Accounts {
         permission: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        self.store
+        let revoked = self
+            .store
             .revoke_on(user, GrantRow::Permission(permission), scope(resource))
-            .await
+            .await?;
+        self.changed(user);
+        Ok(revoked)
     }
 
     /// Creates a role if no role of that name exists.
@@ -445,7 +455,9 @@ impl Accounts {
     ) -> Result<(), Error> {
         self.store
             .grant_on(user, GrantRow::Role(role), scope(resource))
-            .await
+            .await?;
+        self.changed(user);
+        Ok(())
     }
 
     /// Takes a role on one resource away from the user; `false` if they did not have it.
@@ -459,9 +471,12 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        self.store
+        let removed = self
+            .store
             .revoke_on(user, GrantRow::Role(role), scope(resource))
-            .await
+            .await?;
+        self.changed(user);
+        Ok(removed)
     }
 
     /// The ids of resources of type `kind` on which the user holds `permission` through a

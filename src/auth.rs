@@ -222,7 +222,7 @@ impl Auth {
                 .delete_session(previous.session_id())
                 .await?;
             // Its event streams end (on SQLite nothing else would tell them).
-            self.0.shared.hub.user_changed(previous.id());
+            self.0.shared.user_changed(previous.id());
         }
         let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();
@@ -260,7 +260,7 @@ impl Auth {
                         security::session_revoked(&inner.client, user, old, "session_cap");
                     }
                     if !evicted.is_empty() {
-                        inner.shared.hub.user_changed(user);
+                        inner.shared.user_changed(user);
                     }
                     return Ok(token);
                 }
@@ -291,7 +291,7 @@ impl Auth {
                 .delete_session(user.session_id())
                 .await?;
             security::logout(&self.0.client, user.id(), user.session_id());
-            self.0.shared.hub.user_changed(user.id());
+            self.0.shared.user_changed(user.id());
         }
         let mut response = self.response();
         if self.0.source == Source::Cookie {
@@ -337,7 +337,7 @@ impl Auth {
         let ended = shared.store.delete_user_session(user.id(), id).await?;
         if ended {
             security::session_revoked(&self.0.client, user.id(), id.as_str(), "user");
-            shared.hub.user_changed(user.id());
+            shared.user_changed(user.id());
         }
         Ok(ended)
     }
@@ -357,7 +357,7 @@ impl Auth {
             .delete_user_sessions(user.id(), Some(kept))
             .await?;
         security::sessions_revoked_all(&self.0.client, user.id(), Some(kept), count, "others");
-        shared.hub.user_changed(user.id());
+        shared.user_changed(user.id());
         Ok(count)
     }
 
@@ -421,7 +421,7 @@ impl Auth {
             return Ok(false);
         }
         security::password_changed(&self.0.client, user.id(), Some(kept), "change");
-        shared.hub.user_changed(user.id());
+        shared.user_changed(user.id());
         self.rotate_with(true).await?;
         Ok(true)
     }
@@ -446,7 +446,7 @@ impl Auth {
         }
         let id = token.id().clone();
         security::rotated(&inner.client, user.id(), user.session_id(), &id);
-        inner.shared.hub.user_changed(user.id());
+        inner.shared.user_changed(user.id());
         self.set_cookie(CookieChange::Set(token));
         Ok(id)
     }

@@ -3,39 +3,16 @@
 //! everyone is told (the cache empties and is bypassed, streams end), so no notification lost
 //! meanwhile can leave a stale picture behind.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
 
-use crate::{cache::PrincipalCache, events::Hub};
+use crate::shared::Subscribers;
 
 /// The LISTEN channel the triggers notify on.
 pub(crate) const CHANNEL: &str = "axum_live_auth";
 /// The `application_name` of each node's listener connection (visible in `pg_stat_activity`).
 pub(crate) const LISTENER_NAME: &str = "axum-live-auth-listener";
-
-/// Who hears of the node's notifications.
-#[derive(Debug, Clone)]
-pub(crate) struct Subscribers {
-    pub(crate) cache: Option<Arc<PrincipalCache>>,
-    pub(crate) hub: Arc<Hub>,
-}
-
-impl Subscribers {
-    fn apply(&self, payload: &str) {
-        if let Some(cache) = &self.cache {
-            cache.apply(payload);
-        }
-        self.hub.apply(payload);
-    }
-
-    pub(crate) fn set_listening(&self, listening: bool) {
-        if let Some(cache) = &self.cache {
-            cache.set_listening(listening);
-        }
-        self.hub.set_listening(listening);
-    }
-}
 
 /// The listener's connect options: those of the app's pool (or of `listen_pool` on the
 /// builder), under the listener's own application name.

@@ -131,11 +131,10 @@ impl AuthLayer {
         };
         #[cfg(feature = "postgres")]
         let listener = shared.store.postgres_pool().and(listen_on).map(|pool| {
-            let subscribers = crate::listener::Subscribers {
-                cache: shared.cache.clone(),
-                hub: Arc::clone(&shared.hub),
-            };
-            (crate::listener::listener_options(pool), subscribers)
+            (
+                crate::listener::listener_options(pool),
+                shared.subscribers(),
+            )
         });
         let purge = shared
             .config

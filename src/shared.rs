@@ -23,6 +23,41 @@ use crate::{
     store::Scope,
 };
 
+/// Who hears of a change: the principal cache and the open event streams. The listener tells
+/// them of every notification; a change made in-process tells them at once as well, so that
+/// this node refuses on its next request without waiting for the notification to come back.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscribers {
+    pub(crate) cache: Option<Arc<PrincipalCache>>,
+    pub(crate) hub: Arc<Hub>,
+}
+
+impl Subscribers {
+    /// A notification's payload: `s:<session>`, `u:<user>`, `r:<user>`, `r:*`, or anything
+    /// else for "everything may have changed".
+    pub(crate) fn apply(&self, payload: &str) {
+        if let Some(cache) = &self.cache {
+            cache.apply(payload);
+        }
+        self.hub.apply(payload);
+    }
+
+    /// Whatever of `user` changed: their principal, their answers on resources, their streams.
+    pub(crate) fn user_changed(&self, user: UserId) {
+        self.apply(&format!("u:{user}"));
+        self.apply(&format!("r:{user}"));
+    }
+
+    // Called by the listener, which is Postgres only.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn set_listening(&self, listening: bool) {
+        if let Some(cache) = &self.cache {
+            cache.set_listening(listening);
+        }
+        self.hub.set_listening(listening);
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: AuthConfig,
@@ -65,6 +100,19 @@ impl Shared {
             background_started: AtomicBool::new(false),
             warned_no_peer: AtomicBool::new(false),
         }
+    }
+
+    /// The cache and the streams, to tell of a change.
+    pub(crate) fn subscribers(&self) -> Subscribers {
+        Subscribers {
+            cache: self.cache.clone(),
+            hub: Arc::clone(&self.hub),
+        }
+    }
+
+    /// See [`Subscribers::user_changed`].
+    pub(crate) fn user_changed(&self, user: UserId) {
+        self.subscribers().user_changed(user);
     }
 
     /// Resolves when the layer (every clone of it) is gone.

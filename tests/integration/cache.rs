@@ -367,6 +367,87 @@ async fn the_listener_connection_lives_exactly_as_long_as_the_layer(
     until_listeners(&pool, 0).await;
 }
 
+/// The node that makes a change through its `Accounts` refuses on its very next request, without
+/// waiting for its own notification to come back: here it never comes, since the listener's
+/// connection has just gone silent and the node does not know yet. (Before, the node served
+/// the cached principal and the cached scoped answer until the probe found the silence out.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_node_that_makes_a_change_refuses_at_once(_: PgPoolOptions, options: PgConnectOptions) {
+    let (route, through_route) = crate::common::wire::Route::to(&options).await;
+    let listen = PgPoolOptions::new().connect_lazy_with(through_route);
+    let app = app_with(node_pool(&options).await, |b| {
+        b.principal_cache(self::options()).listen_pool(listen)
+    })
+    .await;
+    app.listen().await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let project: axum_live_auth::Resource = "project:42".parse().unwrap();
+    app.accounts
+        .grant_permission_on(app.bob, "project:read", &project)
+        .await
+        .unwrap();
+    wait_for_answer(&app, "/projects/42", &bob, StatusCode::OK).await;
+    for path in ["/reports", "/projects/42"] {
+        for _ in 0..2 {
+            assert_eq!(app.status(path, &bob).await, StatusCode::OK, "{path}");
+        }
+    }
+    let hits = app.layer.cache_status().unwrap().hits;
+    assert_eq!(app.status("/reports", &bob).await, StatusCode::OK);
+    assert!(
+        app.layer.cache_status().unwrap().hits > hits,
+        "served from the cache"
+    );
+
+    route.freeze();
+    app.accounts
+        .revoke_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
+    assert_eq!(app.status("/reports", &bob).await, StatusCode::FORBIDDEN);
+    app.accounts
+        .revoke_permission_on(app.bob, "project:read", &project)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.status("/projects/42", &bob).await,
+        StatusCode::FORBIDDEN
+    );
+    app.accounts.create_role("viewer").await.unwrap();
+    app.accounts
+        .grant_role_permission("viewer", "reports:read")
+        .await
+        .unwrap();
+    app.accounts.assign_role(app.bob, "viewer").await.unwrap();
+    assert_eq!(app.status("/reports", &bob).await, StatusCode::OK);
+    app.accounts
+        .revoke_role_permission("viewer", "reports:read")
+        .await
+        .unwrap();
+    assert_eq!(app.status("/reports", &bob).await, StatusCode::FORBIDDEN);
+    app.accounts.disable_user(app.bob).await.unwrap();
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    // The silent connection holds its server session open: end it, so the database can go.
+    app.db
+        .exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'axum-live-auth-listener' AND datname = current_database()",
+        )
+        .await;
+}
+
+/// Asks until `path` answers `expected` (a grant reaches the cache's answers by notification).
+async fn wait_for_answer(app: &TestApp, path: &str, token: &str, expected: StatusCode) {
+    let start = Instant::now();
+    while app.status(path, token).await != expected {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{path} never {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A listener whose connection goes silent without closing (a half-open socket, a blackholed
 /// path: no error ever reaches it) is found out by its own probes: the node stops trusting its
 /// cache, so a ban it could not hear of is enforced within seconds, not after the entries'
