@@ -114,18 +114,21 @@ RETURNING id";
 const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
-                           expires_at, authenticated_at, user_agent, ip, credential_epoch)
+                           expires_at, authenticated_at, user_agent, ip, credential_epoch,
+                           rotated_from)
 SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), s.expires_at,
-       CASE WHEN $5 THEN now() ELSE s.authenticated_at END, s.user_agent, s.ip, s.credential_epoch
+       CASE WHEN $5 THEN now() ELSE s.authenticated_at END, s.user_agent, s.ip, s.credential_epoch,
+       s.id
   FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
    AND u.disabled_at IS NULL
    FOR NO KEY UPDATE OF u, s",
     sqlite: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
-                           expires_at, authenticated_at, user_agent, ip, credential_epoch)
+                           expires_at, authenticated_at, user_agent, ip, credential_epoch,
+                           rotated_from)
 SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_at,
-       CASE WHEN $5 THEN n.now ELSE authenticated_at END, user_agent, ip, credential_epoch
+       CASE WHEN $5 THEN n.now ELSE authenticated_at END, user_agent, ip, credential_epoch, id
   FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
  WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now",
 };
@@ -570,21 +573,31 @@ impl AuthStore {
         Ok(rows.into_iter().filter_map(InfoRow::into_info).collect())
     }
 
-    /// Deletes one session of `user`; `false` if the user has no such session.
+    /// Deletes one session of `user`, and the copy a rotation made of it; `false` if the user
+    /// has neither. The user's row is locked first, as [`ROTATE`] locks it, so that a rotation
+    /// committing meanwhile is waited for and its copy seen.
     pub(crate) async fn delete_user_session(
         &self,
         user: UserId,
         id: &SessionId,
     ) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND id = $2")
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            sqlx::query(LOCK_USER.of(pool))
                 .bind(user)
-                .bind(id.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+                .execute(&mut *tx)
+                .await?;
+            let ended = sqlx::query(
+                "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)",
+            )
+            .bind(user)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(ended > 0)
+        })
     }
 
     /// Deletes every session of `user` except `keep`; returns how many ended. The user's row is

@@ -541,3 +541,28 @@ async fn a_ban_during_a_login_ends_the_new_session_too(pool: sqlx::PgPool) {
         "every session of a banned user ends"
     );
 }
+
+/// Revoking one device while its session is being rotated (its commit held for 500 ms; the
+/// revoke comes in the middle of it) ends the rotation's copy: the device is signed out, and
+/// the revoke says so. (Before, the revoke found the old row gone once the rotation committed,
+/// answered `false`, and the copy lived on.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn revoking_a_device_during_its_rotation_ends_the_new_session_too(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let phone = app.login(ALICE, ALICE_PASSWORD).await;
+    let laptop = app.login(ALICE, ALICE_PASSWORD).await;
+    let id = axum_live_auth::SessionId::parse(public_id(&phone)).unwrap();
+    slow_commits(&pool, 500).await;
+    let reauth = call(&app, "/account/reauth", &phone, "password=alice-password");
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        app.accounts.revoke_session(app.alice, &id).await.unwrap()
+    };
+    let (rotated, revoked) = tokio::join!(reauth, revoke);
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
+    assert!(revoked, "the revoke found the device");
+    let copy = rotated.session_cookie().unwrap();
+    assert_eq!(app.status("/me", &copy).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.status("/me", &laptop).await, StatusCode::OK);
+    assert_eq!(app.sessions().await, 1);
+}
