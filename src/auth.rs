@@ -222,7 +222,7 @@ impl Auth {
                 .delete_session(previous.session_id())
                 .await?;
             // Its event streams end (on SQLite nothing else would tell them).
-            self.0.shared.user_changed(previous.id());
+            self.0.shared.session_ended(previous.session_id().as_str());
         }
         let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();
@@ -258,9 +258,7 @@ impl Auth {
                     security::login(&inner.client, user, token.id());
                     for old in &evicted {
                         security::session_revoked(&inner.client, user, old, "session_cap");
-                    }
-                    if !evicted.is_empty() {
-                        inner.shared.user_changed(user);
+                        inner.shared.session_ended(old);
                     }
                     return Ok(token);
                 }
@@ -291,7 +289,7 @@ impl Auth {
                 .delete_session(user.session_id())
                 .await?;
             security::logout(&self.0.client, user.id(), user.session_id());
-            self.0.shared.user_changed(user.id());
+            self.0.shared.session_ended(user.session_id().as_str());
         }
         let mut response = self.response();
         if self.0.source == Source::Cookie {
@@ -446,7 +444,7 @@ impl Auth {
         }
         let id = token.id().clone();
         security::rotated(&inner.client, user.id(), user.session_id(), &id);
-        inner.shared.user_changed(user.id());
+        inner.shared.session_ended(user.session_id().as_str());
         self.set_cookie(CookieChange::Set(token));
         Ok(id)
     }

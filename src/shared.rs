@@ -115,6 +115,13 @@ impl Shared {
         self.subscribers().user_changed(user);
     }
 
+    /// One session ended here (a logout, a rotation, a login over it, an eviction): this node's
+    /// cache forgets it and its streams look again, before the notification comes back. Only
+    /// that session: forgetting the user would scan the whole cache.
+    pub(crate) fn session_ended(&self, session: &str) {
+        self.subscribers().apply(&format!("s:{session}"));
+    }
+
     /// Resolves when the layer (every clone of it) is gone.
     pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stop = self.stop.subscribe();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt as _, TryStreamExt as _, future::BoxFuture, stream::BoxStream};
 use sqlx::{
-    Either, Execute, Executor, Postgres, Transaction,
+    Either, Execute, Executor, Postgres, SqlSafeStr as _, Transaction,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow},
 };
 
@@ -42,7 +42,8 @@ impl PgStore {
             .await
     }
 
-    /// Begins a transaction in a task of its own, which a cancelled caller does not stop.
+    /// Begins a transaction: the connection is checked out here, and its `BEGIN` runs in a task
+    /// of its own, which a cancelled caller does not stop.
     ///
     /// sqlx 0.9.0 queues the `ROLLBACK` of a dropped transaction only once its `BEGIN` has been
     /// answered: a request that gives up while the `BEGIN` is in flight (the client went away,
@@ -50,13 +51,14 @@ impl PgStore {
     /// the pool inside the transaction, where the next request's `now()` stands still (ended
     /// sessions pass), its writes are never committed and its locks held. Here the `BEGIN`
     /// always gets its answer, and a transaction nobody awaits any more is dropped in the task,
-    /// rolled back as any other.
+    /// rolled back as any other. The checkout stays with the caller: a request that gives up
+    /// while waiting for a connection leaves no task behind to take one for nobody.
     async fn begin(
         &self,
         statement: &'static str,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let pool = self.pool.clone();
-        tokio::spawn(async move { pool.begin_with(statement).await })
+        let conn = self.pool.acquire().await?;
+        tokio::spawn(Transaction::begin(conn, Some(statement.into_sql_str())))
             .await
             .unwrap_or_else(|stopped| Err(sqlx::Error::Io(std::io::Error::other(stopped))))
     }

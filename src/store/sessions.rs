@@ -60,7 +60,7 @@ UPDATE auth_sessions s
   FROM (SELECT id FROM auth_sessions
          WHERE id = $1 AND last_seen_at <= now() - $3
            AND idle_expires_at > now() AND expires_at > now()
-           FOR UPDATE SKIP LOCKED) due
+           FOR NO KEY UPDATE SKIP LOCKED) due
  WHERE s.id = due.id",
     sqlite: "\
 UPDATE auth_sessions

@@ -543,7 +543,7 @@ async fn a_ban_during_a_login_ends_the_new_session_too(pool: sqlx::PgPool) {
 }
 
 /// Revoking one device while its session is being rotated (its commit held for 500 ms; the
-/// revoke comes in the middle of it) ends the rotation's copy: the device is signed out, and
+/// revoke comes while it is held) ends the rotation's copy: the device is signed out, and
 /// the revoke says so. (Before, the revoke found the old row gone once the rotation committed,
 /// answered `false`, and the copy lived on.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
@@ -555,7 +555,20 @@ async fn revoking_a_device_during_its_rotation_ends_the_new_session_too(pool: sq
     slow_commits(&pool, 500).await;
     let reauth = call(&app, "/account/reauth", &phone, "password=alice-password");
     let revoke = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Once the rotation commits (its held commit sleeps in the test's trigger).
+        for _ in 0..250 {
+            let committing: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if committing > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         app.accounts.revoke_session(app.alice, &id).await.unwrap()
     };
     let (rotated, revoked) = tokio::join!(reauth, revoke);

@@ -514,8 +514,10 @@ async fn ending_every_session(pool: &sqlx::PgPool) -> sqlx::Transaction<'static,
 
 /// A session is ended by moving its idle deadline into the past, in a transaction still open
 /// while a request of that session, which read it as live, writes its due touch: the touch
-/// waits, and then must not move the deadline forward again. (Before, it matched on
-/// `last_seen_at` alone and brought the session back for another 30 minutes.)
+/// skips the row (or, were it to wait, would find the session ended) and must not move the
+/// deadline forward again. (Before, it waited, matched on `last_seen_at` alone and brought the
+/// session back for another 30 minutes.) SQLite's touch waits for the writer: see
+/// `sqlite::a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back`.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;

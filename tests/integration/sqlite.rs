@@ -122,3 +122,36 @@ async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::Sqlite
     let (alice_permissions, _) = app.db.permissions_column_and_grants(app.alice).await;
     assert!(alice_permissions.is_empty(), "{alice_permissions:?}");
 }
+
+/// A session is ended by moving its idle deadline into the past, in a write transaction still
+/// open while a request of that session, which read it as live, writes its due touch: the touch
+/// waits for the writer, then finds the session ended and leaves it so. (Without the touch's
+/// liveness condition it matched on `last_seen_at` alone and brought the session back.)
+#[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
+async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: sqlx::SqlitePool) {
+    let app = crate::common::app(pool.clone()).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    app.db.age_sessions(600, false).await; // a touch is due
+    let mut end = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE auth_sessions
+            SET idle_expires_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1000",
+    )
+    .execute(&mut *end)
+    .await
+    .unwrap();
+    let request = {
+        let app = app.clone();
+        let bob = bob.clone();
+        tokio::spawn(async move { app.status("/me", &bob).await })
+    };
+    // The request reads (WAL lets it), then its touch waits for the write lock.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    end.commit().await.unwrap();
+    assert_eq!(
+        request.await.unwrap(),
+        StatusCode::OK,
+        "it read the session as live"
+    );
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+}
