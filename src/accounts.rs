@@ -10,6 +10,7 @@ use crate::{
     AuthStore, Error, IntoAuthStore, Resource, SessionId, SessionInfo, UserId,
     client::Client,
     config::AuthConfig,
+    error::InfrastructureError,
     events::security,
     login::PasswordCheck,
     password::{self, Hasher},
@@ -399,7 +400,7 @@ impl Accounts {
     /// [`Error::InvalidName`], [`Error::RoleNotFound`], or an infrastructure error.
     pub async fn grant_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
         validate_name(permission)?;
-        self.store.grant_role_permission(role, permission).await?;
+        repeating_conflicts(|| self.store.grant_role_permission(role, permission)).await?;
         self.everyone_changed();
         Ok(())
     }
@@ -414,7 +415,8 @@ impl Accounts {
         role: &str,
         permission: &str,
     ) -> Result<bool, Error> {
-        let revoked = self.store.revoke_role_permission(role, permission).await?;
+        let revoked =
+            repeating_conflicts(|| self.store.revoke_role_permission(role, permission)).await?;
         self.everyone_changed();
         Ok(revoked)
     }
@@ -425,7 +427,7 @@ impl Accounts {
     ///
     /// [`Error::UserNotFound`], [`Error::RoleNotFound`], or an infrastructure error.
     pub async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
-        self.store.assign_role(user, role).await?;
+        repeating_conflicts(|| self.store.assign_role(user, role)).await?;
         self.changed(user);
         Ok(())
     }
@@ -453,9 +455,11 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<(), Error> {
-        self.store
-            .grant_on(user, GrantRow::Role(role), scope(resource))
-            .await?;
+        repeating_conflicts(|| {
+            self.store
+                .grant_on(user, GrantRow::Role(role), scope(resource))
+        })
+        .await?;
         self.changed(user);
         Ok(())
     }
@@ -538,6 +542,33 @@ fn scope(resource: &Resource) -> Scope<'_> {
         kind: resource.kind(),
         id: resource.id(),
     }
+}
+
+/// Runs a statement that writes a role's row again when Postgres refused it as a
+/// serialization failure (SQLSTATE 40001), up to 16 times. Under REPEATABLE READ or SERIALIZABLE,
+/// two changes of one role at once conflict by design (migration
+/// `20261202000002_role_lock_writes`): the second fails once the first committed, and run
+/// again it sees it. These statements are safe to repeat.
+async fn repeating_conflicts<T, F>(mut statement: impl FnMut() -> F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 1;
+    loop {
+        match statement().await {
+            Err(error) if attempt < ATTEMPTS && is_serialization_failure(&error) => attempt += 1,
+            done => return done,
+        }
+    }
+}
+
+fn is_serialization_failure(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Infrastructure(InfrastructureError::Database(sqlx::Error::Database(e)))
+            if e.code().as_deref() == Some("40001")
+    )
 }
 
 fn found(exists: bool) -> Result<(), Error> {

@@ -423,6 +423,34 @@ async fn a_snapshot_assignment_racing_a_role_change_is_never_stale(pool: sqlx::P
     assert!(!column.contains(&"admin".to_owned()));
 }
 
+/// Under REPEATABLE READ, assignments of one role write its row and so conflict with each
+/// other (the price of the test above): the crate's own calls repeat what the database refused
+/// as a serialization failure. Eight users given one role at once all get it.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn concurrent_assignments_of_one_role_all_land_under_repeatable_read(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let snapshot_node = crate::common::app(repeatable_read_pool(&pool).await).await;
+    let accounts = &snapshot_node.accounts;
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(
+            accounts
+                .create_user(&format!("user{i}"), "user-password")
+                .await
+                .unwrap(),
+        );
+    }
+    let assignments = users
+        .iter()
+        .map(|user| accounts.assign_role(*user, "admin"));
+    let results = futures_util::future::join_all(assignments).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for user in users {
+        let (column, _) = app.db.permissions_column_and_grants(user).await;
+        assert_eq!(column, ["admin", "reports:read"]);
+    }
+}
+
 /// The other way round: the role is being given to bob when a REPEATABLE READ transaction
 /// revokes one of its permissions; it must not miss bob as a member.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
