@@ -63,6 +63,26 @@ async fn issue_token(app: &TestApp, username: &str, password: &str) -> Reply {
     send(&app.router, request).await
 }
 
+/// Twelve failed logins through the trusted proxy at 10.0.0.1 (configured as `proxy`), each
+/// for a client of its own in `X-Forwarded-For`: none is throttled, as none is over its limit.
+async fn forwarded_clients_count_apart(db: crate::common::Db, proxy: &str) {
+    let proxy: IpAddr = proxy.parse().unwrap();
+    let app = app_with(db, move |b| b.trusted_proxies([proxy])).await;
+    for i in 0..12 {
+        let mut request = login_from("10.0.0.1", &format!("user{i}"), "wrong-password");
+        let client = format!("198.51.100.{i}");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        let reply = send(&app.router, request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i}: a client of its own"
+        );
+    }
+}
+
 async fn bearer_app(db: crate::common::Db) -> TestApp {
     app_with(db, |b| b.bearer_tokens(true).csrf_exempt("/auth/token")).await
 }
@@ -303,29 +323,13 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
     }
 
     async fn behind_a_trusted_proxy_the_forwarded_client_is_counted(db: Db) {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let app = app_with(db, move |b| b.trusted_proxies([proxy])).await;
-        for i in 0..12 {
-            let mut request = login_from("10.0.0.1", &format!("user{i}"), "wrong-password");
-            let client = format!("198.51.100.{i}");
-            request.headers_mut().insert("x-forwarded-for", client.parse().unwrap());
-            let reply = send(&app.router, request).await;
-            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}: a client of its own");
-        }
+        forwarded_clients_count_apart(db, "10.0.0.1").await;
     }
 
     /// A proxy configured in its IPv4-mapped form is the same proxy. (Before, it never matched
     /// the peer, taken as IPv4, so every client counted as the proxy and the 11th was `429`.)
     async fn a_trusted_proxy_written_ipv4_mapped_is_recognised(db: Db) {
-        let proxy: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        let app = app_with(db, move |b| b.trusted_proxies([proxy])).await;
-        for i in 0..12 {
-            let mut request = login_from("10.0.0.1", &format!("user{i}"), "wrong-password");
-            let client = format!("198.51.100.{i}");
-            request.headers_mut().insert("x-forwarded-for", client.parse().unwrap());
-            let reply = send(&app.router, request).await;
-            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}: a client of its own");
-        }
+        forwarded_clients_count_apart(db, "::ffff:10.0.0.1").await;
     }
 
     async fn a_username_backs_off_exponentially_known_or_not(db: Db) {
