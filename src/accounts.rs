@@ -104,6 +104,14 @@ impl Accounts {
         }
     }
 
+    /// After a change of `user`'s grants on resources: only this node's cached answers of the
+    /// user (the principal and the streams do not show them).
+    fn scoped_changed(&self, user: UserId) {
+        if let Some(subscribers) = &self.subscribers {
+            subscribers.apply(&format!("r:{user}"));
+        }
+    }
+
     /// After a change of a role's permissions: any principal and answer may hold them.
     fn everyone_changed(&self) {
         if let Some(subscribers) = &self.subscribers {
@@ -359,7 +367,7 @@ impl Accounts {
         self.store
             .grant_on(user, GrantRow::Permission(permission), scope(resource))
             .await?;
-        self.changed(user);
+        self.scoped_changed(user);
         Ok(())
     }
 
@@ -378,7 +386,7 @@ impl Accounts {
             .store
             .revoke_on(user, GrantRow::Permission(permission), scope(resource))
             .await?;
-        self.changed(user);
+        self.scoped_changed(user);
         Ok(revoked)
     }
 
@@ -460,7 +468,7 @@ impl Accounts {
                 .grant_on(user, GrantRow::Role(role), scope(resource))
         })
         .await?;
-        self.changed(user);
+        self.scoped_changed(user);
         Ok(())
     }
 
@@ -479,7 +487,7 @@ impl Accounts {
             .store
             .revoke_on(user, GrantRow::Role(role), scope(resource))
             .await?;
-        self.changed(user);
+        self.scoped_changed(user);
         Ok(removed)
     }
 

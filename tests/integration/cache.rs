@@ -386,7 +386,7 @@ async fn the_node_that_makes_a_change_refuses_at_once(_: PgPoolOptions, options:
         .grant_permission_on(app.bob, "project:read", &project)
         .await
         .unwrap();
-    wait_for_answer(&app, "/projects/42", &bob, StatusCode::OK).await;
+    app.until("/projects/42", &bob, StatusCode::OK).await;
     for path in ["/reports", "/projects/42"] {
         for _ in 0..2 {
             assert_eq!(app.status(path, &bob).await, StatusCode::OK, "{path}");
@@ -434,18 +434,6 @@ async fn the_node_that_makes_a_change_refuses_at_once(_: PgPoolOptions, options:
               WHERE application_name = 'axum-live-auth-listener' AND datname = current_database()",
         )
         .await;
-}
-
-/// Asks until `path` answers `expected` (a grant reaches the cache's answers by notification).
-async fn wait_for_answer(app: &TestApp, path: &str, token: &str, expected: StatusCode) {
-    let start = Instant::now();
-    while app.status(path, token).await != expected {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{path} never {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A listener whose connection goes silent without closing (a half-open socket, a blackholed

@@ -364,6 +364,18 @@ async fn a_role_change_racing_an_assignment_reaches_the_new_member(pool: sqlx::P
     assert_eq!(column, ["reports:export", "reports:read"]);
 }
 
+/// A transaction, left open, that takes the permission `admin` from the role `admin`.
+async fn revoking_admin_from_its_role(
+    pool: &sqlx::PgPool,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut change = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
+        .execute(&mut *change)
+        .await
+        .unwrap();
+    change
+}
+
 /// Bob's permissions as his grants and roles make them, sorted.
 async fn effective_permissions(pool: &sqlx::PgPool, user: axum_live_auth::UserId) -> Vec<String> {
     sqlx::query_scalar(
@@ -403,11 +415,7 @@ async fn repeatable_read_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
 async fn a_snapshot_assignment_racing_a_role_change_is_never_stale(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;
     let snapshot_node = crate::common::app(repeatable_read_pool(&pool).await).await;
-    let mut change = pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
-        .execute(&mut *change)
-        .await
-        .unwrap();
+    let change = revoking_admin_from_its_role(&pool).await;
     let accounts = snapshot_node.accounts.clone();
     let bob = app.bob;
     let assign = tokio::spawn(async move { accounts.assign_role(bob, "admin").await });
@@ -494,11 +502,7 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
         .await
         .unwrap();
     listener.listen("axum_live_auth").await.unwrap();
-    let mut change = pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM auth_role_permissions WHERE permission = 'admin'")
-        .execute(&mut *change)
-        .await
-        .unwrap();
+    let mut change = revoking_admin_from_its_role(&pool).await;
     sqlx::query("SELECT pg_notify('axum_live_auth', 'test:change-committed')")
         .execute(&mut *change)
         .await

@@ -4,7 +4,7 @@
 
 use std::{
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum_live_auth::CacheOptions;
@@ -107,17 +107,6 @@ async fn node(bouncer: &Bouncer, upstream: &PgConnectOptions) -> TestApp {
     app
 }
 
-async fn until(node: &TestApp, path: &str, token: &str, expected: StatusCode) {
-    let started = Instant::now();
-    while node.status(path, token).await != expected {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{path} never {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn the_core_holds_through_pgbouncer_in_transaction_mode(
     _: PgPoolOptions,
@@ -160,10 +149,10 @@ async fn the_core_holds_through_pgbouncer_in_transaction_mode(
         .revoke_permission(a.bob, "reports:read")
         .await
         .unwrap();
-    until(&b, "/reports", &bob, StatusCode::FORBIDDEN).await;
-    until(&a, "/reports", &bob, StatusCode::FORBIDDEN).await;
+    b.until("/reports", &bob, StatusCode::FORBIDDEN).await;
+    a.until("/reports", &bob, StatusCode::FORBIDDEN).await;
     b.accounts.disable_user(b.alice).await.unwrap();
-    until(&a, "/me", &alice, StatusCode::UNAUTHORIZED).await;
+    a.until("/me", &alice, StatusCode::UNAUTHORIZED).await;
 }
 
 /// A change made through the pooler's store is committed when the call returns: the next

@@ -353,6 +353,20 @@ impl TestApp {
         self.get(path, token).await.status
     }
 
+    /// How long until `path` with `token` answers `expected` (polled, at most 3 s): a change
+    /// that reaches this node by notification.
+    pub async fn until(&self, path: &str, token: &str, expected: StatusCode) -> Duration {
+        let started = std::time::Instant::now();
+        while self.status(path, token).await != expected {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{path} never {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        started.elapsed()
+    }
+
     /// The number of rows in `auth_sessions`.
     pub async fn sessions(&self) -> i64 {
         self.db.count("SELECT count(*) FROM auth_sessions").await
