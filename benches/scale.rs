@@ -453,7 +453,7 @@ fn child(role: &str) {
         let (layer, app) = match role {
             "streams" => {
                 let layer = builder
-                    .event_streams(Duration::from_secs(15), 8, 10_000)
+                    .event_streams(Duration::from_secs(15), 8, 32, 10_000)
                     .build()
                     .unwrap();
                 let app = stream_app(&layer);

@@ -102,6 +102,7 @@ impl Default for AuthConfig {
                 heartbeat: Duration::from_secs(15),
                 limits: StreamLimits {
                     per_session: 8,
+                    per_user: 32,
                     per_node: 10_000,
                 },
             },
@@ -733,8 +734,10 @@ impl AuthLayerBuilder {
 
     /// Settings of the event streams served by [`account_routes`](crate::account_routes) at
     /// `GET /events`: a comment line every `heartbeat` (default 15 s) so that proxies keep the
-    /// stream open, at most `per_session` streams open per session (default 8; `429` beyond)
-    /// and `per_node` on this node (default 10 000; `503` beyond).
+    /// stream open; at most `per_session` streams open per session (default 8) and `per_user`
+    /// per user on this node (default 32), `429` beyond, so that no one account (or its
+    /// sessions, up to [`max_sessions_per_user`](Self::max_sessions_per_user)) can fill the
+    /// node; and at most `per_node` on this node (default 10 000; `503` beyond).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -743,7 +746,7 @@ impl AuthLayerBuilder {
     /// use std::time::Duration;
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
     ///     .allowed_origin("https://app.example.com")
-    ///     .event_streams(Duration::from_secs(30), 4, 50_000)
+    ///     .event_streams(Duration::from_secs(30), 4, 16, 50_000)
     ///     .build()?;
     /// # let _ = auth; Ok(())
     /// # }
@@ -752,12 +755,14 @@ impl AuthLayerBuilder {
         mut self,
         heartbeat: Duration,
         per_session: usize,
+        per_user: usize,
         per_node: usize,
     ) -> Self {
         self.config.streams = StreamSettings {
             heartbeat,
             limits: StreamLimits {
                 per_session,
+                per_user,
                 per_node,
             },
         };
@@ -1008,6 +1013,7 @@ impl AuthLayerBuilder {
             ("login_backoff", u64::from(config.login.user_free_failures)),
             ("password_hashing", hashes as u64),
             ("event_streams", config.streams.limits.per_session as u64),
+            ("event_streams", config.streams.limits.per_user as u64),
             ("event_streams", config.streams.limits.per_node as u64),
         ] {
             if value == 0 {

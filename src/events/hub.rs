@@ -18,6 +18,7 @@ use crate::{AuthRejection, SessionId, UserId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamLimits {
     pub(crate) per_session: usize,
+    pub(crate) per_user: usize,
     pub(crate) per_node: usize,
 }
 
@@ -68,8 +69,9 @@ impl Hub {
         }
     }
 
-    /// Registers a stream of `session` of `user`; refused past the bounds, or while changes
-    /// cannot reach the node.
+    /// Registers a stream of `session` of `user`; refused past the bounds (`429` for the
+    /// session's or the user's, which one client can reach; `503` for the node's), or while
+    /// changes cannot reach the node.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         user: UserId,
@@ -88,7 +90,8 @@ impl Hub {
             return Err(busy);
         }
         let per_session = open.sessions.get(session).map_or(0, |(_, n)| *n);
-        if per_session >= self.limits.per_session {
+        let per_user = open.users.get(&user).map_or(0, |u| u.streams);
+        if per_session >= self.limits.per_session || per_user >= self.limits.per_user {
             return Err(AuthRejection::Throttled(std::time::Duration::from_secs(5)));
         }
         open.total += 1;

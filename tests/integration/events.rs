@@ -170,7 +170,7 @@ both_stores! {
     }
 
     async fn a_session_has_a_bounded_number_of_streams(db: Db) {
-        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 100)).await;
+        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 100, 100)).await;
         tokio::spawn(app.layer.background());
         wait_until_streams_open(&app).await;
         let token = app.login(BOB, BOB_PASSWORD).await;
@@ -192,8 +192,47 @@ both_stores! {
         panic!("closed streams were not released");
     }
 
+    async fn a_user_has_a_bounded_number_of_streams(db: Db) {
+        // Two per session, three per user: a user's sessions together cannot fill the node.
+        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 3, 100)).await;
+        tokio::spawn(app.layer.background());
+        wait_until_streams_open(&app).await;
+        let (phone, laptop) = (
+            app.login(BOB, BOB_PASSWORD).await,
+            app.login(BOB, BOB_PASSWORD).await,
+        );
+        let alice = app.login(ALICE, ALICE_PASSWORD).await;
+        let (one, _) = stream(&app, &phone).await;
+        let (two, _) = stream(&app, &phone).await;
+        let (three, _) = stream(&app, &laptop).await;
+        assert_eq!(
+            (one.status, two.status, three.status),
+            (StatusCode::OK, StatusCode::OK, StatusCode::OK)
+        );
+        // The laptop's session is under its own cap; bob is at his.
+        let (four, _) = stream(&app, &laptop).await;
+        assert_eq!(four.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(four.headers.contains_key(header::RETRY_AFTER));
+        // Another user is not held back by bob's streams.
+        let (mut other, _) = stream(&app, &alice).await;
+        assert_eq!(other.status, StatusCode::OK);
+        principal(&other.next(SOON).await);
+        // A stream of bob's closed gives him his place back.
+        drop(one);
+        let mut reopened = None;
+        for _ in 0..100 {
+            let (again, _) = stream(&app, &laptop).await;
+            if again.status == StatusCode::OK {
+                reopened = Some(again);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        principal(&reopened.expect("a place given back").next(SOON).await);
+    }
+
     async fn a_node_has_a_bounded_number_of_streams(db: Db) {
-        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 3)).await;
+        let app = app_with(db, |b| b.event_streams(Duration::from_secs(15), 2, 100, 3)).await;
         tokio::spawn(app.layer.background());
         wait_until_streams_open(&app).await;
         // The probe's stream is released once its connection is seen closed.
