@@ -524,7 +524,8 @@ impl Accounts {
 
     /// The ids of users who hold `permission` on `resource` (by a scoped grant, a role on the
     /// resource, or globally), ascending, at most `limit` above `after` (the last id of the
-    /// previous page, or 0).
+    /// previous page, or 0). A disabled user holds nothing, whatever their grants say, and is
+    /// not listed.
     ///
     /// # Errors
     ///

@@ -28,10 +28,11 @@ SELECT resource_id FROM (
  ORDER BY resource_id
  LIMIT $5";
 
-/// The users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5 at most.
+/// The enabled users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5
+/// at most.
 const HOLDERS: Dialects = Dialects {
     postgres: "\
-SELECT id FROM (
+SELECT h.id FROM (
     SELECT user_id AS id FROM auth_user_resource_permissions
      WHERE resource_type = $2 AND resource_id = $3 AND permission = $1
     UNION
@@ -40,11 +41,12 @@ SELECT id FROM (
      WHERE ur.resource_type = $2 AND ur.resource_id = $3
     UNION
     SELECT id FROM auth_users WHERE $1 = ANY (permissions)) h
- WHERE id > $4
- ORDER BY id
+  JOIN auth_users u ON u.id = h.id AND u.disabled_at IS NULL
+ WHERE h.id > $4
+ ORDER BY h.id
  LIMIT $5",
     sqlite: "\
-SELECT id FROM (
+SELECT h.id FROM (
     SELECT user_id AS id FROM auth_user_resource_permissions
      WHERE resource_type = $2 AND resource_id = $3 AND permission = $1
     UNION
@@ -54,8 +56,9 @@ SELECT id FROM (
     UNION
     SELECT id FROM auth_users
      WHERE instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0) h
- WHERE id > $4
- ORDER BY id
+  JOIN auth_users u ON u.id = h.id AND u.disabled_at IS NULL
+ WHERE h.id > $4
+ ORDER BY h.id
  LIMIT $5",
 };
 

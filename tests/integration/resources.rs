@@ -159,6 +159,11 @@ both_stores! {
         assert_eq!(page, &expected[..2]);
         let rest = app.accounts.holders("project:read", &project("06"), page[1], 2).await.unwrap();
         assert_eq!(rest, &expected[2..]);
+        // A disabled user holds nothing, whatever their grants say.
+        app.accounts.disable_user(carol).await.unwrap();
+        let enabled = app.accounts.holders("project:read", &project("06"), 0, 10).await.unwrap();
+        assert!(!enabled.contains(&carol), "{enabled:?}");
+        assert_eq!(enabled.len(), 2);
         // A name no permission can have is refused, on both stores alike (SQLite once matched
         // it against its lines of text: "" named everyone without a global permission).
         for name in ["", "project:read\nadmin"] {
