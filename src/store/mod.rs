@@ -122,6 +122,8 @@ impl<DB: sqlx::Database> OnDatabase<DB> for sqlx::Transaction<'_, DB> {}
 impl OnDatabase<sqlx::Postgres> for PgStore {}
 #[cfg(feature = "postgres")]
 impl OnDatabase<sqlx::Postgres> for kept::Kept {}
+#[cfg(feature = "postgres")]
+impl OnDatabase<sqlx::Postgres> for pooler::Pinned {}
 
 /// Which text of a [`Dialects`] a database takes.
 pub(crate) trait Dialect: sqlx::Database {

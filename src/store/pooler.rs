@@ -1,11 +1,16 @@
 //! Postgres through a transaction pooler (PgBouncer in transaction mode): where each statement
 //! keeps one server connection for all its round trips, and is committed before it returns.
 
-use std::sync::Arc;
+use std::{
+    ops::{Deref, DerefMut},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures_util::{StreamExt as _, TryStreamExt as _, future::BoxFuture, stream::BoxStream};
 use sqlx::{
-    Either, Execute, Executor, Postgres, SqlSafeStr as _, Transaction,
+    Either, Execute, Executor, PgConnection, Postgres, SqlSafeStr as _, Transaction,
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow},
 };
 
@@ -15,6 +20,10 @@ use super::kept::KeptConnections;
 /// an earlier client left on it (sqlx names its statements `sqlx_s_1`, `sqlx_s_2`, … on every
 /// client connection, so they would collide).
 const PINNED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
+
+/// How long a [`Pinned`] transaction that only read may take to roll back before its
+/// connection is closed instead.
+const ROLLBACK_WITHIN: Duration = Duration::from_secs(5);
 
 /// The store's Postgres pool, and whether it goes through a transaction pooler.
 ///
@@ -68,9 +77,95 @@ impl PgStore {
         self.pooled
     }
 
-    /// A transaction that pins a server connection.
+    /// A transaction that pins a server connection, as sqlx's [`Transaction`] (for sqlx's
+    /// migrator, which nests its own in it).
     pub(crate) async fn pinned(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.begin(PINNED_BEGIN).await
+    }
+}
+
+/// Statements through a transaction pooler (one request's, or one statement's) in a transaction
+/// that keeps the server connection, ended by [`commit`](Self::commit) or
+/// [`roll_back_later`](Self::roll_back_later).
+///
+/// Dropped while its transaction may be open (cancelled, or given up on after a timeout), its
+/// connection is closed, not handed back to the pool: there it could still be inside the
+/// transaction (a `BEGIN` cut short), and the pool's check of a returned connection waits on the
+/// server without a bound, so that over a network gone silent it would hold the pool's place
+/// for good.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    conn: PoolConnection<Postgres>,
+    /// From the moment the `BEGIN` may have been sent until the transaction's end is answered.
+    open: bool,
+}
+
+impl Pinned {
+    pub(crate) async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut pinned = Self {
+            conn: pool.acquire().await?,
+            open: true,
+        };
+        sqlx::raw_sql(PINNED_BEGIN)
+            .execute(&mut *pinned.conn)
+            .await?;
+        Ok(pinned)
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.end("COMMIT").await
+    }
+
+    /// Ends a transaction whose outcome does not matter (it only read, or failed) without
+    /// waiting for it: rolled back in a task of its own within [`ROLLBACK_WITHIN`], or else
+    /// closed.
+    pub(crate) fn roll_back_later(mut self) {
+        // Outside a runtime (none on a request path), `self` is dropped here: closed.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _closed_if_not =
+                    tokio::time::timeout(ROLLBACK_WITHIN, self.end("ROLLBACK")).await;
+            });
+        }
+    }
+
+    async fn end(&mut self, statement: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(statement).execute(&mut *self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Commits after a statement that succeeded; rolls back after one that failed.
+    async fn ended_by<T>(self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        match result {
+            Ok(done) => self.commit().await.map(|()| done),
+            Err(error) => {
+                self.roll_back_later();
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Deref for Pinned {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Pinned {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
     }
 }
 
@@ -107,11 +202,14 @@ impl<'p> Executor<'p> for &'_ PgStore {
         if !self.pooled {
             return (&self.pool).fetch_many(query);
         }
-        let store = self.clone();
+        let pool = self.pool.clone();
         let results = async move {
-            let mut tx = store.pinned().await?;
-            let results: Vec<_> = (&mut *tx).fetch_many(query).try_collect().await?;
-            tx.commit().await?;
+            let mut pinned = Pinned::begin(&pool).await?;
+            let results = (&mut *pinned)
+                .fetch_many(query)
+                .try_collect::<Vec<_>>()
+                .await;
+            let results = pinned.ended_by(results).await?;
             Ok::<_, sqlx::Error>(futures_util::stream::iter(results.into_iter().map(Ok)))
         };
         futures_util::stream::once(results).try_flatten().boxed()
@@ -127,12 +225,11 @@ impl<'p> Executor<'p> for &'_ PgStore {
         if !self.pooled {
             return (&self.pool).fetch_optional(query);
         }
-        let store = self.clone();
+        let pool = self.pool.clone();
         Box::pin(async move {
-            let mut tx = store.pinned().await?;
-            let row = (&mut *tx).fetch_optional(query).await?;
-            tx.commit().await?;
-            Ok(row)
+            let mut pinned = Pinned::begin(&pool).await?;
+            let row = (&mut *pinned).fetch_optional(query).await;
+            pinned.ended_by(row).await
         })
     }
 

@@ -6,12 +6,12 @@ use std::{net::IpAddr, time::Duration};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-#[cfg(feature = "postgres")]
-use super::PgStore;
 use super::{
     AuthStore, BEGIN, Backend, Dialects, on_pool,
     types::{Names, Span, Timestamp},
 };
+#[cfg(feature = "postgres")]
+use super::{PgStore, pooler::Pinned};
 use crate::{Error, SessionId, UserId};
 
 /// The one query of every authenticated request: session, user and effective permissions, only
@@ -340,9 +340,10 @@ pub(crate) enum RequestConnection {
     #[cfg(feature = "postgres")]
     PostgresKept(super::kept::Kept),
     /// Through a transaction pooler: the request's statements in one transaction, which keeps
-    /// the server connection; committed by [`AuthStore::commit`], rolled back if dropped.
+    /// the server connection; committed by [`AuthStore::commit`], rolled back by
+    /// [`AuthStore::release`], closed if dropped.
     #[cfg(feature = "postgres")]
-    PostgresPinned(sqlx::Transaction<'static, sqlx::Postgres>),
+    PostgresPinned(Pinned),
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
@@ -367,8 +368,8 @@ impl RequestConnection {
     /// Gives up on the connection after a statement ran out of time: it will be closed when
     /// dropped, not handed back to its pool, whose check of a returned connection waits on the
     /// server without a bound (over a network gone silent, it would hold the pool's place for
-    /// good). A kept connection is closed when dropped anyway; SQLite has no network. Returns
-    /// the error to answer with.
+    /// good). A kept connection, and a pinned one in its transaction, is closed when dropped
+    /// anyway; SQLite has no network. Returns the error to answer with.
     pub(crate) fn abandon(&mut self) -> sqlx::Error {
         #[cfg(feature = "postgres")]
         if let Self::Postgres(conn) = self {
@@ -417,7 +418,7 @@ impl AuthStore {
         Ok(match &self.backend {
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) if store.pooled() => {
-                RequestConnection::PostgresPinned(Box::pin(store.pinned()).await?)
+                RequestConnection::PostgresPinned(Box::pin(Pinned::begin(&store.pool)).await?)
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) => {
@@ -436,20 +437,23 @@ impl AuthStore {
     /// transaction is rolled back: it only read (a touch [`commit`](Self::commit)s its own).
     #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub(crate) fn release(&self, conn: RequestConnection) {
-        // Any other connection goes back into its pool when dropped here (a pinned transaction
-        // rolls back).
+        // Any other connection goes back into its pool when dropped here.
         #[cfg(feature = "postgres")]
-        if let Backend::Postgres(PgStore {
-            kept: Some(kept),
-            pool,
-            ..
-        }) = &self.backend
-        {
-            match conn {
+        match (conn, &self.backend) {
+            (RequestConnection::PostgresPinned(pinned), _) => pinned.roll_back_later(),
+            (
+                conn,
+                Backend::Postgres(PgStore {
+                    kept: Some(kept),
+                    pool,
+                    ..
+                }),
+            ) => match conn {
                 RequestConnection::PostgresKept(conn) => kept.put_back(conn, pool),
                 RequestConnection::Postgres(conn) => kept.adopt(conn, pool),
                 _ => {}
-            }
+            },
+            _ => {}
         }
     }
 

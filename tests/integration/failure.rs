@@ -175,7 +175,33 @@ async fn a_pool_recovers_from_connections_gone_silent(
         .connect_with(routed)
         .await
         .unwrap();
-    let app = crate::common::app_with(pool, |b| {
+    let db = crate::common::Db::from(pool);
+    let store = db.store();
+    recovers_from_connections_gone_silent(route, db, store).await;
+}
+
+/// The same through a transaction pooler, where each request's statements run in a transaction
+/// of their own. (Before, the transaction of a lookup that ran out of time went back to the
+/// pool through the same unbounded check.) A pooler queues, so this runs the pooled mode's
+/// statements straight against Postgres, where the silence is the route's alone.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_pool_through_a_pooler_recovers_from_connections_gone_silent(
+    _: PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let (route, routed) = crate::common::wire::Route::to(&options).await;
+    let pooled =
+        axum_live_auth::through_transaction_pooler(PgPoolOptions::new().max_connections(2), routed);
+    let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
+    recovers_from_connections_gone_silent(route, direct.into(), pooled.into()).await;
+}
+
+async fn recovers_from_connections_gone_silent(
+    route: crate::common::wire::Route,
+    db: crate::common::Db,
+    store: AuthStore,
+) {
+    let app = crate::common::app_on(db, store, |b| {
         b.lookup_connections(0)
             .lookup_timeout(Duration::from_millis(300))
     })
