@@ -107,17 +107,11 @@ struct Credentials {
 }
 
 // README: signup
-/// Self-service sign-up: create the user, then log in with the password they chose (throttled
-/// like any login). An admin page that creates users for others calls only `create_user`:
-/// logging in there would end the admin's own session.
-async fn signup(
-    State(accounts): State<Accounts>,
-    auth: Auth,
-    Form(form): Form<Credentials>,
-) -> Result<Redirect, Error> {
-    accounts.create_user(&form.username, &form.password).await?;
-    auth.login_with_password(&form.username, &form.password)
-        .await?;
+/// Self-service sign-up: creates the user and logs them in, throttled per client address (each
+/// answer tells whether a name is taken). An admin page that creates users for others calls
+/// `Accounts::create_user`: logging in there would end the admin's own session.
+async fn signup(auth: Auth, Form(form): Form<Credentials>) -> Result<Redirect, Error> {
+    auth.sign_up(&form.username, &form.password).await?;
     Ok(Redirect::to("/projects"))
 }
 

@@ -330,18 +330,12 @@ async fn signup_form() -> Html<&'static str> {
     )
 }
 
-/// Self-service sign-up: create the user, then log them in with the password they chose (a
-/// throttled check, like any login; it replaces whatever session this browser had). An admin
-/// page that creates users for others calls only `create_user`: logging in there would end
-/// the admin's own session.
-async fn signup(
-    State(accounts): State<Accounts>,
-    auth: Auth,
-    Form(form): Form<Credentials>,
-) -> Result<Response, Error> {
-    accounts.create_user(&form.username, &form.password).await?;
-    auth.login_with_password(&form.username, &form.password)
-        .await?;
+/// Self-service sign-up: creates the user and logs them in (replacing whatever session this
+/// browser had), throttled per client address, since each answer tells whether a name is
+/// taken. An admin page that creates users for others calls `Accounts::create_user`: logging
+/// in there would end the admin's own session.
+async fn signup(auth: Auth, Form(form): Form<Credentials>) -> Result<Response, Error> {
+    auth.sign_up(&form.username, &form.password).await?;
     Ok(Redirect::to("/app").into_response())
 }
 

@@ -16,8 +16,11 @@ use crate::{
     password::{self, Hasher},
     recovery::Recovery,
     shared::{Shared, Subscribers},
-    store::{GrantRow, Scope, ThrottleLimits},
+    store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits},
 };
+
+/// Sign-ups allowed per client address in a quarter of an hour, successful or not.
+const SIGN_UPS_PER_ADDRESS: u32 = 10;
 
 /// Expired sessions deleted per statement by the purge: small enough that no statement holds
 /// its locks for long, whatever the table's size.
@@ -133,6 +136,28 @@ impl Accounts {
         password::validate_new(password)?;
         let hash = self.hasher.hash(password).await?;
         self.store.create_user(username, Some(&hash)).await
+    }
+
+    /// [`create_user`](Self::create_user) for a client signing itself up, counted against the
+    /// client's address whether it succeeds or not (see [`Auth::sign_up`](crate::Auth::sign_up)).
+    pub(crate) async fn sign_up(
+        &self,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<UserId, Error> {
+        if let Some(address) = client.address {
+            let key = AttemptKey::sign_up(address.to_string());
+            if let Reservation::Refused(retry_after) =
+                self.reserve_in_window(&key, SIGN_UPS_PER_ADDRESS).await?
+            {
+                security::sign_up_throttled(client, retry_after);
+                return Err(Error::Throttled { retry_after });
+            }
+        }
+        let user = self.create_user(username, password).await?;
+        security::signed_up(client, user);
+        Ok(user)
     }
 
     /// The id of the user called `username` (case-insensitive), if any.

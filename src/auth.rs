@@ -147,6 +147,44 @@ impl Auth {
         }
     }
 
+    /// Self-service sign-up: creates a user with `username` and `password`, as
+    /// [`Accounts::create_user`](crate::Accounts::create_user) does, and [logs them
+    /// in](Self::login), replacing the session the request came with, if any.
+    ///
+    /// Throttled per client address: at most 10 sign-ups in a quarter of an hour, successful or
+    /// not, so that one client can neither create accounts in bulk nor find out at speed which
+    /// names are taken (each [`Error::UsernameTaken`] tells one). The sign-up is counted before
+    /// anything else happens; without the client's address (see
+    /// [`trusted_proxies`](crate::AuthLayerBuilder::trusted_proxies) and connect info) no
+    /// per-address limit applies. An admin page that creates users for others calls
+    /// `create_user` instead: logging in there would end the admin's own session.
+    ///
+    /// ```
+    /// use axum::{Form, response::Redirect};
+    /// use axum_live_auth::{Auth, Error};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct SignUp { username: String, password: String }
+    ///
+    /// async fn sign_up(auth: Auth, Form(form): Form<SignUp>) -> Result<Redirect, Error> {
+    ///     auth.sign_up(&form.username, &form.password).await?;
+    ///     Ok(Redirect::to("/me"))
+    /// }
+    /// # let _ = axum::Router::<()>::new().route("/signup", axum::routing::post(sign_up));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Throttled`] (a `429` with `Retry-After`); as `create_user`:
+    /// [`Error::InvalidUsername`], [`Error::InvalidPassword`], [`Error::UsernameTaken`] (`409`),
+    /// [`Error::Busy`]; an infrastructure error.
+    pub async fn sign_up(&self, username: &str, password: &str) -> Result<UserId, Error> {
+        let accounts = crate::Accounts::of_layer(&self.0.shared);
+        let user = accounts.sign_up(&self.0.client, username, password).await?;
+        self.login(user).await?;
+        Ok(user)
+    }
+
     /// Like [`login_with_password`](Self::login_with_password), but sets no cookie: the new
     /// session's token is returned, for a client to send as `Authorization: Bearer <token>`
     /// (see [`bearer_tokens`](crate::AuthLayerBuilder::bearer_tokens)). The session the request

@@ -310,7 +310,7 @@ impl Accounts {
         if let Some(address) = client.address {
             let key = AttemptKey::reset(&AttemptKey::address(address.to_string()));
             if let Reservation::Refused(retry_after) =
-                self.reserve_message(&key, RESET_PER_ADDRESS).await?
+                self.reserve_in_window(&key, RESET_PER_ADDRESS).await?
             {
                 security::login_throttled(client, name_or_email, retry_after);
                 return Err(Error::Throttled { retry_after });
@@ -324,7 +324,7 @@ impl Accounts {
             None => AttemptKey::unknown_name(&name_or_email.to_lowercase()),
         };
         let key = AttemptKey::reset(&account);
-        match self.reserve_message(&key, RESET_PER_ACCOUNT).await? {
+        match self.reserve_in_window(&key, RESET_PER_ACCOUNT).await? {
             Reservation::Refused(retry_after) => {
                 security::login_throttled(client, name_or_email, retry_after);
                 Ok(false)
@@ -340,7 +340,7 @@ impl Accounts {
         user: UserId,
     ) -> Result<(), Error> {
         let key = AttemptKey::email_change(user);
-        match self.reserve_message(&key, EMAIL_CHANGES_PER_USER).await? {
+        match self.reserve_in_window(&key, EMAIL_CHANGES_PER_USER).await? {
             Reservation::Granted => Ok(()),
             Reservation::Refused(retry_after) => {
                 security::email_change_throttled(client, user, retry_after);
@@ -349,8 +349,12 @@ impl Accounts {
         }
     }
 
-    /// Counts one request under `key`, at most `count` a window.
-    async fn reserve_message(&self, key: &AttemptKey, count: u32) -> Result<Reservation, Error> {
+    /// Counts one request under `key`, at most `count` a window (a quarter of an hour).
+    pub(crate) async fn reserve_in_window(
+        &self,
+        key: &AttemptKey,
+        count: u32,
+    ) -> Result<Reservation, Error> {
         let limits = ThrottleLimits {
             ip_failures: count,
             ip_window: RESET_WINDOW,

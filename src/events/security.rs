@@ -4,7 +4,8 @@
 //! alerts), and the field `event` set to one of: `login`, `login_failed`, `login_throttled`,
 //! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
 //! `password_changed`, `password_reset_requested`, `password_reset`, `email_changed`,
-//! `email_change_throttled`, `email_verified`, `reauth`, `expired`, `csrf_rejected`,
+//! `email_change_throttled`, `email_verified`, `signed_up`, `sign_up_throttled`, `reauth`,
+//! `expired`, `csrf_rejected`,
 //! `invalid_token`, `unknown_session`, `invalid_tokens_alert`. Other fields, where known:
 //! `user_id`, `session_id` (the public id, never the token), `previous_session_id`
 //! (rotation), `ip`, `user_agent`, `reason`, `count`, `username` (failed or throttled logins),
@@ -195,6 +196,20 @@ pub(crate) fn email_changed(user: UserId) {
         Client::default(),
         user_id = user,
         "email address changed"
+    );
+}
+
+pub(crate) fn signed_up(client: &Client, user: UserId) {
+    security_event!("signed_up", client, user_id = user, "user signed up");
+}
+
+pub(crate) fn sign_up_throttled(client: &Client, retry_after: std::time::Duration) {
+    security_event!(
+        warn,
+        "sign_up_throttled",
+        client,
+        retry_after_secs = retry_after.as_secs(),
+        "sign-ups throttled"
     );
 }
 

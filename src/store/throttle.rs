@@ -6,8 +6,8 @@
 //! window; `user` counts the failures in a row of one account (`id:<user id>`) or of one name no
 //! account has (`name:<the database's case folding of it>`), and after the free ones blocks
 //! further attempts until `blocked_until`, a wait that doubles with each failure up to a cap;
-//! `reset` counts password-reset requests per address (`ip:…`) or account within a window, like
-//! `ip`.
+//! `reset` counts, within a window like `ip`, password-reset requests per address (`ip:…`) or
+//! account, address changes per user (`email:…`) and sign-ups per address (`signup:…`).
 
 use std::time::Duration;
 
@@ -108,6 +108,15 @@ impl AttemptKey {
         Self {
             kind: "reset",
             key: format!("{prefix}{}", of.key),
+        }
+    }
+
+    /// Sign-ups from one client address (as [`address`](Self::address) takes it), counted with
+    /// the reset requests' windows.
+    pub(crate) fn sign_up(address: String) -> Self {
+        Self {
+            kind: "reset",
+            key: format!("signup:ip:{address}"),
         }
     }
 

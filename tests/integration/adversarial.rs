@@ -72,6 +72,42 @@ fn username_allowance(elapsed: Duration) -> usize {
 }
 
 both_stores! {
+    /// 30 sign-ups at once from one address, a third of them for a taken name: ten go through
+    /// (created, or told the name is taken: either way a name tested), the other twenty answer
+    /// `429` and create nothing. Another address still signs up, and is signed in.
+    async fn sign_ups_from_one_address_are_throttled(db: Db) {
+        let app = app_with(db, |b| b.password_hashing(4, 64)).await;
+        let server = serve(app.router.clone()).await;
+        let sign_up = |name: String, from| {
+            let request = Request::post("/signup")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from(format!("username={name}&password=new-user-password")))
+                .unwrap();
+            send_from(server, from, request)
+        };
+        let names: Vec<String> =
+            (0..30).map(|i| if i % 3 == 0 { BOB.to_owned() } else { format!("user{i}") }).collect();
+        let replies = join_all(names.iter().map(|name| sign_up(name.clone(), client(3)))).await;
+        let count = |status| replies.iter().filter(|r| r.status == status).count();
+        let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
+        assert_eq!(count(StatusCode::TOO_MANY_REQUESTS), 20, "{statuses:?}");
+        assert_eq!(count(StatusCode::SEE_OTHER) + count(StatusCode::CONFLICT), 10, "{statuses:?}");
+        for refused in replies.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS) {
+            assert!(refused.headers.contains_key(header::RETRY_AFTER));
+        }
+        let mut created = 0;
+        for name in names.iter().filter(|name| name.as_str() != BOB) {
+            created += usize::from(app.accounts.user_id(name).await.unwrap().is_some());
+        }
+        assert_eq!(created, count(StatusCode::SEE_OTHER), "only the sign-ups let through created users");
+        let other = sign_up("carol".to_owned(), client(4)).await;
+        assert_eq!(other.status, StatusCode::SEE_OTHER);
+        let me = app.get("/me", &other.session_cookie().unwrap()).await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert!(me.body.contains("\"carol\""), "{}", me.body);
+    }
+
     /// 200 wrong logins at once for one username from one address: the per-address limit (10)
     /// bounds the password checks, and the right password past the limit is refused. (The right
     /// password is not in the burst: when it came among the first ten it rightly logged in and

@@ -244,6 +244,7 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
             ),
         )
         .route("/login", post(login))
+        .route("/signup", post(sign_up))
         .route("/logout", post(logout))
         .nest("/account", axum_live_auth::account_routes())
         .nest(
@@ -261,6 +262,14 @@ async fn login(auth: Auth, Form(form): Form<LoginForm>) -> Result<Response, axum
         Some(_) => Ok(Redirect::to("/me").into_response()),
         None => Ok((StatusCode::UNAUTHORIZED, "Invalid username or password").into_response()),
     }
+}
+
+async fn sign_up(
+    auth: Auth,
+    Form(form): Form<LoginForm>,
+) -> Result<Redirect, axum_live_auth::Error> {
+    auth.sign_up(&form.username, &form.password).await?;
+    Ok(Redirect::to("/me"))
 }
 
 async fn logout(auth: Auth) -> Result<Redirect, axum_live_auth::Error> {
