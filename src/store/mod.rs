@@ -10,6 +10,8 @@
 
 mod grants;
 #[cfg(feature = "postgres")]
+mod held;
+#[cfg(feature = "postgres")]
 mod kept;
 #[cfg(feature = "postgres")]
 mod pooler;
@@ -123,7 +125,7 @@ impl OnDatabase<sqlx::Postgres> for PgStore {}
 #[cfg(feature = "postgres")]
 impl OnDatabase<sqlx::Postgres> for kept::Kept {}
 #[cfg(feature = "postgres")]
-impl OnDatabase<sqlx::Postgres> for pooler::Pinned {}
+impl OnDatabase<sqlx::Postgres> for held::Held {}
 
 /// Which text of a [`Dialects`] a database takes.
 pub(crate) trait Dialect: sqlx::Database {

@@ -1,29 +1,20 @@
 //! Postgres through a transaction pooler (PgBouncer in transaction mode): where each statement
 //! keeps one server connection for all its round trips, and is committed before it returns.
 
-use std::{
-    ops::{Deref, DerefMut},
-    sync::Arc,
-    time::Duration,
-};
+use std::sync::Arc;
 
 use futures_util::{StreamExt as _, TryStreamExt as _, future::BoxFuture, stream::BoxStream};
 use sqlx::{
-    Either, Execute, Executor, PgConnection, Postgres, SqlSafeStr as _, Transaction,
-    pool::PoolConnection,
+    Either, Execute, Executor, Postgres, SqlSafeStr as _, Transaction,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow},
 };
 
-use super::kept::KeptConnections;
+use super::{held::Held, kept::KeptConnections};
 
 /// Opens the transaction that pins a server connection, and drops whatever prepared statements
 /// an earlier client left on it (sqlx names its statements `sqlx_s_1`, `sqlx_s_2`, … on every
 /// client connection, so they would collide).
 const PINNED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
-
-/// How long a [`Pinned`] transaction that only read may take to roll back before its
-/// connection is closed instead.
-const ROLLBACK_WITHIN: Duration = Duration::from_secs(5);
 
 /// The store's Postgres pool, and whether it goes through a transaction pooler.
 ///
@@ -43,33 +34,22 @@ pub(crate) struct PgStore {
 
 impl PgStore {
     /// A transaction, starting with `statement` (through a pooler: one that also pins).
-    pub(crate) async fn begin_with(
-        &self,
-        statement: &'static str,
-    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.begin(if self.pooled { PINNED_BEGIN } else { statement })
-            .await
+    pub(crate) async fn begin_with(&self, statement: &'static str) -> Result<Held, sqlx::Error> {
+        Held::begin(
+            &self.pool,
+            if self.pooled { PINNED_BEGIN } else { statement },
+        )
+        .await
     }
 
-    /// Begins a transaction: the connection is checked out here, and its `BEGIN` runs in a task
-    /// of its own, which a cancelled caller does not stop.
-    ///
-    /// sqlx 0.9.0 queues the `ROLLBACK` of a dropped transaction only once its `BEGIN` has been
-    /// answered: a request that gives up while the `BEGIN` is in flight (the client went away,
-    /// the lookup's timeout, a pooler queueing the `BEGIN`) would hand the connection back to
-    /// the pool inside the transaction, where the next request's `now()` stands still (ended
-    /// sessions pass), its writes are never committed and its locks held. Here the `BEGIN`
-    /// always gets its answer, and a transaction nobody awaits any more is dropped in the task,
-    /// rolled back as any other. The checkout stays with the caller: a request that gives up
-    /// while waiting for a connection leaves no task behind to take one for nobody.
-    async fn begin(
-        &self,
-        statement: &'static str,
-    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let conn = self.pool.acquire().await?;
-        tokio::spawn(Transaction::begin(conn, Some(statement.into_sql_str())))
-            .await
-            .unwrap_or_else(|stopped| Err(sqlx::Error::Io(std::io::Error::other(stopped))))
+    /// A connection for the statements of one request, or for one statement: through a pooler,
+    /// in a transaction of their own.
+    pub(crate) async fn held(&self) -> Result<Held, sqlx::Error> {
+        if self.pooled {
+            Held::begin(&self.pool, PINNED_BEGIN).await
+        } else {
+            Held::checkout(&self.pool).await
+        }
     }
 
     /// Whether statements must be pinned in a transaction of their own.
@@ -77,95 +57,18 @@ impl PgStore {
         self.pooled
     }
 
-    /// A transaction that pins a server connection, as sqlx's [`Transaction`] (for sqlx's
-    /// migrator, which nests its own in it).
+    /// A transaction that pins a server connection, as sqlx's [`Transaction`], for sqlx's
+    /// migrator, which nests its own transactions in it as savepoints.
+    ///
+    /// Its `BEGIN` runs in a task of its own, which a cancelled caller does not stop: sqlx
+    /// 0.9.0 queues the `ROLLBACK` of a dropped transaction only once its `BEGIN` was answered
+    /// (see [`held`](super::held)). The checkout stays with the caller, so that one who gives
+    /// up while waiting for a connection leaves no task behind to take one for nobody.
     pub(crate) async fn pinned(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.begin(PINNED_BEGIN).await
-    }
-}
-
-/// Statements through a transaction pooler (one request's, or one statement's) in a transaction
-/// that keeps the server connection, ended by [`commit`](Self::commit) or
-/// [`roll_back_later`](Self::roll_back_later).
-///
-/// Dropped while its transaction may be open (cancelled, or given up on after a timeout), its
-/// connection is closed, not handed back to the pool: there it could still be inside the
-/// transaction (a `BEGIN` cut short), and the pool's check of a returned connection waits on the
-/// server without a bound, so that over a network gone silent it would hold the pool's place
-/// for good.
-#[derive(Debug)]
-pub(crate) struct Pinned {
-    conn: PoolConnection<Postgres>,
-    /// From the moment the `BEGIN` may have been sent until the transaction's end is answered.
-    open: bool,
-}
-
-impl Pinned {
-    pub(crate) async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let mut pinned = Self {
-            conn: pool.acquire().await?,
-            open: true,
-        };
-        sqlx::raw_sql(PINNED_BEGIN)
-            .execute(&mut *pinned.conn)
-            .await?;
-        Ok(pinned)
-    }
-
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.end("COMMIT").await
-    }
-
-    /// Ends a transaction whose outcome does not matter (it only read, or failed) without
-    /// waiting for it: rolled back in a task of its own within [`ROLLBACK_WITHIN`], or else
-    /// closed.
-    pub(crate) fn roll_back_later(mut self) {
-        // Outside a runtime (none on a request path), `self` is dropped here: closed.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _closed_if_not =
-                    tokio::time::timeout(ROLLBACK_WITHIN, self.end("ROLLBACK")).await;
-            });
-        }
-    }
-
-    async fn end(&mut self, statement: &'static str) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(statement).execute(&mut *self.conn).await?;
-        self.open = false;
-        Ok(())
-    }
-
-    /// Commits after a statement that succeeded; rolls back after one that failed.
-    async fn ended_by<T>(self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        match result {
-            Ok(done) => self.commit().await.map(|()| done),
-            Err(error) => {
-                self.roll_back_later();
-                Err(error)
-            }
-        }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        if self.open {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-impl Deref for Pinned {
-    type Target = PgConnection;
-
-    fn deref(&self) -> &PgConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for Pinned {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
+        let conn = self.pool.acquire().await?;
+        tokio::spawn(Transaction::begin(conn, Some(PINNED_BEGIN.into_sql_str())))
+            .await
+            .unwrap_or_else(|stopped| Err(sqlx::Error::Io(std::io::Error::other(stopped))))
     }
 }
 
@@ -199,17 +102,15 @@ impl<'p> Executor<'p> for &'_ PgStore {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        if !self.pooled {
-            return (&self.pool).fetch_many(query);
-        }
-        let pool = self.pool.clone();
+        let store = self.clone();
         let results = async move {
-            let mut pinned = Pinned::begin(&pool).await?;
-            let results = (&mut *pinned)
+            let mut held = store.held().await?;
+            let results = held
+                .for_statement()
                 .fetch_many(query)
                 .try_collect::<Vec<_>>()
                 .await;
-            let results = pinned.ended_by(results).await?;
+            let results = held.statement_done(results).await?;
             Ok::<_, sqlx::Error>(futures_util::stream::iter(results.into_iter().map(Ok)))
         };
         futures_util::stream::once(results).try_flatten().boxed()
@@ -222,14 +123,11 @@ impl<'p> Executor<'p> for &'_ PgStore {
     where
         E: 'q + Execute<'q, Postgres>,
     {
-        if !self.pooled {
-            return (&self.pool).fetch_optional(query);
-        }
-        let pool = self.pool.clone();
+        let store = self.clone();
         Box::pin(async move {
-            let mut pinned = Pinned::begin(&pool).await?;
-            let row = (&mut *pinned).fetch_optional(query).await;
-            pinned.ended_by(row).await
+            let mut held = store.held().await?;
+            let row = held.for_statement().fetch_optional(query).await;
+            held.statement_done(row).await
         })
     }
 

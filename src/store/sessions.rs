@@ -11,7 +11,7 @@ use super::{
     types::{Names, Span, Timestamp},
 };
 #[cfg(feature = "postgres")]
-use super::{PgStore, pooler::Pinned};
+use super::{PgStore, held::Held};
 use crate::{Error, SessionId, UserId};
 
 /// The one query of every authenticated request: session, user and effective permissions, only
@@ -343,7 +343,7 @@ pub(crate) enum RequestConnection {
     /// the server connection; committed by [`AuthStore::commit`], rolled back by
     /// [`AuthStore::release`], closed if dropped.
     #[cfg(feature = "postgres")]
-    PostgresPinned(Pinned),
+    PostgresPinned(Held),
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
@@ -418,7 +418,7 @@ impl AuthStore {
         Ok(match &self.backend {
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) if store.pooled() => {
-                RequestConnection::PostgresPinned(Box::pin(Pinned::begin(&store.pool)).await?)
+                RequestConnection::PostgresPinned(Box::pin(store.held()).await?)
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) => {

@@ -227,3 +227,63 @@ async fn recovers_from_connections_gone_silent(
         );
     }
 }
+
+/// Requests that give up while their statements wait on a network gone silent (their client
+/// went away, or the app's own timeout dropped them) cost the pool nothing: each connection is
+/// closed, not handed back through the pool's check, which waits on the silent server for good.
+/// Logins, because no `lookup_timeout` bounds their statements; on a plain pool and on one
+/// through a transaction pooler. (Before, on the plain pool, each such request kept one of the
+/// pool's places for good, and logins waited out the pool's acquire timeout.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn requests_given_up_during_a_silent_network_cost_the_pool_nothing(
+    _: PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    for pooled in [false, true] {
+        let (route, routed) = crate::common::wire::Route::to(&options).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(2));
+        let store: AuthStore = if pooled {
+            axum_live_auth::through_transaction_pooler(pool, routed).into()
+        } else {
+            pool.test_before_acquire(false)
+                .connect_with(routed)
+                .await
+                .unwrap()
+                .into()
+        };
+        let direct = PgPoolOptions::new()
+            .connect_with(options.clone())
+            .await
+            .unwrap();
+        let app = crate::common::app_on(direct.into(), store, |b| b).await;
+        let login = || send(&app.router, login_request(ALICE, ALICE_PASSWORD));
+        // Both of the pool's connections open, then silent.
+        let (a, b) = tokio::join!(login(), login());
+        assert_eq!(
+            (a.status, b.status),
+            (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        route.freeze();
+        // Two logins at once, one on each silent connection, given up.
+        let give_up = || tokio::time::timeout(Duration::from_millis(300), login());
+        let (a, b) = tokio::join!(give_up(), give_up());
+        assert!(
+            a.is_err() && b.is_err(),
+            "pooled: {pooled}: answered over a silent network"
+        );
+        let started = Instant::now();
+        loop {
+            let reply = tokio::time::timeout(Duration::from_secs(3), login()).await;
+            if reply.is_ok_and(|reply| reply.status == StatusCode::SEE_OTHER) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "pooled: {pooled}: the pool never recovered"
+            );
+        }
+    }
+}
