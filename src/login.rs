@@ -37,8 +37,8 @@ impl PasswordCheck<'_> {
     /// # Errors
     ///
     /// [`Error::Throttled`] when the address or the account is over its limit (no hash is
-    /// computed), [`Error::Busy`] when too many hashes are running or waiting, or an
-    /// infrastructure error.
+    /// computed), [`Error::Busy`] when too many hashes are running or waiting (the attempt is
+    /// given back), or an infrastructure error.
     pub(crate) async fn check(
         &self,
         client: &Client,
@@ -83,10 +83,14 @@ impl PasswordCheck<'_> {
                 Ok(None)
             }
             (Err(error), _, _) => {
-                // The check never ran (the hasher was busy): the address gets its attempt back.
+                // The check never ran (the hasher was busy): the address and the account get
+                // their attempts back, so that a flood of logins elsewhere does not put the
+                // accounts of everyone who tries to log in meanwhile into their backoff. (A
+                // block this attempt started, past the free failures, stays: it errs closed.)
                 if let Some(address) = &address {
                     self.store.release_attempt(address).await?;
                 }
+                self.store.release_attempt(&account).await?;
                 Err(error)
             }
         }

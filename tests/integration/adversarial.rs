@@ -17,7 +17,8 @@ use futures_util::future::join_all;
 use crate::{
     account::Logs,
     common::{
-        BOB, BOB_PASSWORD, COOKIE, ORIGIN, TestApp, app_on, app_with, both_stores,
+        ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, ORIGIN, TestApp, app_on, app_with,
+        both_stores,
         example::Quickstart,
         http::{client, send_from, serve},
         login_request,
@@ -72,6 +73,29 @@ fn username_allowance(elapsed: Duration) -> usize {
 }
 
 both_stores! {
+    /// While the hasher is full, logins answered `503` count against no account: once the load
+    /// has passed, the owner logs in at once. (Before, each `503` counted as a failure of the
+    /// account, so that a flood of logins anywhere put the accounts of everyone who tried to log
+    /// in meanwhile into their backoff.)
+    async fn logins_refused_for_load_count_against_no_account(db: Db) {
+        let app = app_with(db, |b| b.password_hashing(1, 0)).await;
+        // A stored hash with far larger parameters than the crate's holds the one place for
+        // seconds while it is checked (and fails).
+        let slow = "$argon2id$v=19$m=131072,t=32,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        app.db.exec(&format!("UPDATE auth_users SET password_hash = '{slow}' WHERE username = 'bob'")).await;
+        let server = serve(app.router.clone()).await;
+        let slow_login = tokio::spawn(send_from(server, client(1), login_request(BOB, "any password")));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..6 {
+            let reply = send_from(server, client(2 + i), login_request(ALICE, ALICE_PASSWORD)).await;
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "attempt {i}, while the hasher is full");
+        }
+        assert_eq!(slow_login.await.unwrap().status, StatusCode::UNAUTHORIZED);
+        let after = send_from(server, client(2), login_request(ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(after.status, StatusCode::SEE_OTHER);
+    }
+
     /// 30 sign-ups at once from one address, a third of them for a taken name: ten go through
     /// (created, or told the name is taken: either way a name tested), the other twenty answer
     /// `429` and create nothing. Another address still signs up, and is signed in.
