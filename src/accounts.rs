@@ -139,25 +139,41 @@ impl Accounts {
     }
 
     /// [`create_user`](Self::create_user) for a client signing itself up, counted against the
-    /// client's address whether it succeeds or not (see [`Auth::sign_up`](crate::Auth::sign_up)).
+    /// client's address whether the name was free or taken (see
+    /// [`Auth::sign_up`](crate::Auth::sign_up)).
     pub(crate) async fn sign_up(
         &self,
         client: &Client,
         username: &str,
         password: &str,
     ) -> Result<UserId, Error> {
-        if let Some(address) = client.address {
-            let key = AttemptKey::sign_up(address.to_string());
-            if let Reservation::Refused(retry_after) =
-                self.reserve_in_window(&key, SIGN_UPS_PER_ADDRESS).await?
-            {
-                security::sign_up_throttled(client, retry_after);
-                return Err(Error::Throttled { retry_after });
-            }
+        // Only a sign-up that reaches the insert tells anything of names: input refused as
+        // such, or a sign-up refused for load, counts for nothing.
+        validate_username(username)?;
+        password::validate_new(password)?;
+        let key = client
+            .address
+            .map(|address| AttemptKey::sign_up(address.to_string()));
+        if let Some(key) = &key
+            && let Reservation::Refused(retry_after) =
+                self.reserve_in_window(key, SIGN_UPS_PER_ADDRESS).await?
+        {
+            security::sign_up_throttled(client, retry_after);
+            return Err(Error::Throttled { retry_after });
         }
-        let user = self.create_user(username, password).await?;
-        security::signed_up(client, user);
-        Ok(user)
+        match self.create_user(username, password).await {
+            Ok(user) => {
+                security::signed_up(client, user);
+                Ok(user)
+            }
+            Err(busy @ Error::Busy { .. }) => {
+                if let Some(key) = &key {
+                    self.store.release_attempt(key).await?;
+                }
+                Err(busy)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The id of the user called `username` (case-insensitive), if any.

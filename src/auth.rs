@@ -151,10 +151,11 @@ impl Auth {
     /// [`Accounts::create_user`](crate::Accounts::create_user) does, and [logs them
     /// in](Self::login), replacing the session the request came with, if any.
     ///
-    /// Throttled per client address: at most 10 sign-ups in a quarter of an hour, successful or
-    /// not, so that one client can neither create accounts in bulk nor find out at speed which
-    /// names are taken (each [`Error::UsernameTaken`] tells one). The sign-up is counted before
-    /// anything else happens; without the client's address (see
+    /// Throttled per client address: at most 10 sign-ups in a quarter of an hour, whether the
+    /// name was free or taken, so that one client can neither create accounts in bulk nor find
+    /// out at speed which names are taken (each [`Error::UsernameTaken`] tells one). Input
+    /// refused as such (an invalid name or password) and a sign-up refused for load
+    /// ([`Error::Busy`]) count for nothing. Without the client's address (see
     /// [`trusted_proxies`](crate::AuthLayerBuilder::trusted_proxies) and connect info) no
     /// per-address limit applies. An admin page that creates users for others calls
     /// `create_user` instead: logging in there would end the admin's own session.

@@ -126,7 +126,8 @@ async fn read(
 ) -> Result<Option<(Entry, RequestConnection)>, sqlx::Error> {
     let mut conn = by(deadline, shared.store.connection()).await?;
     let looked_up = tokio::time::timeout_at(deadline, conn.lookup(token.id())).await;
-    let Some(mut row) = looked_up.unwrap_or_else(|_| Err(conn.abandon()))? else {
+    // Given up on, the connection is closed when dropped, never handed back mid-statement.
+    let Some(mut row) = looked_up.unwrap_or(Err(sqlx::Error::PoolTimedOut))? else {
         shared.store.release(conn);
         return Ok(None);
     };
@@ -168,7 +169,7 @@ async fn touch(
             conn.touch(token.id(), config.idle_timeout, config.touch_interval),
         )
         .await;
-        let written = touched.unwrap_or_else(|_| Err(conn.abandon()))?;
+        let written = touched.unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
         by(deadline, shared.store.commit(conn))
             .await
             .map(|()| written)

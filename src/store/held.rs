@@ -8,6 +8,10 @@
 //! cut short could come back inside its transaction (sqlx 0.9.0 queues the `ROLLBACK` of a
 //! dropped transaction only once its `BEGIN` was answered), where the next request's `now()`
 //! stands still and its writes are never committed.
+//!
+//! Transactions here are plain `BEGIN` … `COMMIT` statements, which sqlx does not track: code
+//! that needs sqlx's nesting (its migrator, which makes savepoints) uses sqlx's `Transaction`
+//! (see [`PgStore::pinned`](super::PgStore::pinned)), never `begin()` on a `Held`.
 
 use std::{
     ops::{Deref, DerefMut},
@@ -31,9 +35,8 @@ pub(crate) struct Held {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
     Idle,
-    /// A statement outside a transaction, from the moment it may have been sent until it was
-    /// answered.
-    Statement,
+    /// Used outside a transaction (any mutable use counts), until its work is declared done.
+    Busy,
     /// From the moment the `BEGIN` may have been sent until the transaction's end was answered.
     Transaction,
 }
@@ -41,10 +44,7 @@ enum Work {
 impl Held {
     /// A connection of `pool`, doing nothing yet.
     pub(crate) async fn checkout(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            conn: pool.acquire().await?,
-            work: Work::Idle,
-        })
+        Ok(Self::from(pool.acquire().await?))
     }
 
     /// A connection of `pool` in a transaction begun with `statement` (`BEGIN`, or one that
@@ -56,35 +56,34 @@ impl Held {
         Ok(held)
     }
 
-    /// The connection, for a statement that runs outside any transaction (in one, it already
-    /// counts as busy); [`statement_done`](Self::statement_done) once it was answered.
-    pub(crate) fn for_statement(&mut self) -> &mut PgConnection {
-        if self.work == Work::Idle {
-            self.work = Work::Statement;
-        }
-        &mut self.conn
-    }
-
-    /// After a statement that ended with `result`: a transaction begun for it alone is
-    /// committed (or, after an error, rolled back); the connection is idle again.
-    pub(crate) async fn statement_done<T>(
-        mut self,
-        result: Result<T, sqlx::Error>,
-    ) -> Result<T, sqlx::Error> {
-        match (self.work, result) {
-            (Work::Transaction, Ok(done)) => self.commit().await.map(|()| done),
-            (Work::Transaction, Err(error)) => {
-                self.roll_back_later();
-                Err(error)
-            }
-            (_, result) => {
-                self.work = Work::Idle;
+    /// After the statements it was held for ended with `result`: a transaction begun for them
+    /// alone is committed (or, after an error, rolled back); otherwise the connection goes back
+    /// to the pool.
+    pub(crate) async fn done<T>(self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        match result {
+            Ok(done) if self.work == Work::Transaction => self.commit().await.map(|()| done),
+            result => {
+                self.release();
                 result
             }
         }
     }
 
+    /// Its statements were answered and nothing of theirs is to be kept: back to the pool, or,
+    /// in a transaction (which only read, or failed), rolled back first.
+    pub(crate) fn release(mut self) {
+        match self.work {
+            Work::Transaction => self.roll_back_later(),
+            Work::Busy | Work::Idle => self.work = Work::Idle,
+        }
+    }
+
+    /// Commits its transaction; outside one, as [`release`](Self::release).
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        if self.work != Work::Transaction {
+            self.release();
+            return Ok(());
+        }
         self.end("COMMIT").await
     }
 
@@ -95,7 +94,7 @@ impl Held {
     /// Ends a transaction whose outcome does not matter (it only read, or failed) without
     /// waiting for it: rolled back in a task of its own within [`ROLLBACK_WITHIN`], or else
     /// closed.
-    pub(crate) fn roll_back_later(mut self) {
+    fn roll_back_later(mut self) {
         // Outside a runtime (none on a request path), `self` is dropped here: closed.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -109,6 +108,15 @@ impl Held {
         sqlx::raw_sql(statement).execute(&mut *self.conn).await?;
         self.work = Work::Idle;
         Ok(())
+    }
+}
+
+impl From<PoolConnection<Postgres>> for Held {
+    fn from(conn: PoolConnection<Postgres>) -> Self {
+        Self {
+            conn,
+            work: Work::Idle,
+        }
     }
 }
 
@@ -128,8 +136,13 @@ impl Deref for Held {
     }
 }
 
+/// Any mutable use of an idle connection makes it busy until [`Held::release`] or
+/// [`Held::done`]: a statement cut short closes it.
 impl DerefMut for Held {
     fn deref_mut(&mut self) -> &mut PgConnection {
+        if self.work == Work::Idle {
+            self.work = Work::Busy;
+        }
         &mut self.conn
     }
 }

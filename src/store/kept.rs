@@ -2,9 +2,11 @@
 //!
 //! sqlx pings every connection that goes back into its pool: a second round trip per request,
 //! in a task of its own. A lookup that takes a kept connection and puts it back after its
-//! statements completed skips the pool's checkout and that ping. A connection is kept only
-//! after a statement completed, so a lookup cancelled mid-statement (its timeout, a dropped
-//! request) closes its connection instead of leaving half a conversation for the next request.
+//! statements completed skips the pool's checkout and that ping. A lookup that finds none free
+//! takes one from the pool and keeps it from then on, if there is room. A connection is put
+//! back only after its statements completed, so a lookup cancelled mid-statement (its timeout,
+//! a dropped request) closes its connection instead of leaving half a conversation for the next
+//! request.
 //! Kept connections are outside the pool's count (a closing pool does not wait for them), at
 //! most [`AuthLayerBuilder::lookup_connections`](crate::AuthLayerBuilder::lookup_connections),
 //! and follow the pool's idle timeout and lifetime.
@@ -76,9 +78,14 @@ impl KeptConnections {
         }
     }
 
-    /// Keeps `conn`, a pool connection whose request's statements completed, if fewer than the
-    /// most are kept; otherwise it goes back into the pool.
-    pub(crate) fn adopt(&self, conn: PoolConnection<Postgres>, pool: &PgPool) {
+    /// Keeps `conn`, a pool connection a request just took, if fewer than the most are kept:
+    /// from now on it is outside the pool, kept again once the request's statements completed
+    /// ([`put_back`](Self::put_back)). `Err(conn)` when there is no room.
+    pub(crate) fn adopt(
+        &self,
+        conn: PoolConnection<Postgres>,
+        pool: &PgPool,
+    ) -> Result<Kept, PoolConnection<Postgres>> {
         let reserved = !pool.is_closed()
             && self
                 .open
@@ -87,19 +94,15 @@ impl KeptConnections {
                 })
                 .is_ok();
         if !reserved {
-            return;
+            return Err(conn);
         }
         let now = Instant::now();
-        let kept = Kept {
+        Ok(Kept {
             conn: conn.detach(),
             kept_since: now,
             idle_since: now,
             open: Arc::clone(&self.open),
-        };
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(kept);
+        })
     }
 }
 

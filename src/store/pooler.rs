@@ -105,12 +105,8 @@ impl<'p> Executor<'p> for &'_ PgStore {
         let store = self.clone();
         let results = async move {
             let mut held = store.held().await?;
-            let results = held
-                .for_statement()
-                .fetch_many(query)
-                .try_collect::<Vec<_>>()
-                .await;
-            let results = held.statement_done(results).await?;
+            let results = (&mut *held).fetch_many(query).try_collect::<Vec<_>>().await;
+            let results = held.done(results).await?;
             Ok::<_, sqlx::Error>(futures_util::stream::iter(results.into_iter().map(Ok)))
         };
         futures_util::stream::once(results).try_flatten().boxed()
@@ -126,8 +122,8 @@ impl<'p> Executor<'p> for &'_ PgStore {
         let store = self.clone();
         Box::pin(async move {
             let mut held = store.held().await?;
-            let row = held.for_statement().fetch_optional(query).await;
-            held.statement_done(row).await
+            let row = (&mut *held).fetch_optional(query).await;
+            held.done(row).await
         })
     }
 

@@ -330,20 +330,17 @@ pub(crate) enum Created {
 
 /// One connection, held for the statements of one request, so that the lookup and the touch
 /// that may follow it share it; handed back by [`AuthStore::release`] or [`AuthStore::commit`]
-/// once they completed, dropped (closed, or back into its pool) when they failed or were cut
-/// short.
+/// once they completed. Dropped when they failed or were cut short: a Postgres connection is
+/// then closed (see [`held`](super::held)).
 #[derive(Debug)]
 pub(crate) enum RequestConnection {
+    /// A pool connection; through a transaction pooler, the request's statements in one
+    /// transaction, which keeps the server connection.
     #[cfg(feature = "postgres")]
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Postgres(Held),
     /// One the layer keeps between requests (see [`kept`](super::kept)).
     #[cfg(feature = "postgres")]
     PostgresKept(super::kept::Kept),
-    /// Through a transaction pooler: the request's statements in one transaction, which keeps
-    /// the server connection; committed by [`AuthStore::commit`], rolled back by
-    /// [`AuthStore::release`], closed if dropped.
-    #[cfg(feature = "postgres")]
-    PostgresPinned(Held),
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
@@ -356,8 +353,6 @@ macro_rules! on_connection {
             RequestConnection::Postgres($conn) => $body,
             #[cfg(feature = "postgres")]
             RequestConnection::PostgresKept($conn) => $body,
-            #[cfg(feature = "postgres")]
-            RequestConnection::PostgresPinned($conn) => $body,
             #[cfg(feature = "sqlite")]
             RequestConnection::Sqlite($conn) => $body,
         }
@@ -365,19 +360,6 @@ macro_rules! on_connection {
 }
 
 impl RequestConnection {
-    /// Gives up on the connection after a statement ran out of time: it will be closed when
-    /// dropped, not handed back to its pool, whose check of a returned connection waits on the
-    /// server without a bound (over a network gone silent, it would hold the pool's place for
-    /// good). A kept connection, and a pinned one in its transaction, is closed when dropped
-    /// anyway; SQLite has no network. Returns the error to answer with.
-    pub(crate) fn abandon(&mut self) -> sqlx::Error {
-        #[cfg(feature = "postgres")]
-        if let Self::Postgres(conn) = self {
-            conn.close_on_drop();
-        }
-        sqlx::Error::PoolTimedOut
-    }
-
     /// The session, its user and their permissions, if it is live.
     pub(crate) async fn lookup(
         &mut self,
@@ -417,16 +399,20 @@ impl AuthStore {
         // sqlx's checkout future is several KiB: boxed, a request's future stays small.
         Ok(match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(store) if store.pooled() => {
-                RequestConnection::PostgresPinned(Box::pin(store.held()).await?)
-            }
+            Backend::Postgres(PgStore {
+                kept: Some(kept),
+                pool,
+                ..
+            }) => match kept.take(pool) {
+                Some(conn) => RequestConnection::PostgresKept(conn),
+                // Kept from now on if there is room; else the pool's, for this request.
+                None => match kept.adopt(Box::pin(pool.acquire()).await?, pool) {
+                    Ok(conn) => RequestConnection::PostgresKept(conn),
+                    Err(conn) => RequestConnection::Postgres(Held::from(conn)),
+                },
+            },
             #[cfg(feature = "postgres")]
-            Backend::Postgres(store) => {
-                match store.kept.as_ref().and_then(|s| s.take(&store.pool)) {
-                    Some(kept) => RequestConnection::PostgresKept(kept),
-                    None => RequestConnection::Postgres(Box::pin(store.pool.acquire()).await?),
-                }
-            }
+            Backend::Postgres(store) => RequestConnection::Postgres(Box::pin(store.held()).await?),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => RequestConnection::Sqlite(Box::pin(pool.acquire()).await?),
         })
@@ -437,22 +423,15 @@ impl AuthStore {
     /// transaction is rolled back: it only read (a touch [`commit`](Self::commit)s its own).
     #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub(crate) fn release(&self, conn: RequestConnection) {
-        // Any other connection goes back into its pool when dropped here.
+        // An SQLite connection goes back into its pool when dropped here.
         #[cfg(feature = "postgres")]
         match (conn, &self.backend) {
-            (RequestConnection::PostgresPinned(pinned), _) => pinned.roll_back_later(),
-            (
-                conn,
-                Backend::Postgres(PgStore {
-                    kept: Some(kept),
-                    pool,
-                    ..
-                }),
-            ) => match conn {
-                RequestConnection::PostgresKept(conn) => kept.put_back(conn, pool),
-                RequestConnection::Postgres(conn) => kept.adopt(conn, pool),
-                _ => {}
-            },
+            (RequestConnection::Postgres(held), _) => held.release(),
+            (RequestConnection::PostgresKept(conn), Backend::Postgres(store)) => {
+                if let Some(kept) = &store.kept {
+                    kept.put_back(conn, &store.pool);
+                }
+            }
             _ => {}
         }
     }
@@ -462,7 +441,7 @@ impl AuthStore {
     pub(crate) async fn commit(&self, conn: RequestConnection) -> Result<(), sqlx::Error> {
         match conn {
             #[cfg(feature = "postgres")]
-            RequestConnection::PostgresPinned(transaction) => transaction.commit().await,
+            RequestConnection::Postgres(held) => held.commit().await,
             conn => {
                 self.release(conn);
                 Ok(())
@@ -550,6 +529,7 @@ impl AuthStore {
                 .execute(&mut *tx)
                 .await?;
             if copied.rows_affected() != 1 {
+                tx.rollback().await?;
                 return Ok(false);
             }
             // Only the rotation that ends the old session keeps its copy: a concurrent one
@@ -559,6 +539,7 @@ impl AuthStore {
                 .execute(&mut *tx)
                 .await?;
             if ended.rows_affected() != 1 {
+                tx.rollback().await?;
                 return Ok(false);
             }
             tx.commit().await?;

@@ -166,6 +166,7 @@ impl AuthStore {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(epoch) = epoch else {
+                tx.rollback().await?;
                 return Ok(false);
             };
             // After the user's row, as deleting a user reaches its tokens: one lock order.
@@ -175,6 +176,7 @@ impl AuthStore {
                     .execute(&mut *tx)
                     .await?;
                 if spent.rows_affected() != 1 {
+                    tx.rollback().await?;
                     return Ok(false);
                 }
             }

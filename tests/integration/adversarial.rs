@@ -98,7 +98,8 @@ both_stores! {
 
     /// 30 sign-ups at once from one address, a third of them for a taken name: ten go through
     /// (created, or told the name is taken: either way a name tested), the other twenty answer
-    /// `429` and create nothing. Another address still signs up, and is signed in.
+    /// `429` and create nothing. Another address, after a dozen passwords refused as too short,
+    /// still signs up, and is signed in.
     async fn sign_ups_from_one_address_are_throttled(db: Db) {
         let app = app_with(db, |b| b.password_hashing(4, 64)).await;
         let server = serve(app.router.clone()).await;
@@ -125,6 +126,15 @@ both_stores! {
             created += usize::from(app.accounts.user_id(name).await.unwrap().is_some());
         }
         assert_eq!(created, count(StatusCode::SEE_OTHER), "only the sign-ups let through created users");
+        // Input refused as such tells nothing of names, and counts for nothing.
+        for _ in 0..12 {
+            let short = Request::post("/signup")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from("username=dave&password=short"))
+                .unwrap();
+            assert_eq!(send_from(server, client(4), short).await.status, StatusCode::BAD_REQUEST);
+        }
         let other = sign_up("carol".to_owned(), client(4)).await;
         assert_eq!(other.status, StatusCode::SEE_OTHER);
         let me = app.get("/me", &other.session_cookie().unwrap()).await;

@@ -229,11 +229,12 @@ async fn recovers_from_connections_gone_silent(
 }
 
 /// Requests that give up while their statements wait on a network gone silent (their client
-/// went away, or the app's own timeout dropped them) cost the pool nothing: each connection is
-/// closed, not handed back through the pool's check, which waits on the silent server for good.
-/// Logins, because no `lookup_timeout` bounds their statements; on a plain pool and on one
-/// through a transaction pooler. (Before, on the plain pool, each such request kept one of the
-/// pool's places for good, and logins waited out the pool's acquire timeout.)
+/// went away, or the app's own timeout dropped them, sooner than `lookup_timeout`) cost the pool
+/// nothing: each connection is closed, not handed back through the pool's check, which waits on
+/// the silent server for good. Logins (no `lookup_timeout` bounds their statements) and session
+/// lookups; on a plain pool and on one through a transaction pooler. (Before, on the plain pool,
+/// each such request kept one of the pool's places for good: logins waited out the pool's
+/// acquire timeout, lookups answered `503`.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn requests_given_up_during_a_silent_network_cost_the_pool_nothing(
     _: PgPoolOptions,
@@ -257,33 +258,58 @@ async fn requests_given_up_during_a_silent_network_cost_the_pool_nothing(
             .connect_with(options.clone())
             .await
             .unwrap();
-        let app = crate::common::app_on(direct.into(), store, |b| b).await;
-        let login = || send(&app.router, login_request(ALICE, ALICE_PASSWORD));
-        // Both of the pool's connections open, then silent.
-        let (a, b) = tokio::join!(login(), login());
-        assert_eq!(
-            (a.status, b.status),
-            (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        route.freeze();
-        // Two logins at once, one on each silent connection, given up.
-        let give_up = || tokio::time::timeout(Duration::from_millis(300), login());
-        let (a, b) = tokio::join!(give_up(), give_up());
+        let app = crate::common::app_on(direct.into(), store, |b| {
+            b.lookup_connections(0)
+                .lookup_timeout(Duration::from_secs(5))
+        })
+        .await;
+        let login = || async {
+            send(&app.router, login_request(ALICE, ALICE_PASSWORD))
+                .await
+                .status
+        };
+        given_up_twice_then_recovered(
+            &route,
+            &format!("pooled {pooled}, login"),
+            login,
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let lookup = || app.status("/me", &token);
+        given_up_twice_then_recovered(
+            &route,
+            &format!("pooled {pooled}, lookup"),
+            lookup,
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
+
+/// Opens both of the pool's connections with `request`, silences them, gives up two requests
+/// on them, and waits (at most 10 s) until `request` is `answered` again.
+async fn given_up_twice_then_recovered<F: Future<Output = StatusCode>>(
+    route: &crate::common::wire::Route,
+    what: &str,
+    request: impl Fn() -> F,
+    answered: StatusCode,
+) {
+    let (a, b) = tokio::join!(request(), request());
+    assert_eq!((a, b), (answered, answered), "{what}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    route.freeze();
+    let give_up = || tokio::time::timeout(Duration::from_millis(300), request());
+    let (a, b) = tokio::join!(give_up(), give_up());
+    assert!(
+        a.is_err() && b.is_err(),
+        "{what}: answered over a silent network"
+    );
+    let started = Instant::now();
+    while tokio::time::timeout(Duration::from_secs(3), request()).await != Ok(answered) {
         assert!(
-            a.is_err() && b.is_err(),
-            "pooled: {pooled}: answered over a silent network"
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: the pool never recovered"
         );
-        let started = Instant::now();
-        loop {
-            let reply = tokio::time::timeout(Duration::from_secs(3), login()).await;
-            if reply.is_ok_and(|reply| reply.status == StatusCode::SEE_OTHER) {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "pooled: {pooled}: the pool never recovered"
-            );
-        }
     }
 }
