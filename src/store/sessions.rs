@@ -425,14 +425,20 @@ impl AuthStore {
     pub(crate) fn release(&self, conn: RequestConnection) {
         // An SQLite connection goes back into its pool when dropped here.
         #[cfg(feature = "postgres")]
-        match (conn, &self.backend) {
-            (RequestConnection::Postgres(held), _) => held.release(),
-            (RequestConnection::PostgresKept(conn), Backend::Postgres(store)) => {
-                if let Some(kept) = &store.kept {
-                    kept.put_back(conn, &store.pool);
+        match conn {
+            RequestConnection::Postgres(held) => held.release(),
+            RequestConnection::PostgresKept(conn) => {
+                if let Backend::Postgres(PgStore {
+                    kept: Some(kept),
+                    pool,
+                    ..
+                }) = &self.backend
+                {
+                    kept.put_back(conn, pool);
                 }
             }
-            _ => {}
+            #[cfg(feature = "sqlite")]
+            RequestConnection::Sqlite(_) => {}
         }
     }
 
