@@ -19,7 +19,8 @@ use crate::{
     store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits},
 };
 
-/// Sign-ups allowed per client address in a quarter of an hour, successful or not.
+/// Sign-ups allowed per client address in a quarter of an hour, whether the name was free or
+/// taken.
 const SIGN_UPS_PER_ADDRESS: u32 = 10;
 
 /// Expired sessions deleted per statement by the purge: small enough that no statement holds

@@ -5,12 +5,11 @@
 //! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
 //! `password_changed`, `password_reset_requested`, `password_reset`, `email_changed`,
 //! `email_change_throttled`, `email_verified`, `signed_up`, `sign_up_throttled`, `reauth`,
-//! `expired`, `csrf_rejected`,
-//! `invalid_token`, `unknown_session`, `invalid_tokens_alert`. Other fields, where known:
-//! `user_id`, `session_id` (the public id, never the token), `previous_session_id`
-//! (rotation), `ip`, `user_agent`, `reason`, `count`, `username` (failed or throttled logins),
-//! `retry_after_secs`, `path`. Header values are fields (Debug-formatted, so control
-//! characters are escaped), never spliced into the message.
+//! `expired`, `csrf_rejected`, `invalid_token`, `unknown_session`, `invalid_tokens_alert`.
+//! Other fields, where known: `user_id`, `session_id` (the public id, never the token),
+//! `previous_session_id` (rotation), `ip`, `user_agent`, `reason`, `count`, `username` (failed
+//! or throttled logins), `retry_after_secs`, `path`. Header values are fields (Debug-formatted,
+//! so control characters are escaped), never spliced into the message.
 
 use crate::{SessionId, UserId, client::Client};
 
