@@ -86,7 +86,15 @@ both_stores! {
         app.db.exec(&format!("UPDATE auth_users SET password_hash = '{slow}' WHERE username = 'bob'")).await;
         let server = serve(app.router.clone()).await;
         let slow_login = tokio::spawn(send_from(server, client(1), login_request(BOB, "any password")));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Bob's account attempt is reserved just before his hash takes the place (a fixed wait
+        // could let alice's first login take it first on a loaded machine).
+        let reserved = format!("SELECT count(*) FROM auth_login_attempts WHERE kind = 'user' AND key = 'id:{}'", app.bob);
+        let started = Instant::now();
+        while app.db.count(&reserved).await == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "bob's login never reached its hash");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for i in 0..6 {
             let reply = send_from(server, client(2 + i), login_request(ALICE, ALICE_PASSWORD)).await;
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "attempt {i}, while the hasher is full");
