@@ -16,7 +16,7 @@ use crate::{
     password::{self, Hasher},
     recovery::Recovery,
     shared::{Shared, Subscribers},
-    store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits},
+    store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits, by},
 };
 
 /// Sign-ups allowed per client address in a quarter of an hour, whether the name was free or
@@ -26,6 +26,10 @@ const SIGN_UPS_PER_ADDRESS: u32 = 10;
 /// Expired sessions deleted per statement by the purge: small enough that no statement holds
 /// its locks for long, whatever the table's size.
 const PURGE_BATCH: u32 = 250;
+/// The longest one statement of the purge may take before it is given up and its connection
+/// closed. A batch takes milliseconds; this ends a purge stuck on a network gone silent, which
+/// would otherwise wait until TCP gives up (about 15 minutes on Linux's defaults).
+pub(crate) const PURGE_STATEMENT_BOUND: Duration = Duration::from_secs(30);
 /// Failed-login counters idle for longer than this are purged.
 const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -317,17 +321,24 @@ impl Accounts {
     /// this keeps the table small), in batches of 250 so that no statement holds its
     /// locks for long, each followed by a pause as long as the batch took (the purge never takes
     /// more than half of one connection's time), and returns how many. Also forgets failed-login
-    /// counters idle for a day.
+    /// counters idle for a day. Each statement is given up after 30 seconds without an answer.
     /// See also [`purge_expired_every`](crate::AuthLayerBuilder::purge_expired_every).
     ///
     /// # Errors
     ///
     /// An infrastructure error.
     pub async fn purge_expired_sessions(&self) -> Result<u64, Error> {
+        self.purge_within(PURGE_STATEMENT_BOUND).await
+    }
+
+    /// [`purge_expired_sessions`](Self::purge_expired_sessions), each statement given up after
+    /// `bound`.
+    pub(crate) async fn purge_within(&self, bound: Duration) -> Result<u64, Error> {
+        let by_then = || tokio::time::Instant::now() + bound;
         let mut purged = 0;
         loop {
             let started = std::time::Instant::now();
-            let batch = self.store.purge_expired_batch(PURGE_BATCH).await?;
+            let batch = by(by_then(), self.store.purge_expired_batch(PURGE_BATCH)).await?;
             for session in &batch {
                 security::expired(
                     session.user_id,
@@ -343,8 +354,8 @@ impl Accounts {
             // Paced: requests keep at least as much of the database as the purge takes.
             tokio::time::sleep(started.elapsed()).await;
         }
-        self.store.purge_attempts(ATTEMPTS_HORIZON).await?;
-        self.store.purge_tokens().await?;
+        by(by_then(), self.store.purge_attempts(ATTEMPTS_HORIZON)).await?;
+        by(by_then(), self.store.purge_tokens()).await?;
         Ok(purged)
     }
 

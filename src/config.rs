@@ -358,7 +358,8 @@ impl AuthLayerBuilder {
     /// or use it.
     ///
     /// A failed purge is logged and tried again at the next interval; it never stops the
-    /// background work.
+    /// background work. A statement of the purge that has no answer within the interval (or 30
+    /// seconds, if shorter) is given up, so a connection gone silent stalls no later purge.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -13,7 +13,7 @@ use crate::{
     events::security,
     principal::Principal,
     shared::Shared,
-    store::RequestConnection,
+    store::{RequestConnection, by},
 };
 
 /// Decides the request's [`AuthState`], and whether the response should clear the cookie (for
@@ -125,9 +125,8 @@ async fn read(
     deadline: tokio::time::Instant,
 ) -> Result<Option<(Entry, RequestConnection)>, sqlx::Error> {
     let mut conn = by(deadline, shared.store.connection()).await?;
-    let looked_up = tokio::time::timeout_at(deadline, conn.lookup(token.id())).await;
     // Given up on, the connection is closed when dropped, never handed back mid-statement.
-    let Some(mut row) = looked_up.unwrap_or(Err(sqlx::Error::PoolTimedOut))? else {
+    let Some(mut row) = by(deadline, conn.lookup(token.id())).await? else {
         shared.store.release(conn);
         return Ok(None);
     };
@@ -184,14 +183,4 @@ async fn touch(
             false
         }
     }
-}
-
-/// `work`, or a pool timeout once `deadline` has passed.
-async fn by<T>(
-    deadline: tokio::time::Instant,
-    work: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
-    tokio::time::timeout_at(deadline, work)
-        .await
-        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }

@@ -20,7 +20,7 @@ use crate::{
     events::{Hub, TokenAlerts},
     password::Hasher,
     principal::ScopedGrants,
-    store::Scope,
+    store::{Scope, by},
 };
 
 /// Who hears of a change: the principal cache and the open event streams. The listener tells
@@ -153,14 +153,8 @@ impl ScopedGrants for Shared {
                 kind: resource.kind(),
                 id: resource.id(),
             };
-            let ask = async {
-                tokio::time::timeout(
-                    self.config.lookup_timeout,
-                    self.store.can(user, permission, scope),
-                )
-                .await
-                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-            };
+            let deadline = tokio::time::Instant::now() + self.config.lookup_timeout;
+            let ask = by(deadline, self.store.can(user, permission, scope));
             Ok(match &self.cache {
                 Some(cache) => {
                     let now = std::time::Instant::now();

@@ -17,7 +17,7 @@ use http::{HeaderValue, header};
 use serde::Serialize;
 
 use super::{Subscription, Wake};
-use crate::{CurrentUser, SessionId, UserId, shared::Shared};
+use crate::{CurrentUser, SessionId, UserId, shared::Shared, store::by};
 
 /// How long a browser waits before reconnecting a closed stream.
 const RETRY: Duration = Duration::from_secs(3);
@@ -124,11 +124,8 @@ impl Open {
     /// no longer valid.
     async fn read(&mut self) -> Result<Option<Picture>, sqlx::Error> {
         let store = &self.shared.store;
-        let lookup = store.lookup(&self.session);
-        let limit = self.shared.config.lookup_timeout;
-        let row = tokio::time::timeout(limit, lookup)
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+        let deadline = tokio::time::Instant::now() + self.shared.config.lookup_timeout;
+        let row = by(deadline, store.lookup(&self.session)).await?;
         Ok(row.map(|row| {
             let now = Instant::now();
             let left = row

@@ -42,6 +42,17 @@ pub(crate) use self::{
 };
 use crate::Error;
 
+/// `work`, or [`sqlx::Error::PoolTimedOut`] (the database did not answer in time) once
+/// `deadline` has passed. Work given up on closes its connection (see `held.rs`).
+pub(crate) async fn by<T, E: From<sqlx::Error>>(
+    deadline: tokio::time::Instant,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut.into()))
+}
+
 /// Where sessions, users and grants live: a Postgres or an SQLite pool.
 ///
 /// Built from either pool (`From<PgPool>`, `From<SqlitePool>`, also from references), so every

@@ -313,3 +313,56 @@ async fn given_up_twice_then_recovered<F: Future<Output = StatusCode>>(
         );
     }
 }
+
+/// The purge's statements have a bound of their own: a purge whose connection goes silent is
+/// given up (its connection closed) within the interval, and a later one, on a new connection,
+/// deletes what expired. (Before, the purge waited on the silent server until TCP gave up, about
+/// 15 minutes on Linux's defaults, and nothing was purged meanwhile.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_purge_recovers_from_a_network_gone_silent(
+    _: PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let (route, routed) = crate::common::wire::Route::to(&options).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_with(routed)
+        .await
+        .unwrap();
+    let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = crate::common::app_on(direct.into(), pool.into(), |b| {
+        b.lookup_connections(0)
+            .purge_expired_every(Duration::from_millis(300))
+    })
+    .await;
+    let background = tokio::spawn(app.layer.background());
+    let purged = || async {
+        let started = Instant::now();
+        while app.sessions().await > 0 {
+            if started.elapsed() > Duration::from_secs(10) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    };
+    // Both of the pool's connections open (the purge uses them), then silent.
+    let (a, b) = tokio::join!(
+        app.login(ALICE, ALICE_PASSWORD),
+        app.login(ALICE, ALICE_PASSWORD)
+    );
+    for token in [&a, &b] {
+        assert_eq!(app.status("/me", token).await, StatusCode::OK);
+    }
+    app.db.expire_idle().await;
+    assert!(purged().await, "the task purges");
+    app.login(ALICE, ALICE_PASSWORD).await;
+    route.freeze();
+    app.db.expire_idle().await;
+    assert!(
+        purged().await,
+        "nothing purged since the network went silent"
+    );
+    background.abort();
+}
