@@ -237,34 +237,44 @@ impl Accounts {
         Ok(row.user_id)
     }
 
-    /// Sets the user's email address (unverified) and sends a verification link to it. The
-    /// address is unique among users, compared case-insensitively.
+    /// Asks to change the user's email address to `email`: sends a link to it, and the address
+    /// becomes the user's (verified) only when that link is confirmed. Until then the user's
+    /// address stays what it was, and so does where reset links go: an address nobody has
+    /// proved to receive mail at (a typo, or one given by whoever held a session for a moment)
+    /// never receives one. The address must be unique among users, compared
+    /// case-insensitively.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
     /// [`Error::NoMessenger`], or an infrastructure error.
-    pub async fn set_email(&self, user: UserId, email: &str) -> Result<(), Error> {
-        let message = self.change_email(user, email).await?;
+    pub async fn request_email_change(&self, user: UserId, email: &str) -> Result<(), Error> {
+        let message = self.email_change_message(user, email).await?;
         self.send(message).await
     }
 
-    /// The first half of [`set_email`](Self::set_email): stores the address (unverified) and
-    /// makes the verification message, without sending it.
-    pub(crate) async fn change_email(&self, user: UserId, email: &str) -> Result<Message, Error> {
+    /// The first half of [`request_email_change`](Self::request_email_change): checks the
+    /// address and makes the verification message, without sending it.
+    pub(crate) async fn email_change_message(
+        &self,
+        user: UserId,
+        email: &str,
+    ) -> Result<Message, Error> {
         self.messenger()?;
         validate_email(email)?;
-        if !self.store().set_email(user, email).await? {
-            return Err(Error::UserNotFound);
-        }
-        security::email_changed(user);
         let recipient = self
             .store()
             .recipient_by_id(user)
             .await?
             .ok_or(Error::UserNotFound)?;
-        self.issue(&recipient, Purpose::EmailVerification, Some(email))
-            .await
+        if self.store().email_taken(user, email).await? {
+            return Err(Error::EmailTaken);
+        }
+        let message = self
+            .issue(&recipient, Purpose::EmailVerification, Some(email))
+            .await?;
+        security::email_change_requested(user);
+        Ok(message)
     }
 
     /// Hands `message` to the messenger.
@@ -272,23 +282,27 @@ impl Accounts {
         deliver(self.messenger()?, message).await
     }
 
-    /// Uses an email-verification token: marks the address it was sent to verified, if it is
-    /// still the user's; returns the user.
+    /// Uses an email-verification token: the address it was sent to becomes the user's,
+    /// verified, if the user's credentials are those it was issued under; every other link sent
+    /// to the user before (a reset link to the old address) is spent. Returns the user.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidToken`], or an infrastructure error.
+    /// [`Error::InvalidToken`] for an unknown, used or expired token, or one issued before the
+    /// user's password changed; [`Error::EmailTaken`] if another user has the address by now;
+    /// or an infrastructure error.
     pub async fn verify_email(&self, token: &str) -> Result<UserId, Error> {
-        let TokenRow {
-            user_id: user,
-            email,
-            ..
-        } = self.spend(token, Purpose::EmailVerification).await?;
-        let email = email.ok_or(Error::InvalidToken)?;
-        if !self.store().verify_email(user, &email).await? {
+        let (token, row) = self.check_token(token, Purpose::EmailVerification).await?;
+        let email = row.email.ok_or(Error::InvalidToken)?;
+        let user = row.user_id;
+        if !self
+            .store()
+            .adopt_email(user, &email, row.credential_epoch, token.id())
+            .await?
+        {
             return Err(Error::InvalidToken);
         }
-        security::email_verified(user);
+        security::email_changed(user);
         self.changed(user);
         Ok(user)
     }
@@ -426,15 +440,6 @@ impl Accounts {
             .filter(|row| token.secret_hash().matches(&row.secret_hash))
             .ok_or(Error::InvalidToken)?;
         Ok((token, row))
-    }
-
-    /// Checks a token of `purpose` and spends it: exactly one of any concurrent uses wins.
-    async fn spend(&self, token: &str, purpose: Purpose) -> Result<TokenRow, Error> {
-        let (token, row) = self.check_token(token, purpose).await?;
-        if !self.store().consume_token(token.id()).await? {
-            return Err(Error::InvalidToken);
-        }
-        Ok(row)
     }
 }
 

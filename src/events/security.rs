@@ -3,8 +3,8 @@
 //! Every event has target `axum_live_auth::security`, level INFO (WARN for refusals and
 //! alerts), and the field `event` set to one of: `login`, `login_failed`, `login_throttled`,
 //! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
-//! `password_changed`, `password_reset_requested`, `password_reset`, `email_changed`,
-//! `email_change_throttled`, `email_verified`, `signed_up`, `sign_up_throttled`, `reauth`,
+//! `password_changed`, `password_reset_requested`, `password_reset`, `email_change_requested`,
+//! `email_changed`, `email_change_throttled`, `signed_up`, `sign_up_throttled`, `reauth`,
 //! `expired`, `csrf_rejected`, `invalid_token`, `unknown_session`, `invalid_tokens_alert`.
 //! Other fields, where known: `user_id`, `session_id` (the public id, never the token),
 //! `previous_session_id` (rotation), `ip`, `user_agent`, `reason`, `count`, `username` (failed
@@ -189,12 +189,21 @@ pub(crate) fn password_reset(user: UserId) {
     );
 }
 
+pub(crate) fn email_change_requested(user: UserId) {
+    security_event!(
+        "email_change_requested",
+        Client::default(),
+        user_id = user,
+        "email address change requested; a link went to the new address"
+    );
+}
+
 pub(crate) fn email_changed(user: UserId) {
     security_event!(
         "email_changed",
         Client::default(),
         user_id = user,
-        "email address changed"
+        "email address changed by its verification link"
     );
 }
 
@@ -224,15 +233,6 @@ pub(crate) fn email_change_throttled(
         user_id = user,
         retry_after_secs = retry_after.as_secs(),
         "email address changes throttled"
-    );
-}
-
-pub(crate) fn email_verified(user: UserId) {
-    security_event!(
-        "email_verified",
-        Client::default(),
-        user_id = user,
-        "email address verified"
     );
 }
 

@@ -25,8 +25,9 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account, also past the account's limit (3 in 15 minutes), when no message is sent; `429` too many requests from this address (5 in 15 minutes) |
 /// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
 /// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |
-/// | `POST /email` | form `email`: sets the user's address (unverified), sends a verification link to it and ends the user's other sessions (needs [`RecentAuth`]); 5 changes a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many changes |
-/// | `GET /email/verify?token=…` | marks the address verified | `200` HTML; `400` used, expired or unknown token |
+/// | `POST /email` | form `email`: asks to change the user's address, sends a verification link to the new one and ends the user's other sessions (needs [`RecentAuth`]); the address changes only when the link is confirmed; 5 requests a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many requests |
+/// | `GET /email/verify?token=…` | the page that confirms the new address (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`); it changes nothing, so a mail scanner that follows the link confirms nothing | `200` HTML |
+/// | `POST /email/verify` | form `token`: the address the link was sent to becomes the user's, verified; every link sent to the user before is spent | `200` HTML; `400` used, expired or unknown token; `409` taken meanwhile |
 ///
 /// Each session in the list is a [`SessionInfo`](crate::SessionInfo):
 /// `{"id", "created_at", "last_seen_at", "idle_expires_at", "expires_at", "user_agent", "ip", "current"}`
@@ -63,8 +64,8 @@ pub fn account_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/password-reset/confirm",
             get(reset_form).post(confirm_reset),
         )
-        .route("/email", post(set_email))
-        .route("/email/verify", get(verify_email))
+        .route("/email", post(request_email_change))
+        .route("/email/verify", get(verify_form).post(verify_email))
 }
 
 #[derive(Deserialize)]
@@ -139,9 +140,9 @@ async fn confirm_reset(auth: Auth, Form(form): Form<ResetConfirmation>) -> Resul
     Ok(Redirect::to(login))
 }
 
-/// The address a reset link goes to is a credential: changing it needs the password proven
-/// recently, and ends the user's other sessions (whoever else holds one cannot keep it).
-async fn set_email(
+/// The address a reset link goes to is a credential: asking to change it needs the password
+/// proven recently, and ends the user's other sessions (whoever else holds one cannot keep it).
+async fn request_email_change(
     auth: Auth,
     RecentAuth(user): RecentAuth,
     Form(form): Form<EmailForm>,
@@ -150,17 +151,32 @@ async fn set_email(
     accounts
         .reserve_email_change(auth.client(), user.id())
         .await?;
-    // Once the address is stored, the other sessions end, whether or not the message then
-    // goes out.
-    let message = accounts.change_email(user.id(), &form.email).await?;
+    // Once the link is issued, the other sessions end, whether or not the message then goes
+    // out.
+    let message = accounts
+        .email_change_message(user.id(), &form.email)
+        .await?;
     auth.revoke_other_sessions().await?;
     accounts.send(message).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn verify_email(auth: Auth, Query(query): Query<TokenQuery>) -> Result<Response, Error> {
+/// The form that posts the token from the link: following the link changes nothing.
+async fn verify_form(Query(query): Query<TokenQuery>) -> Response {
+    let token = html_escape(&query.token);
+    let page = format!(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Confirm your email address</title>\n\
+         <h1>Confirm your email address</h1>\n\
+         <form method=\"post\" action=\"verify\">\n\
+         <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
+         <button>Confirm this address</button>\n</form>\n"
+    );
+    (secret_page_headers(), Html(page)).into_response()
+}
+
+async fn verify_email(auth: Auth, Form(form): Form<TokenQuery>) -> Result<Response, Error> {
     Accounts::of_layer(auth.shared())
-        .verify_email(&query.token)
+        .verify_email(&form.token)
         .await?;
     let page = "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Address verified</title>\n\
                 <h1>Your email address is verified.</h1>\n";

@@ -22,25 +22,29 @@ RETURNING 1",
 };
 
 /// A live token of purpose $2: not expired, of an enabled user whose credentials have not
-/// changed since it was issued (the epoch it returns) and whose address is still the one it
-/// was sent to (a link in a mailbox the user has since left proves nothing).
+/// changed since it was issued (the epoch it returns); a reset link only while the user's
+/// address is still the one it was sent to (a link in a mailbox the user has since left proves
+/// nothing). A verification link carries the new address, which is not the user's yet.
 const FIND: Dialects = Dialects {
     postgres: "\
 SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
   FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
  WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > now()
    AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch
-   AND u.email IS NOT DISTINCT FROM t.email",
+   AND (t.purpose = 'email_verification' OR u.email IS NOT DISTINCT FROM t.email)",
     sqlite: "\
 SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
   FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
  WHERE t.id = $1 AND t.purpose = $2 AND t.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
    AND u.disabled_at IS NULL AND u.credential_epoch = t.credential_epoch
-   AND u.email IS t.email",
+   AND (t.purpose = 'email_verification' OR u.email IS t.email)",
 };
 
 /// Spends token $1: one row deleted for exactly one of any number of concurrent uses.
 pub(super) const CONSUME_TOKEN: &str = "DELETE FROM auth_tokens WHERE id = $1";
+
+/// Spends every token of user $1.
+pub(super) const FORGET_TOKENS: &str = "DELETE FROM auth_tokens WHERE user_id = $1";
 
 const PURGE: Dialects = Dialects {
     postgres: "DELETE FROM auth_tokens WHERE expires_at <= now()",
@@ -113,18 +117,6 @@ impl AuthStore {
                 .fetch_optional(pool)
                 .await?
         }))
-    }
-
-    /// Deletes the token; `true` for exactly one of any number of concurrent uses.
-    pub(crate) async fn consume_token(&self, id: &SessionId) -> Result<bool, Error> {
-        let deleted = on_pool!(self, |pool| {
-            sqlx::query(CONSUME_TOKEN)
-                .bind(id.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(deleted == 1)
     }
 
     pub(crate) async fn purge_tokens(&self) -> Result<u64, Error> {

@@ -1,6 +1,10 @@
 //! Users, roles, global grants and passwords.
 
-use super::{AuthStore, BEGIN, Dialects, on_pool, tokens::CONSUME_TOKEN, unique_or};
+use super::{
+    AuthStore, BEGIN, Dialects, on_pool,
+    tokens::{CONSUME_TOKEN, FORGET_TOKENS},
+    unique_or,
+};
 use crate::{Error, SessionId, UserId};
 
 /// Sets `disabled_at` (kept if already set).
@@ -10,12 +14,14 @@ const DISABLE: Dialects = Dialects {
              CAST(unixepoch('subsec') * 1000 AS INTEGER)) WHERE id = $1",
 };
 
-/// Marks the user's address verified, if it is still `$2`.
-const VERIFY_EMAIL: Dialects = Dialects {
-    postgres: "UPDATE auth_users SET email_verified_at = now()
-                WHERE id = $1 AND lower(email) = lower($2)",
-    sqlite: "UPDATE auth_users SET email_verified_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-              WHERE id = $1 AND lower(email) = lower($2)",
+/// Makes `$2` the user's verified address, if the user is enabled and their credentials are
+/// still at epoch `$3`.
+const ADOPT_EMAIL: Dialects = Dialects {
+    postgres: "UPDATE auth_users SET email = $2, email_verified_at = now()
+                WHERE id = $1 AND credential_epoch = $3 AND disabled_at IS NULL",
+    sqlite: "UPDATE auth_users SET email = $2,
+                    email_verified_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+              WHERE id = $1 AND credential_epoch = $3 AND disabled_at IS NULL",
 };
 
 /// An enabled user by name or address, for a recovery request: a verified address first, then
@@ -111,31 +117,61 @@ impl AuthStore {
         }))
     }
 
-    /// Sets the user's address, unverified; `false` if the user does not exist.
-    pub(crate) async fn set_email(&self, user: UserId, email: &str) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query("UPDATE auth_users SET email = $2, email_verified_at = NULL WHERE id = $1")
-                .bind(user)
-                .bind(email)
-                .execute(pool)
-                .await
-                .map_err(|e| unique_or(e, Error::EmailTaken))?
-                .rows_affected()
+    /// Whether a user other than `user` has the address (compared case-insensitively).
+    pub(crate) async fn email_taken(&self, user: UserId, email: &str) -> Result<bool, Error> {
+        let taken: Option<i32> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT 1 FROM auth_users WHERE lower(email) = lower($2) AND id <> $1 LIMIT 1",
+            )
+            .bind(user)
+            .bind(email)
+            .fetch_optional(pool)
+            .await?
         });
-        Ok(done == 1)
+        Ok(taken.is_some())
     }
 
-    /// Marks the address verified if it is still the user's; `false` otherwise.
-    pub(crate) async fn verify_email(&self, user: UserId, email: &str) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(VERIFY_EMAIL.of(pool))
+    /// Makes `email` the user's verified address and spends `token`, in one transaction, if the
+    /// user is enabled and their credentials are still at `epoch`; every other link sent to the
+    /// user (a reset link to the old address) dies with it. `false` if the user changed or the
+    /// token was spent already; [`Error::EmailTaken`] if another user has the address now.
+    pub(crate) async fn adopt_email(
+        &self,
+        user: UserId,
+        email: &str,
+        epoch: i64,
+        token: &SessionId,
+    ) -> Result<bool, Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            let adopted = sqlx::query(ADOPT_EMAIL.of(pool))
                 .bind(user)
                 .bind(email)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unique_or(e, Error::EmailTaken))?;
+            // After the user's row, as deleting a user reaches its tokens: one lock order.
+            let spent = if adopted.rows_affected() == 1 {
+                sqlx::query(CONSUME_TOKEN)
+                    .bind(token.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            } else {
+                0
+            };
+            if spent != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(FORGET_TOKENS)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Stores a new password hash, bumps the user's credential epoch (so that no session whose
@@ -201,7 +237,8 @@ impl AuthStore {
         })
     }
 
-    /// Sets `disabled_at` and ends every session of the user, in one transaction.
+    /// Sets `disabled_at`, ends every session of the user and spends every link sent to them,
+    /// in one transaction.
     pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
@@ -210,6 +247,11 @@ impl AuthStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            // Links sent before do not come back to life if the user is enabled again.
+            sqlx::query(FORGET_TOKENS)
                 .bind(user)
                 .execute(&mut *tx)
                 .await?;

@@ -103,6 +103,12 @@ fn form_token(link_path: &str) -> String {
     link_path.split_once("token=").unwrap().1.to_owned()
 }
 
+/// Confirms an email-verification link as its page does: the token, posted.
+async fn confirm_address(app: &Router, link_path: &str) -> Reply {
+    let body = format!("token={}", form_token(link_path));
+    send(app, post("/account/email/verify", &body, None)).await
+}
+
 both_stores! {
     /// Eight confirmations of one reset link at once, each with its own new password: exactly
     /// one wins, and the password is the winner's.
@@ -307,9 +313,9 @@ both_stores! {
         let (app, dir, auth) = quickstart(&db).await;
         let accounts = auth.accounts();
         let alice = accounts.user_id("alice").await.unwrap().unwrap();
-        accounts.set_email(alice, "alice@example.com").await.unwrap();
+        accounts.request_email_change(alice, "alice@example.com").await.unwrap();
         let (_, link) = mail(&dir, 1).await;
-        assert_eq!(send(&app, get(&link, None)).await.status, StatusCode::OK);
+        assert_eq!(confirm_address(&app, &link).await.status, StatusCode::OK);
         accounts.create_user("Alice@Example.com", "squatter-password").await.unwrap();
         let reset = |name: &'static str| {
             let app = app.clone();
@@ -350,26 +356,76 @@ both_stores! {
     }
 
     /// A reset link goes to an address; once the user has moved to another, the link sent to
-    /// the old one (a mailbox they may have left for a reason) no longer sets a password.
+    /// the old one (a mailbox they may have left for a reason) no longer sets a password, nor
+    /// again when the user comes back to that address. A link sent to the address the user has
+    /// works.
     async fn a_reset_link_dies_with_the_address_it_was_sent_to(db: Db) {
         let (app, dir, auth) = quickstart(&db).await;
         let accounts = auth.accounts();
         let alice = accounts.user_id("alice").await.unwrap().unwrap();
-        accounts.set_email(alice, "alice@old.example").await.unwrap();
-        mail(&dir, 1).await;
+        let move_to = |address: &'static str, n: usize| {
+            let (app, dir, accounts) = (app.clone(), dir.clone(), accounts.clone());
+            async move {
+                accounts.request_email_change(alice, address).await.unwrap();
+                let (_, link) = mail(&dir, n).await;
+                assert_eq!(confirm_address(&app, &link).await.status, StatusCode::OK, "{address}");
+            }
+        };
+        move_to("alice@old.example", 1).await;
         assert_eq!(send(&app, post("/account/password-reset", "username=alice", None)).await.status, StatusCode::ACCEPTED);
         let (message, link) = mail(&dir, 2).await;
         assert!(message.contains("alice@old.example"), "{message}");
-        accounts.set_email(alice, "alice@new.example").await.unwrap();
-        let body = format!("token={}&new_password=taken-over-password", form_token(&link));
-        let stale = send(&app, post("/account/password-reset/confirm", &body, None)).await;
-        assert_eq!(stale.status, StatusCode::BAD_REQUEST);
+        let stale = || {
+            let body = format!("token={}&new_password=taken-over-password", form_token(&link));
+            let app = app.clone();
+            async move { send(&app, post("/account/password-reset/confirm", &body, None)).await.status }
+        };
+        move_to("alice@new.example", 3).await;
+        assert_eq!(stale().await, StatusCode::BAD_REQUEST);
+        move_to("alice@old.example", 4).await;
+        assert_eq!(stale().await, StatusCode::BAD_REQUEST, "back at the old address");
         assert_eq!(login(&app, "alice", "alice-password").await.status, StatusCode::SEE_OTHER);
-        // A link sent to the new address works.
+        // A link sent to the address the user has works.
         assert_eq!(send(&app, post("/account/password-reset", "username=alice", None)).await.status, StatusCode::ACCEPTED);
-        let (_, link) = mail(&dir, 4).await;
+        let (_, link) = mail(&dir, 5).await;
         let body = format!("token={}&new_password=alice-new-password", form_token(&link));
         assert_eq!(send(&app, post("/account/password-reset/confirm", &body, None)).await.status, StatusCode::SEE_OTHER);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A user disabled and enabled again does not get back the links sent before: a ban spends
+    /// them.
+    async fn a_ban_spends_the_links_sent_before(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let accounts = auth.accounts();
+        let bob = accounts.user_id("bob").await.unwrap().unwrap();
+        assert_eq!(send(&app, post("/account/password-reset", "username=bob", None)).await.status, StatusCode::ACCEPTED);
+        let (_, link) = mail(&dir, 1).await;
+        accounts.disable_user(bob).await.unwrap();
+        accounts.enable_user(bob).await.unwrap();
+        let body = format!("token={}&new_password=taken-over-password", form_token(&link));
+        assert_eq!(send(&app, post("/account/password-reset/confirm", &body, None)).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(login(&app, "bob", "bob-password").await.status, StatusCode::SEE_OTHER);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Two users who ask for one new address both get a link; the first to confirm gets the
+    /// address, the other is told it is taken, also when both confirm at once.
+    async fn an_address_confirmed_by_two_users_at_once_goes_to_one(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        for (n, (name, password)) in [("alice", "alice-password"), ("bob", "bob-password")].into_iter().enumerate() {
+            let session = login(&app, name, password).await.session_cookie().unwrap();
+            let asked = send(&app, post("/account/email", "email=shared%40example.com", Some(&session))).await;
+            assert_eq!(asked.status, StatusCode::ACCEPTED, "{name}");
+            mail(&dir, n + 1).await;
+        }
+        let (_, first) = mail(&dir, 1).await;
+        let (_, second) = mail(&dir, 2).await;
+        let (a, b) = tokio::join!(confirm_address(&app, &first), confirm_address(&app, &second));
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+        assert_eq!(db.count("SELECT count(*) FROM auth_users WHERE email = 'shared@example.com'").await, 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -392,23 +448,37 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    async fn an_email_address_is_verified_by_its_link_and_can_ask_for_a_reset(db: Db) {
+    /// A new address becomes the user's only when the link sent to it is confirmed, by a form
+    /// the link's page posts: following the link (as a mail scanner does) changes nothing.
+    /// Until then the user's address, and where resets go, stay as they were.
+    async fn an_email_address_is_the_users_once_its_link_is_confirmed(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
         let me = |app: Router, alice: String| async move {
             let reply = send(&app, get("/me", Some(&alice))).await;
-            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
+            let me = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap();
+            (me["email"].as_str().map(str::to_owned), me["email_verified"].as_bool().unwrap())
         };
         assert_eq!(send(&app, post("/account/email", "email=Alice%40Example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
         let (message, link) = mail(&dir, 1).await;
         assert!(message.starts_with("To: Alice@Example.com"), "{message}");
-        let before = me(app.clone(), alice.clone()).await;
-        assert_eq!((before["email"].as_str(), before["email_verified"].as_bool()), (Some("Alice@Example.com"), Some(false)));
-        let verified = send(&app, get(&link, None)).await;
-        assert_eq!(verified.status, StatusCode::OK);
-        assert_eq!(verified.headers[header::REFERRER_POLICY], "no-referrer");
-        assert_eq!(me(app.clone(), alice.clone()).await["email_verified"], true);
-        assert_eq!(send(&app, get(&link, None)).await.status, StatusCode::BAD_REQUEST, "single use");
+        assert_eq!(me(app.clone(), alice.clone()).await, (None, false), "nothing changes before the link is confirmed");
+        // Nobody has the address yet: a reset asked for by it goes nowhere.
+        send(&app, post("/account/password-reset", "username=Alice%40Example.com", None)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(mails(&dir).len(), 1, "no reset goes to an address nobody has");
+
+        let page = send(&app, get(&link, None)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+        assert!(page.body.contains(&form_token(&link)));
+        assert_eq!(me(app.clone(), alice.clone()).await, (None, false), "following the link changes nothing");
+        let confirmed = confirm_address(&app, &link).await;
+        assert_eq!(confirmed.status, StatusCode::OK);
+        assert_eq!(confirmed.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(me(app.clone(), alice.clone()).await, (Some("Alice@Example.com".into()), true));
+        assert_eq!(confirm_address(&app, &link).await.status, StatusCode::BAD_REQUEST, "single use");
 
         // Taken by alice (in any case); invalid addresses; a session is needed.
         let bob = login(&app, "bob", "bob-password").await.session_cookie().unwrap();
@@ -421,9 +491,13 @@ both_stores! {
         let (message, _) = mail(&dir, 2).await;
         assert!(message.contains("Reset your password") && message.contains("To: Alice@Example.com"), "{message}");
 
-        // A new address is unverified again.
+        // A change asked for and not confirmed leaves the address, and resets, where they were.
         assert_eq!(send(&app, post("/account/email", "email=alice2%40example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
-        assert_eq!(me(app.clone(), alice.clone()).await["email_verified"], false);
+        mail(&dir, 3).await;
+        assert_eq!(me(app.clone(), alice.clone()).await, (Some("Alice@Example.com".into()), true));
+        send(&app, post("/account/password-reset", "username=alice", None)).await;
+        let (message, _) = mail(&dir, 4).await;
+        assert!(message.contains("To: Alice@Example.com"), "{message}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
