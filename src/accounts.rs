@@ -656,11 +656,17 @@ fn validate_username(username: &str) -> Result<(), Error> {
 
 /// Permission and role names: 1 to 128 visible characters, no whitespace.
 fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = (1..=128).contains(&name.chars().count())
+    let ok = grantable(name)
         && !name
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
     if ok { Ok(()) } else { Err(Error::InvalidName) }
+}
+
+/// Whether a grant can name `permission` at all: 1 to 128 characters, as the grant tables'
+/// checks hold (looking at no more than 129 of them).
+pub(crate) fn grantable(permission: &str) -> bool {
+    !permission.is_empty() && permission.chars().nth(128).is_none()
 }
 
 /// Characters that show nothing or reorder what follows them (Unicode's default-ignorable code

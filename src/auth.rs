@@ -255,10 +255,11 @@ impl Auth {
         // A previous session the layer could not look up is left to expire: its cookie is
         // replaced below, so no one keeps its token (and the login still works).
         if let Some(previous) = self.current_user() {
+            // With a copy a rotation may be committing meanwhile.
             self.0
                 .shared
                 .store
-                .delete_session(previous.session_id())
+                .delete_user_session(previous.id(), previous.session_id())
                 .await?;
             // Its event streams end (on SQLite nothing else would tell them).
             self.0.shared.session_ended(previous.session_id().as_str());
@@ -322,10 +323,12 @@ impl Auth {
     /// place, since the session may still exist.
     pub async fn logout(&self) -> Result<(), Error> {
         if let Some(user) = self.session()? {
+            // With a copy a rotation (another tab's reauthentication) may be committing
+            // meanwhile: the browser is signed out whichever answer it takes last.
             self.0
                 .shared
                 .store
-                .delete_session(user.session_id())
+                .delete_user_session(user.id(), user.session_id())
                 .await?;
             security::logout(&self.0.client, user.id(), user.session_id());
             self.0.shared.session_ended(user.session_id().as_str());

@@ -1,7 +1,7 @@
 //! Where a request comes from: the client's IP address (through trusted proxies only) and
 //! user agent.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
 
@@ -78,7 +78,7 @@ pub(crate) fn client_ip(
     for hop in hops.into_iter().rev() {
         let parsed = std::str::from_utf8(hop.trim_ascii())
             .ok()
-            .and_then(|s| s.parse::<IpAddr>().ok())
+            .and_then(hop_address)
             .map(|hop| hop.to_canonical());
         // An entry that is not an address ends what can be trusted: keep the last proxy.
         let Some(hop) = parsed else { break };
@@ -88,6 +88,15 @@ pub(crate) fn client_ip(
         }
     }
     Some(ip)
+}
+
+/// A hop as proxies write it: an address, with or without a port (`203.0.113.7:41236`,
+/// `[2001:db8::1]:443`, `[2001:db8::1]`); some proxies add the client's port.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 #[cfg(test)]
@@ -150,6 +159,31 @@ mod tests {
             Some(inner)
         );
         assert_eq!(client_ip(None, &h, &trusted), None);
+    }
+
+    /// Behind a proxy that writes the client's port too, each client is still its own address
+    /// (before, such an entry ended the walk, and every client was the proxy).
+    #[test]
+    fn hops_with_a_port_or_brackets_are_addresses() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let peer = Some(ip("10.0.0.1"));
+        for (hop, client) in [
+            ("198.51.100.7:41236", "198.51.100.7"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("[::ffff:198.51.100.7]:80", "198.51.100.7"),
+        ] {
+            let h = headers(&[&format!("{hop}, 10.0.0.2:9000")]);
+            assert_eq!(client_ip(peer, &h, &trusted), Some(ip(client)), "{hop}");
+        }
+        for garbage in ["198.51.100.7:", "[2001:db8::7", "host.example:80"] {
+            let h = headers(&[&format!("{garbage}, 10.0.0.2")]);
+            assert_eq!(
+                client_ip(peer, &h, &trusted),
+                Some(ip("10.0.0.2")),
+                "{garbage}"
+            );
+        }
     }
 
     #[test]

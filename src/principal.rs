@@ -204,6 +204,11 @@ impl CurrentUser {
         if self.has(permission) {
             return Ok(true);
         }
+        // A name no grant can hold (a proxy may pass on a client's header): no query, and no
+        // place in the cache.
+        if !crate::accounts::grantable(permission) {
+            return Ok(false);
+        }
         self.scoped.holds(self.id(), permission, resource).await
     }
 

@@ -504,16 +504,6 @@ impl AuthStore {
         })
     }
 
-    pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<(), sqlx::Error> {
-        on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
-                .bind(id.as_str())
-                .execute(pool)
-                .await
-                .map(drop)
-        })
-    }
-
     /// Replaces a live session by a new one with the same user and absolute deadline, in one
     /// transaction; `false` if the old one is gone or expired.
     pub(crate) async fn rotate_session(

@@ -542,6 +542,47 @@ async fn a_ban_during_a_login_ends_the_new_session_too(pool: sqlx::PgPool) {
     );
 }
 
+/// Logging out in one tab while another tab's reauthentication rotates the same session (its
+/// commit held for 500 ms; the logout comes while it is held) ends the rotation's copy too:
+/// the browser is signed out whichever answer it takes last. (Before, the logout found the old
+/// row gone once the rotation committed, and the copy lived on.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn logging_out_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let tab = app.login(ALICE, ALICE_PASSWORD).await;
+    let laptop = app.login(ALICE, ALICE_PASSWORD).await;
+    slow_commits(&pool, 500).await;
+    let reauth = call(&app, "/account/reauth", &tab, "password=alice-password");
+    let logout = async {
+        wait_for_held_commit(&pool).await;
+        call(&app, "/logout", &tab, "").await
+    };
+    let (rotated, logged_out) = tokio::join!(reauth, logout);
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
+    assert!(logged_out.status.is_success() || logged_out.status.is_redirection());
+    let copy = rotated.session_cookie().unwrap();
+    assert_eq!(app.status("/me", &copy).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.status("/me", &laptop).await, StatusCode::OK);
+    assert_eq!(app.sessions().await, 1);
+}
+
+/// Waits (at most 5 s) until a commit is held by the test's trigger (see `slow_commits`).
+async fn wait_for_held_commit(pool: &sqlx::PgPool) {
+    for _ in 0..250 {
+        let committing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if committing > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Revoking one device while its session is being rotated (its commit held for 500 ms; the
 /// revoke comes while it is held) ends the rotation's copy: the device is signed out, and
 /// the revoke says so. (Before, the revoke found the old row gone once the rotation committed,
@@ -556,19 +597,7 @@ async fn revoking_a_device_during_its_rotation_ends_the_new_session_too(pool: sq
     let reauth = call(&app, "/account/reauth", &phone, "password=alice-password");
     let revoke = async {
         // Once the rotation commits (its held commit sleeps in the test's trigger).
-        for _ in 0..250 {
-            let committing: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event = 'PgSleep'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            if committing > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_held_commit(&pool).await;
         app.accounts.revoke_session(app.alice, &id).await.unwrap()
     };
     let (rotated, revoked) = tokio::join!(reauth, revoke);

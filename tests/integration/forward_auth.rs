@@ -206,6 +206,23 @@ async fn a_check_costs_one_round_trip_or_none_with_the_cache(pool: sqlx::PgPool)
     assert_eq!(cached.statements() - before, 0, "served from memory");
 }
 
+/// A permission no grant can hold (longer than the 128 characters a grant may have) is refused
+/// without asking the database or taking a place in the cache: a proxy that passes on a
+/// client's header cannot make each request cost a query and a cache entry of its size.
+/// (Before: one statement, and one cached answer keyed by the whole header, per request.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_permission_no_grant_can_hold_costs_no_round_trip(pool: sqlx::PgPool) {
+    let app = counted_app_with(pool, |b| b).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let long = "p".repeat(129);
+    let query = format!("?permission={long}&resource=project:42");
+    ask(&app, &query, Some(&token), &[]).await; // prepares the lookup
+    let before = app.statements();
+    let reply = ask(&app, &query, Some(&token), &[]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.statements() - before, 1, "the session lookup alone");
+}
+
 // --- through a real nginx ------------------------------------------------------------------
 
 /// An upstream that is not this crate: a few lines of Python's `http.server` that answer every
