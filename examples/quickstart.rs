@@ -545,6 +545,9 @@ impl Messenger for FileMessenger {
         let subject = match message.kind {
             MessageKind::PasswordReset => "Reset your password",
             MessageKind::EmailVerification => "Verify your email address",
+            MessageKind::EmailChangeRequested => {
+                "A change of your email address was asked for (if not by you, reset your password)"
+            }
             _ => "A message from the quickstart",
         };
         let to = message.email.as_deref().unwrap_or(&message.username);

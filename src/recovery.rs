@@ -59,6 +59,10 @@ pub enum MessageKind {
     PasswordReset,
     /// A link that proves the user receives mail at an address (`GET …/email/verify?token=…`).
     EmailVerification,
+    /// To the user's current address when a change to another is asked for: if the user did
+    /// not ask, its link (a password reset, `GET …/password-reset/confirm?token=…`) ends every
+    /// session and spends the change, unless the new address was confirmed first.
+    EmailChangeRequested,
 }
 
 /// A message for one user. Its [`link`](Self::link) carries a one-time credential: send it
@@ -241,25 +245,29 @@ impl Accounts {
     /// becomes the user's (verified) only when that link is confirmed. Until then the user's
     /// address stays what it was, and so does where reset links go: an address nobody has
     /// proved to receive mail at (a typo, or one given by whoever held a session for a moment)
-    /// never receives one. The address must be unique among users, compared
-    /// case-insensitively.
+    /// never receives one. The user's current address, if any, is told
+    /// ([`MessageKind::EmailChangeRequested`]), with a reset link to undo a change they did not
+    /// ask for. The address must be unique among users, compared case-insensitively.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
     /// [`Error::NoMessenger`], or an infrastructure error.
     pub async fn request_email_change(&self, user: UserId, email: &str) -> Result<(), Error> {
-        let message = self.email_change_message(user, email).await?;
-        self.send(message).await
+        for message in self.email_change_messages(user, email).await? {
+            self.send(message).await?;
+        }
+        Ok(())
     }
 
     /// The first half of [`request_email_change`](Self::request_email_change): checks the
-    /// address and makes the verification message, without sending it.
-    pub(crate) async fn email_change_message(
+    /// address and makes its messages (the link to the new address, then the notice to the
+    /// current one), without sending them.
+    pub(crate) async fn email_change_messages(
         &self,
         user: UserId,
         email: &str,
-    ) -> Result<Message, Error> {
+    ) -> Result<Vec<Message>, Error> {
         self.messenger()?;
         validate_email(email)?;
         let recipient = self
@@ -270,11 +278,19 @@ impl Accounts {
         if self.store().email_taken(user, email).await? {
             return Err(Error::EmailTaken);
         }
-        let message = self
-            .issue(&recipient, Purpose::EmailVerification, Some(email))
-            .await?;
+        let mut messages = vec![
+            self.issue(&recipient, Purpose::EmailVerification, Some(email))
+                .await?,
+        ];
+        if let Some(current) = recipient.email.as_deref() {
+            let mut notice = self
+                .issue(&recipient, Purpose::PasswordReset, Some(current))
+                .await?;
+            notice.kind = MessageKind::EmailChangeRequested;
+            messages.push(notice);
+        }
         security::email_change_requested(user);
-        Ok(message)
+        Ok(messages)
     }
 
     /// Hands `message` to the messenger.

@@ -25,7 +25,7 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account, also past the account's limit (3 in 15 minutes), when no message is sent; `429` too many requests from this address (5 in 15 minutes) |
 /// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
 /// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |
-/// | `POST /email` | form `email`: asks to change the user's address, sends a verification link to the new one and ends the user's other sessions (needs [`RecentAuth`]); the address changes only when the link is confirmed; 5 requests a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many requests |
+/// | `POST /email` | form `email`: asks to change the user's address, sends a verification link to the new one (and to the current one, if any, a notice with a reset link) and ends the user's other sessions (needs [`RecentAuth`]); the address changes only when the link is confirmed; 5 requests a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many requests |
 /// | `GET /email/verify?token=…` | the page that confirms the new address (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`); it changes nothing, so a mail scanner that follows the link confirms nothing | `200` HTML |
 /// | `POST /email/verify` | form `token`: the address the link was sent to becomes the user's, verified; every link sent to the user before is spent | `200` HTML; `400` used, expired or unknown token; `409` taken meanwhile |
 ///
@@ -151,13 +151,15 @@ async fn request_email_change(
     accounts
         .reserve_email_change(auth.client(), user.id())
         .await?;
-    // Once the link is issued, the other sessions end, whether or not the message then goes
+    // Once the links are issued, the other sessions end, whether or not the messages then go
     // out.
-    let message = accounts
-        .email_change_message(user.id(), &form.email)
+    let messages = accounts
+        .email_change_messages(user.id(), &form.email)
         .await?;
     auth.revoke_other_sessions().await?;
-    accounts.send(message).await?;
+    for message in messages {
+        accounts.send(message).await?;
+    }
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -363,6 +363,7 @@ both_stores! {
         let (app, dir, auth) = quickstart(&db).await;
         let accounts = auth.accounts();
         let alice = accounts.user_id("alice").await.unwrap().unwrap();
+        // The link to the new address is message `n` (a notice to the current one follows it).
         let move_to = |address: &'static str, n: usize| {
             let (app, dir, accounts) = (app.clone(), dir.clone(), accounts.clone());
             async move {
@@ -382,12 +383,12 @@ both_stores! {
         };
         move_to("alice@new.example", 3).await;
         assert_eq!(stale().await, StatusCode::BAD_REQUEST);
-        move_to("alice@old.example", 4).await;
+        move_to("alice@old.example", 5).await;
         assert_eq!(stale().await, StatusCode::BAD_REQUEST, "back at the old address");
         assert_eq!(login(&app, "alice", "alice-password").await.status, StatusCode::SEE_OTHER);
         // A link sent to the address the user has works.
         assert_eq!(send(&app, post("/account/password-reset", "username=alice", None)).await.status, StatusCode::ACCEPTED);
-        let (_, link) = mail(&dir, 5).await;
+        let (_, link) = mail(&dir, 7).await;
         let body = format!("token={}&new_password=alice-new-password", form_token(&link));
         assert_eq!(send(&app, post("/account/password-reset/confirm", &body, None)).await.status, StatusCode::SEE_OTHER);
         let _ = std::fs::remove_dir_all(dir);
@@ -493,11 +494,21 @@ both_stores! {
 
         // A change asked for and not confirmed leaves the address, and resets, where they were.
         assert_eq!(send(&app, post("/account/email", "email=alice2%40example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
-        mail(&dir, 3).await;
+        let (message, change) = mail(&dir, 3).await;
+        assert!(message.starts_with("To: alice2@example.com"), "{message}");
         assert_eq!(me(app.clone(), alice.clone()).await, (Some("Alice@Example.com".into()), true));
         send(&app, post("/account/password-reset", "username=alice", None)).await;
-        let (message, _) = mail(&dir, 4).await;
+        let (message, _) = mail(&dir, 5).await;
         assert!(message.contains("To: Alice@Example.com"), "{message}");
+
+        // The current address is told, with a reset link: a user who did not ask for the change
+        // undoes it (every session ends, and the link to the new address dies).
+        let (notice, undo) = mail(&dir, 4).await;
+        assert!(notice.starts_with("To: Alice@Example.com") && notice.contains("change of your email address"), "{notice}");
+        let body = format!("token={}&new_password=alice-new-password", form_token(&undo));
+        assert_eq!(send(&app, post("/account/password-reset/confirm", &body, None)).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(send(&app, get("/me", Some(&alice))).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(confirm_address(&app, &change).await.status, StatusCode::BAD_REQUEST, "the change is undone");
         let _ = std::fs::remove_dir_all(dir);
     }
 
