@@ -641,12 +641,16 @@ fn found(exists: bool) -> Result<(), Error> {
     }
 }
 
+/// A name of 1 to 64 characters, without control or invisible characters or surrounding
+/// spaces, in Unicode's composed form (NFC): `é` as one character, never `e` and a combining
+/// accent, so that no two names look the same for that reason alone.
 fn validate_username(username: &str) -> Result<(), Error> {
     let chars = username.chars().count();
     let ok = (1..=64).contains(&chars)
         && username.len() <= crate::login::MAX_USERNAME_BYTES
         && username.trim() == username
-        && !username.chars().any(|c| c.is_control() || is_invisible(c));
+        && !username.chars().any(|c| c.is_control() || is_invisible(c))
+        && unicode_normalization::is_nfc(username);
     if ok {
         Ok(())
     } else {
@@ -711,9 +715,18 @@ mod tests {
             "alice\u{E0041}", // tag character
             "\u{3164}",       // Hangul filler
         ];
-        for bad in ["", " alice", "alice ", "a\nb", "a\0b", &"x".repeat(65)]
-            .into_iter()
-            .chain(invisible)
+        assert!(validate_username("Jos\u{E9}").is_ok(), "composed");
+        for bad in [
+            "",
+            " alice",
+            "alice ",
+            "a\nb",
+            "a\0b",
+            &"x".repeat(65),
+            "Jose\u{301}",
+        ]
+        .into_iter()
+        .chain(invisible)
         {
             assert!(validate_username(bad).is_err(), "{bad:?}");
         }

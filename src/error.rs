@@ -64,7 +64,8 @@ pub enum Error {
     #[error("username already taken")]
     UsernameTaken,
     /// A username must be 1 to 64 characters, without control characters, invisible ones
-    /// (zero-width, bidirectional controls) or surrounding spaces.
+    /// (zero-width, bidirectional controls) or surrounding spaces, in Unicode's composed form
+    /// (NFC).
     #[error("invalid username")]
     InvalidUsername,
     /// A new password must be 8 to [`MAX_PASSWORD_BYTES`](crate::MAX_PASSWORD_BYTES) bytes.

@@ -150,6 +150,28 @@ both_stores! {
         assert!(me.body.contains("\"carol\""), "{}", me.body);
     }
 
+    /// A name that differs from a user's only in how its accent is encoded (`é` as one
+    /// character, or `e` and a combining accent) looks the same on every page and in every
+    /// log: only the composed form (NFC) is taken, so that no one signs up as a user's
+    /// look-alike. (Before: both were created, `303` twice.)
+    async fn a_look_alike_name_in_decomposed_form_is_refused(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let sign_up = |name: &'static str| {
+            let request = Request::post("/signup")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from(format!("username={name}&password=new-user-password")))
+                .unwrap();
+            crate::common::send(&app.router, request)
+        };
+        assert_eq!(sign_up("Jos%C3%A9").await.status, StatusCode::SEE_OTHER);
+        assert_eq!(sign_up("Jose%CC%81").await.status, StatusCode::BAD_REQUEST);
+        assert!(matches!(
+            app.accounts.create_user("Zoe\u{308}", "new-user-password").await,
+            Err(axum_live_auth::Error::InvalidUsername)
+        ));
+    }
+
     /// 200 wrong logins at once for one username from one address: the per-address limit (10)
     /// bounds the password checks, and the right password past the limit is refused. (The right
     /// password is not in the burst: when it came among the first ten it rightly logged in and
