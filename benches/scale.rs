@@ -19,6 +19,9 @@
 //!   and all eight listeners lost at once: fail closed, then back, spread out.
 //! - `cachemem`: principal-cache memory per cached session at 100 000 sessions (goal ≤ 1 KiB),
 //!   and the cache's bound honoured under that load.
+//! - `rolechange`: a permission added to a role that `BENCH_HOLDERS` (10 000) users hold, while
+//!   the node caches `BENCH_CACHED` (20 000) sessions: how long a ban committed right after it
+//!   takes to be refused on the node (the listener applies the role's notifications first).
 //!
 //! `cargo bench --bench scale`; `BENCH_DATABASE_URL` as for the other benchmarks (databases
 //! `bench_scale_*` are created and dropped there), `BENCH_TRIALS` (200), `BENCH_SECS` (4), `BENCH_ROUNDS` (5),
@@ -62,7 +65,7 @@ use sqlx::{PgPool, postgres::PgConnectOptions};
 
 use crate::common::{COOKIE, Http, ORIGIN, median, ms, wire::RoundTrips};
 
-const ENV: [&str; 8] = [
+const ENV: [&str; 10] = [
     "BENCH_ONLY",
     "BENCH_ROUNDS",
     "BENCH_TRIALS",
@@ -71,6 +74,8 @@ const ENV: [&str; 8] = [
     "BENCH_USERS",
     "BENCH_EXPIRED",
     "BENCH_DATABASE_URL",
+    "BENCH_CACHED",
+    "BENCH_HOLDERS",
 ];
 
 /// The results of every section that ran, by name.
@@ -93,7 +98,7 @@ fn main() {
         .build()
         .unwrap();
     let results: Results = Arc::default();
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("events", |r| Box::pin(events(r))),
         ("streams", |r| Box::pin(streams(r))),
         ("forward", |r| Box::pin(forward(r))),
@@ -101,6 +106,7 @@ fn main() {
         ("sessions", |r| Box::pin(sessions(r))),
         ("nodes", |r| Box::pin(nodes(r))),
         ("cachemem", |r| Box::pin(cachemem(r))),
+        ("rolechange", |r| Box::pin(rolechange(r))),
     ];
     for (name, run) in sections {
         if wanted(name) {
@@ -1438,3 +1444,137 @@ async fn cachemem(results: Results) {
 }
 
 use tracing_subscriber::layer::SubscriberExt as _;
+
+// --- rolechange: a big role's notifications, then a ban ---------------------------------------
+
+/// One user per cached session; `holders` of them get a role, which then gains a permission (one
+/// notification per holder); a user outside the role is banned right after. Measures, over
+/// `BENCH_ROUNDS`, how long from the ban's commit until the node refuses the banned session,
+/// against the same ban with no role change before it.
+async fn rolechange(results: Results) {
+    let cached = common::env_u64("BENCH_CACHED", 20_000);
+    let holders = common::env_u64("BENCH_HOLDERS", 10_000);
+    let rounds = common::env_u64("BENCH_ROUNDS", 5);
+    let (options, pool) = database("bench_scale_rolechange").await;
+    seed_sessions(&pool, cached, cached, 0).await;
+    let builder = AuthLayer::builder(common::pool(options.clone()).await).allowed_origin(ORIGIN);
+    let layer = builder
+        .principal_cache(
+            CacheOptions::default()
+                .max_entries(cached * 2)
+                .max_bytes(1 << 30),
+        )
+        .build()
+        .unwrap();
+    tokio::spawn(layer.background());
+    common::wait_listening(&layer).await;
+    let addr = common::serve(stream_app(&layer)).await;
+    let tokens: Vec<String> = (0..cached).map(seeded_token).collect();
+    let mut http = Http::connect(addr).await;
+    // Users `holders + 1 ..` are outside the role; each round bans one of them.
+    let victim_session = |round: u64| holders + 1 + round;
+    let mut latencies = [Vec::new(), Vec::new()];
+    let mut listening = [true, true];
+    for round in 0..rounds {
+        for (burst, samples) in latencies.iter_mut().enumerate() {
+            let role = format!("big{round}_{burst}");
+            sqlx::query("INSERT INTO auth_roles (name) VALUES ($1)")
+                .bind(&role)
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO auth_user_roles (user_id, role_id)
+                 SELECT g, (SELECT id FROM auth_roles WHERE name = $1)
+                   FROM generate_series(1, $2) g",
+            )
+            .bind(&role)
+            .bind(i64::try_from(holders).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+            common::wait_listening(&layer).await;
+            warm(addr, &tokens).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let session = victim_session(round * 2 + burst as u64);
+            // Session `i` belongs to user `i % cached + 1`.
+            let victim = i64::try_from(session % cached + 1).unwrap();
+            let token = &tokens[usize::try_from(session).unwrap()];
+            let me = [cookie(token)];
+            assert_eq!(
+                http.send(Method::GET, "/me", &me).await.status,
+                StatusCode::OK
+            );
+            // The role's permission and the ban in one transaction, so that the ban's
+            // notification comes right after the role's; sent and timed from a thread of its own,
+            // so that nothing the node does delays the clock.
+            let grant = if burst == 1 {
+                format!(
+                    "INSERT INTO auth_role_permissions (role_id, permission)
+                     SELECT id, '{role}' FROM auth_roles WHERE name = '{role}';"
+                )
+            } else {
+                String::new()
+            };
+            let change = format!(
+                "BEGIN; {grant} UPDATE auth_users SET disabled_at = now() WHERE id = {victim}; COMMIT;"
+            );
+            let (url, token) = (url_of(&options), token.clone());
+            let elapsed = tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    use sqlx::Connection as _;
+                    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+                    let mut http = Http::connect(addr).await;
+                    let me = [cookie(&token)];
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(change))
+                        .execute(&mut db)
+                        .await
+                        .unwrap();
+                    let banned = Instant::now();
+                    while http.send(Method::GET, "/me", &me).await.status == StatusCode::OK {
+                        assert!(
+                            banned.elapsed() < Duration::from_secs(120),
+                            "the ban never arrived"
+                        );
+                    }
+                    banned.elapsed()
+                })
+            })
+            .await
+            .unwrap();
+            samples.push(ms(elapsed));
+            // Still listening: the ban was refused through the cache's notification, not
+            // because the node lost its listener and bypassed the cache.
+            let status = layer.cache_status().unwrap();
+            listening[burst] &= status.listening;
+        }
+        println!(
+            "  round {round}: ban refused after {:.1} ms alone, {:.1} ms after the role change (listening: {listening:?})",
+            latencies[0].last().unwrap(),
+            latencies[1].last().unwrap()
+        );
+    }
+    let (alone, after) = (median(&latencies[0]), median(&latencies[1]));
+    println!(
+        "ban refused on the node (median of {rounds}): {alone:.1} ms alone, {after:.1} ms right after a permission added to a role of {holders} users ({cached} sessions cached)"
+    );
+    record(
+        &results,
+        "rolechange",
+        json!({
+            "cached_sessions": cached,
+            "role_holders": holders,
+            "ban_refused_ms_alone": latencies[0],
+            "ban_refused_ms_after_role_change": latencies[1],
+            "median_alone_ms": alone,
+            "median_after_role_change_ms": after,
+            "listening_throughout": listening,
+        }),
+    );
+    pool.close().await;
+    common::drop_database("bench_scale_rolechange").await;
+}
