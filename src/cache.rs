@@ -16,6 +16,7 @@
 //! without a disconnect.
 
 use std::{
+    collections::HashSet,
     future::Future,
     hash::Hash,
     sync::{
@@ -364,24 +365,40 @@ impl PrincipalCache {
         }
     }
 
-    /// Applies one notification payload: `s:<session id>`, `u:<user id>`, `r:<user id>`
-    /// (scoped grants), `r:*`, or anything else (`*`), which empties the cache.
-    // The listener that calls it is Postgres only, and so is the cache in use.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn apply(&self, payload: &str) {
+    /// Applies notification payloads: `s:<session id>`, `u:<user id>`, `r:<user id>` (scoped
+    /// grants), `r:*`, or anything else (`*`), which empties the cache. Together: each kind of removal is one pass over the cache
+    /// however many users the payloads name (a role's change notifies each of its holders, and
+    /// a pass per holder would keep the listener, and the notifications behind it, busy for
+    /// seconds).
+    pub(crate) fn apply_all(&self, payloads: &[&str]) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let user = |rest: &str| rest.parse::<UserId>().ok();
-        if let Some(session) = payload.strip_prefix("s:") {
-            self.entries.remove(session);
-        } else if let Some(id) = payload.strip_prefix("u:").and_then(user) {
-            self.entries.retain(|_, entry| entry.principal.id != id);
-        } else if payload == "r:*" {
+        let (mut users, mut scoped) = (HashSet::new(), HashSet::new());
+        let mut every_answer = false;
+        for payload in payloads {
+            if let Some(session) = payload.strip_prefix("s:") {
+                self.entries.remove(session);
+            } else if let Some(id) = payload.strip_prefix("u:").and_then(user) {
+                users.insert(id);
+            } else if *payload == "r:*" {
+                every_answer = true;
+            } else if let Some(id) = payload.strip_prefix("r:").and_then(user) {
+                scoped.insert(id);
+            } else {
+                self.entries.clear();
+                self.answers.clear();
+                return;
+            }
+        }
+        if !users.is_empty() {
+            self.entries
+                .retain(|_, entry| !users.contains(&entry.principal.id));
+        }
+        if every_answer {
             self.answers.clear();
-        } else if let Some(id) = payload.strip_prefix("r:").and_then(user) {
-            self.answers.retain(|question, _| question.0 != id);
-        } else {
-            self.entries.clear();
-            self.answers.clear();
+        } else if !scoped.is_empty() {
+            self.answers
+                .retain(|question, _| !scoped.contains(&question.0));
         }
     }
 
@@ -511,19 +528,38 @@ mod tests {
         for (user, n) in [(1, 0), (1, 1), (2, 2), (3, 3)] {
             fill(&cache, user, &session(n), now);
         }
-        cache.apply(&format!("s:{}", session(0)));
+        cache.apply_all(&[&format!("s:{}", session(0))]);
         assert!(!cached(&cache, &session(0), now));
         assert!(cached(&cache, &session(1), now));
-        cache.apply("u:1");
+        cache.apply_all(&["u:1"]);
         assert!(!cached(&cache, &session(1), now));
         assert!(cached(&cache, &session(2), now));
-        cache.apply("r:2");
+        cache.apply_all(&["r:2"]);
         assert!(
             cached(&cache, &session(2), now),
             "scoped changes leave principals alone"
         );
-        cache.apply("*");
+        cache.apply_all(&["*"]);
         assert!(!cached(&cache, &session(2), now) && !cached(&cache, &session(3), now));
+    }
+
+    /// Payloads applied together evict what each names, as one by one would.
+    #[test]
+    fn notifications_applied_together_evict_what_each_names() {
+        let cache = PrincipalCache::new(CacheOptions::default());
+        cache.set_listening(true);
+        let now = Instant::now();
+        for (user, n) in [(1, 0), (2, 1), (3, 2), (4, 3)] {
+            fill(&cache, user, &session(n), now);
+        }
+        cache.apply_all(&["u:1", "r:4", &format!("s:{}", session(2)), "u:2"]);
+        let left: Vec<bool> = (0..4).map(|n| cached(&cache, &session(n), now)).collect();
+        assert_eq!(left, [false, false, false, true]);
+        cache.apply_all(&["u:9", "*"]);
+        assert!(
+            !cached(&cache, &session(3), now),
+            "a `*` among them empties the cache"
+        );
     }
 
     #[test]
@@ -533,7 +569,7 @@ mod tests {
         let now = Instant::now();
         let id = session(0);
         let raced = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
-            cache.apply("u:1"); // arrives while the database is being read
+            cache.apply_all(&["u:1"]); // arrives while the database is being read
             Ok::<_, ()>(Some((entry(1, &id, &["a"], deadlines(now)), ())))
         }));
         assert!(
@@ -553,7 +589,7 @@ mod tests {
         // A request hits the entry, its touch is due, and it awaits the touch write...
         let stale = cache.get(&id, now).unwrap();
         // ...meanwhile a grant changes (notification) and another request fills afresh...
-        cache.apply("u:1");
+        cache.apply_all(&["u:1"]);
         let fresh = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
             Ok::<_, ()>(Some((entry(1, &id, &["fresh"], deadlines(now)), ())))
         }));
@@ -618,12 +654,12 @@ mod tests {
         let ask = |answer| ask_at(now, answer);
         assert!(ask(true));
         assert!(ask(false), "served from memory, not asked again");
-        cache.apply("r:2");
+        cache.apply_all(&["r:2"]);
         assert!(ask(false), "another user's change");
-        cache.apply("r:1");
+        cache.apply_all(&["r:1"]);
         assert!(!ask(false), "asked again");
         assert!(!ask(true));
-        cache.apply("r:*");
+        cache.apply_all(&["r:*"]);
         assert!(ask(true));
         // Bounded by the maximum age (5 s by default) like sessions, should a notification be
         // lost without the listener noticing.

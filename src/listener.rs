@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
+use futures_util::FutureExt as _;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool};
 
 use crate::shared::Subscribers;
 
@@ -89,18 +90,29 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
             // Notifications first: a probe's echo already received is counted before the next
             // probe asks whether it came. `try_recv` is cancel-safe: a probe's turn loses none.
             biased;
-            received = listener.try_recv() => match received {
-                Ok(Some(notification)) if notification.channel() == probe_channel => {
-                    heard = true;
-                    if !trusted {
-                        trusted = true;
-                        subscribers.set_listening(true);
-                        tracing::debug!("axum-live-auth listener listening");
+            received = listener.try_recv() => {
+                let Ok(Some(first)) = received else { break "lost its connection" };
+                // What has arrived with it is applied with it, in one pass over the cache: a
+                // role's change notifies each of its holders at once.
+                let (batch, connected) = arrived_with(&mut listener, first);
+                let mut payloads = Vec::with_capacity(batch.len());
+                for notification in &batch {
+                    if notification.channel() == probe_channel {
+                        heard = true;
+                    } else {
+                        payloads.push(notification.payload());
                     }
                 }
-                Ok(Some(notification)) => subscribers.apply(notification.payload()),
-                Ok(None) | Err(_) => break "lost its connection",
-            },
+                subscribers.apply_all(&payloads);
+                if heard && !trusted {
+                    trusted = true;
+                    subscribers.set_listening(true);
+                    tracing::debug!("axum-live-auth listener listening");
+                }
+                if !connected {
+                    break "lost its connection";
+                }
+            }
             _ = probes.tick() => {
                 if !heard {
                     break "did not hear its probe back";
@@ -121,6 +133,24 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
         "axum-live-auth listener lost; bypassing the cache until it listens again"
     );
     Ok(trusted)
+}
+
+/// The most notifications applied in one pass.
+const MAX_BATCH: usize = 4096;
+
+/// `first` and the notifications already received after it (up to [`MAX_BATCH`]), without
+/// waiting for more; `false` if the connection was lost meanwhile. `try_recv` is cancel-safe:
+/// one not ready loses nothing.
+fn arrived_with(listener: &mut PgListener, first: PgNotification) -> (Vec<PgNotification>, bool) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match listener.try_recv().now_or_never() {
+            Some(Ok(Some(next))) => batch.push(next),
+            Some(Ok(None) | Err(_)) => return (batch, false),
+            None => break,
+        }
+    }
+    (batch, true)
 }
 
 /// A channel only this listener listens on: the fixed prefix and 64 random bits (the process

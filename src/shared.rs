@@ -36,16 +36,22 @@ impl Subscribers {
     /// A notification's payload: `s:<session>`, `u:<user>`, `r:<user>`, `r:*`, or anything
     /// else for "everything may have changed".
     pub(crate) fn apply(&self, payload: &str) {
+        self.apply_all(&[payload]);
+    }
+
+    /// Payloads that arrived together, applied together (see [`PrincipalCache::apply_all`]).
+    pub(crate) fn apply_all(&self, payloads: &[&str]) {
         if let Some(cache) = &self.cache {
-            cache.apply(payload);
+            cache.apply_all(payloads);
         }
-        self.hub.apply(payload);
+        for payload in payloads {
+            self.hub.apply(payload);
+        }
     }
 
     /// Whatever of `user` changed: their principal, their answers on resources, their streams.
     pub(crate) fn user_changed(&self, user: UserId) {
-        self.apply(&format!("u:{user}"));
-        self.apply(&format!("r:{user}"));
+        self.apply_all(&[&format!("u:{user}"), &format!("r:{user}")]);
     }
 
     // Called by the listener, which is Postgres only.
