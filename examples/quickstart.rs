@@ -560,7 +560,11 @@ impl Messenger for FileMessenger {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos();
-        let file = self.dir.join(format!("{stamp}-{}.eml", message.user_id));
+        // The kind too: a verification link and its notice are written back to back.
+        let file = self.dir.join(format!(
+            "{stamp}-{}-{:?}.eml",
+            message.user_id, message.kind
+        ));
         tokio::fs::write(&file, body).await?;
         println!("mail for {to}: {}", file.display());
         Ok(())

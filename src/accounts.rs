@@ -359,8 +359,9 @@ impl Accounts {
         Ok(purged)
     }
 
-    /// Bans the user: sets `disabled_at` and deletes all their sessions. Their next request, on
-    /// any node, is unauthenticated, and they cannot log in until [enabled](Self::enable_user).
+    /// Bans the user: sets `disabled_at`, deletes all their sessions and spends every link sent
+    /// to them (reset, verification). Their next request, on any node, is unauthenticated, and
+    /// they cannot log in until [enabled](Self::enable_user).
     ///
     /// # Errors
     ///

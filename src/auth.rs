@@ -261,8 +261,9 @@ impl Auth {
                 .store
                 .delete_user_session(previous.id(), previous.session_id())
                 .await?;
-            // Its event streams end (on SQLite nothing else would tell them).
-            self.0.shared.session_ended(previous.session_id().as_str());
+            // Its event streams, and any of the copy's, end (on SQLite nothing else would tell
+            // them).
+            self.0.shared.user_changed(previous.id());
         }
         let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();
@@ -331,7 +332,8 @@ impl Auth {
                 .delete_user_session(user.id(), user.session_id())
                 .await?;
             security::logout(&self.0.client, user.id(), user.session_id());
-            self.0.shared.session_ended(user.session_id().as_str());
+            // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).
+            self.0.shared.user_changed(user.id());
         }
         let mut response = self.response();
         if self.0.source == Source::Cookie {

@@ -163,12 +163,8 @@ async fn touch(
             Some(conn) => conn,
             None => by(deadline, shared.store.connection()).await?,
         };
-        let touched = tokio::time::timeout_at(
-            deadline,
-            conn.touch(token.id(), config.idle_timeout, config.touch_interval),
-        )
-        .await;
-        let written = touched.unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+        let touch = conn.touch(token.id(), config.idle_timeout, config.touch_interval);
+        let written = by(deadline, touch).await?;
         by(deadline, shared.store.commit(conn))
             .await
             .map(|()| written)

@@ -113,16 +113,28 @@ async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<Sta
 
 /// The form that posts the token from the link with a new password.
 async fn reset_form(Query(query): Query<TokenQuery>) -> Response {
-    let token = html_escape(&query.token);
-    let page = format!(
-        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Choose a new password</title>\n\
-         <h1>Choose a new password</h1>\n\
-         <form method=\"post\" action=\"confirm\">\n\
-         <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
-         <label>New password <input name=\"new_password\" type=\"password\" \
-         autocomplete=\"new-password\" required minlength=\"{}\"></label>\n\
-         <button>Set password</button>\n</form>\n",
+    let field = format!(
+        "<label>New password <input name=\"new_password\" type=\"password\" \
+         autocomplete=\"new-password\" required minlength=\"{}\"></label>\n",
         crate::MIN_PASSWORD_BYTES
+    );
+    token_form(
+        "Choose a new password",
+        "confirm",
+        &query.token,
+        &field,
+        "Set password",
+    )
+}
+
+/// A page that posts the token from its link back to `action`, with `fields`.
+fn token_form(title: &str, action: &str, token: &str, fields: &str, button: &str) -> Response {
+    let token = html_escape(token);
+    let page = format!(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<h1>{title}</h1>\n\
+         <form method=\"post\" action=\"{action}\">\n\
+         <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
+         {fields}<button>{button}</button>\n</form>\n"
     );
     (secret_page_headers(), Html(page)).into_response()
 }
@@ -165,15 +177,13 @@ async fn request_email_change(
 
 /// The form that posts the token from the link: following the link changes nothing.
 async fn verify_form(Query(query): Query<TokenQuery>) -> Response {
-    let token = html_escape(&query.token);
-    let page = format!(
-        "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Confirm your email address</title>\n\
-         <h1>Confirm your email address</h1>\n\
-         <form method=\"post\" action=\"verify\">\n\
-         <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
-         <button>Confirm this address</button>\n</form>\n"
-    );
-    (secret_page_headers(), Html(page)).into_response()
+    token_form(
+        "Confirm your email address",
+        "verify",
+        &query.token,
+        "",
+        "Confirm this address",
+    )
 }
 
 async fn verify_email(auth: Auth, Form(form): Form<TokenQuery>) -> Result<Response, Error> {

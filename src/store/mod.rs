@@ -43,7 +43,7 @@ pub(crate) use self::{
 use crate::Error;
 
 /// `work`, or [`sqlx::Error::PoolTimedOut`] (the database did not answer in time) once
-/// `deadline` has passed. Work given up on closes its connection (see `held.rs`).
+/// `deadline` has passed. On Postgres, work given up on closes its connection (see `held.rs`).
 pub(crate) async fn by<T, E: From<sqlx::Error>>(
     deadline: tokio::time::Instant,
     work: impl Future<Output = Result<T, E>>,

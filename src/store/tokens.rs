@@ -7,12 +7,14 @@ use super::{AuthStore, Dialects, on_pool, types::Span, unique_or};
 use crate::{Error, SessionId, UserId};
 
 /// Inserts a token for an enabled user, under the user's current credential epoch; expires
-/// after $6.
+/// after $6. On Postgres the user's row is held (`FOR SHARE`) until commit, so a ban or an
+/// adopted address that spends the user's tokens waits for it and spends it too (SQLite
+/// writes one at a time).
 const CREATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
 SELECT $1, $2, u.id, $4, $5, u.credential_epoch, now() + $6
-  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL
+  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL FOR SHARE
 RETURNING 1",
     sqlite: "\
 INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)

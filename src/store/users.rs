@@ -149,8 +149,15 @@ impl AuthStore {
                 .bind(email)
                 .bind(epoch)
                 .execute(&mut *tx)
-                .await
-                .map_err(|e| unique_or(e, Error::EmailTaken))?;
+                .await;
+            let adopted = match adopted {
+                Ok(adopted) => adopted,
+                // Expected (another user confirmed first): the connection stays usable.
+                Err(error) => {
+                    tx.rollback().await?;
+                    return Err(unique_or(error, Error::EmailTaken));
+                }
+            };
             // After the user's row, as deleting a user reaches its tokens: one lock order.
             let spent = if adopted.rows_affected() == 1 {
                 sqlx::query(CONSUME_TOKEN)

@@ -168,13 +168,7 @@ async fn a_pool_recovers_from_connections_gone_silent(
     _: PgPoolOptions,
     options: sqlx::postgres::PgConnectOptions,
 ) {
-    let (route, routed) = crate::common::wire::Route::to(&options).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .test_before_acquire(false)
-        .connect_with(routed)
-        .await
-        .unwrap();
+    let (route, pool) = silenceable_pool(&options).await;
     let db = crate::common::Db::from(pool);
     let store = db.store();
     recovers_from_connections_gone_silent(route, db, store).await;
@@ -194,6 +188,21 @@ async fn a_pool_through_a_pooler_recovers_from_connections_gone_silent(
         axum_live_auth::through_transaction_pooler(PgPoolOptions::new().max_connections(2), routed);
     let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
     recovers_from_connections_gone_silent(route, direct.into(), pooled.into()).await;
+}
+
+/// A pool of two connections through a route that can silence them, checked out without a
+/// ping.
+async fn silenceable_pool(
+    options: &sqlx::postgres::PgConnectOptions,
+) -> (crate::common::wire::Route, sqlx::PgPool) {
+    let (route, routed) = crate::common::wire::Route::to(options).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_with(routed)
+        .await
+        .unwrap();
+    (route, pool)
 }
 
 async fn recovers_from_connections_gone_silent(
@@ -323,13 +332,7 @@ async fn the_purge_recovers_from_a_network_gone_silent(
     _: PgPoolOptions,
     options: sqlx::postgres::PgConnectOptions,
 ) {
-    let (route, routed) = crate::common::wire::Route::to(&options).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .test_before_acquire(false)
-        .connect_with(routed)
-        .await
-        .unwrap();
+    let (route, pool) = silenceable_pool(&options).await;
     let direct = PgPoolOptions::new().connect_with(options).await.unwrap();
     let app = crate::common::app_on(direct.into(), pool.into(), |b| {
         b.lookup_connections(0)

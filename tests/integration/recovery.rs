@@ -381,6 +381,10 @@ both_stores! {
             let app = app.clone();
             async move { send(&app, post("/account/password-reset/confirm", &body, None)).await.status }
         };
+        // An address changed by hand (no link spent): the link still checks where it was sent.
+        db.exec("UPDATE auth_users SET email = 'alice@elsewhere.example' WHERE username = 'alice'").await;
+        assert_eq!(stale().await, StatusCode::BAD_REQUEST, "the address it was sent to is gone");
+        db.exec("UPDATE auth_users SET email = 'alice@old.example' WHERE username = 'alice'").await;
         move_to("alice@new.example", 3).await;
         assert_eq!(stale().await, StatusCode::BAD_REQUEST);
         move_to("alice@old.example", 5).await;
