@@ -385,8 +385,19 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
         }
         #[cfg(feature = "postgres")]
         Backend::Postgres(store) => POSTGRES_MIGRATOR.run(&store.pool).await?,
+        // One SQLite migration switches foreign keys off on its connection and runs its own
+        // transaction: a connection it fails on is closed, not handed back to the pool so.
         #[cfg(feature = "sqlite")]
-        Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        Backend::Sqlite(pool) => {
+            let mut connection = pool.acquire().await?;
+            if let Err(error) = SQLITE_MIGRATOR
+                .run_direct(None, &mut *connection, false)
+                .await
+            {
+                connection.close_on_drop();
+                return Err(error.into());
+            }
+        }
     }
     Ok(())
 }

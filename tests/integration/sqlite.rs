@@ -86,10 +86,10 @@ async fn two_hundred_concurrent_requests_never_see_a_locked_database() {
 }
 
 /// A user and a role deleted from a connection with foreign keys off (the sqlite3 shell's
-/// default) take their sessions and grants with them: the next user, who gets the deleted
-/// user's id again, is not reached by the old session cookie and inherits no grant, and the
-/// deleted role's permissions leave its members. (Before, bob's cookie answered as eve, and
-/// alice kept the deleted role's permissions.)
+/// default) take their sessions and grants with them: the old session cookie reaches no one,
+/// the next user inherits no grant (nor the deleted user's id), and the deleted role's
+/// permissions leave its members. (Before, bob's cookie answered as eve, who had been given
+/// bob's id, and alice kept the deleted role's permissions.)
 #[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
 async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::SqlitePool) {
     let app = crate::common::app(pool.clone()).await;
@@ -115,8 +115,11 @@ async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::Sqlite
         .create_user("eve", "eve-password-1")
         .await
         .unwrap();
-    assert_eq!(eve, app.bob, "SQLite hands out the deleted id again");
+    assert_ne!(eve, app.bob, "a deleted user's id is never given again");
     assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    let left =
+        "SELECT count(*) FROM auth_sessions WHERE user_id NOT IN (SELECT id FROM auth_users)";
+    assert_eq!(app.db.count(left).await, 0);
     let (eve_permissions, _) = app.db.permissions_column_and_grants(eve).await;
     assert!(eve_permissions.is_empty(), "{eve_permissions:?}");
     let (alice_permissions, _) = app.db.permissions_column_and_grants(app.alice).await;
@@ -154,4 +157,82 @@ async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: s
         "it read the session as live"
     );
     assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+}
+
+/// The version of the migration that made SQLite's ids never reused.
+const IDS_NEVER_REUSED: i64 = 20261203000001;
+
+/// A database made before ids were never reused, upgraded: every row stays (a session goes on
+/// working, a role's permissions stay with its members), an app's table that references
+/// `auth_users` still cascades, foreign keys stay on, and a deleted user's id is not given to
+/// the next user. (Before the upgrade, eve took bob's id.)
+#[sqlx::test(migrations = false)]
+async fn an_upgraded_database_keeps_its_rows_and_gives_no_id_twice(pool: sqlx::SqlitePool) {
+    let mut before = sqlx::migrate::Migrator::with_migrations(
+        axum_live_auth::SQLITE_MIGRATOR
+            .iter()
+            .filter(|migration| migration.version < IDS_NEVER_REUSED)
+            .cloned()
+            .collect(),
+    );
+    before.dangerous_set_table_name("_axum_live_auth_migrations");
+    before.run(&pool).await.unwrap();
+    let app = crate::common::app(pool.clone()).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    for sql in [
+        "CREATE TABLE app_profiles (
+             user_id INTEGER PRIMARY KEY REFERENCES auth_users (id) ON DELETE CASCADE,
+             bio TEXT NOT NULL)",
+        "INSERT INTO app_profiles (user_id, bio) SELECT id, username FROM auth_users",
+    ] {
+        app.db.exec(sql).await;
+    }
+    let (alice_before, _) = app.db.permissions_column_and_grants(app.alice).await;
+
+    // On one connection, so that what the migration leaves set on its connection is what the
+    // checks read.
+    let one = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    axum_live_auth::migrate(one.clone()).await.unwrap();
+    for (pragma, expected) in [("foreign_keys", 1), ("legacy_alter_table", 0)] {
+        let value: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+            .fetch_one(&one)
+            .await
+            .unwrap();
+        assert_eq!(value, expected, "{pragma}");
+    }
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&one)
+        .await
+        .unwrap();
+    assert!(
+        broken.is_empty(),
+        "rows whose reference is broken: {}",
+        broken.len()
+    );
+    one.close().await;
+    assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+    let (alice_after, _) = app.db.permissions_column_and_grants(app.alice).await;
+    assert_eq!(alice_after, alice_before);
+    assert!(!alice_after.is_empty());
+
+    app.accounts.delete_user(app.bob).await.unwrap();
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.db.count("SELECT count(*) FROM app_profiles").await, 1);
+    let eve = app
+        .accounts
+        .create_user("eve", "eve-password-1")
+        .await
+        .unwrap();
+    assert_ne!(eve, app.bob, "a deleted user's id is never given again");
+    app.accounts.delete_user(eve).await.unwrap();
+    let carol = app
+        .accounts
+        .create_user("carol", "carol-password-1")
+        .await
+        .unwrap();
+    assert_ne!(carol, eve);
 }
