@@ -28,8 +28,10 @@ use crate::{
 /// | `503` | the database did not answer (never a `200`) | `Retry-After` |
 ///
 /// Permissions are asked for with `?permission=reports:read` on the check URL (repeatable)
-/// or an `X-Auth-Require-Permission` header; with `&resource=project:42` they are checked on
-/// that resource ([`CurrentUser::can`]). Every permission named anywhere is required.
+/// or an `X-Auth-Require-Permission` header. Every permission named anywhere is required. With
+/// `&resource=project:42` the permissions named in the query are checked on that resource
+/// ([`CurrentUser::can`]); those in headers are always checked on every resource, so that a
+/// `resource` the client adds to a query the proxy passes on cannot narrow them.
 ///
 /// The original request's method and URI come from `X-Forwarded-Method` / `X-Original-Method`
 /// and `X-Forwarded-Uri` / `X-Original-URI`; an unsafe method (or none given) gets the same CSRF
@@ -84,7 +86,6 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(rejection) = original_request_is_same_site(&auth, &headers) {
         return rejection.into_response();
     }
-    let required = asked("permission").chain(in_headers);
     // One resource at most: a second one would otherwise go unchecked.
     let mut resources = asked("resource");
     let resource = match (
@@ -95,7 +96,11 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
         (None, _) => None,
         _ => return AuthRejection::BadRequest.into_response(),
     };
-    for permission in required {
+    // The resource scopes the permissions named beside it in the query only. A header's are
+    // the proxy's own, checked on every resource: a proxy may pass the client's query on
+    // (Caddy's `uri /auth/check` keeps it), and a client must not narrow them to a resource
+    // it holds them on.
+    for permission in asked("permission") {
         let allowed = match &resource {
             Some(resource) => user.require_on(permission, resource).await,
             None => user.require(permission),
@@ -103,6 +108,9 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
         if let Err(rejection) = allowed {
             return rejection.into_response();
         }
+    }
+    if let Err(rejection) = in_headers.into_iter().try_for_each(|p| user.require(p)) {
+        return rejection.into_response();
     }
     identity(&user)
 }

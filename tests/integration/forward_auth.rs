@@ -85,6 +85,13 @@ both_stores! {
         assert_eq!(status("?permission=project:read&resource=project:42", &[]).await, StatusCode::OK);
         assert_eq!(status("?permission=project:read&resource=project:43", &[]).await, StatusCode::FORBIDDEN);
         assert_eq!(status("?permission=project:read&resource=project", &[]).await, StatusCode::BAD_REQUEST);
+        // A resource the client adds to a query the proxy passes on (Caddy's `uri /auth/check`
+        // keeps it) does not narrow the proxy's header to the one project bob holds it on.
+        // (Before, this answered 200.)
+        assert_eq!(
+            status("?resource=project:42", &[("x-auth-require-permission", "project:read")]).await,
+            StatusCode::FORBIDDEN
+        );
         // Two resources: refused, not the first one checked and the second ignored.
         assert_eq!(status("?permission=project:read&resource=project:42&resource=project:43", &[]).await, StatusCode::BAD_REQUEST);
         // What the check cannot read is refused, never skipped: a misspelt key, or a permission
