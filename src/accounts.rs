@@ -372,13 +372,17 @@ impl Accounts {
         Ok(())
     }
 
-    /// Lifts a ban. The user has to log in again (their sessions were deleted on disable).
+    /// Lifts a ban. The user has to log in again: their sessions were deleted on disable, and
+    /// those a ban set by hand (`disabled_at` written in SQL) left behind end here, as do the
+    /// links sent before it. Enabling a user who is not banned changes nothing.
     ///
     /// # Errors
     ///
     /// [`Error::UserNotFound`], or an infrastructure error.
     pub async fn enable_user(&self, user: UserId) -> Result<(), Error> {
-        found(self.store.enable_user(user).await?)
+        found(self.store.enable_user(user).await?)?;
+        self.changed(user);
+        Ok(())
     }
 
     /// Grants a permission to the user directly, on every resource. Granting one the user has

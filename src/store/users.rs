@@ -8,10 +8,15 @@ use super::{
 use crate::{Error, SessionId, UserId};
 
 /// Sets `disabled_at` (kept if already set).
+/// Bans the user and moves their credential epoch, so that a password change or reset checked
+/// before the ban cannot land after it.
 const DISABLE: Dialects = Dialects {
-    postgres: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
+    postgres: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()),
+                      credential_epoch = credential_epoch + 1
+                WHERE id = $1",
     sqlite: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, \
-             CAST(unixepoch('subsec') * 1000 AS INTEGER)) WHERE id = $1",
+             CAST(unixepoch('subsec') * 1000 AS INTEGER)), \
+             credential_epoch = credential_epoch + 1 WHERE id = $1",
 };
 
 /// Makes `$2` the user's verified address, if the user is enabled and their credentials are
@@ -267,9 +272,15 @@ impl AuthStore {
         })
     }
 
+    /// Lifts a ban, moving the credential epoch if there was one: whatever a ban made by hand
+    /// left behind (sessions, links) stays ended.
     pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
         self.affected(
-            "UPDATE auth_users SET disabled_at = NULL WHERE id = $1",
+            "UPDATE auth_users
+                SET disabled_at = NULL,
+                    credential_epoch = credential_epoch
+                        + CASE WHEN disabled_at IS NULL THEN 0 ELSE 1 END
+              WHERE id = $1",
             user,
         )
         .await

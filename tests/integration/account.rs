@@ -608,3 +608,63 @@ async fn revoking_a_device_during_its_rotation_ends_the_new_session_too(pool: sq
     assert_eq!(app.status("/me", &laptop).await, StatusCode::OK);
     assert_eq!(app.sessions().await, 1);
 }
+
+/// Waits until `n` statements of the test database wait for a lock.
+async fn wait_for_lock_waiters(pool: &sqlx::PgPool, n: i64) {
+    for _ in 0..250 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{n} statements never waited for a lock");
+}
+
+/// A password change whose current password was checked before a ban, and whose write lands
+/// after it, sets nothing: lifting the ban later does not hand the account to whoever changed
+/// it. The test holds bob's row, so that the ban queues first and the change's write second.
+/// (Before, the change's write landed after the ban, and the new password logged in once bob
+/// was enabled again.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_password_change_racing_a_ban_sets_nothing(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let mut hold = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM auth_users WHERE id = $1 FOR UPDATE")
+        .bind(app.bob)
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let ban = {
+        let accounts = app.accounts.clone();
+        let user = app.bob;
+        tokio::spawn(async move { accounts.disable_user(user).await })
+    };
+    wait_for_lock_waiters(&pool, 1).await;
+    let change = {
+        let app = app.clone();
+        let form = format!("current_password={BOB_PASSWORD}&new_password={NEW_PASSWORD}");
+        tokio::spawn(async move { call(&app, "/account/password", &bob, &form).await })
+    };
+    wait_for_lock_waiters(&pool, 2).await;
+    hold.commit().await.unwrap();
+    ban.await.unwrap().unwrap();
+    let reply = change.await.unwrap();
+    assert_ne!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    app.accounts.enable_user(app.bob).await.unwrap();
+    let new = send(&app.router, login_request(BOB, NEW_PASSWORD)).await;
+    assert_eq!(
+        new.status,
+        StatusCode::UNAUTHORIZED,
+        "the change landed after the ban"
+    );
+    let old = send(&app.router, login_request(BOB, BOB_PASSWORD)).await;
+    assert!(old.session_cookie().is_some(), "{}", old.status);
+}

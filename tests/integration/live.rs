@@ -77,6 +77,28 @@ async fn disable_by_plain_sql_is_enforced_on_the_next_request(db: Db) {
     assert_eq!(app.status("/me", &token).await, StatusCode::OK);
 }
 
+/// A ban set by hand leaves the sessions in place; `enable_user` lifting it ends them, as its
+/// documentation says (the user logs in again). Before, the session came back to life.
+async fn enable_user_ends_what_a_ban_by_hand_left_behind(db: Db) {
+    let app = app(db).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    app.db
+        .exec_each(
+            "UPDATE auth_users SET disabled_at = now() WHERE username = 'bob'",
+            "UPDATE auth_users SET disabled_at = NOW WHERE username = 'bob'",
+        )
+        .await;
+    assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
+    app.accounts.enable_user(app.bob).await.unwrap();
+    assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
+    let again = app.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(app.status("/me", &again).await, StatusCode::OK);
+    // Enabling a user who is not banned ends nothing.
+    app.accounts.enable_user(app.alice).await.unwrap();
+    assert_eq!(app.status("/me", &alice).await, StatusCode::OK);
+}
+
 async fn revoke_and_grant_are_enforced_on_the_next_request(db: Db) {
     let app = app(db).await;
     let token = app.login(BOB, BOB_PASSWORD).await;
