@@ -566,21 +566,28 @@ async fn logging_out_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPo
     assert_eq!(app.sessions().await, 1);
 }
 
-/// Waits (at most 5 s) until a commit is held by the test's trigger (see `slow_commits`).
-async fn wait_for_held_commit(pool: &sqlx::PgPool) {
+/// Waits (at most 5 s) until `n` backends of the test database match `condition` (a predicate
+/// on `pg_stat_activity`); whether they did.
+async fn wait_for_backends(pool: &sqlx::PgPool, condition: &str, n: i64) -> bool {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {condition}"
+    );
     for _ in 0..250 {
-        let committing: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event = 'PgSleep'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if committing > 0 {
-            return;
+        let matching: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if matching >= n {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    false
+}
+
+/// Waits (at most 5 s) until a commit is held by the test's trigger (see `slow_commits`).
+async fn wait_for_held_commit(pool: &sqlx::PgPool) {
+    wait_for_backends(pool, "wait_event = 'PgSleep'", 1).await;
 }
 
 /// Revoking one device while its session is being rotated (its commit held for 500 ms; the
@@ -611,20 +618,8 @@ async fn revoking_a_device_during_its_rotation_ends_the_new_session_too(pool: sq
 
 /// Waits until `n` statements of the test database wait for a lock.
 async fn wait_for_lock_waiters(pool: &sqlx::PgPool, n: i64) {
-    for _ in 0..250 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{n} statements never waited for a lock");
+    let waiting = wait_for_backends(pool, "wait_event_type = 'Lock'", n).await;
+    assert!(waiting, "{n} statements never waited for a lock");
 }
 
 /// A password change whose current password was checked before a ban, and whose write lands
