@@ -7,8 +7,7 @@ use super::{
 };
 use crate::{Error, SessionId, UserId};
 
-/// Sets `disabled_at` (kept if already set).
-/// Bans the user and moves their credential epoch, so that a password change or reset checked
+/// Bans the user (`disabled_at` kept if already set) and moves their credential epoch, so that a password change or reset checked
 /// before the ban cannot land after it.
 const DISABLE: Dialects = Dialects {
     postgres: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()),
