@@ -565,7 +565,10 @@ impl Messenger for FileMessenger {
             "{stamp}-{}-{:?}.eml",
             message.user_id, message.kind
         ));
-        tokio::fs::write(&file, body).await?;
+        // Written under another name and renamed, so a reader never sees half a message.
+        let part = file.with_extension("eml.part");
+        tokio::fs::write(&part, body).await?;
+        tokio::fs::rename(&part, &file).await?;
         println!("mail for {to}: {}", file.display());
         Ok(())
     }

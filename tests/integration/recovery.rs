@@ -65,7 +65,10 @@ fn mails(dir: &std::path::Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|e| e == "eml"))
+        .collect();
     files.sort();
     files
         .iter()
