@@ -9,7 +9,10 @@ use std::{
 };
 
 use axum::{
-    extract::{FromRequestParts, OptionalFromRequestParts, RawPathParams},
+    extract::{
+        FromRequestParts, OptionalFromRequestParts, RawPathParams,
+        rejection::RawPathParamsRejection,
+    },
     response::{IntoResponse, Response},
 };
 use http::{Method, Request, header, request::Parts};
@@ -436,7 +439,11 @@ impl Rule {
         }
         let params = RawPathParams::from_request_parts(parts, &())
             .await
-            .map_err(|_| AuthRejection::Internal)?;
+            .map_err(|rejection| match rejection {
+                // `%FF` in the path: the client's mistake, not the route's.
+                RawPathParamsRejection::InvalidUtf8InPathParam(_) => AuthRejection::BadRequest,
+                _ => AuthRejection::Internal,
+            })?;
         // Exactly one: nested routers may repeat a name (`/orgs/{id}/projects/{id}`), and the
         // handler may read another of them than the one checked.
         let mut named = params.iter().filter(|(name, _)| *name == &**param);

@@ -1,7 +1,8 @@
 //! The client event stream (`GET /account/events`, Server-Sent Events): the user's picture
-//! (`principal`) at once and after every change, and `ended` when the session stops being
-//! valid. Every event is decided by a fresh read of the session from the database; the node's
-//! hub only says when to read.
+//! (`principal`) at once and after every change, `ended` when the session stops being valid,
+//! and `reconnect` when the client should open the stream again (the session went on under a
+//! rotated token, or this node may have missed a change). Every event is decided by a fresh
+//! read of the session from the database; the node's hub only says when to read.
 
 use std::{
     sync::Arc,
@@ -108,6 +109,7 @@ impl Open {
                     self.sent = Some(picture);
                     return if first { event.retry(RETRY) } else { event };
                 }
+                Ok(None) if self.rotated().await => return self.end("reconnect"),
                 Ok(None) => return self.end("ended"),
                 Err(error) => {
                     tracing::warn!(
@@ -142,6 +144,16 @@ impl Open {
                 permissions,
             }
         }))
+    }
+
+    /// Whether the session goes on under a new token, which a rotation set in the browser:
+    /// reconnecting then opens the new session's stream. Unsure, the client reconnects too, and
+    /// the new stream decides.
+    async fn rotated(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.shared.config.lookup_timeout;
+        by(deadline, self.shared.store.was_rotated(&self.session))
+            .await
+            .unwrap_or(true)
     }
 
     /// The last event: `ended` (the session is over) or `reconnect` (the picture may be stale).

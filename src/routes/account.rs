@@ -39,8 +39,9 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// or, on Postgres, by plain SQL), and `event: ended` when the session stops being valid for any
 /// reason (logout elsewhere, revocation, a disabled user, a password change, expiry), after
 /// which it closes. Every event comes from a fresh read of the session in the database. When the
-/// node stops hearing of changes (its listener lost), the stream ends with `event: reconnect`:
-/// reconnect and read a fresh picture. A comment line every 15 seconds
+/// session goes on under a rotated token (sudo mode, the password changed from this session),
+/// or the node stops hearing of changes (its listener lost), the stream ends with
+/// `event: reconnect`: reconnect and read a fresh picture. A comment line every 15 seconds
 /// ([configurable](crate::AuthLayerBuilder::event_streams)) keeps proxies from closing it. On
 /// Postgres the streams need the layer's [background work](crate::AuthLayer::background); on
 /// SQLite they hear of changes made through the layer in this process (its [`Auth`] and the

@@ -133,6 +133,9 @@ SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_
  WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now",
 };
 
+/// Whether a session copied from $1 by a rotation exists (index `auth_sessions_rotated_from`).
+const WAS_ROTATED: &str = "SELECT EXISTS (SELECT 1 FROM auth_sessions WHERE rotated_from = $1)";
+
 const LIST_SESSIONS: Dialects = Dialects {
     postgres: "\
 SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, host(ip) AS ip
@@ -373,6 +376,16 @@ impl RequestConnection {
         })
     }
 
+    /// Whether a rotation copied session `id` into a session that still exists.
+    pub(crate) async fn was_rotated(&mut self, id: &SessionId) -> Result<bool, sqlx::Error> {
+        on_connection!(self, |conn| {
+            sqlx::query_scalar(WAS_ROTATED)
+                .bind(id.as_str())
+                .fetch_one(&mut **conn)
+                .await
+        })
+    }
+
     /// Pushes the idle deadline forward if the touch interval has passed since the last write;
     /// `true` if it did.
     pub(crate) async fn touch(
@@ -461,6 +474,15 @@ impl AuthStore {
         let row = conn.lookup(id).await?;
         self.release(conn);
         Ok(row)
+    }
+
+    /// Whether a rotation copied session `id` into one that still exists: the session goes on
+    /// under the new token, which the client already holds.
+    pub(crate) async fn was_rotated(&self, id: &SessionId) -> Result<bool, sqlx::Error> {
+        let mut conn = self.connection().await?;
+        let rotated = conn.was_rotated(id).await?;
+        self.release(conn);
+        Ok(rotated)
     }
 
     /// Inserts a session and ends the user's least recently used ones beyond the cap, in one

@@ -127,6 +127,26 @@ both_stores! {
         ended(&mut events).await;
     }
 
+    /// Sudo mode rotates the token: the old token's stream says `reconnect`, since the browser
+    /// holds the new cookie and the session goes on. (Before: `ended`, and the page went to the
+    /// login form.)
+    async fn a_rotation_tells_the_stream_to_reconnect(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, server) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        let reauth = Request::post("/account/reauth")
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "same-origin")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("password={BOB_PASSWORD}")))
+            .unwrap();
+        assert_eq!(send_from(server, client(2), reauth).await.status, StatusCode::NO_CONTENT);
+        let event = events.next(SOON).await.expect("a `reconnect` event");
+        assert_eq!(event.name, "reconnect", "{event:?}");
+        assert_eq!(events.next(SOON).await, None, "then the stream closes");
+    }
+
     async fn revoking_the_session_ends_the_stream(db: Db) {
         let app = events_app(db).await;
         let token = app.login(BOB, BOB_PASSWORD).await;

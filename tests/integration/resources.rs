@@ -104,6 +104,8 @@ both_stores! {
         // An id with an invisible character, which would look like `42` in every listing.
         assert_eq!(app.status("/projects/42%E2%80%8B", &bob).await, StatusCode::BAD_REQUEST);
         assert!(Resource::new("project", "42\u{202E}").is_err());
+        // Bytes that are not UTF-8: the client's mistake too, not a 500.
+        assert_eq!(app.status("/projects/%FF", &bob).await, StatusCode::BAD_REQUEST);
         // The database gone: 503, never allowed.
         app.db.close().await;
         let reply = app.get("/projects/42", &bob).await;
