@@ -13,6 +13,7 @@ mod grants;
 mod held;
 #[cfg(feature = "postgres")]
 mod kept;
+mod migrations;
 #[cfg(feature = "postgres")]
 mod pooler;
 mod sessions;
@@ -24,15 +25,14 @@ mod users;
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("axum-live-auth needs a store: enable the `postgres` or the `sqlite` feature");
 
-use std::sync::LazyLock;
-
-use sqlx::migrate::Migrator;
-
+#[cfg(feature = "postgres")]
+pub use self::migrations::POSTGRES_MIGRATOR;
+#[cfg(feature = "sqlite")]
+pub use self::migrations::SQLITE_MIGRATOR;
 #[cfg(feature = "postgres")]
 pub(crate) use self::pooler::PgStore;
 #[cfg(feature = "postgres")]
 pub use self::pooler::{ThroughPooler, through_transaction_pooler};
-pub use self::sessions::SessionInfo;
 pub(crate) use self::{
     grants::{GrantRow, Scope},
     sessions::{Created, NewSession, RequestConnection, SessionRow},
@@ -40,6 +40,7 @@ pub(crate) use self::{
     tokens::{Purpose, TokenRow},
     users::Recipient,
 };
+pub use self::{migrations::migrate, sessions::SessionInfo};
 use crate::Error;
 
 /// `work`, or [`sqlx::Error::PoolTimedOut`] (the database did not answer in time) once
@@ -159,42 +160,6 @@ const BEGIN: Dialects = Dialects {
     postgres: "BEGIN",
     sqlite: "BEGIN IMMEDIATE",
 };
-
-/// The bookkeeping table of the crate's migrations, separate from the application's own
-/// `_sqlx_migrations`, so both migrators run on one database without seeing each other.
-const MIGRATIONS_TABLE: &str = "_axum_live_auth_migrations";
-
-/// The Postgres store's migrations (`migrations/postgres`), embedded at compile time.
-///
-/// Usually applied with [`migrate`](crate::migrate); a test can name it in
-/// `#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]`.
-///
-/// ```no_run
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), axum_live_auth::Error> {
-/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
-/// axum_live_auth::POSTGRES_MIGRATOR.run(&pool).await?;
-/// # Ok(())
-/// # }
-/// ```
-#[cfg(feature = "postgres")]
-pub static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations/postgres");
-    // Set once, before the first run; changing it on a deployed database would make the
-    // migrations run again, which is what the "dangerous" in the name warns about.
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    migrator
-});
-
-/// The SQLite store's migrations (`migrations/sqlite`), embedded at compile time, with the same
-/// tables and columns as `POSTGRES_MIGRATOR` where SQLite allows.
-/// Usually applied with [`migrate`](crate::migrate).
-#[cfg(feature = "sqlite")]
-pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations/sqlite");
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    migrator
-});
 
 /// Connection options for an SQLite database used by this crate: the file is created if
 /// missing, and it runs in WAL mode with `synchronous=NORMAL`, a 5-second busy timeout and
@@ -347,59 +312,6 @@ impl From<&sqlx::SqlitePool> for AuthStore {
     fn from(pool: &sqlx::SqlitePool) -> Self {
         Self::from(pool.clone())
     }
-}
-
-/// Applies the crate's migrations to the store's database:
-/// `POSTGRES_MIGRATOR` (feature `postgres`) or `SQLITE_MIGRATOR` (feature `sqlite`).
-///
-/// Their bookkeeping table is `_axum_live_auth_migrations`, separate from the application's
-/// own `_sqlx_migrations`, so both migrators run on one database without seeing each other.
-///
-/// # Errors
-///
-/// [`Error::Infrastructure`] when a migration fails or the applied ones differ from the
-/// shipped ones.
-///
-/// ```no_run
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), axum_live_auth::Error> {
-/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
-/// axum_live_auth::migrate(&pool).await?;
-/// # Ok(())
-/// # }
-/// ```
-pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
-    let store = store.into_auth_store();
-    match &store.backend {
-        // Through a pooler the migrator's statements must share one server connection: one
-        // pinned transaction, each migration a savepoint in it.
-        #[cfg(feature = "postgres")]
-        Backend::Postgres(store) if store.pooled() => {
-            let mut transaction = store.pinned().await?;
-            // `run` takes an `Acquire`, and with a connection its future is not provably `Send`
-            // for every lifetime (nor would `migrate` be): sqlx's `run_direct` is for this.
-            POSTGRES_MIGRATOR
-                .run_direct(None, &mut *transaction, false)
-                .await?;
-            transaction.commit().await?;
-        }
-        #[cfg(feature = "postgres")]
-        Backend::Postgres(store) => POSTGRES_MIGRATOR.run(&store.pool).await?,
-        // One SQLite migration switches foreign keys off on its connection and runs its own
-        // transaction: a connection it fails on is closed, not handed back to the pool so.
-        #[cfg(feature = "sqlite")]
-        Backend::Sqlite(pool) => {
-            let mut connection = pool.acquire().await?;
-            if let Err(error) = SQLITE_MIGRATOR
-                .run_direct(None, &mut *connection, false)
-                .await
-            {
-                connection.close_on_drop();
-                return Err(error.into());
-            }
-        }
-    }
-    Ok(())
 }
 
 impl AuthStore {

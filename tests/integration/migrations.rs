@@ -74,3 +74,38 @@ async fn migrate_side_by_side(db: Db) {
         );
     }
 }
+
+/// Makes the next `migrate` fail once it holds its lock: the last applied migration's checksum
+/// no longer matches the shipped one.
+pub(crate) async fn tamper_with_the_last_migration(pool: &sqlx::PgPool) {
+    sqlx::query(
+        "UPDATE _axum_live_auth_migrations SET checksum = '\\x00'
+          WHERE version = (SELECT max(version) FROM _axum_live_auth_migrations)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Advisory locks held in the pool's database, by any session.
+pub(crate) async fn advisory_locks(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+          WHERE locktype = 'advisory'
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A failed `migrate` leaves no lock behind. (Before, sqlx's session-level lock stayed on the
+/// connection the failure happened on, back in the pool, and a `migrate` on any other
+/// connection waited for as long as that one lived.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_failed_migrate_leaves_no_lock_behind(pool: sqlx::PgPool) {
+    tamper_with_the_last_migration(&pool).await;
+    let failed = axum_live_auth::migrate(&pool).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(advisory_locks(&pool).await, 0);
+}

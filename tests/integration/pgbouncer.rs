@@ -301,6 +301,31 @@ async fn migrations_run_through_pgbouncer(_: PgPoolOptions, options: PgConnectOp
     assert_eq!(tables, 1);
 }
 
+/// Through a pooler too, a failed `migrate` leaves no lock behind. (Before, sqlx's
+/// session-level lock stayed on a server connection the bouncer hands to every client.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_failed_migrate_through_pgbouncer_leaves_no_lock_behind(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let Some(bouncer) = Bouncer::start(&options).await else {
+        eprintln!("NOT RUN: pgbouncer is not installed (apt-get install pgbouncer)");
+        return;
+    };
+    let direct = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    crate::migrations::tamper_with_the_last_migration(&direct).await;
+    let failed = axum_live_auth::migrate(axum_live_auth::through_transaction_pooler(
+        PgPoolOptions::new().max_connections(2),
+        bouncer.options(&options),
+    ))
+    .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(crate::migrations::advisory_locks(&direct).await, 0);
+}
+
 /// `migrate` stays a `Send` future through a pooler too, so that an app can spawn it.
 #[tokio::test]
 async fn migrating_through_a_pooler_is_a_send_future() {
