@@ -10,13 +10,12 @@ use crate::{
     AuthStore, Error, IntoAuthStore, Resource, SessionId, SessionInfo, UserId,
     client::Client,
     config::AuthConfig,
-    error::InfrastructureError,
     events::security,
     login::PasswordCheck,
     password::{self, Hasher},
     recovery::Recovery,
     shared::{Shared, Subscribers},
-    store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits, by},
+    store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits, by, repeating_conflicts},
 };
 
 /// Sign-ups allowed per client address in a quarter of an hour, whether the name was free or
@@ -609,33 +608,6 @@ fn scope(resource: &Resource) -> Scope<'_> {
         kind: resource.kind(),
         id: resource.id(),
     }
-}
-
-/// Runs a statement that writes a role's row again when Postgres refused it as a
-/// serialization failure (SQLSTATE 40001), up to 16 times. Under REPEATABLE READ or SERIALIZABLE,
-/// two changes of one role at once conflict by design (migration
-/// `20261202000002_role_lock_writes`): the second fails once the first committed, and run
-/// again it sees it. These statements are safe to repeat.
-async fn repeating_conflicts<T, F>(mut statement: impl FnMut() -> F) -> Result<T, Error>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    const ATTEMPTS: usize = 16;
-    let mut attempt = 1;
-    loop {
-        match statement().await {
-            Err(error) if attempt < ATTEMPTS && is_serialization_failure(&error) => attempt += 1,
-            done => return done,
-        }
-    }
-}
-
-fn is_serialization_failure(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Infrastructure(InfrastructureError::Database(sqlx::Error::Database(e)))
-            if e.code().as_deref() == Some("40001")
-    )
 }
 
 fn found(exists: bool) -> Result<(), Error> {

@@ -139,6 +139,34 @@ impl OnDatabase<sqlx::Postgres> for kept::Kept {}
 #[cfg(feature = "postgres")]
 impl OnDatabase<sqlx::Postgres> for held::Held {}
 
+/// Runs a single-statement write again when Postgres refused it as a serialization failure
+/// (SQLSTATE 40001), up to 16 times. Such a statement runs in the database's default isolation:
+/// under REPEATABLE READ or SERIALIZABLE one that finds its row changed by a transaction
+/// committed after it began fails, where READ COMMITTED would have applied it to the row as
+/// left; run again, it sees the change. Each failure means another change of the row committed.
+/// Only for statements safe to repeat: a failed one changed nothing.
+pub(crate) async fn repeating_conflicts<T, F>(mut statement: impl FnMut() -> F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 1;
+    loop {
+        match statement().await {
+            Err(error) if attempt < ATTEMPTS && is_serialization_failure(&error) => attempt += 1,
+            done => return done,
+        }
+    }
+}
+
+fn is_serialization_failure(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Infrastructure(crate::error::InfrastructureError::Database(sqlx::Error::Database(e)))
+            if e.code().as_deref() == Some("40001")
+    )
+}
+
 /// Which text of a [`Dialects`] a database takes.
 pub(crate) trait Dialect: sqlx::Database {
     const POSTGRES: bool;
@@ -154,10 +182,14 @@ impl Dialect for sqlx::Sqlite {
     const POSTGRES: bool = false;
 }
 
-/// How a transaction starts: SQLite takes the write lock at once, so that a transaction never
-/// has to upgrade a read lock (which fails at once instead of waiting for the busy timeout).
+/// How a transaction starts. Postgres: in READ COMMITTED whatever the database's default, since
+/// the crate's transactions count on a statement that waited for a row lock reading the row as
+/// the other transaction committed it (under REPEATABLE READ or SERIALIZABLE it would fail as a
+/// serialization failure instead, and a login answer 503). SQLite takes the write lock at once,
+/// so that a transaction never has to upgrade a read lock (which fails at once instead of
+/// waiting for the busy timeout).
 const BEGIN: Dialects = Dialects {
-    postgres: "BEGIN",
+    postgres: "BEGIN ISOLATION LEVEL READ COMMITTED",
     sqlite: "BEGIN IMMEDIATE",
 };
 

@@ -13,8 +13,9 @@ use super::{held::Held, kept::KeptConnections};
 
 /// Opens the transaction that pins a server connection, and drops whatever prepared statements
 /// an earlier client left on it (sqlx names its statements `sqlx_s_1`, `sqlx_s_2`, … on every
-/// client connection, so they would collide).
-const PINNED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
+/// client connection, so they would collide). In READ COMMITTED, as every transaction of the
+/// crate (see `BEGIN` in the store).
+const PINNED_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; DEALLOCATE ALL";
 
 /// The store's Postgres pool, and whether it goes through a transaction pooler.
 ///

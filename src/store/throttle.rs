@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{AuthStore, Dialects, on_pool, types::Span};
+use super::{AuthStore, Dialects, on_pool, repeating_conflicts, types::Span};
 use crate::{Error, UserId};
 
 /// Reserves one attempt for key ($1 kind, $2 key), unless it is over its limit: an address
@@ -185,17 +185,20 @@ impl AuthStore {
         limits: &ThrottleLimits,
     ) -> Result<Reservation, Error> {
         let granted = on_pool!(self, |pool| {
-            sqlx::query(RESERVE.of(pool))
-                .bind(key.kind)
-                .bind(&key.key)
-                .bind(Span(limits.ip_window))
-                .bind(i64::from(limits.ip_failures))
-                .bind(i64::from(limits.user_free_failures))
-                .bind(Span(limits.user_base_wait))
-                .bind(Span(limits.user_max_wait))
-                .fetch_optional(pool)
-                .await?
-                .is_some()
+            repeating_conflicts(|| async {
+                Ok(sqlx::query(RESERVE.of(pool))
+                    .bind(key.kind)
+                    .bind(&key.key)
+                    .bind(Span(limits.ip_window))
+                    .bind(i64::from(limits.ip_failures))
+                    .bind(i64::from(limits.user_free_failures))
+                    .bind(Span(limits.user_base_wait))
+                    .bind(Span(limits.user_max_wait))
+                    .fetch_optional(pool)
+                    .await?
+                    .is_some())
+            })
+            .await?
         });
         if granted {
             return Ok(Reservation::Granted);
@@ -216,28 +219,34 @@ impl AuthStore {
     /// Gives back one reserved address attempt (the attempt succeeded, or never ran).
     pub(crate) async fn release_attempt(&self, key: &AttemptKey) -> Result<(), Error> {
         on_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE auth_login_attempts SET failures = failures - 1
-                  WHERE kind = $1 AND key = $2 AND failures > 0",
-            )
-            .bind(key.kind)
-            .bind(&key.key)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+            repeating_conflicts(|| async {
+                sqlx::query(
+                    "UPDATE auth_login_attempts SET failures = failures - 1
+                      WHERE kind = $1 AND key = $2 AND failures > 0",
+                )
+                .bind(key.kind)
+                .bind(&key.key)
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
+            .await
+        })
     }
 
     /// Forgets an account's or a name's failures in a row (after a successful login).
     pub(crate) async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), Error> {
         on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2")
-                .bind(key.kind)
-                .bind(&key.key)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+            repeating_conflicts(|| async {
+                sqlx::query("DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2")
+                    .bind(key.kind)
+                    .bind(&key.key)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            })
+            .await
+        })
     }
 
     /// Deletes counters idle for longer than `horizon`.

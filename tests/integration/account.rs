@@ -478,6 +478,66 @@ async fn the_session_cap_holds_when_logins_overlap(pool: sqlx::PgPool) {
     assert_eq!(app.sessions().await, 3);
 }
 
+/// A database whose default isolation is stricter than read committed (some shops set
+/// `serializable`) changes nothing: overlapping logins, failed logins and rotations answer as
+/// under the default. (Before, overlapping logins answered 503: "could not serialize access".)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_stricter_default_isolation_changes_nothing(_: PgPoolOptions, options: PgConnectOptions) {
+    for level in ["repeatable read", "serializable"] {
+        let pool = PgPoolOptions::new()
+            .connect_with(
+                options
+                    .clone()
+                    .options([("default_transaction_isolation", level)]),
+            )
+            .await
+            .unwrap();
+        sqlx::query("TRUNCATE auth_sessions, auth_login_attempts")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let app = app_with(pool.clone(), |b| {
+            b.max_sessions_per_user(3)
+                .password_hashing(6, 6)
+                .login_backoff(1000, Duration::from_secs(1))
+        })
+        .await;
+        slow_commits(&pool, 100).await;
+        let logins = (0..6).map(|_| send(&app.router, login_request(ALICE, ALICE_PASSWORD)));
+        let replies = futures_util::future::join_all(logins).await;
+        let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::SEE_OTHER),
+            "{level}: {statuses:?}"
+        );
+        assert_eq!(app.sessions().await, 3, "{level}");
+        let wrong = (0..6).map(|_| send(&app.router, login_request(BOB, "wrong-password")));
+        let replies = futures_util::future::join_all(wrong).await;
+        let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+            "{level}: {statuses:?}"
+        );
+        let phone = app.login(ALICE, ALICE_PASSWORD).await;
+        let reauths =
+            (0..6).map(|_| call(&app, "/account/reauth", &phone, "password=alice-password"));
+        let replies = futures_util::future::join_all(reauths).await;
+        let successors = replies.iter().filter_map(Reply::session_cookie).count();
+        let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
+        assert_eq!(successors, 1, "{level}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| [StatusCode::NO_CONTENT, StatusCode::UNAUTHORIZED].contains(s)),
+            "{level}: {statuses:?}"
+        );
+        sqlx::raw_sql("DROP TRIGGER slow_insert ON auth_sessions; DROP FUNCTION slow_insert()")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
 /// Six reauthentications of one session at once (each rotates it) leave one successor, not
 /// six: only the rotation that ends the old session may create a new one. As above, a deferred
 /// trigger holds each commit for 200 ms, so that the rotations overlap.
