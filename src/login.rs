@@ -54,6 +54,10 @@ impl PasswordCheck<'_> {
             security::login_failed(client, username);
             return Ok(None);
         }
+        // One name, one account: the decomposed spelling of a name (accounts hold names in
+        // composed form, NFC) finds the account and spends its failures.
+        let username = nfc(username);
+        let username = &*username;
         let row = self.store.login_row(username).await?;
         let account = match row.id {
             Some(id) => AttemptKey::user(id),
@@ -123,5 +127,15 @@ impl PasswordCheck<'_> {
             return refused(wait);
         }
         Ok(())
+    }
+}
+
+/// `name` in Unicode's composed form (NFC), borrowed when it already is.
+fn nfc(name: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::UnicodeNormalization as _;
+    if unicode_normalization::is_nfc(name) {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(name.nfc().collect())
     }
 }

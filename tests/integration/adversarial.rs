@@ -170,6 +170,26 @@ both_stores! {
             app.accounts.create_user("Zoe\u{308}", "new-user-password").await,
             Err(axum_live_auth::Error::InvalidUsername)
         ));
+        // Logging in, the decomposed spelling (pasted from some macOS apps) is the same name:
+        // it finds the account and spends the account's failures, not a budget of its own.
+        // (Before: 401 with the right password.)
+        let login = |name: &'static str, password: &'static str| {
+            let request = Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from(format!("username={name}&password={password}")))
+                .unwrap();
+            crate::common::send(&app.router, request)
+        };
+        assert_eq!(login("Jose%CC%81", "new-user-password").await.status, StatusCode::SEE_OTHER);
+        for _ in 0..5 {
+            assert_eq!(login("Jose%CC%81", "wrong-password").await.status, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(
+            login("Jos%C3%A9", "new-user-password").await.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the decomposed spelling's failures are the account's"
+        );
     }
 
     /// 200 wrong logins at once for one username from one address: the per-address limit (10)
