@@ -124,6 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if demo_users {
         seed(&auth.accounts()).await?;
     }
+    let streams = auth.clone();
     let app = app(auth);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -142,7 +143,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(ctrl_c())
+    .with_graceful_shutdown(async move {
+        ctrl_c().await;
+        // Open event streams never end by themselves: the shutdown would wait for them.
+        streams.close_event_streams();
+    })
     .await?;
     Ok(())
 }

@@ -94,6 +94,35 @@ impl AuthLayer {
         self.shared.hub.open_streams()
     }
 
+    /// Ends every open event stream on this node with `event: reconnect` and refuses new ones
+    /// (`503`). Call it when the server starts its graceful shutdown: an event stream never
+    /// ends by itself, so the shutdown would otherwise wait for its clients to leave. The
+    /// browsers reconnect, to another node or to this one once it is back.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .build()?;
+    /// let app = axum::Router::new()
+    ///     .nest("/account", axum_live_auth::account_routes())
+    ///     .layer(auth.clone());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(async move {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///         auth.close_event_streams();
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close_event_streams(&self) {
+        self.shared.hub.close();
+    }
+
     /// The layer's background work, for the app to run (`tokio::spawn(auth.background())`):
     /// on Postgres, the node's one LISTEN connection, which keeps the principal cache and the
     /// event streams live; and the purge of expired sessions, if

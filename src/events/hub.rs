@@ -45,6 +45,8 @@ pub(crate) struct Hub {
     everyone: watch::Sender<()>,
     /// Whether changes reach this node now. Without a listener to wait for (SQLite), always.
     listening: AtomicBool,
+    /// Whether the app closed the streams (its server is shutting down).
+    closed: AtomicBool,
     limits: StreamLimits,
 }
 
@@ -53,7 +55,8 @@ pub(crate) struct Hub {
 pub(crate) enum Wake {
     /// Something about the user or the session may have changed: check again.
     Changed,
-    /// The node no longer hears of changes: end the stream, the client will reconnect.
+    /// The node no longer hears of changes, or the app closed the streams: end the stream,
+    /// the client will reconnect.
     Lost,
 }
 
@@ -65,13 +68,14 @@ impl Hub {
             open: Mutex::default(),
             everyone: watch::Sender::new(()),
             listening: AtomicBool::new(!needs_listener),
+            closed: AtomicBool::new(false),
             limits,
         }
     }
 
     /// Registers a stream of `session` of `user`; refused past the bounds (`429` for the
-    /// session's or the user's, which one client can reach; `503` for the node's), or while
-    /// changes cannot reach the node.
+    /// session's or the user's, which one client can reach; `503` for the node's), while
+    /// changes cannot reach the node, or once the streams are closed.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         user: UserId,
@@ -79,10 +83,10 @@ impl Hub {
     ) -> Result<Subscription, AuthRejection> {
         let busy = AuthRejection::Busy(std::time::Duration::from_secs(5));
         // Receivers start with what was sent before as seen. `everyone` is subscribed before
-        // `listening` is read: a loss signalled after the read wakes this stream, and one
-        // signalled before it is seen by the read.
+        // `listening` and `closed` are read: a loss or a close signalled after the read wakes
+        // this stream, and one signalled before it is seen by the read.
         let everyone = self.everyone.subscribe();
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.live() {
             return Err(busy);
         }
         let mut open = self.lock();
@@ -146,6 +150,17 @@ impl Hub {
         }
     }
 
+    /// Ends every open stream (with `reconnect`) and refuses new ones.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.everyone.send_replace(());
+    }
+
+    /// Whether streams may run: changes reach the node, and the app has not closed them.
+    fn live(&self) -> bool {
+        self.listening.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+    }
+
     /// Streams open on this node.
     pub(crate) fn open_streams(&self) -> usize {
         self.lock().total
@@ -173,7 +188,7 @@ impl Subscription {
             _ = self.user_wake.changed() => {}
             _ = self.everyone.changed() => {}
         }
-        if self.hub.listening.load(Ordering::Acquire) {
+        if self.hub.live() {
             Wake::Changed
         } else {
             Wake::Lost

@@ -147,6 +147,41 @@ both_stores! {
         assert_eq!(events.next(SOON).await, None, "then the stream closes");
     }
 
+    /// A graceful shutdown waits for open connections, and an event stream never ends by
+    /// itself: `close_event_streams`, called as the shutdown starts, ends it with `reconnect`
+    /// and refuses new ones, and the server stops. (Before there was no way: the server waited
+    /// for the browser to leave.)
+    async fn closing_the_streams_lets_a_graceful_shutdown_finish(db: Db) {
+        let app = events_app(db).await;
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        let (shut_down, shutdown) = tokio::sync::oneshot::channel::<()>();
+        let layer = app.layer.clone();
+        let serving = tokio::spawn(
+            axum::serve(
+                listener,
+                app.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.await;
+                layer.close_event_streams();
+            })
+            .into_future(),
+        );
+        let cookie = (header::COOKIE, format!("{COOKIE}={token}"));
+        let mut events = open_events(server, client(1), "/account/events", &[cookie]).await;
+        principal(&events.next(SOON).await);
+        shut_down.send(()).unwrap();
+        let event = events.next(SOON).await.expect("a `reconnect` event");
+        assert_eq!(event.name, "reconnect", "{event:?}");
+        assert_eq!(events.next(SOON).await, None, "then the stream closes");
+        let stopped = tokio::time::timeout(SOON, serving).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "the server stops: {stopped:?}");
+        let (refused, _) = stream(&app, &token).await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "no new stream");
+    }
+
     async fn revoking_the_session_ends_the_stream(db: Db) {
         let app = events_app(db).await;
         let token = app.login(BOB, BOB_PASSWORD).await;
