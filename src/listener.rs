@@ -83,6 +83,7 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
         .await?;
     let mut probes = tokio::time::interval(PROBE_EVERY);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `true` at first: the first tick sends the first probe, with nothing to have heard yet.
     let mut heard = true;
     let mut trusted = false;
     let lost = loop {
@@ -96,15 +97,19 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
                 // role's change notifies each of its holders at once.
                 let (batch, connected) = arrived_with(&mut listener, first);
                 let mut payloads = Vec::with_capacity(batch.len());
+                let mut echoed = false;
                 for notification in &batch {
                     if notification.channel() == probe_channel {
-                        heard = true;
+                        echoed = true;
                     } else {
                         payloads.push(notification.payload());
                     }
                 }
                 subscribers.apply_all(&payloads);
-                if heard && !trusted {
+                heard |= echoed;
+                // Trusted on a probe's echo only: a change notification before it proves less
+                // (through a transaction pooler one may arrive, and the next ones not).
+                if echoed && !trusted {
                     trusted = true;
                     subscribers.set_listening(true);
                     tracing::debug!("axum-live-auth listener listening");
