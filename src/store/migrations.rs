@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 
-use super::{Backend, IntoAuthStore};
+use super::{BEGIN, Backend, IntoAuthStore};
 use crate::Error;
 
 /// The bookkeeping table of the crate's migrations, separate from the application's own
@@ -79,14 +79,15 @@ pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
     let store = store.into_auth_store();
     match &store.backend {
-        // One transaction; through a pooler, one that pins its server connection, since the
-        // migrator's statements must share one.
+        // One transaction, in READ COMMITTED: a node that waited for the lock then reads what
+        // the node before it applied. Through a pooler, one that pins its server connection,
+        // since the migrator's statements must share one.
         #[cfg(feature = "postgres")]
         Backend::Postgres(store) => {
             let mut transaction = if store.pooled() {
                 store.pinned().await?
             } else {
-                store.pool.begin().await?
+                store.pool.begin_with(BEGIN.postgres).await?
             };
             if let Err(error) = migrate_postgres(&mut transaction).await {
                 // At once, not when the connection is next used: the lock goes with it.

@@ -1,6 +1,7 @@
 //! The crate's migrations live beside the application's own.
 
 use crate::common::Db;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{
     SqlSafeStr as _,
     migrate::{Migration, MigrationType, Migrator},
@@ -108,4 +109,26 @@ async fn a_failed_migrate_leaves_no_lock_behind(pool: sqlx::PgPool) {
     let failed = axum_live_auth::migrate(&pool).await;
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(advisory_locks(&pool).await, 0);
+}
+
+/// Nodes starting together: each migration is applied once, and every `migrate` succeeds (the
+/// ones that waited for the lock read what the first applied), even where the database's
+/// default isolation would take their snapshot before the wait.
+#[sqlx::test(migrations = false)]
+async fn concurrent_migrates_all_succeed(_: PgPoolOptions, options: PgConnectOptions) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.options([("default_transaction_isolation", "repeatable read")]))
+        .await
+        .unwrap();
+    let runs = (0..4).map(|_| axum_live_auth::migrate(&pool));
+    let results = futures_util::future::join_all(runs).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _axum_live_auth_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        i64::try_from(axum_live_auth::POSTGRES_MIGRATOR.iter().count()).unwrap()
+    );
 }
