@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 
-use super::{BEGIN, Backend, IntoAuthStore};
+use super::{Backend, IntoAuthStore};
 use crate::Error;
 
 /// The bookkeeping table of the crate's migrations, separate from the application's own
@@ -87,7 +87,7 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
             let mut transaction = if store.pooled() {
                 store.pinned().await?
             } else {
-                store.pool.begin_with(BEGIN.postgres).await?
+                store.pool.begin_with(super::BEGIN.postgres).await?
             };
             if let Err(error) = migrate_postgres(&mut transaction).await {
                 // At once, not when the connection is next used: the lock goes with it.
