@@ -131,7 +131,7 @@ impl PasswordCheck<'_> {
 }
 
 /// `name` in Unicode's composed form (NFC), borrowed when it already is.
-fn nfc(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn nfc(name: &str) -> std::borrow::Cow<'_, str> {
     use unicode_normalization::UnicodeNormalization as _;
     if unicode_normalization::is_nfc(name) {
         std::borrow::Cow::Borrowed(name)

@@ -13,7 +13,7 @@ use crate::{
     client::Client,
     error::InfrastructureError,
     events::security,
-    login::MAX_USERNAME_BYTES,
+    login::{MAX_USERNAME_BYTES, nfc},
     password,
     store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits, TokenRow},
 };
@@ -200,7 +200,9 @@ impl Accounts {
         if !possible_name(name_or_email) {
             return Ok(());
         }
-        let Some(user) = self.store().recipient(name_or_email).await? else {
+        // As at login: the decomposed spelling of a name is the same name.
+        let name_or_email = nfc(name_or_email);
+        let Some(user) = self.store().recipient(&name_or_email).await? else {
             return Ok(());
         };
         let email = user.email.clone();

@@ -218,27 +218,28 @@ impl AuthStore {
 
     /// Gives back one reserved address attempt (the attempt succeeded, or never ran).
     pub(crate) async fn release_attempt(&self, key: &AttemptKey) -> Result<(), Error> {
-        on_pool!(self, |pool| {
-            repeating_conflicts(|| async {
-                sqlx::query(
-                    "UPDATE auth_login_attempts SET failures = failures - 1
-                      WHERE kind = $1 AND key = $2 AND failures > 0",
-                )
-                .bind(key.kind)
-                .bind(&key.key)
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
-            .await
-        })
+        self.write_key(
+            "UPDATE auth_login_attempts SET failures = failures - 1
+              WHERE kind = $1 AND key = $2 AND failures > 0",
+            key,
+        )
+        .await
     }
 
     /// Forgets an account's or a name's failures in a row (after a successful login).
     pub(crate) async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), Error> {
+        self.write_key(
+            "DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2",
+            key,
+        )
+        .await
+    }
+
+    /// Runs `statement` on the counter of `key` ($1 kind, $2 key).
+    async fn write_key(&self, statement: &'static str, key: &AttemptKey) -> Result<(), Error> {
         on_pool!(self, |pool| {
             repeating_conflicts(|| async {
-                sqlx::query("DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2")
+                sqlx::query(statement)
                     .bind(key.kind)
                     .bind(&key.key)
                     .execute(pool)

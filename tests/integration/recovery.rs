@@ -246,6 +246,19 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The decomposed spelling of a name (`e` + a combining accent) asks for the same
+    /// account's link, as it logs in to that account. (Before: no link was sent.)
+    async fn a_reset_by_the_decomposed_spelling_reaches_the_account(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        auth.accounts().create_user("Jos\u{e9}", "jose-password").await.unwrap();
+        let requested =
+            send(&app, post("/account/password-reset", "username=Jose%CC%81", None)).await;
+        assert_eq!(requested.status, StatusCode::ACCEPTED);
+        let (message, _) = mail(&dir, 1).await;
+        assert!(message.contains("Hello Jos\u{e9},"), "{message}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn an_expired_or_unknown_token_is_refused(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         send(&app, post("/account/password-reset", "username=alice", None)).await;
