@@ -254,22 +254,24 @@ impl PrincipalCache {
 
     /// The session's entry: a live, fresh cached one, or what `fill` reads (stored unless
     /// something was invalidated meanwhile). `fill` also returns a value of its own (the
-    /// request's connection), passed on with a fresh entry.
-    pub(crate) async fn get_or_fill<X, E, F>(
+    /// request's connection), passed on with a fresh entry; or, with no entry, why not
+    /// (never cached).
+    pub(crate) async fn get_or_fill<X, M, E, F>(
         &self,
         id: &SessionId,
         now: Instant,
         fill: F,
-    ) -> Result<Option<(Arc<Entry>, Option<X>)>, E>
+    ) -> Result<Result<(Arc<Entry>, Option<X>), M>, E>
     where
-        F: Future<Output = Result<Option<(Entry, X)>, E>>,
+        F: Future<Output = Result<Result<(Entry, X), M>, E>>,
     {
         if let Some(entry) = self.get(id, now) {
-            return Ok(Some((entry, None)));
+            return Ok(Ok((entry, None)));
         }
         let generation = self.begin_fill();
-        let Some((entry, extra)) = fill.await? else {
-            return Ok(None);
+        let (entry, extra) = match fill.await? {
+            Ok(filled) => filled,
+            Err(missed) => return Ok(Err(missed)),
         };
         let entry = Arc::new(entry);
         if let Some(generation) = generation {
@@ -280,7 +282,7 @@ impl PrincipalCache {
                 Arc::clone(&entry),
             );
         }
-        Ok(Some((entry, Some(extra))))
+        Ok(Ok((entry, Some(extra))))
     }
 
     /// A cached answer to a scoped-permission question, younger than the maximum age, or what
@@ -466,7 +468,10 @@ mod tests {
     /// Fills through `get_or_fill` as a request would; returns the principal's permissions.
     fn fill(cache: &PrincipalCache, user: UserId, id: &SessionId, now: Instant) -> Vec<String> {
         let filled = futures_util::FutureExt::now_or_never(cache.get_or_fill(id, now, async {
-            Ok::<_, ()>(Some((entry(user, id, &["a", "b"], deadlines(now)), ())))
+            Ok::<_, ()>(Ok::<_, ()>((
+                entry(user, id, &["a", "b"], deadlines(now)),
+                (),
+            )))
         }));
         let (entry, _) = filled.unwrap().unwrap().unwrap();
         entry.principal.permissions.clone()
@@ -570,10 +575,10 @@ mod tests {
         let id = session(0);
         let raced = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
             cache.apply_all(&["u:1"]); // arrives while the database is being read
-            Ok::<_, ()>(Some((entry(1, &id, &["a"], deadlines(now)), ())))
+            Ok::<_, ()>(Ok::<_, ()>((entry(1, &id, &["a"], deadlines(now)), ())))
         }));
         assert!(
-            raced.unwrap().unwrap().is_some(),
+            raced.unwrap().unwrap().is_ok(),
             "the request is still answered"
         );
         assert!(!cached(&cache, &id, now), "but the read is not kept");
@@ -591,9 +596,9 @@ mod tests {
         // ...meanwhile a grant changes (notification) and another request fills afresh...
         cache.apply_all(&["u:1"]);
         let fresh = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
-            Ok::<_, ()>(Some((entry(1, &id, &["fresh"], deadlines(now)), ())))
+            Ok::<_, ()>(Ok::<_, ()>((entry(1, &id, &["fresh"], deadlines(now)), ())))
         }));
-        assert!(fresh.unwrap().unwrap().is_some());
+        assert!(fresh.unwrap().unwrap().is_ok());
         // ...then the first request's touch completes.
         stale.touched(now, Duration::from_secs(1800));
         let entry = cache.get(&id, now).unwrap();
@@ -632,7 +637,7 @@ mod tests {
         };
         let id = session(1);
         let _ = futures_util::FutureExt::now_or_never(cache.get_or_fill(&id, now, async {
-            Ok::<_, ()>(Some((entry(1, &id, &[], short), ())))
+            Ok::<_, ()>(Ok::<_, ()>((entry(1, &id, &[], short), ())))
         }));
         assert!(cached(&cache, &id, now));
         assert!(!cached(&cache, &id, now + Duration::from_secs(2)));

@@ -13,11 +13,11 @@ use crate::{
     events::security,
     principal::Principal,
     shared::Shared,
-    store::{RequestConnection, by},
+    store::{Missed, RequestConnection, by},
 };
 
 /// Decides the request's [`AuthState`], and whether the response should clear the cookie (for
-/// a cookie that can never become valid again).
+/// a cookie that can never become valid again and that no rotation replaced).
 pub(crate) async fn authenticate(
     shared: &Arc<Shared>,
     credential: Credential,
@@ -45,11 +45,14 @@ pub(crate) async fn authenticate(
         Presented::Token(token) => token,
     };
     match resolve(shared, &token, client).await {
-        Ok(Some(user)) => (AuthState::Authenticated(user), CookieChange::Keep),
-        Ok(None) => {
+        Ok(Ok(user)) => (AuthState::Authenticated(user), CookieChange::Keep),
+        Ok(Err(Missed::Unknown)) => {
             alert(shared, client);
             (AuthState::Anonymous, clear)
         }
+        // A request sent with the cookie a rotation replaced: its answer may reach the client
+        // after the rotation's, and clearing would then delete the new cookie.
+        Ok(Err(Missed::Rotated)) => (AuthState::Anonymous, CookieChange::Keep),
         Err(error) => {
             tracing::error!(
                 error = &error as &dyn std::error::Error,
@@ -70,12 +73,12 @@ fn alert(shared: &Shared, client: &Client) {
     }
 }
 
-/// The session's user, if the token names a live session.
+/// The session's user, if the token names a live session; else why not.
 async fn resolve(
     shared: &Arc<Shared>,
     token: &SessionToken,
     client: &Client,
-) -> Result<Option<CurrentUser>, sqlx::Error> {
+) -> Result<Result<CurrentUser, Missed>, sqlx::Error> {
     let config = &shared.config;
     let now = Instant::now();
     let deadline = tokio::time::Instant::from_std(now + config.lookup_timeout);
@@ -87,9 +90,16 @@ async fn resolve(
             .await?
             .map(|(entry, conn)| (Arc::new(entry), Some(conn))),
     };
-    let Some((entry, conn)) = resolved else {
-        security::unknown_session(client, token.id(), "unknown_or_expired");
-        return Ok(None);
+    let (entry, conn) = match resolved {
+        Ok(resolved) => resolved,
+        Err(missed) => {
+            let reason = match missed {
+                Missed::Unknown => "unknown_or_expired",
+                Missed::Rotated => "rotated",
+            };
+            security::unknown_session(client, token.id(), reason);
+            return Ok(Err(missed));
+        }
     };
     let matches = token.secret_hash().matches(&entry.secret_hash);
     if matches && entry.claim_touch(now, config.touch_interval) {
@@ -106,10 +116,10 @@ async fn resolve(
     }
     if !matches {
         security::unknown_session(client, token.id(), "secret_mismatch");
-        return Ok(None);
+        return Ok(Err(Missed::Unknown));
     }
     let recent = entry.recently_authenticated(now, config.reauth_window);
-    Ok(Some(CurrentUser::new(
+    Ok(Ok(CurrentUser::new(
         Arc::clone(&entry.principal),
         recent,
         Arc::clone(shared) as _,
@@ -117,18 +127,21 @@ async fn resolve(
 }
 
 /// One round trip, by `deadline`: the session row, as an entry with deadlines measured on the
-/// database's clock; and the connection, kept for a touch.
+/// database's clock, and the connection, kept for a touch; or why there is none.
 async fn read(
     shared: &Shared,
     token: &SessionToken,
     now: Instant,
     deadline: tokio::time::Instant,
-) -> Result<Option<(Entry, RequestConnection)>, sqlx::Error> {
+) -> Result<Result<(Entry, RequestConnection), Missed>, sqlx::Error> {
     let mut conn = by(deadline, shared.store.connection()).await?;
     // Given up on, the connection is closed when dropped, never handed back mid-statement.
-    let Some(mut row) = by(deadline, conn.lookup(token.id())).await? else {
-        shared.store.release(conn);
-        return Ok(None);
+    let mut row = match by(deadline, conn.lookup(token.id())).await? {
+        Ok(row) => row,
+        Err(missed) => {
+            shared.store.release(conn);
+            return Ok(Err(missed));
+        }
     };
     let deadlines = Deadlines {
         now,
@@ -145,7 +158,7 @@ async fn read(
         deadlines,
         shared.config.touch_interval,
     );
-    Ok(Some((entry, conn)))
+    Ok(Ok((entry, conn)))
 }
 
 /// Writes the idle deadline back, on the request's connection if it has one. The request is

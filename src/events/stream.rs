@@ -18,7 +18,11 @@ use http::{HeaderValue, header};
 use serde::Serialize;
 
 use super::{Subscription, Wake};
-use crate::{CurrentUser, SessionId, UserId, shared::Shared, store::by};
+use crate::{
+    CurrentUser, SessionId, UserId,
+    shared::Shared,
+    store::{Missed, by},
+};
 
 /// How long a browser waits before reconnecting a closed stream.
 const RETRY: Duration = Duration::from_secs(3);
@@ -99,8 +103,8 @@ impl Open {
             // Boxed: the read's state lives on the heap only while it runs, so an idle stream
             // stays small.
             match Box::pin(self.read()).await {
-                Ok(Some(picture)) if self.sent.as_ref() == Some(&picture) => {}
-                Ok(Some(picture)) => {
+                Ok(Ok(picture)) if self.sent.as_ref() == Some(&picture) => {}
+                Ok(Ok(picture)) => {
                     let first = self.sent.is_none();
                     let event = Event::default()
                         .event("principal")
@@ -109,8 +113,10 @@ impl Open {
                     self.sent = Some(picture);
                     return if first { event.retry(RETRY) } else { event };
                 }
-                Ok(None) if self.rotated().await => return self.end("reconnect"),
-                Ok(None) => return self.end("ended"),
+                // The session goes on under a new token, which a rotation set in the browser:
+                // reconnecting opens the new session's stream.
+                Ok(Err(Missed::Rotated)) => return self.end("reconnect"),
+                Ok(Err(Missed::Unknown)) => return self.end("ended"),
                 Err(error) => {
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
@@ -122,9 +128,9 @@ impl Open {
         }
     }
 
-    /// The session's picture as the database has it now (never the cache), or `None` if it is
-    /// no longer valid.
-    async fn read(&mut self) -> Result<Option<Picture>, sqlx::Error> {
+    /// The session's picture as the database has it now (never the cache), or why it is no
+    /// longer valid.
+    async fn read(&mut self) -> Result<Result<Picture, Missed>, sqlx::Error> {
         let store = &self.shared.store;
         let deadline = tokio::time::Instant::now() + self.shared.config.lookup_timeout;
         let row = by(deadline, store.lookup(&self.session)).await?;
@@ -144,16 +150,6 @@ impl Open {
                 permissions,
             }
         }))
-    }
-
-    /// Whether the session goes on under a new token, which a rotation set in the browser:
-    /// reconnecting then opens the new session's stream. Unsure, the client reconnects too, and
-    /// the new stream decides.
-    async fn rotated(&self) -> bool {
-        let deadline = tokio::time::Instant::now() + self.shared.config.lookup_timeout;
-        by(deadline, self.shared.store.was_rotated(&self.session))
-            .await
-            .unwrap_or(true)
     }
 
     /// The last event: `ended` (the session is over) or `reconnect` (the picture may be stale).

@@ -35,7 +35,7 @@ pub(crate) use self::pooler::PgStore;
 pub use self::pooler::{ThroughPooler, through_transaction_pooler};
 pub(crate) use self::{
     grants::{GrantRow, Scope},
-    sessions::{Created, NewSession, RequestConnection, SessionRow},
+    sessions::{Created, Missed, NewSession, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, ThrottleLimits},
     tokens::{Purpose, TokenRow},
     users::Recipient,

@@ -19,9 +19,15 @@ use crate::{Error, SessionId, UserId};
 /// user's current credentials. It reads `auth_users.permissions`, which triggers keep up to
 /// date, instead of joining the grant tables; and returns the database's clock, against which
 /// every deadline is measured.
+///
+/// With no live session, the second branch tells whether a rotation copied it into a new one
+/// (index `auth_sessions_rotated_from`): one row flagged `rotated`, in the same round trip. A
+/// live session is at most one row, after which `LIMIT 1` stops: the hot path never runs the
+/// second branch. Both branches cannot yield a row at once: a rotation deletes the row it
+/// copies in the same transaction.
 const LOOKUP: Dialects = Dialects {
     postgres: "\
-SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
+SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.email,
        u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
        s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now
   FROM auth_sessions s
@@ -30,9 +36,13 @@ SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
    AND s.expires_at > now()
    AND s.idle_expires_at > now()
    AND u.disabled_at IS NULL
-   AND u.credential_epoch = s.credential_epoch",
+   AND u.credential_epoch = s.credential_epoch
+ UNION ALL
+SELECT true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM auth_sessions WHERE rotated_from = $1
+ LIMIT 1",
     sqlite: "\
-SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
+SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.email,
        u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
        s.last_seen_at, s.idle_expires_at, s.expires_at, n.now
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n,
@@ -42,7 +52,11 @@ SELECT s.secret_hash, s.user_id, u.username, u.permissions, u.email,
    AND s.expires_at > n.now
    AND s.idle_expires_at > n.now
    AND u.disabled_at IS NULL
-   AND u.credential_epoch = s.credential_epoch",
+   AND u.credential_epoch = s.credential_epoch
+ UNION ALL
+SELECT true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM auth_sessions WHERE rotated_from = $1
+ LIMIT 1",
 };
 
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
@@ -133,9 +147,6 @@ SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_
  WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now",
 };
 
-/// Whether a session copied from $1 by a rotation exists (index `auth_sessions_rotated_from`).
-const WAS_ROTATED: &str = "SELECT EXISTS (SELECT 1 FROM auth_sessions WHERE rotated_from = $1)";
-
 const LIST_SESSIONS: Dialects = Dialects {
     postgres: "\
 SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, host(ip) AS ip
@@ -204,26 +215,42 @@ pub(crate) struct SessionRow {
     pub(crate) now: Timestamp,
 }
 
+/// Why [`LOOKUP`] found no live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// No such session, or it ended.
+    Unknown,
+    /// A rotation copied it into a new session, which goes on under a new token: the client
+    /// holds it already or is about to.
+    Rotated,
+}
+
+/// A row of [`LOOKUP`].
+struct Looked(Result<SessionRow, Missed>);
+
 /// Decodes [`LOOKUP`]'s columns by position, in the order it selects them: by name, each column
 /// would cost a search of the row's column names, on every request.
 macro_rules! session_row_by_position {
     ($row:ty) => {
-        impl sqlx::FromRow<'_, $row> for SessionRow {
+        impl sqlx::FromRow<'_, $row> for Looked {
             fn from_row(row: &$row) -> Result<Self, sqlx::Error> {
                 use sqlx::Row as _;
-                Ok(Self {
-                    secret_hash: row.try_get(0)?,
-                    user_id: row.try_get(1)?,
-                    username: row.try_get(2)?,
-                    permissions: row.try_get(3)?,
-                    email: row.try_get(4)?,
-                    email_verified: row.try_get(5)?,
-                    authenticated_at: row.try_get(6)?,
-                    last_seen_at: row.try_get(7)?,
-                    idle_expires_at: row.try_get(8)?,
-                    expires_at: row.try_get(9)?,
-                    now: row.try_get(10)?,
-                })
+                if row.try_get(0)? {
+                    return Ok(Self(Err(Missed::Rotated)));
+                }
+                Ok(Self(Ok(SessionRow {
+                    secret_hash: row.try_get(1)?,
+                    user_id: row.try_get(2)?,
+                    username: row.try_get(3)?,
+                    permissions: row.try_get(4)?,
+                    email: row.try_get(5)?,
+                    email_verified: row.try_get(6)?,
+                    authenticated_at: row.try_get(7)?,
+                    last_seen_at: row.try_get(8)?,
+                    idle_expires_at: row.try_get(9)?,
+                    expires_at: row.try_get(10)?,
+                    now: row.try_get(11)?,
+                })))
             }
         }
     };
@@ -363,27 +390,18 @@ macro_rules! on_connection {
 }
 
 impl RequestConnection {
-    /// The session, its user and their permissions, if it is live.
+    /// The session, its user and their permissions, if it is live; else why not.
     pub(crate) async fn lookup(
         &mut self,
         id: &SessionId,
-    ) -> Result<Option<SessionRow>, sqlx::Error> {
-        on_connection!(self, |conn| {
+    ) -> Result<Result<SessionRow, Missed>, sqlx::Error> {
+        let row: Option<Looked> = on_connection!(self, |conn| {
             sqlx::query_as(LOOKUP.of(conn))
                 .bind(id.as_str())
                 .fetch_optional(&mut **conn)
                 .await
-        })
-    }
-
-    /// Whether a rotation copied session `id` into a session that still exists.
-    pub(crate) async fn was_rotated(&mut self, id: &SessionId) -> Result<bool, sqlx::Error> {
-        on_connection!(self, |conn| {
-            sqlx::query_scalar(WAS_ROTATED)
-                .bind(id.as_str())
-                .fetch_one(&mut **conn)
-                .await
-        })
+        })?;
+        Ok(row.map_or(Err(Missed::Unknown), |row| row.0))
     }
 
     /// Pushes the idle deadline forward if the touch interval has passed since the last write;
@@ -468,21 +486,16 @@ impl AuthStore {
         }
     }
 
-    /// The session, its user and their permissions, if it is live: one round trip.
-    pub(crate) async fn lookup(&self, id: &SessionId) -> Result<Option<SessionRow>, sqlx::Error> {
+    /// The session, its user and their permissions, if it is live; else why not: one round
+    /// trip.
+    pub(crate) async fn lookup(
+        &self,
+        id: &SessionId,
+    ) -> Result<Result<SessionRow, Missed>, sqlx::Error> {
         let mut conn = self.connection().await?;
         let row = conn.lookup(id).await?;
         self.release(conn);
         Ok(row)
-    }
-
-    /// Whether a rotation copied session `id` into one that still exists: the session goes on
-    /// under the new token, which the client already holds.
-    pub(crate) async fn was_rotated(&self, id: &SessionId) -> Result<bool, sqlx::Error> {
-        let mut conn = self.connection().await?;
-        let rotated = conn.was_rotated(id).await?;
-        self.release(conn);
-        Ok(rotated)
     }
 
     /// Inserts a session and ends the user's least recently used ones beyond the cap, in one

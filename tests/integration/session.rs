@@ -134,6 +134,40 @@ async fn an_unknown_well_formed_token_is_401_and_cleared(db: Db) {
     assert_eq!(app.sessions().await, 1);
 }
 
+/// A request sent with the cookie a rotation (sudo mode here) replaced is refused but does not
+/// clear the cookie: the browser may already hold the new one, and an answer that arrives after
+/// the rotation's would delete it. Once the session has ended, the old token is cleared like any
+/// other. (Before: `Set-Cookie: session=; Max-Age=0` at once.)
+async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: Db) {
+    let app = app(db).await;
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let reauth = Request::post("/account/reauth")
+        .header(header::COOKIE, format!("{COOKIE}={old}"))
+        .header("sec-fetch-site", "same-origin")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("password={ALICE_PASSWORD}")))
+        .unwrap();
+    let rotated = send(&app.router, reauth).await;
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
+    let new = rotated.session_cookie().unwrap();
+    assert_ne!(new, old);
+
+    let late = app.get("/me", &old).await;
+    assert_eq!(late.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(late.set_cookies(), Vec::<String>::new(), "the cookie is left alone");
+    assert_eq!(app.status("/me", &new).await, StatusCode::OK);
+
+    let logout = Request::post("/logout")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::COOKIE, format!("{COOKIE}={new}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app.router, logout).await.status, StatusCode::SEE_OTHER);
+    let ended = app.get("/me", &old).await;
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ended.session_cookie().as_deref(), Some(""), "cleared once the session ended");
+}
+
 async fn login_over_a_live_session_replaces_it(db: Db) {
     let app = app(db).await;
     let first = app.login(ALICE, ALICE_PASSWORD).await;
