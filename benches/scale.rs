@@ -22,6 +22,10 @@
 //! - `rolechange`: a permission added to a role that `BENCH_HOLDERS` (10 000) users hold, while
 //!   the node caches `BENCH_CACHED` (20 000) sessions: how long a ban committed right after it
 //!   takes to be refused on the node (the listener applies the role's notifications first).
+//! - `wake`: `BENCH_STREAMS` (5 000) event streams open on one node, all woken at once by a
+//!   permission added (on that node) to a role every one of their users holds: how long until
+//!   every stream has sent the new picture, how many ended instead, and the p99 of uncached
+//!   requests meanwhile against their p99 without it (target: under 2×).
 //!
 //! `cargo bench --bench scale`; `BENCH_DATABASE_URL` as for the other benchmarks (databases
 //! `bench_scale_*` are created and dropped there), `BENCH_TRIALS` (200), `BENCH_SECS` (4), `BENCH_ROUNDS` (5),
@@ -65,7 +69,7 @@ use sqlx::{PgPool, postgres::PgConnectOptions};
 
 use crate::common::{COOKIE, Http, ORIGIN, median, ms, wire::RoundTrips};
 
-const ENV: [&str; 10] = [
+const ENV: [&str; 11] = [
     "BENCH_ONLY",
     "BENCH_ROUNDS",
     "BENCH_TRIALS",
@@ -76,6 +80,7 @@ const ENV: [&str; 10] = [
     "BENCH_DATABASE_URL",
     "BENCH_CACHED",
     "BENCH_HOLDERS",
+    "BENCH_STREAMS",
 ];
 
 /// The results of every section that ran, by name.
@@ -98,7 +103,7 @@ fn main() {
         .build()
         .unwrap();
     let results: Results = Arc::default();
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("events", |r| Box::pin(events(r))),
         ("streams", |r| Box::pin(streams(r))),
         ("forward", |r| Box::pin(forward(r))),
@@ -107,6 +112,7 @@ fn main() {
         ("nodes", |r| Box::pin(nodes(r))),
         ("cachemem", |r| Box::pin(cachemem(r))),
         ("rolechange", |r| Box::pin(rolechange(r))),
+        ("wake", |r| Box::pin(wake(r))),
     ];
     for (name, run) in sections {
         if wanted(name) {
@@ -1577,4 +1583,119 @@ async fn rolechange(results: Results) {
     );
     pool.close().await;
     common::drop_database("bench_scale_rolechange").await;
+}
+
+// --- wake: every stream of a node woken at once --------------------------------------------------
+
+async fn wake(results: Results) {
+    let n = common::env_u64("BENCH_STREAMS", 5_000);
+    let secs = common::env_u64("BENCH_SECS", 4);
+    let (options, pool) = database("bench_scale_wake").await;
+    seed_sessions(&pool, n, n, 0).await;
+    sqlx::raw_sql(
+        "INSERT INTO auth_roles (name) VALUES ('everyone');
+         INSERT INTO auth_user_roles (user_id, role_id)
+         SELECT id, (SELECT id FROM auth_roles WHERE name = 'everyone') FROM auth_users;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let layer = AuthLayer::builder(common::pool(options).await)
+        .allowed_origin(ORIGIN)
+        .event_streams(Duration::from_secs(15), 8, 32, 10_000)
+        .build()
+        .unwrap();
+    tokio::spawn(layer.background());
+    let addr = common::serve(stream_app(&layer)).await;
+    let tokens: Arc<Vec<String>> = Arc::new((0..n).map(seeded_token).collect());
+    // Every stream open and past its first picture, 32 opening at once.
+    let mut handles = Vec::new();
+    for chunk in 0..32 {
+        let tokens = Arc::clone(&tokens);
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for token in tokens.iter().skip(chunk).step_by(32) {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut stream = loop {
+                    if let Some(stream) = open_stream(addr, "/account/events", token).await {
+                        break stream;
+                    }
+                    assert!(Instant::now() < deadline, "a stream would not open");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert_eq!(stream.next().await.as_deref(), Some("principal"));
+                mine.push(stream);
+            }
+            mine
+        }));
+    }
+    let mut streams = Vec::new();
+    for handle in handles {
+        streams.extend(handle.await.unwrap());
+    }
+    println!("  {} streams open", streams.len());
+    let (_, quiet, _) = load(addr, &tokens, secs, None).await;
+    let (_, quiet_p99, _) = percentiles(quiet);
+    // Each stream's next event, and when it came.
+    let woken = Instant::now();
+    let waiting: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let event = tokio::time::timeout(Duration::from_secs(120), stream.next()).await;
+                (event.ok().flatten(), woken.elapsed())
+            })
+        })
+        .collect();
+    let requests = tokio::spawn(async move { load(addr, &tokens, secs, None).await });
+    let accounts = layer.accounts();
+    accounts
+        .grant_role_permission("everyone", "wake:read")
+        .await
+        .unwrap();
+    let (mut pictures, mut others, mut last) =
+        (0u64, BTreeMap::<String, u64>::new(), Duration::ZERO);
+    for waiting in waiting {
+        match waiting.await.unwrap() {
+            (Some(event), at) if event == "principal" => {
+                pictures += 1;
+                last = last.max(at);
+            }
+            (event, _) => {
+                *others
+                    .entry(event.unwrap_or_else(|| "none".into()))
+                    .or_default() += 1
+            }
+        }
+    }
+    let (_, during, errors) = requests.await.unwrap();
+    let (_, during_p99, _) = percentiles(during);
+    println!(
+        "{n} streams woken at once: {pictures} sent the new picture, the last after {:.0} ms; ended otherwise: {others:?}",
+        ms(last)
+    );
+    println!(
+        "uncached requests meanwhile: p99 {during_p99:.2} ms against {quiet_p99:.2} ms without ({errors} not 200)"
+    );
+    let met = target(
+        "every stream updated, request p99 under 2x meanwhile",
+        pictures == n && during_p99 < 2.0 * quiet_p99 && errors == 0,
+        format!("{pictures}/{n} updated, p99 {during_p99:.2} ms against {quiet_p99:.2} ms"),
+    );
+    record(
+        &results,
+        "wake",
+        json!({
+            "streams": n,
+            "updated": pictures,
+            "ended_otherwise": others,
+            "last_update_ms": ms(last),
+            "request_p99_ms_quiet": quiet_p99,
+            "request_p99_ms_during": during_p99,
+            "requests_not_200": errors,
+            "target": met,
+        }),
+    );
+    pool.close().await;
+    common::drop_database("bench_scale_wake").await;
 }

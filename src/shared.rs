@@ -93,7 +93,13 @@ impl Shared {
         let needs_listener = store.postgres_pool().is_some();
         #[cfg(not(feature = "postgres"))]
         let needs_listener = false;
-        let hub = Arc::new(Hub::new(config.streams.limits, needs_listener));
+        // A quarter of the pool for the streams' reads, the rest for requests.
+        let stream_reads = usize::try_from(store.max_connections() / 4).unwrap_or(1);
+        let hub = Arc::new(Hub::new(
+            config.streams.limits,
+            needs_listener,
+            stream_reads,
+        ));
         let alerts = TokenAlerts::new(config.invalid_token_alert.0, config.invalid_token_alert.1);
         Self {
             config,

@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 use crate::{AuthRejection, SessionId, UserId};
 
@@ -47,6 +47,10 @@ pub(crate) struct Hub {
     listening: AtomicBool,
     /// Whether the app closed the streams (its server is shutting down).
     closed: AtomicBool,
+    /// Turns to read the database for a stream: a change that wakes many streams at once (a
+    /// permission of a role many users hold, `*`) queues their reads here, not in the pool
+    /// ahead of the requests.
+    reads: Semaphore,
     limits: StreamLimits,
 }
 
@@ -62,15 +66,23 @@ pub(crate) enum Wake {
 
 impl Hub {
     /// `needs_listener`: changes made elsewhere arrive only through the listener (Postgres), so
-    /// streams are refused until it listens.
-    pub(crate) fn new(limits: StreamLimits, needs_listener: bool) -> Self {
+    /// streams are refused until it listens. `reads`: how many streams may read the database
+    /// at once (at least one).
+    pub(crate) fn new(limits: StreamLimits, needs_listener: bool, reads: usize) -> Self {
         Self {
             open: Mutex::default(),
             everyone: watch::Sender::new(()),
             listening: AtomicBool::new(!needs_listener),
             closed: AtomicBool::new(false),
+            reads: Semaphore::new(reads.max(1)),
             limits,
         }
+    }
+
+    /// Waits for a turn to read the database for a stream; the turn ends when dropped.
+    pub(crate) async fn read_turn(&self) -> Option<SemaphorePermit<'_>> {
+        // Never closed: `None` cannot happen, and a stream would then read without a turn.
+        self.reads.acquire().await.ok()
     }
 
     /// Registers a stream of `session` of `user`; refused past the bounds (`429` for the

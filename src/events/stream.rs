@@ -132,6 +132,8 @@ impl Open {
     /// longer valid.
     async fn read(&mut self) -> Result<Result<Picture, Missed>, sqlx::Error> {
         let store = &self.shared.store;
+        // The wait for a turn is not the database's: the deadline starts after it.
+        let _turn = self.shared.hub.read_turn().await;
         let deadline = tokio::time::Instant::now() + self.shared.config.lookup_timeout;
         let row = by(deadline, store.lookup(&self.session)).await?;
         Ok(row.map(|row| {

@@ -371,6 +371,16 @@ impl AuthStore {
         self
     }
 
+    /// The most connections the store's pool opens.
+    pub(crate) fn max_connections(&self) -> u32 {
+        match &self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) => store.pool.options().get_max_connections(),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => pool.options().get_max_connections(),
+        }
+    }
+
     /// The Postgres pool, for the node's listener.
     #[cfg(feature = "postgres")]
     pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {

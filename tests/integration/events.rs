@@ -389,3 +389,69 @@ async fn a_lost_listener_tells_open_streams(_: PgPoolOptions, options: PgConnect
     let (mut again, _) = stream(&app, &token).await;
     principal(&again.next(SOON).await);
 }
+
+/// Postgres: a change that wakes many streams at once queues their database reads on the node,
+/// a quarter of the pool at a time, so that requests still find connections. Seen at the
+/// database: with the sessions table locked, 8 woken streams on a pool of 8 have 2 reads
+/// waiting there. (Before: 8, the whole pool.) Once the lock goes, every stream is updated.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn woken_streams_read_a_quarter_of_the_pool_at_a_time(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let node = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options.clone().application_name("woken-node"))
+        .await
+        .unwrap();
+    let app = app_with(node, |b| b.lookup_connections(0)).await;
+    tokio::spawn(app.layer.background());
+    wait_until_streams_open(&app).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let server = serve(app.router.clone()).await;
+    let cookie = || (header::COOKIE, format!("{COOKIE}={token}"));
+    let mut streams = Vec::new();
+    for i in 0..8 {
+        let mut stream = open_events(server, client(i + 1), "/account/events", &[cookie()]).await;
+        principal(&stream.next(SOON).await);
+        streams.push(stream);
+    }
+    let lock = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    app.accounts
+        .grant_permission(app.bob, "woken:read")
+        .await
+        .unwrap();
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE application_name = 'woken-node' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&lock)
+        .await
+        .unwrap()
+    };
+    let mut most = 0;
+    for _ in 0..40 {
+        most = most.max(waiting().await);
+        if most > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(most, 2, "reads waiting at the database at once");
+    for stream in &mut streams {
+        let next = principal(&stream.next(SOON).await);
+        assert_eq!(next["permissions"], json!(["reports:read", "woken:read"]));
+    }
+    lock.close().await;
+}
