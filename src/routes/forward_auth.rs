@@ -14,6 +14,9 @@ use crate::{
     Auth, AuthRejection, AuthState, CurrentUser, Resource, credential::Source, events::security,
 };
 
+/// The most distinct permissions one check may name in its query.
+const MAX_PERMISSIONS: usize = 16;
+
 /// The forward-auth route, to nest under a path of the app's choosing (the quickstart serves
 /// it at `/auth/check`). A reverse proxy asks it about each request it forwards; the request
 /// is authenticated exactly as the [`AuthLayer`](crate::AuthLayer) authenticates any (the
@@ -24,7 +27,7 @@ use crate::{
 /// | `200` | a valid session with every permission asked for | `X-Auth-User-Id`, `X-Auth-Username`, `X-Auth-Permissions` (sorted, comma-separated), `X-Auth-Session-Id` (the public id) |
 /// | `401` | no valid session | |
 /// | `403` | a permission asked for is missing, or the original request fails the CSRF check | |
-/// | `400` | a query key other than `permission` and `resource` (a misspelt one would otherwise be ignored), a `resource` that cannot name one, more than one `resource`, or an `X-Auth-Require-Permission` that is not UTF-8 | |
+/// | `400` | a query key other than `permission` and `resource` (a misspelt one would otherwise be ignored), a `resource` that cannot name one, more than one `resource`, more than 16 distinct permissions in the query, or an `X-Auth-Require-Permission` that is not UTF-8 | |
 /// | `503` | the database did not answer (never a `200`) | `Retry-After` |
 ///
 /// Permissions are asked for with `?permission=reports:read` on the check URL (repeatable)
@@ -100,7 +103,15 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     // the proxy's own, checked on every resource: a proxy may pass the client's query on
     // (Caddy's `uri /auth/check` keeps it), and a client must not narrow them to a resource
     // it holds them on.
-    for permission in asked("permission") {
+    // Each permission on a resource may cost a round trip: named twice, checked once; more
+    // than a few distinct ones are refused, never looked up one after another.
+    let mut permissions: Vec<&str> = asked("permission").collect();
+    permissions.sort_unstable();
+    permissions.dedup();
+    if permissions.len() > MAX_PERMISSIONS {
+        return AuthRejection::BadRequest.into_response();
+    }
+    for permission in permissions {
         let allowed = match &resource {
             Some(resource) => user.require_on(permission, resource).await,
             None => user.require(permission),

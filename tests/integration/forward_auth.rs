@@ -230,6 +230,57 @@ async fn a_permission_no_grant_can_hold_costs_no_round_trip(pool: sqlx::PgPool) 
     assert_eq!(app.statements() - before, 1, "the session lookup alone");
 }
 
+/// A permission named many times in one check is looked up once, and more than 16 distinct
+/// ones are refused: a client whose query the proxy passes on (or who calls the check itself)
+/// cannot make one request cost a round trip per name. (Before: 1 000 repeats, 1 001
+/// statements, one after another on one connection.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_check_looks_each_permission_up_once_and_only_a_few(pool: sqlx::PgPool) {
+    let app = counted_app_with(pool, |b| b).await;
+    app.accounts
+        .grant_permission_on(app.bob, "project:read", &"project:42".parse().unwrap())
+        .await
+        .unwrap();
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let once = "?permission=project:read&resource=project:42";
+    for _ in 0..2 {
+        ask(&app, once, Some(&token), &[]).await; // prepares the statements
+    }
+    let repeated = format!(
+        "{}&resource=project:42",
+        vec!["permission=project:read"; 1000].join("&")
+    );
+    let before = app.statements();
+    let reply = ask(&app, &format!("?{repeated}"), Some(&token), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        app.statements() - before,
+        2,
+        "the session lookup and one `can`"
+    );
+
+    let distinct: Vec<String> = (0..17).map(|i| format!("permission=p{i}")).collect();
+    let before = app.statements();
+    let reply = ask(
+        &app,
+        &format!("?{}&resource=project:42", distinct.join("&")),
+        Some(&token),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.statements() - before, 1, "the session lookup alone");
+    let sixteen = distinct[..16].join("&");
+    let reply = ask(
+        &app,
+        &format!("?{sixteen}&resource=project:42"),
+        Some(&token),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "16 are asked about");
+}
+
 // --- through a real nginx ------------------------------------------------------------------
 
 /// An upstream that is not this crate: a few lines of Python's `http.server` that answer every
