@@ -412,7 +412,7 @@ impl Auth {
     /// [`Error::Unauthenticated`] without a session, or when the session ended meanwhile; an
     /// infrastructure error.
     pub async fn rotate(&self) -> Result<SessionId, Error> {
-        self.rotate_with(false).await
+        self.rotate_with(false, None).await
     }
 
     /// Proves the current user's password again ("sudo mode"): on success the session counts
@@ -421,14 +421,15 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// [`Error::Unauthenticated`] without a session; [`Error::Throttled`], [`Error::Busy`]; an
-    /// infrastructure error.
+    /// [`Error::Unauthenticated`] without a session, or when the session ended or the password
+    /// changed while it was checked (the session does not count a password that is no longer
+    /// the user's); [`Error::Throttled`], [`Error::Busy`]; an infrastructure error.
     pub async fn reauthenticate(&self, password: &str) -> Result<bool, Error> {
         let user = self.user()?;
-        if self.verify_current(user, password).await?.is_none() {
+        let Some(epoch) = self.verify_current(user, password).await? else {
             return Ok(false);
-        }
-        let id = self.rotate_with(true).await?;
+        };
+        let id = self.rotate_with(true, Some(epoch)).await?;
         security::reauth(&self.0.client, user.id(), &id);
         Ok(true)
     }
@@ -438,7 +439,9 @@ impl Auth {
     /// this one is valid afterwards), ends every other session of the user and rotates this one
     /// (which then counts as recently authenticated). `Ok(false)` if `current` is wrong, or
     /// stopped being the password while the new one was hashed (a reset landed meanwhile);
-    /// nothing changes then.
+    /// nothing changes then. If another tab's reauthentication rotated the session meanwhile,
+    /// its copy is the one kept and goes on under the token that tab received; this request's
+    /// cookie is left alone.
     ///
     /// # Errors
     ///
@@ -464,11 +467,19 @@ impl Auth {
         }
         security::password_changed(&self.0.client, user.id(), Some(kept), "change");
         shared.user_changed(user.id());
-        self.rotate_with(true).await?;
-        Ok(true)
+        match self.rotate_with(true, None).await {
+            // Rotated away meanwhile, or ended: the password is changed all the same.
+            Ok(_) | Err(Error::Unauthenticated) => Ok(true),
+            Err(error) => Err(error),
+        }
     }
 
-    async fn rotate_with(&self, reauthenticated: bool) -> Result<SessionId, Error> {
+    /// Rotates the request's session; `epoch`: only if it is still at that credential epoch.
+    async fn rotate_with(
+        &self,
+        reauthenticated: bool,
+        epoch: Option<i64>,
+    ) -> Result<SessionId, Error> {
         let user = self.user()?;
         let inner = &self.0;
         let token = SessionToken::generate()?;
@@ -481,6 +492,7 @@ impl Auth {
                 token.secret_hash().as_bytes(),
                 inner.shared.config.idle_timeout,
                 reauthenticated,
+                epoch,
             )
             .await?;
         if !rotated {

@@ -121,7 +121,9 @@ RETURNING id";
 
 /// Copies a live session $1 into a new one $2: same user, creation time, absolute deadline,
 /// credential epoch, user agent and address; a fresh idle deadline; `authenticated_at` now if
-/// $5. The old row is deleted in the same transaction. On Postgres the user's row stays locked
+/// $5; only if the session is still at credential epoch $6 when given (the epoch of the
+/// password just checked: a password change committed meanwhile wins). The old row is deleted
+/// in the same transaction. On Postgres the user's row stays locked
 /// until then, as in [`CREATE_SESSION`], so that a ban or a password reset that ends the user's
 /// sessions cannot miss the copy; the old session's row too, so that a change to it committed
 /// meanwhile (its deadline moved into the past) is read, not copied over.
@@ -135,7 +137,7 @@ SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), 
        s.id
   FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
-   AND u.disabled_at IS NULL
+   AND u.disabled_at IS NULL AND ($6::bigint IS NULL OR s.credential_epoch = $6)
    FOR NO KEY UPDATE OF u, s",
     sqlite: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
@@ -144,7 +146,9 @@ INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, i
 SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_at,
        CASE WHEN $5 THEN n.now ELSE authenticated_at END, user_agent, ip, credential_epoch, id
   FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
- WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now",
+ WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now
+   AND ($6 IS NULL OR credential_epoch = $6)
+   AND user_id IN (SELECT id FROM auth_users WHERE disabled_at IS NULL)",
 };
 
 const LIST_SESSIONS: Dialects = Dialects {
@@ -548,6 +552,7 @@ impl AuthStore {
         new_hash: &[u8],
         idle_timeout: Duration,
         reauthenticated: bool,
+        epoch: Option<i64>,
     ) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
@@ -557,6 +562,7 @@ impl AuthStore {
                 .bind(new_hash)
                 .bind(Span(idle_timeout))
                 .bind(reauthenticated)
+                .bind(epoch)
                 .execute(&mut *tx)
                 .await?;
             if copied.rows_affected() != 1 {

@@ -626,6 +626,69 @@ async fn logging_out_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPo
     assert_eq!(app.sessions().await, 1);
 }
 
+/// A password change in one tab while another tab's reauthentication rotates the same session
+/// (its commit held for 500 ms; the change is sent while it is held and writes after it): the
+/// rotation's copy is the session kept, under the new password, and the change answers `204`.
+/// (Before: the change ended the copy as "another session" and answered `401`, although the
+/// password had changed, and the browser was logged out.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_password_change_during_a_rotation_keeps_the_copy(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let tab = app.login(ALICE, ALICE_PASSWORD).await;
+    let laptop = app.login(ALICE, ALICE_PASSWORD).await;
+    slow_commits(&pool, 500).await;
+    let form = format!("current_password={ALICE_PASSWORD}&new_password={NEW_PASSWORD}");
+    let reauth = call(&app, "/account/reauth", &tab, "password=alice-password");
+    let change = async {
+        wait_for_held_commit(&pool).await;
+        call(&app, "/account/password", &tab, &form).await
+    };
+    let (rotated, changed) = tokio::join!(reauth, change);
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.body);
+    let copy = rotated.session_cookie().unwrap();
+    assert_eq!(
+        app.status("/me", &copy).await,
+        StatusCode::OK,
+        "the copy goes on"
+    );
+    assert_eq!(app.status("/me", &laptop).await, StatusCode::UNAUTHORIZED);
+    let old = send(&app.router, login_request(ALICE, ALICE_PASSWORD)).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    app.login(ALICE, NEW_PASSWORD).await;
+}
+
+/// A reauthentication with the old password while another tab's password change commits (held
+/// for 500 ms; the reauthentication checks the password meanwhile and rotates after it) does
+/// not count: the session is not made "recently authenticated" by a password that is no
+/// longer the user's. (Before: `204`, and sudo mode from the old password.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_reauthentication_with_the_password_a_change_replaced_does_not_count(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let tab = app.login(ALICE, ALICE_PASSWORD).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_update() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$;
+         CREATE CONSTRAINT TRIGGER slow_update AFTER UPDATE ON auth_users
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_update();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let form = format!("current_password={ALICE_PASSWORD}&new_password={NEW_PASSWORD}");
+    let change = call(&app, "/account/password", &tab, &form);
+    let reauth = async {
+        wait_for_held_commit(&pool).await;
+        call(&app, "/account/reauth", &tab, "password=alice-password").await
+    };
+    let (changed, reauthed) = tokio::join!(change, reauth);
+    assert_ne!(reauthed.status, StatusCode::NO_CONTENT, "{}", reauthed.body);
+    assert_eq!(reauthed.session_cookie(), None);
+    assert_eq!(changed.status, StatusCode::NO_CONTENT);
+    let current = changed.session_cookie().unwrap();
+    assert_eq!(app.status("/me", &current).await, StatusCode::OK);
+}
+
 /// Waits (at most 5 s) until `n` backends of the test database match `condition` (a predicate
 /// on `pg_stat_activity`); whether they did.
 async fn wait_for_backends(pool: &sqlx::PgPool, condition: &str, n: i64) -> bool {
