@@ -351,14 +351,17 @@ impl Accounts {
         if !possible_name(name_or_email) {
             return Ok(false);
         }
-        let account = match self.store().recipient(name_or_email).await? {
+        // The spelling the reset will look up: another spelling of the name must not count
+        // apart from it.
+        let name_or_email = nfc(name_or_email);
+        let account = match self.store().recipient(&name_or_email).await? {
             Some(user) => AttemptKey::user(user.id),
             None => AttemptKey::unknown_name(&name_or_email.to_lowercase()),
         };
         let key = AttemptKey::reset(&account);
         match self.reserve_in_window(&key, RESET_PER_ACCOUNT).await? {
             Reservation::Refused(retry_after) => {
-                security::login_throttled(client, name_or_email, retry_after);
+                security::login_throttled(client, &name_or_email, retry_after);
                 Ok(false)
             }
             Reservation::Granted => Ok(true),

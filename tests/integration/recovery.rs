@@ -259,6 +259,24 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The decomposed spelling of a name counts against the same account as the composed one:
+    /// it cannot buy three more messages. (Before: it counted apart, and a fourth link went
+    /// out.)
+    async fn another_spelling_of_a_name_counts_against_the_same_account(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        auth.accounts().create_user("Jos\u{e9}", "jose-password").await.unwrap();
+        for i in 0..3 {
+            let reply = send(&app, post("/account/password-reset", "username=Jos%C3%A9", None)).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "request {i}");
+        }
+        mail(&dir, 3).await;
+        let fourth = send(&app, post("/account/password-reset", "username=Jose%CC%81", None)).await;
+        assert_eq!(fourth.status, StatusCode::ACCEPTED);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(mails(&dir).len(), 3, "no fourth message for Jos\u{e9}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn an_expired_or_unknown_token_is_refused(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         send(&app, post("/account/password-reset", "username=alice", None)).await;
