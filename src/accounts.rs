@@ -261,7 +261,7 @@ impl Accounts {
     ///
     /// [`Error::UserNotFound`], or an infrastructure error.
     pub async fn delete_user(&self, user: UserId) -> Result<(), Error> {
-        found(self.store.delete_user(user).await?)?;
+        found(repeating_conflicts(|| self.store.delete_user(user)).await?)?;
         self.changed(user);
         Ok(())
     }
@@ -379,7 +379,7 @@ impl Accounts {
     ///
     /// [`Error::UserNotFound`], or an infrastructure error.
     pub async fn enable_user(&self, user: UserId) -> Result<(), Error> {
-        found(self.store.enable_user(user).await?)?;
+        found(repeating_conflicts(|| self.store.enable_user(user)).await?)?;
         self.changed(user);
         Ok(())
     }
@@ -392,7 +392,7 @@ impl Accounts {
     /// [`Error::InvalidName`], [`Error::UserNotFound`], or an infrastructure error.
     pub async fn grant_permission(&self, user: UserId, permission: &str) -> Result<(), Error> {
         validate_name(permission)?;
-        self.store.grant_permission(user, permission).await?;
+        repeating_conflicts(|| self.store.grant_permission(user, permission)).await?;
         self.changed(user);
         Ok(())
     }
@@ -404,7 +404,8 @@ impl Accounts {
     ///
     /// An infrastructure error.
     pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<bool, Error> {
-        let revoked = self.store.revoke_permission(user, permission).await?;
+        let revoked =
+            repeating_conflicts(|| self.store.revoke_permission(user, permission)).await?;
         self.changed(user);
         Ok(revoked)
     }
@@ -421,9 +422,11 @@ impl Accounts {
         resource: &Resource,
     ) -> Result<(), Error> {
         validate_name(permission)?;
-        self.store
-            .grant_on(user, GrantRow::Permission(permission), scope(resource))
-            .await?;
+        repeating_conflicts(|| {
+            self.store
+                .grant_on(user, GrantRow::Permission(permission), scope(resource))
+        })
+        .await?;
         self.scoped_changed(user);
         Ok(())
     }
@@ -439,10 +442,11 @@ impl Accounts {
         permission: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        let revoked = self
-            .store
-            .revoke_on(user, GrantRow::Permission(permission), scope(resource))
-            .await?;
+        let revoked = repeating_conflicts(|| {
+            self.store
+                .revoke_on(user, GrantRow::Permission(permission), scope(resource))
+        })
+        .await?;
         self.scoped_changed(user);
         Ok(revoked)
     }
@@ -503,7 +507,7 @@ impl Accounts {
     ///
     /// An infrastructure error.
     pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
-        let removed = self.store.unassign_role(user, role).await?;
+        let removed = repeating_conflicts(|| self.store.unassign_role(user, role)).await?;
         self.changed(user);
         Ok(removed)
     }
@@ -540,10 +544,11 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        let removed = self
-            .store
-            .revoke_on(user, GrantRow::Role(role), scope(resource))
-            .await?;
+        let removed = repeating_conflicts(|| {
+            self.store
+                .revoke_on(user, GrantRow::Role(role), scope(resource))
+        })
+        .await?;
         self.scoped_changed(user);
         Ok(removed)
     }

@@ -538,6 +538,63 @@ async fn a_stricter_default_isolation_changes_nothing(_: PgPoolOptions, options:
     }
 }
 
+/// Under a stricter default isolation, an account change that waits for another change of the
+/// same user (an uncommitted grant holds the user's row) is applied once that one commits, not
+/// refused: each single-statement write repeats a serialization failure. (Before: each failed
+/// with "could not serialize access due to concurrent update".)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn account_changes_that_wait_apply_under_a_stricter_default_isolation(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let strict = options.options([("default_transaction_isolation", "repeatable read")]);
+    let pool = PgPoolOptions::new().connect_with(strict).await.unwrap();
+    let app = app_with(pool.clone(), |b| b).await;
+    let (accounts, bob) = (&app.accounts, app.bob);
+    accounts.create_role("auditor").await.unwrap();
+    accounts.assign_role(bob, "auditor").await.unwrap();
+    type Change<'a> = futures_util::future::BoxFuture<'a, Result<(), axum_live_auth::Error>>;
+    let changes: Vec<(&str, Change<'_>)> = vec![
+        (
+            "grant_permission",
+            Box::pin(accounts.grant_permission(bob, "billing:write")),
+        ),
+        (
+            "revoke_permission",
+            Box::pin(async {
+                accounts
+                    .revoke_permission(bob, "reports:read")
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "unassign_role",
+            Box::pin(async { accounts.unassign_role(bob, "auditor").await.map(drop) }),
+        ),
+        ("enable_user", Box::pin(accounts.enable_user(bob))),
+        ("delete_user", Box::pin(accounts.delete_user(bob))),
+    ];
+    for (i, (name, change)) in changes.into_iter().enumerate() {
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO auth_user_permissions (user_id, permission) VALUES ($1, $2)")
+            .bind(bob)
+            .bind(format!("held:{i}"))
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let release = async {
+            assert!(
+                wait_for_backends(&pool, "wait_event_type = 'Lock'", 1).await,
+                "{name} waits"
+            );
+            holder.commit().await.unwrap();
+        };
+        let (done, ()) = tokio::join!(change, release);
+        assert!(done.is_ok(), "{name}: {done:?}");
+    }
+}
+
 /// Six reauthentications of one session at once (each rotates it) leave one successor, not
 /// six: only the rotation that ends the old session may create a new one. As above, a deferred
 /// trigger holds each commit for 200 ms, so that the rotations overlap.
