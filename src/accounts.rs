@@ -158,21 +158,24 @@ impl Accounts {
         let key = client
             .address
             .map(|address| AttemptKey::sign_up(address.to_string()));
-        if let Some(key) = &key
-            && let Reservation::Refused(retry_after) =
-                self.reserve_in_window(key, SIGN_UPS_PER_ADDRESS).await?
-        {
-            security::sign_up_throttled(client, retry_after);
-            return Err(Error::Throttled { retry_after });
-        }
+        let reserved = match &key {
+            Some(key) => match self.reserve_in_window(key, SIGN_UPS_PER_ADDRESS).await? {
+                Reservation::Granted(reserved) => Some(reserved),
+                Reservation::Refused(retry_after) => {
+                    security::sign_up_throttled(client, retry_after);
+                    return Err(Error::Throttled { retry_after });
+                }
+            },
+            None => None,
+        };
         match self.create_user(username, password).await {
             Ok(user) => {
                 security::signed_up(client, user);
                 Ok(user)
             }
             Err(busy @ Error::Busy { .. }) => {
-                if let Some(key) = &key {
-                    self.store.release_attempt(key).await?;
+                if let Some(reserved) = &reserved {
+                    self.store.release_attempt(reserved).await?;
                 }
                 Err(busy)
             }

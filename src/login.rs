@@ -7,7 +7,7 @@ use crate::{
     client::Client,
     events::security,
     password::{Hasher, MAX_PASSWORD_BYTES},
-    store::{AttemptKey, Reservation, ThrottleLimits},
+    store::{AttemptKey, Reservation, Reserved, ThrottleLimits},
 };
 
 /// The longest username accepted at login, in bytes; longer input is refused without a query.
@@ -66,8 +66,7 @@ impl PasswordCheck<'_> {
         let address = client
             .address
             .map(|address| AttemptKey::address(address.to_string()));
-        self.reserve(client, username, address.as_ref(), &account)
-            .await?;
+        let (address, account) = self.reserve(client, username, address, &account).await?;
         let verified = self.hasher.verify(password, row.password_hash).await;
         let enabled = row.disabled == Some(false);
         match (verified, row.id, row.credential_epoch) {
@@ -76,7 +75,7 @@ impl PasswordCheck<'_> {
                 if let Some(address) = &address {
                     self.store.release_attempt(address).await?;
                 }
-                self.store.clear_attempts(&account).await?;
+                self.store.clear_attempts(account.key()).await?;
                 Ok(Some(Verified {
                     user,
                     credential_epoch,
@@ -106,27 +105,29 @@ impl PasswordCheck<'_> {
         &self,
         client: &Client,
         username: &str,
-        address: Option<&AttemptKey>,
+        address: Option<AttemptKey>,
         account: &AttemptKey,
-    ) -> Result<(), Error> {
+    ) -> Result<(Option<Reserved>, Reserved), Error> {
         let refused = |retry_after| {
             security::login_throttled(client, username, retry_after);
-            Err(Error::Throttled { retry_after })
+            Error::Throttled { retry_after }
         };
-        if let Some(address) = address
-            && let Reservation::Refused(wait) =
-                self.store.reserve_attempt(address, self.limits).await?
-        {
-            return refused(wait);
-        }
-        if let Reservation::Refused(wait) = self.store.reserve_attempt(account, self.limits).await?
-        {
-            if let Some(address) = address {
-                self.store.release_attempt(address).await?;
+        let address = match address {
+            Some(key) => match self.store.reserve_attempt(&key, self.limits).await? {
+                Reservation::Granted(reserved) => Some(reserved),
+                Reservation::Refused(wait) => return Err(refused(wait)),
+            },
+            None => None,
+        };
+        match self.store.reserve_attempt(account, self.limits).await? {
+            Reservation::Granted(reserved) => Ok((address, reserved)),
+            Reservation::Refused(wait) => {
+                if let Some(address) = &address {
+                    self.store.release_attempt(address).await?;
+                }
+                Err(refused(wait))
             }
-            return refused(wait);
         }
-        Ok(())
     }
 }
 

@@ -364,7 +364,7 @@ impl Accounts {
                 security::login_throttled(client, &name_or_email, retry_after);
                 Ok(false)
             }
-            Reservation::Granted => Ok(true),
+            Reservation::Granted(_) => Ok(true),
         }
     }
 
@@ -376,7 +376,7 @@ impl Accounts {
     ) -> Result<(), Error> {
         let key = AttemptKey::email_change(user);
         match self.reserve_in_window(&key, EMAIL_CHANGES_PER_USER).await? {
-            Reservation::Granted => Ok(()),
+            Reservation::Granted(_) => Ok(()),
             Reservation::Refused(retry_after) => {
                 security::email_change_throttled(client, user, retry_after);
                 Err(Error::Throttled { retry_after })

@@ -36,7 +36,7 @@ pub use self::pooler::{ThroughPooler, through_transaction_pooler};
 pub(crate) use self::{
     grants::{GrantRow, Scope},
     sessions::{Created, Missed, NewSession, RequestConnection, SessionRow},
-    throttle::{AttemptKey, Reservation, ThrottleLimits},
+    throttle::{AttemptKey, Reservation, Reserved, ThrottleLimits},
     tokens::{Purpose, TokenRow},
     users::Recipient,
 };

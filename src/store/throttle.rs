@@ -11,13 +11,17 @@
 
 use std::time::Duration;
 
-use super::{AuthStore, Dialects, on_pool, repeating_conflicts, types::Span};
+use super::{
+    AuthStore, Dialects, on_pool, repeating_conflicts,
+    types::{Span, Timestamp},
+};
 use crate::{Error, UserId};
 
 /// Reserves one attempt for key ($1 kind, $2 key), unless it is over its limit: an address
 /// with $4 failures in its current window of length $3, or a user row still blocked. A user
 /// row's block after $5 free failures is $6 × 2^(failures − $5 + 1), at most $7. Returns a row
-/// exactly when the attempt may go on.
+/// exactly when the attempt may go on: the start of the window it was counted in (a user row's
+/// first failure), by which it is given back.
 ///
 /// A row that does not block keeps a `blocked_until` in the past (never `now()`): a concurrent
 /// reservation that waited for this one's row lock compares with its own `now()`, its
@@ -39,7 +43,7 @@ ON CONFLICT (kind, key) DO UPDATE
                             ELSE a.blocked_until END
  WHERE (a.kind <> 'user' AND (a.window_start <= now() - $3 OR a.failures < $4))
     OR (a.kind = 'user' AND a.blocked_until <= now())
-RETURNING 1",
+RETURNING window_start",
     sqlite: "\
 INSERT INTO auth_login_attempts AS a
        (kind, key, failures, window_start, last_failure_at, blocked_until)
@@ -59,7 +63,7 @@ ON CONFLICT (kind, key) DO UPDATE
                             ELSE a.blocked_until END
  WHERE (a.kind <> 'user' AND (a.window_start <= excluded.window_start - $3 OR a.failures < $4))
     OR (a.kind = 'user' AND a.blocked_until <= excluded.last_failure_at)
-RETURNING 1",
+RETURNING window_start",
 };
 
 /// How long a refused key ($1 kind, $2 key; window $3) stays refused, in seconds.
@@ -169,11 +173,25 @@ pub(crate) struct ThrottleLimits {
 }
 
 /// The outcome of reserving an attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Reservation {
-    Granted,
+    Granted(Reserved),
     /// Over the limit: no attempt now, for this long.
     Refused(Duration),
+}
+
+/// A granted attempt: its key and the window it was counted in, so that giving it back never
+/// takes from a later window (which would let that window hold more than its limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reserved {
+    key: AttemptKey,
+    window: Timestamp,
+}
+
+impl Reserved {
+    pub(crate) fn key(&self) -> &AttemptKey {
+        &self.key
+    }
 }
 
 impl AuthStore {
@@ -184,9 +202,9 @@ impl AuthStore {
         key: &AttemptKey,
         limits: &ThrottleLimits,
     ) -> Result<Reservation, Error> {
-        let granted = on_pool!(self, |pool| {
+        let granted: Option<Timestamp> = on_pool!(self, |pool| {
             repeating_conflicts(|| async {
-                Ok(sqlx::query(RESERVE.of(pool))
+                Ok(sqlx::query_scalar(RESERVE.of(pool))
                     .bind(key.kind)
                     .bind(&key.key)
                     .bind(Span(limits.ip_window))
@@ -195,13 +213,15 @@ impl AuthStore {
                     .bind(Span(limits.user_base_wait))
                     .bind(Span(limits.user_max_wait))
                     .fetch_optional(pool)
-                    .await?
-                    .is_some())
+                    .await?)
             })
             .await?
         });
-        if granted {
-            return Ok(Reservation::Granted);
+        if let Some(window) = granted {
+            return Ok(Reservation::Granted(Reserved {
+                key: key.clone(),
+                window,
+            }));
         }
         let seconds: Option<f64> = on_pool!(self, |pool| {
             sqlx::query_scalar(WAIT.of(pool))
@@ -216,12 +236,14 @@ impl AuthStore {
         Ok(Reservation::Refused(wait))
     }
 
-    /// Gives back one reserved address attempt (the attempt succeeded, or never ran).
-    pub(crate) async fn release_attempt(&self, key: &AttemptKey) -> Result<(), Error> {
+    /// Gives back one reserved attempt (the attempt succeeded, or never ran), unless its window
+    /// has passed (it then no longer counts) or its row was cleared.
+    pub(crate) async fn release_attempt(&self, reserved: &Reserved) -> Result<(), Error> {
         self.write_key(
             "UPDATE auth_login_attempts SET failures = failures - 1
-              WHERE kind = $1 AND key = $2 AND failures > 0",
-            key,
+              WHERE kind = $1 AND key = $2 AND failures > 0 AND window_start = $3",
+            &reserved.key,
+            Some(reserved.window),
         )
         .await
     }
@@ -231,19 +253,27 @@ impl AuthStore {
         self.write_key(
             "DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2",
             key,
+            None,
         )
         .await
     }
 
-    /// Runs `statement` on the counter of `key` ($1 kind, $2 key).
-    async fn write_key(&self, statement: &'static str, key: &AttemptKey) -> Result<(), Error> {
+    /// Runs `statement` on the counter of `key` ($1 kind, $2 key; $3 `window` if given).
+    async fn write_key(
+        &self,
+        statement: &'static str,
+        key: &AttemptKey,
+        window: Option<Timestamp>,
+    ) -> Result<(), Error> {
         on_pool!(self, |pool| {
             repeating_conflicts(|| async {
-                sqlx::query(statement)
-                    .bind(key.kind)
-                    .bind(&key.key)
-                    .execute(pool)
-                    .await?;
+                let query = sqlx::query(statement).bind(key.kind).bind(&key.key);
+                match window {
+                    Some(window) => query.bind(window),
+                    None => query,
+                }
+                .execute(pool)
+                .await?;
                 Ok(())
             })
             .await

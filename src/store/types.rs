@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::{Decode, Encode, Type, encode::IsNull, error::BoxDynError};
 use time::OffsetDateTime;
 
-/// A point in time read from the database.
+/// A point in time read from the database (and bound back to find the same value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timestamp(pub(crate) OffsetDateTime);
 
@@ -46,6 +46,12 @@ mod postgres {
             Ok(Self(<OffsetDateTime as Decode<'_, Postgres>>::decode(
                 value,
             )?))
+        }
+    }
+
+    impl Encode<'_, Postgres> for Timestamp {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            <OffsetDateTime as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
         }
     }
 
@@ -95,6 +101,13 @@ mod sqlite {
             Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(
                 i128::from(millis) * 1_000_000,
             )?))
+        }
+    }
+
+    impl Encode<'_, Sqlite> for Timestamp {
+        fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+            let millis = i64::try_from(self.0.unix_timestamp_nanos() / 1_000_000)?;
+            <i64 as Encode<'_, Sqlite>>::encode_by_ref(&millis, buf)
         }
     }
 

@@ -595,6 +595,50 @@ async fn account_changes_that_wait_apply_under_a_stricter_default_isolation(
     }
 }
 
+/// A successful login gives back its address's attempt only in the window it was counted in:
+/// one that reserved just before the window ended and finished after the next one began must
+/// not take a failure off the new window. (Before: it did, so that logins to one's own account
+/// held across a window's end let the next window check twice its limit of guesses.) The login
+/// is held between its two reservations by an uncommitted row of its account's counter.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_login_gives_back_its_attempt_only_in_its_own_window(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let from = |mut request: Request<Body>| {
+        let address = std::net::SocketAddr::from(([192, 0, 2, 7], 40_000));
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(address));
+        request
+    };
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO auth_login_attempts (kind, key, failures) VALUES ('user', $1, 0)")
+        .bind(format!("id:{}", app.bob))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let own = send(&app.router, from(login_request(BOB, BOB_PASSWORD)));
+    let next_window = async {
+        assert!(wait_for_backends(&pool, "wait_event_type = 'Lock'", 1).await);
+        // The address's window, in which the login was counted, ends...
+        sqlx::query("UPDATE auth_login_attempts SET window_start = now() - interval '1 day'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        // ...a guess starts the next one, and the login goes on.
+        let guess = send(&app.router, from(login_request(ALICE, "wrong-password"))).await;
+        assert_eq!(guess.status, StatusCode::UNAUTHORIZED);
+        holder.rollback().await.unwrap();
+    };
+    let (own, ()) = tokio::join!(own, next_window);
+    assert_eq!(own.status, StatusCode::SEE_OTHER);
+    let failures: i32 =
+        sqlx::query_scalar("SELECT failures FROM auth_login_attempts WHERE kind = 'ip'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(failures, 1, "the guess still counts in its window");
+}
+
 /// Six reauthentications of one session at once (each rotates it) leave one successor, not
 /// six: only the rotation that ends the old session may create a new one. As above, a deferred
 /// trigger holds each commit for 200 ms, so that the rotations overlap.
