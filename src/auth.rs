@@ -12,6 +12,7 @@ use crate::{
     error::InfrastructureError,
     events::security,
     login::{PasswordCheck, Verified},
+    lookup::Decided,
     password,
     shared::Shared,
     store::{Created, NewSession},
@@ -57,6 +58,8 @@ pub struct Auth(Arc<AuthInner>);
 struct AuthInner {
     shared: Arc<Shared>,
     state: AuthState,
+    /// See [`Decided::replaced_by`].
+    replaced_by: Option<(UserId, SessionId)>,
     client: Client,
     source: Source,
     response: Mutex<ResponseChanges>,
@@ -72,18 +75,18 @@ struct ResponseChanges {
 impl Auth {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        state: AuthState,
-        cookie: CookieChange,
+        decided: Decided,
         client: Client,
         source: Source,
     ) -> Self {
         Self(Arc::new(AuthInner {
             shared,
-            state,
+            state: decided.state,
+            replaced_by: decided.replaced_by,
             client,
             source,
             response: Mutex::new(ResponseChanges {
-                cookie,
+                cookie: decided.cookie,
                 clear_site_data: false,
             }),
         }))
@@ -323,17 +326,23 @@ impl Auth {
     /// ([`AuthState::Unavailable`](crate::AuthState::Unavailable)); the cookie is then left in
     /// place, since the session may still exist.
     pub async fn logout(&self) -> Result<(), Error> {
-        if let Some(user) = self.session()? {
-            // With a copy a rotation (another tab's reauthentication) may be committing
-            // meanwhile: the browser is signed out whichever answer it takes last.
+        // With a copy a rotation (another tab's reauthentication) may be committing meanwhile,
+        // or may have committed since this request left the browser: the browser is signed out
+        // whichever answer it takes last.
+        let ending = match (self.session()?, &self.0.replaced_by) {
+            (Some(user), _) => Some((user.id(), user.session_id())),
+            (None, Some((user, copy))) => Some((*user, copy)),
+            (None, None) => None,
+        };
+        if let Some((user, session)) = ending {
             self.0
                 .shared
                 .store
-                .delete_user_session(user.id(), user.session_id())
+                .delete_user_session(user, session)
                 .await?;
-            security::logout(&self.0.client, user.id(), user.session_id());
+            security::logout(&self.0.client, user, session);
             // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).
-            self.0.shared.user_changed(user.id());
+            self.0.shared.user_changed(user);
         }
         let mut response = self.response();
         if self.0.source == Source::Cookie {

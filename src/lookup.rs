@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Instant};
 
 use crate::{
-    AuthState, CurrentUser, SessionToken,
+    AuthState, CurrentUser, SessionId, SessionToken, UserId,
     cache::{Deadlines, Entry},
     client::Client,
     credential::{CookieChange, Credential, Invalid, Presented, Source},
@@ -16,20 +16,42 @@ use crate::{
     store::{Missed, RequestConnection, by},
 };
 
-/// Decides the request's [`AuthState`], and whether the response should clear the cookie (for
-/// a cookie that can never become valid again and that no rotation replaced).
+/// What the layer decided about a request's credential.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    pub(crate) state: AuthState,
+    /// Whether the response clears the cookie: a cookie that can never become valid again and
+    /// that no rotation replaced.
+    pub(crate) cookie: CookieChange,
+    /// The session (and its user) a rotation replaced the presented one with, the presented
+    /// secret being the replaced one's: the request went out before the rotation's answer came
+    /// back, and a logout it asks for ends that session.
+    pub(crate) replaced_by: Option<(UserId, SessionId)>,
+}
+
+impl Decided {
+    fn anonymous(cookie: CookieChange) -> Self {
+        Self {
+            state: AuthState::Anonymous,
+            cookie,
+            replaced_by: None,
+        }
+    }
+}
+
+/// Decides the request's [`AuthState`], and what goes with it.
 pub(crate) async fn authenticate(
     shared: &Arc<Shared>,
     credential: Credential,
     client: &Client,
-) -> (AuthState, CookieChange) {
+) -> Decided {
     // Only a cookie can be cleared; a bearer client keeps its token itself.
     let clear = match credential.source {
         Source::Cookie => CookieChange::Clear,
         Source::Bearer => CookieChange::Keep,
     };
     let token = match credential.presented {
-        Presented::None => return (AuthState::Anonymous, CookieChange::Keep),
+        Presented::None => return Decided::anonymous(CookieChange::Keep),
         Presented::Invalid(reason) => {
             security::invalid_token(client, reason.as_str());
             alert(shared, client);
@@ -40,26 +62,36 @@ pub(crate) async fn authenticate(
             } else {
                 CookieChange::Keep
             };
-            return (AuthState::Anonymous, change);
+            return Decided::anonymous(change);
         }
         Presented::Token(token) => token,
     };
     match resolve(shared, &token, client).await {
-        Ok(Ok(user)) => (AuthState::Authenticated(user), CookieChange::Keep),
+        Ok(Ok(user)) => Decided {
+            state: AuthState::Authenticated(user),
+            cookie: CookieChange::Keep,
+            replaced_by: None,
+        },
         Ok(Err(Missed::Unknown)) => {
             alert(shared, client);
-            (AuthState::Anonymous, clear)
+            Decided::anonymous(clear)
         }
         // A request sent with the cookie a rotation replaced: its answer may reach the client
         // after the rotation's, and clearing would then delete the new cookie.
-        Ok(Err(Missed::Rotated)) => (AuthState::Anonymous, CookieChange::Keep),
+        Ok(Err(Missed::Rotated(successor))) => Decided {
+            replaced_by: successor.map(|s| (s.user, s.id)),
+            ..Decided::anonymous(CookieChange::Keep)
+        },
         Err(error) => {
             tracing::error!(
                 error = &error as &dyn std::error::Error,
                 session_id = %token.id(),
                 "session lookup failed; answering as unavailable"
             );
-            (AuthState::Unavailable, CookieChange::Keep)
+            Decided {
+                state: AuthState::Unavailable,
+                ..Decided::anonymous(CookieChange::Keep)
+            }
         }
     }
 }
@@ -92,10 +124,17 @@ async fn resolve(
     };
     let (entry, conn) = match resolved {
         Ok(resolved) => resolved,
+        // Told apart from an unknown token only with the replaced secret.
+        Err(Missed::Rotated(Some(successor)))
+            if !token.secret_hash().matches(&successor.replaced_secret_hash) =>
+        {
+            security::unknown_session(client, token.id(), "secret_mismatch");
+            return Ok(Err(Missed::Unknown));
+        }
         Err(missed) => {
             let reason = match missed {
                 Missed::Unknown => "unknown_or_expired",
-                Missed::Rotated => "rotated",
+                Missed::Rotated(_) => "rotated",
             };
             security::unknown_session(client, token.id(), reason);
             return Ok(Err(missed));

@@ -202,10 +202,14 @@ impl AuthLayer {
         &self,
         user: crate::UserId,
     ) -> Result<crate::SessionToken, crate::Error> {
+        let decided = crate::lookup::Decided {
+            state: AuthState::Anonymous,
+            cookie: crate::credential::CookieChange::Keep,
+            replaced_by: None,
+        };
         let auth = Auth::new(
             Arc::clone(&self.shared),
-            AuthState::Anonymous,
-            crate::credential::CookieChange::Keep,
+            decided,
             Client::default(),
             Source::Cookie,
         );
@@ -308,9 +312,10 @@ where
             }
 
             let source = credential.source;
-            let (state, cookie) = lookup::authenticate(&shared, credential, &client).await;
+            let decided = lookup::authenticate(&shared, credential, &client).await;
+            let state = decided.state.clone();
             let authenticated = matches!(state, AuthState::Authenticated(_));
-            let auth = Auth::new(Arc::clone(&shared), state.clone(), cookie, client, source);
+            let auth = Auth::new(Arc::clone(&shared), decided, client, source);
             let extensions = req.extensions_mut();
             if let (AuthState::Anonymous, Some(path)) = (&state, &config.login_redirect) {
                 extensions.insert(LoginRedirect(Arc::clone(path)));

@@ -115,7 +115,7 @@ impl Open {
                 }
                 // The session goes on under a new token, which a rotation set in the browser:
                 // reconnecting opens the new session's stream.
-                Ok(Err(Missed::Rotated)) => return self.end("reconnect"),
+                Ok(Err(Missed::Rotated(_))) => return self.end("reconnect"),
                 Ok(Err(Missed::Unknown)) => return self.end("ended"),
                 Err(error) => {
                     tracing::warn!(

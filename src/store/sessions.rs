@@ -21,15 +21,15 @@ use crate::{Error, SessionId, UserId};
 /// every deadline is measured.
 ///
 /// With no live session, the second branch tells whether a rotation copied it into a new one
-/// (index `auth_sessions_rotated_from`): one row flagged `rotated`, in the same round trip. A
-/// live session is at most one row, after which `LIMIT 1` stops: the hot path never runs the
-/// second branch. Both branches cannot yield a row at once: a rotation deletes the row it
-/// copies in the same transaction.
+/// (index `auth_sessions_rotated_from`): one row flagged `rotated`, with the copy's user and id
+/// and the hash of the replaced secret, in the same round trip. A live session is at most one
+/// row, after which `LIMIT 1` stops: the hot path never runs the second branch. Both branches
+/// cannot yield a row at once: a rotation deletes the row it copies in the same transaction.
 const LOOKUP: Dialects = Dialects {
     postgres: "\
 SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.email,
        u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
-       s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now
+       s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now, NULL AS successor
   FROM auth_sessions s
   JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1
@@ -38,13 +38,14 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
    AND u.disabled_at IS NULL
    AND u.credential_epoch = s.credential_epoch
  UNION ALL
-SELECT true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, id
   FROM auth_sessions WHERE rotated_from = $1
  LIMIT 1",
     sqlite: "\
 SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.email,
        u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
-       s.last_seen_at, s.idle_expires_at, s.expires_at, n.now
+       s.last_seen_at, s.idle_expires_at, s.expires_at, n.now, NULL AS successor
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n,
        auth_sessions s
   JOIN auth_users u ON u.id = s.user_id
@@ -54,7 +55,8 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
    AND u.disabled_at IS NULL
    AND u.credential_epoch = s.credential_epoch
  UNION ALL
-SELECT true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, id
   FROM auth_sessions WHERE rotated_from = $1
  LIMIT 1",
 };
@@ -131,10 +133,10 @@ const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
                            expires_at, authenticated_at, user_agent, ip, credential_epoch,
-                           rotated_from)
+                           rotated_from, rotated_from_secret_hash)
 SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), s.expires_at,
        CASE WHEN $5 THEN now() ELSE s.authenticated_at END, s.user_agent, s.ip, s.credential_epoch,
-       s.id
+       s.id, s.secret_hash
   FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id
  WHERE s.id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
    AND u.disabled_at IS NULL AND ($6::bigint IS NULL OR s.credential_epoch = $6)
@@ -142,9 +144,10 @@ SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), 
     sqlite: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
                            expires_at, authenticated_at, user_agent, ip, credential_epoch,
-                           rotated_from)
+                           rotated_from, rotated_from_secret_hash)
 SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_at,
-       CASE WHEN $5 THEN n.now ELSE authenticated_at END, user_agent, ip, credential_epoch, id
+       CASE WHEN $5 THEN n.now ELSE authenticated_at END, user_agent, ip, credential_epoch, id,
+       secret_hash
   FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
  WHERE id = $1 AND expires_at > n.now AND idle_expires_at > n.now
    AND ($6 IS NULL OR credential_epoch = $6)
@@ -220,13 +223,24 @@ pub(crate) struct SessionRow {
 }
 
 /// Why [`LOOKUP`] found no live session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Missed {
     /// No such session, or it ended.
     Unknown,
     /// A rotation copied it into a new session, which goes on under a new token: the client
-    /// holds it already or is about to.
-    Rotated,
+    /// holds it already or is about to. `None` for a copy made before copies kept the replaced
+    /// secret's hash.
+    Rotated(Option<Successor>),
+}
+
+/// The session a rotation made of the one looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Successor {
+    pub(crate) user: UserId,
+    pub(crate) id: SessionId,
+    /// The hash of the replaced session's secret, which a request must present to be told
+    /// apart from one with an unknown token.
+    pub(crate) replaced_secret_hash: Vec<u8>,
 }
 
 /// A row of [`LOOKUP`].
@@ -240,7 +254,17 @@ macro_rules! session_row_by_position {
             fn from_row(row: &$row) -> Result<Self, sqlx::Error> {
                 use sqlx::Row as _;
                 if row.try_get(0)? {
-                    return Ok(Self(Err(Missed::Rotated)));
+                    let hash: Option<Vec<u8>> = row.try_get(1)?;
+                    let id: String = row.try_get(12)?;
+                    let successor = match (hash, SessionId::parse(&id)) {
+                        (Some(replaced_secret_hash), Some(id)) => Some(Successor {
+                            user: row.try_get(2)?,
+                            id,
+                            replaced_secret_hash,
+                        }),
+                        _ => None,
+                    };
+                    return Ok(Self(Err(Missed::Rotated(successor))));
                 }
                 Ok(Self(Ok(SessionRow {
                     secret_hash: row.try_get(1)?,

@@ -168,6 +168,40 @@ async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: 
     assert_eq!(ended.session_cookie().as_deref(), Some(""), "cleared once the session ended");
 }
 
+/// A logout sent with the cookie a rotation replaced (another tab's sudo mode committed while
+/// it was on its way) ends the rotation's copy: the browser is signed out whichever answer it
+/// takes last. Only with the replaced token's secret: the same id with another secret is an
+/// unknown token, and its cookie is cleared. (Before: the logout was anonymous, ended nothing,
+/// and the copy stayed signed in.)
+async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
+    let app = app(db).await;
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let post = |path: &str, token: &str, body: String| {
+        Request::post(path)
+            .header(header::COOKIE, format!("{COOKIE}={token}"))
+            .header("sec-fetch-site", "same-origin")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let rotated = send(&app.router, post("/account/reauth", &old, format!("password={ALICE_PASSWORD}"))).await;
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
+    let copy = rotated.session_cookie().unwrap();
+
+    let other_secret = axum_live_auth::SessionToken::generate().unwrap().to_string();
+    let forged = format!("{}.{}", old.split_once('.').unwrap().0, other_secret.split_once('.').unwrap().1);
+    let refused = app.get("/me", &forged).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.session_cookie().as_deref(), Some(""), "an unknown token: cleared");
+    send(&app.router, post("/logout", &forged, String::new())).await;
+    assert_eq!(app.status("/me", &copy).await, StatusCode::OK, "a forged secret ends nothing");
+
+    let logout = send(&app.router, post("/logout", &old, String::new())).await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.status("/me", &copy).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.sessions().await, 0);
+}
+
 async fn login_over_a_live_session_replaces_it(db: Db) {
     let app = app(db).await;
     let first = app.login(ALICE, ALICE_PASSWORD).await;
