@@ -26,6 +26,8 @@
 //!   permission added (on that node) to a role every one of their users holds: how long until
 //!   every stream has sent the new picture, how many ended instead, and the p99 of uncached
 //!   requests meanwhile against their p99 without it (target: under 2×).
+//! - `holders`: `Accounts::holders` among `BENCH_USERS` (1 000 000) users, for a permission ten
+//!   of them hold globally (target p99 < 5 ms) and for one all the others hold (reported).
 //!
 //! `cargo bench --bench scale`; `BENCH_DATABASE_URL` as for the other benchmarks (databases
 //! `bench_scale_*` are created and dropped there), `BENCH_TRIALS` (200), `BENCH_SECS` (4), `BENCH_ROUNDS` (5),
@@ -103,7 +105,7 @@ fn main() {
         .build()
         .unwrap();
     let results: Results = Arc::default();
-    let sections: [(&str, Section); 9] = [
+    let sections: [(&str, Section); 10] = [
         ("events", |r| Box::pin(events(r))),
         ("streams", |r| Box::pin(streams(r))),
         ("forward", |r| Box::pin(forward(r))),
@@ -113,6 +115,7 @@ fn main() {
         ("cachemem", |r| Box::pin(cachemem(r))),
         ("rolechange", |r| Box::pin(rolechange(r))),
         ("wake", |r| Box::pin(wake(r))),
+        ("holders", |r| Box::pin(holders(r))),
     ];
     for (name, run) in sections {
         if wanted(name) {
@@ -1698,4 +1701,70 @@ async fn wake(results: Results) {
     );
     pool.close().await;
     common::drop_database("bench_scale_wake").await;
+}
+
+// --- holders: who holds a permission, among many users -------------------------------------------
+
+async fn holders(results: Results) {
+    let users = common::env_u64("BENCH_USERS", 1_000_000);
+    let trials = common::env_u64("BENCH_TRIALS", 200);
+    let (options, pool) = database("bench_scale_holders").await;
+    let started = Instant::now();
+    // Effective permissions written directly (the grant tables' triggers would refresh each
+    // user on its own): one user in 100 000 holds `rare:read`, every other one `common:read`.
+    sqlx::query(
+        "INSERT INTO auth_users (username, permissions)
+         SELECT 'user' || g, CASE WHEN g % 100000 = 0 THEN ARRAY['rare:read']
+                                  ELSE ARRAY['common:read'] END
+           FROM generate_series(1, $1) g",
+    )
+    .bind(i64::try_from(users).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE auth_users")
+        .execute(&pool)
+        .await
+        .unwrap();
+    println!(
+        "  seeded {users} users in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let layer = AuthLayer::builder(common::pool(options).await)
+        .allowed_origin(ORIGIN)
+        .build()
+        .unwrap();
+    let accounts = layer.accounts();
+    let project: axum_live_auth::Resource = "project:1".parse().unwrap();
+    let mut figures = serde_json::Map::new();
+    for (permission, trials) in [("rare:read", trials), ("common:read", trials.min(20))] {
+        let first = accounts.holders(permission, &project, 0, 50).await.unwrap();
+        let mut latencies = Vec::new();
+        for _ in 0..trials {
+            let asked = Instant::now();
+            let page = accounts.holders(permission, &project, 0, 50).await.unwrap();
+            latencies.push(ms(asked.elapsed()));
+            assert_eq!(page, first);
+        }
+        let (p50, p99, max) = percentiles(latencies);
+        println!(
+            "holders of {permission} ({} on the first page of 50), {trials} calls: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+            first.len()
+        );
+        figures.insert(
+            permission.to_owned(),
+            json!({ "first_page": first.len(), "calls": trials, "p50_ms": p50, "p99_ms": p99, "max_ms": max }),
+        );
+    }
+    let rare_p99 = figures["rare:read"]["p99_ms"].as_f64().unwrap();
+    let met = target(
+        "holders of a rare permission among many users, p99 < 5 ms",
+        rare_p99 < 5.0,
+        format!("p99 {rare_p99:.2} ms among {users} users"),
+    );
+    figures.insert("users".into(), json!(users));
+    figures.insert("target".into(), met);
+    record(&results, "holders", Value::Object(figures));
+    pool.close().await;
+    common::drop_database("bench_scale_holders").await;
 }

@@ -25,8 +25,8 @@
 //! grant <username> <permission> [<type:id>]   grant a permission to the user directly
 //!                                      (on one resource only, such as project:42)
 //! revoke <username> <permission> [<type:id>]  revoke a direct grant (a role may still grant it)
-//! add-role <username> <role>          give the user a role
-//! remove-role <username> <role>       take a role away from the user
+//! add-role <username> <role> [<type:id>]     give the user a role (on one resource only)
+//! remove-role <username> <role> [<type:id>]  take a role away from the user
 //! create-role <role>                  create a role (nothing happens if it exists)
 //! role-grant <role> <permission>      add a permission to a role
 //! role-revoke <role> <permission>     remove a permission from a role

@@ -22,13 +22,14 @@
 //! <http://localhost:3000> (set `PORT` to change). Then, with one cookie jar per user:
 //!
 //! ```text
-//! curl -i -c alice.txt -b alice.txt -d username=alice -d password=alice-password http://localhost:3000/login
-//! curl -b alice.txt http://localhost:3000/me        # {"id":1,"username":"alice","permissions":["admin","reports:read"]}
-//! curl -c bob.txt -b bob.txt -d username=bob -d password=bob-password http://localhost:3000/login
+//! ORIGIN="Origin: http://localhost:3000"   # the CSRF check wants it on every POST
+//! curl -i -H "$ORIGIN" -c alice.txt -b alice.txt -d username=alice -d password=alice-password http://localhost:3000/login
+//! curl -b alice.txt http://localhost:3000/me        # {"id":1,"username":"alice","permissions":["admin","reports:read"],"email":null,"email_verified":false}
+//! curl -H "$ORIGIN" -c bob.txt -b bob.txt -d username=bob -d password=bob-password http://localhost:3000/login
 //! curl -i -b bob.txt http://localhost:3000/reports  # 200 OK
-//! curl -i -b alice.txt -X POST http://localhost:3000/admin/users/bob/disable   # 204 No Content
+//! curl -i -H "$ORIGIN" -b alice.txt -X POST http://localhost:3000/admin/users/bob/disable   # 204 No Content
 //! curl -i -b bob.txt http://localhost:3000/me       # 401 Unauthorized: banned at once
-//! curl -i -b alice.txt -X POST http://localhost:3000/admin/users/bob/enable    # 204 No Content
+//! curl -i -H "$ORIGIN" -b alice.txt -X POST http://localhost:3000/admin/users/bob/enable    # 204 No Content
 //! ```
 //!
 //! The README's "Try it" section walks through all of it with real output.

@@ -29,38 +29,43 @@ SELECT resource_id FROM (
  LIMIT $5";
 
 /// The enabled users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5
-/// at most.
+/// at most. Each branch keeps only enabled users itself: joined once around the union, the
+/// users' table was read whole, in id order, on every call. On Postgres the global holders
+/// come from index `auth_users_permissions`.
 const HOLDERS: Dialects = Dialects {
     postgres: "\
-SELECT h.id FROM (
-    SELECT user_id AS id FROM auth_user_resource_permissions
-     WHERE resource_type = $2 AND resource_id = $3 AND permission = $1
+SELECT id FROM (
+    SELECT p.user_id AS id FROM auth_user_resource_permissions p
+      JOIN auth_users u ON u.id = p.user_id AND u.disabled_at IS NULL
+     WHERE p.resource_type = $2 AND p.resource_id = $3 AND p.permission = $1 AND p.user_id > $4
     UNION
     SELECT ur.user_id FROM auth_user_resource_roles ur
       JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
-     WHERE ur.resource_type = $2 AND ur.resource_id = $3
-    UNION
-    SELECT id FROM auth_users WHERE $1 = ANY (permissions)) h
-  JOIN auth_users u ON u.id = h.id AND u.disabled_at IS NULL
- WHERE h.id > $4
- ORDER BY h.id
- LIMIT $5",
-    sqlite: "\
-SELECT h.id FROM (
-    SELECT user_id AS id FROM auth_user_resource_permissions
-     WHERE resource_type = $2 AND resource_id = $3 AND permission = $1
-    UNION
-    SELECT ur.user_id FROM auth_user_resource_roles ur
-      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
-     WHERE ur.resource_type = $2 AND ur.resource_id = $3
+      JOIN auth_users u ON u.id = ur.user_id AND u.disabled_at IS NULL
+     WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
     UNION
     SELECT id FROM auth_users
-     WHERE instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0) h
-  JOIN auth_users u ON u.id = h.id AND u.disabled_at IS NULL
- WHERE h.id > $4
- ORDER BY h.id
+     WHERE permissions @> ARRAY[$1] AND disabled_at IS NULL AND id > $4) h
+ ORDER BY id
+ LIMIT $5",
+    sqlite: "\
+SELECT id FROM (
+    SELECT p.user_id AS id FROM auth_user_resource_permissions p
+      JOIN auth_users u ON u.id = p.user_id AND u.disabled_at IS NULL
+     WHERE p.resource_type = $2 AND p.resource_id = $3 AND p.permission = $1 AND p.user_id > $4
+    UNION
+    SELECT ur.user_id FROM auth_user_resource_roles ur
+      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
+      JOIN auth_users u ON u.id = ur.user_id AND u.disabled_at IS NULL
+     WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
+    UNION
+    SELECT id FROM auth_users
+     WHERE instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0
+       AND disabled_at IS NULL AND id > $4) h
+ ORDER BY id
  LIMIT $5",
 };
+
 
 /// A resource in a statement: its type and id.
 #[derive(Debug, Clone, Copy)]
