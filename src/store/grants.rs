@@ -66,7 +66,6 @@ SELECT id FROM (
  LIMIT $5",
 };
 
-
 /// A resource in a statement: its type and id.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scope<'a> {
