@@ -22,7 +22,7 @@ use crate::{
     Accounts, Auth, AuthLayerBuilder, AuthRejection, AuthState, CacheStatus, ConfigError,
     IntoAuthStore,
     client::{self, Client},
-    credential::{self, Source},
+    credential::{self, Presented, Source},
     events::security,
     lookup,
     principal::LoginRedirect,
@@ -300,12 +300,17 @@ where
                     }
                 };
             // Cross-site request forgery rides on the cookie a browser attaches by itself; it
-            // cannot add an Authorization header, so bearer requests need no check.
+            // cannot add an Authorization header cross-site without the app's consent (CORS),
+            // so a bearer token needs no check. A header that carries no token is no credential:
+            // what a browser says of the request's site still counts then.
             let path = req.uri().path();
             if let Some(csrf) = &config.csrf
-                && credential.source == Source::Cookie
                 && csrf.applies(req.method(), req.headers(), path)
-                && let Err(reason) = csrf.check(req.headers())
+                && let Err(reason) = match (credential.source, &credential.presented) {
+                    (Source::Cookie, _) => csrf.check(req.headers()),
+                    (Source::Bearer, Presented::Token(_)) => Ok(()),
+                    (Source::Bearer, _) => csrf.check_browser(req.headers()),
+                }
             {
                 security::csrf_rejected(&client, reason, path);
                 return Ok(AuthRejection::CrossSite.into_response());
