@@ -134,10 +134,12 @@ impl Open {
         let store = &self.shared.store;
         // The wait for a turn is not the database's: the deadline starts after it.
         let _turn = self.shared.hub.read_turn().await;
-        let deadline = tokio::time::Instant::now() + self.shared.config.lookup_timeout;
+        // Deadlines count from before the read: the database's clock was read during it, and
+        // a slow answer must not push the end of the session later.
+        let now = Instant::now();
+        let deadline = tokio::time::Instant::from_std(now + self.shared.config.lookup_timeout);
         let row = by(deadline, store.lookup(&self.session)).await?;
         Ok(row.map(|row| {
-            let now = Instant::now();
             let left = row
                 .now
                 .until(row.idle_expires_at)

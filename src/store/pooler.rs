@@ -168,8 +168,11 @@ pub struct ThroughPooler(PgPool);
 /// direct connection ([`listen_pool`](crate::AuthLayerBuilder::listen_pool));
 /// [`migrate`](crate::migrate) runs through the pooler, all in one pinned transaction.
 ///
-/// PgBouncer 1.21 and later can track prepared statements itself (`max_prepared_statements`);
-/// this pool works with every version.
+/// PgBouncer 1.21 and later can track prepared statements itself (`max_prepared_statements`).
+/// This pool needs no such tracking, and on 1.21 it must be off for the crate's database or
+/// user: 1.21 passes the pool's `DEALLOCATE ALL` on without noting it, then skips preparing a
+/// statement it believes is still there, and the request fails. Later versions handle
+/// `DEALLOCATE ALL`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

@@ -455,3 +455,44 @@ async fn woken_streams_read_a_quarter_of_the_pool_at_a_time(
     }
     lock.close().await;
 }
+
+/// Postgres: a stream whose first read of the session was slow (held 1.5 s by a lock on the
+/// sessions table; the request itself is served by the principal cache) still ends at the
+/// session's idle deadline, measured from before the read: a deleted expired session notifies
+/// no one, so the stream's own timer is what ends it. (Before: the timer started after the
+/// read, and `ended` came the read's time late.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_slow_read_does_not_push_the_streams_end_later(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| {
+        b.idle_timeout(Duration::from_secs(4))
+            .touch_interval(Duration::from_secs(2))
+            .principal_cache(axum_live_auth::CacheOptions::default())
+    })
+    .await;
+    tokio::spawn(app.layer.background());
+    wait_until_streams_open(&app).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(app.status("/me", &token).await, StatusCode::OK); // now in the cache
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (mut events, _) = stream(&app, &token).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    lock.rollback().await.unwrap();
+    principal(&events.next(SOON).await);
+    let left: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM idle_expires_at - now())::float8 FROM auth_sessions",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let waited = std::time::Instant::now();
+    ended(&mut events).await;
+    let late = waited.elapsed().as_secs_f64() - left;
+    assert!(
+        late < 0.75,
+        "`ended` came {late:.2} s after the idle deadline"
+    );
+}
