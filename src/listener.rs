@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool};
 
-use crate::shared::Subscribers;
+use crate::{shared::Subscribers, store::by};
 
 /// The LISTEN channel the triggers notify on.
 pub(crate) const CHANNEL: &str = "axum_live_auth";
@@ -78,9 +78,9 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
     let probe_channel = probe_channel();
-    listener
-        .listen_all([CHANNEL, probe_channel.as_str()])
-        .await?;
+    // Bounded as a probe is: on a path gone silent the answer would never come.
+    let listening = listener.listen_all([CHANNEL, probe_channel.as_str()]);
+    by(tokio::time::Instant::now() + PROBE_TIMEOUT, listening).await?;
     let mut probes = tokio::time::interval(PROBE_EVERY);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `true` at first: the first tick sends the first probe, with nothing to have heard yet.

@@ -369,3 +369,33 @@ async fn the_purge_recovers_from_a_network_gone_silent(
     );
     background.abort();
 }
+
+/// The listener's `LISTEN` gets no answer (the path went silent right after connecting): the
+/// listener gives up after the probe timeout and connects again, and the cache listens once
+/// more. (Before: it waited on that answer until TCP gave up, some fifteen minutes, with the
+/// cache bypassed and event streams refused all along.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_listen_that_gets_no_answer_is_tried_again(
+    _: PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let (route, routed) = crate::common::wire::Route::to(&options).await;
+    route.freeze_on(b"LISTEN");
+    let listen_pool = PgPoolOptions::new().connect_lazy_with(routed);
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let layer = AuthLayer::builder(pool)
+        .allowed_origin(crate::common::ORIGIN)
+        .principal_cache(axum_live_auth::CacheOptions::default())
+        .listen_pool(listen_pool)
+        .build()
+        .unwrap();
+    tokio::spawn(layer.background());
+    let started = Instant::now();
+    while !layer.cache_status().is_some_and(|s| s.listening) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the listener never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

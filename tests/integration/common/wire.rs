@@ -160,6 +160,8 @@ impl Parser {
 pub struct Route {
     open: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
     held: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Bytes whose sight freezes the connection that carries them, once.
+    trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl Route {
@@ -171,9 +173,11 @@ impl Route {
         let route = Self {
             open: Arc::default(),
             held: Arc::new(tokio::sync::watch::channel(false).0),
+            trigger: Arc::default(),
         };
         let open = Arc::clone(&route.open);
         let held = Arc::clone(&route.held);
+        let trigger = Arc::clone(&route.trigger);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
@@ -186,6 +190,7 @@ impl Route {
                 let gate = || Gate {
                     frozen: Arc::clone(&frozen),
                     held: held.subscribe(),
+                    trigger: Arc::clone(&trigger),
                 };
                 tokio::spawn(forward(client_read, server_write, gate()));
                 tokio::spawn(forward(server_read, client_write, gate()));
@@ -214,12 +219,18 @@ impl Route {
     pub fn resume(&self) {
         self.held.send_replace(false);
     }
+
+    /// Freezes the first connection that carries `bytes` (in either direction), as it does.
+    pub fn freeze_on(&self, bytes: &[u8]) {
+        *self.trigger.lock().unwrap() = Some(bytes.to_vec());
+    }
 }
 
 /// Whether a connection of a [`Route`] may forward.
 struct Gate {
     frozen: Arc<std::sync::atomic::AtomicBool>,
     held: tokio::sync::watch::Receiver<bool>,
+    trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 /// Copies `from` to `to` until either closes; waits while held; holds what it reads, for good,
@@ -235,6 +246,16 @@ async fn forward(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        {
+            let mut trigger = gate.trigger.lock().unwrap();
+            if trigger
+                .as_ref()
+                .is_some_and(|t| buf[..n].windows(t.len()).any(|w| w == t.as_slice()))
+            {
+                *trigger = None;
+                gate.frozen.store(true, Ordering::SeqCst);
+            }
+        }
         if gate.held.wait_for(|held| !held).await.is_err() || gate.frozen.load(Ordering::SeqCst) {
             // Silent from now on, but the sockets stay open.
             std::future::pending::<()>().await;
