@@ -344,7 +344,7 @@ impl Accounts {
             if let Reservation::Refused(retry_after) =
                 self.reserve_in_window(&key, RESET_PER_ADDRESS).await?
             {
-                security::login_throttled(client, name_or_email, retry_after);
+                security::password_reset_throttled(client, retry_after);
                 return Err(Error::Throttled { retry_after });
             }
         }
@@ -361,7 +361,7 @@ impl Accounts {
         let key = AttemptKey::reset(&account);
         match self.reserve_in_window(&key, RESET_PER_ACCOUNT).await? {
             Reservation::Refused(retry_after) => {
-                security::login_throttled(client, &name_or_email, retry_after);
+                security::password_reset_throttled(client, retry_after);
                 Ok(false)
             }
             Reservation::Granted(_) => Ok(true),
@@ -396,6 +396,11 @@ impl Accounts {
             ..self.limits
         };
         self.store().reserve_attempt(key, &limits).await
+    }
+
+    /// `Err(NoMessenger)` when no messages can be sent.
+    pub(crate) fn can_send(&self) -> Result<(), Error> {
+        self.messenger().map(drop)
     }
 
     fn messenger(&self) -> Result<&Arc<dyn DynMessenger>, Error> {

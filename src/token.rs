@@ -155,7 +155,8 @@ impl SessionToken {
 }
 
 impl fmt::Display for SessionToken {
-    /// The token as sent in the cookie. Only ever written into a `Set-Cookie` header.
+    /// The token as the client presents it: in the session cookie, or as a bearer token (the
+    /// token routes' answer, the `X-Session-Token` header). Never logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.id, URL_SAFE_NO_PAD.encode(self.secret))
     }

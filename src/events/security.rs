@@ -211,6 +211,18 @@ pub(crate) fn signed_up(client: &Client, user: UserId) {
     security_event!("signed_up", client, user_id = user, "user signed up");
 }
 
+/// Password-reset requests over a limit: of the address, or of the account asked for (never
+/// named here, since the name may be an email address; and the answer does not say which).
+pub(crate) fn password_reset_throttled(client: &Client, retry_after: std::time::Duration) {
+    security_event!(
+        warn,
+        "password_reset_throttled",
+        client,
+        retry_after_secs = retry_after.as_secs(),
+        "password-reset requests throttled"
+    );
+}
+
 pub(crate) fn sign_up_throttled(client: &Client, retry_after: std::time::Duration) {
     security_event!(
         warn,

@@ -31,7 +31,8 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 ///
 /// Each session in the list is a [`SessionInfo`](crate::SessionInfo):
 /// `{"id", "created_at", "last_seen_at", "idle_expires_at", "expires_at", "user_agent", "ip", "current"}`
-/// with RFC 3339 times; never a token or a hash. All routes need a session (`401` without).
+/// with RFC 3339 times; never a token or a hash. Every route but the password-reset and address
+/// verification ones needs a session (`401` without).
 ///
 /// The event stream sends, at once, `event: principal` with
 /// `{"id": …, "username": …, "permissions": [… sorted …]}`, then a new `principal` event
@@ -92,9 +93,10 @@ struct TokenQuery {
 
 /// Counts the request, then answers `202` at once: the message is made and sent after, so
 /// neither the answer nor its timing says whether the account exists (counting it looks the
-/// name up once, as for an unknown name).
+/// name up once, as for an unknown name). Without a messenger nothing could be sent: `500`.
 async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<StatusCode, Error> {
     let accounts = Accounts::of_layer(auth.shared());
+    accounts.can_send()?;
     if !accounts
         .reserve_reset(auth.client(), &form.username)
         .await?

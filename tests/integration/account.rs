@@ -36,6 +36,18 @@ async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {
 }
 
 both_stores! {
+    /// Without a messenger a reset link cannot be sent: the route says so (`500`), as its
+    /// documentation does. (Before: `202`, and the error only in the log.)
+    async fn a_reset_request_without_a_messenger_is_an_error(db: Db) {
+        let app = app(db).await;
+        let request = Request::post("/account/password-reset")
+            .header("sec-fetch-site", "same-origin")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("username=alice"))
+            .unwrap();
+        assert_eq!(send(&app.router, request).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     async fn revoke_others_ends_the_other_device_and_keeps_this_one(db: Db) {
         let app = app(db).await;
         let first = app.login(ALICE, ALICE_PASSWORD).await;
