@@ -11,7 +11,7 @@
 //!
 //! Transactions here are plain `BEGIN` … `COMMIT` statements, which sqlx does not track: code
 //! that needs sqlx's nesting (its migrator, which makes savepoints) uses sqlx's `Transaction`
-//! (see [`PgStore::pinned`](super::PgStore::pinned)), never `begin()` on a `Held`.
+//! (see [`PgStore::transaction`](super::PgStore::transaction)), never `begin()` on a `Held`.
 
 use std::{
     ops::{Deref, DerefMut},

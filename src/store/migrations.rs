@@ -84,11 +84,7 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
         // since the migrator's statements must share one.
         #[cfg(feature = "postgres")]
         Backend::Postgres(store) => {
-            let mut transaction = if store.pooled() {
-                store.pinned().await?
-            } else {
-                store.pool.begin_with(super::BEGIN.postgres).await?
-            };
+            let mut transaction = store.transaction(super::BEGIN.postgres).await?;
             if let Err(error) = migrate_postgres(&mut transaction).await {
                 // At once, not when the connection is next used: the lock goes with it.
                 let _ = transaction.rollback().await;

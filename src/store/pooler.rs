@@ -58,16 +58,22 @@ impl PgStore {
         self.pooled
     }
 
-    /// A transaction that pins a server connection, as sqlx's [`Transaction`], for sqlx's
-    /// migrator, which nests its own transactions in it as savepoints.
+    /// A transaction as sqlx's [`Transaction`], begun with `statement` (through a pooler: one
+    /// that also pins a server connection), for sqlx's migrator, which nests its own
+    /// transactions in it as savepoints.
     ///
     /// Its `BEGIN` runs in a task of its own, which a cancelled caller does not stop: sqlx
     /// 0.9.0 queues the `ROLLBACK` of a dropped transaction only once its `BEGIN` was answered
-    /// (see [`held`](super::held)). The checkout stays with the caller, so that one who gives
-    /// up while waiting for a connection leaves no task behind to take one for nobody.
-    pub(crate) async fn pinned(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    /// (see [`held`](super::held)), and would otherwise hand the connection back inside it. The
+    /// checkout stays with the caller, so that one who gives up while waiting for a connection
+    /// leaves no task behind to take one for nobody.
+    pub(crate) async fn transaction(
+        &self,
+        statement: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let conn = self.pool.acquire().await?;
-        tokio::spawn(Transaction::begin(conn, Some(PINNED_BEGIN.into_sql_str())))
+        let statement = if self.pooled { PINNED_BEGIN } else { statement };
+        tokio::spawn(Transaction::begin(conn, Some(statement.into_sql_str())))
             .await
             .unwrap_or_else(|stopped| Err(sqlx::Error::Io(std::io::Error::other(stopped))))
     }
