@@ -179,3 +179,38 @@ async fn a_locked_session_row_holds_up_no_touch(watch: PgPool) {
         "30 requests took {elapsed:?}"
     );
 }
+
+/// Kept connections follow the pool's idle timeout even when light traffic only ever takes the
+/// most recently used one: a burst keeps four, then one request at a time for 2.5 s, and the
+/// three that sat idle past the pool's 1 s are closed. (Before: only the connection on top was
+/// ever looked at, and the others stayed open for good.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn kept_connections_idle_past_the_pools_timeout_are_closed(watch: PgPool) {
+    let pool = PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(8)
+        .idle_timeout(Duration::from_secs(1))
+        .connect_with(
+            watch
+                .connect_options()
+                .as_ref()
+                .clone()
+                .application_name(NAME),
+        )
+        .await
+        .unwrap();
+    let app = app_with(pool, |b| b.lookup_connections(4)).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    let server = serve(app.router.clone()).await;
+    let burst =
+        join_all((0..16).map(|i| send_from(server, client(i), get_with_cookie("/me", &token))))
+            .await;
+    assert!(burst.iter().all(|r| r.status == StatusCode::OK));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(app.status("/me", &token).await, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let open = backends(&watch).await.len();
+    assert!(open <= 2, "{open} connections still open");
+}
