@@ -412,9 +412,11 @@ impl Auth {
         Ok(count)
     }
 
-    /// Replaces the current session by a new one with a new token: the old token is dead at
+    /// Replaces the current session by a new one with a new token: the old token is refused at
     /// once, the new one is set on the response, and the absolute deadline does not move. Use
-    /// it when the session's privileges change.
+    /// it when the session's privileges change. Until the new session's first touch (at least
+    /// the touch interval), a request still carrying the old token (sent before the answer
+    /// came back) leaves the cookie alone, and a logout with it ends the new session.
     ///
     /// # Errors
     ///
@@ -448,9 +450,9 @@ impl Auth {
     /// this one is valid afterwards), ends every other session of the user and rotates this one
     /// (which then counts as recently authenticated). `Ok(false)` if `current` is wrong, or
     /// stopped being the password while the new one was hashed (a reset landed meanwhile);
-    /// nothing changes then. If another tab's reauthentication rotated the session meanwhile,
-    /// its copy is the one kept and goes on under the token that tab received; this request's
-    /// cookie is left alone.
+    /// nothing changes then. If the session was rotated meanwhile (another tab's
+    /// reauthentication), its copy ends with the other sessions: the password is changed all the
+    /// same (`Ok(true)`), and the user logs in with it.
     ///
     /// # Errors
     ///

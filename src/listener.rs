@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool};
 
-use crate::{shared::Subscribers, store::by};
+use crate::shared::Subscribers;
 
 /// The LISTEN channel the triggers notify on.
 pub(crate) const CHANNEL: &str = "axum_live_auth";
@@ -80,7 +80,12 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
     let probe_channel = probe_channel();
     // Bounded as a probe is: on a path gone silent the answer would never come.
     let listening = listener.listen_all([CHANNEL, probe_channel.as_str()]);
-    by(tokio::time::Instant::now() + PROBE_TIMEOUT, listening).await?;
+    tokio::time::timeout(PROBE_TIMEOUT, listening)
+        .await
+        .map_err(|_| {
+            let silent = std::io::Error::new(std::io::ErrorKind::TimedOut, "LISTEN not answered");
+            sqlx::Error::Io(silent)
+        })??;
     let mut probes = tokio::time::interval(PROBE_EVERY);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `true` at first: the first tick sends the first probe, with nothing to have heard yet.

@@ -30,7 +30,7 @@ pub(crate) struct Decided {
 }
 
 impl Decided {
-    fn anonymous(cookie: CookieChange) -> Self {
+    pub(crate) fn anonymous(cookie: CookieChange) -> Self {
         Self {
             state: AuthState::Anonymous,
             cookie,
@@ -124,17 +124,17 @@ async fn resolve(
     };
     let (entry, conn) = match resolved {
         Ok(resolved) => resolved,
-        // Told apart from an unknown token only with the replaced secret.
-        Err(Missed::Rotated(Some(successor)))
-            if !token.secret_hash().matches(&successor.replaced_secret_hash) =>
-        {
-            security::unknown_session(client, token.id(), "secret_mismatch");
-            return Ok(Err(Missed::Unknown));
-        }
         Err(missed) => {
-            let reason = match missed {
-                Missed::Unknown => "unknown_or_expired",
-                Missed::Rotated(_) => "rotated",
+            // A replaced token is told apart from an unknown one only with the replaced
+            // secret, and only while the copy keeps its hash (until the copy's first touch).
+            let (missed, reason) = match missed {
+                Missed::Rotated(Some(successor))
+                    if token.secret_hash().matches(&successor.replaced_secret_hash) =>
+                {
+                    (Missed::Rotated(Some(successor)), "rotated")
+                }
+                Missed::Rotated(Some(_)) => (Missed::Unknown, "secret_mismatch"),
+                Missed::Rotated(None) | Missed::Unknown => (Missed::Unknown, "unknown_or_expired"),
             };
             security::unknown_session(client, token.id(), reason);
             return Ok(Err(missed));

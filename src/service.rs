@@ -22,7 +22,7 @@ use crate::{
     Accounts, Auth, AuthLayerBuilder, AuthRejection, AuthState, CacheStatus, ConfigError,
     IntoAuthStore,
     client::{self, Client},
-    credential::{self, Presented, Source},
+    credential::{self, Source},
     events::security,
     lookup,
     principal::LoginRedirect,
@@ -202,11 +202,7 @@ impl AuthLayer {
         &self,
         user: crate::UserId,
     ) -> Result<crate::SessionToken, crate::Error> {
-        let decided = crate::lookup::Decided {
-            state: AuthState::Anonymous,
-            cookie: crate::credential::CookieChange::Keep,
-            replaced_by: None,
-        };
+        let decided = crate::lookup::Decided::anonymous(crate::credential::CookieChange::Keep);
         let auth = Auth::new(
             Arc::clone(&self.shared),
             decided,
@@ -299,27 +295,32 @@ where
                         return Ok(rejection.into_response());
                     }
                 };
-            // Cross-site request forgery rides on the cookie a browser attaches by itself; it
-            // cannot add an Authorization header cross-site without the app's consent (CORS),
-            // so a bearer token needs no check. A header that carries no token is no credential:
-            // what a browser says of the request's site still counts then.
+            // Cross-site request forgery rides on the cookie a browser attaches by itself: a
+            // cookie request is checked before its session is looked up. A browser cannot add an
+            // Authorization header cross-site without the app's consent (CORS), so a bearer
+            // token of a live session needs no check; any other bearer request (a header with
+            // no token, or a token of no session) is no credential, and what a browser says of
+            // the request's site still counts.
             let path = req.uri().path();
-            if let Some(csrf) = &config.csrf
-                && csrf.applies(req.method(), req.headers(), path)
-                && let Err(reason) = match (credential.source, &credential.presented) {
-                    (Source::Cookie, _) => csrf.check(req.headers()),
-                    (Source::Bearer, Presented::Token(_)) => Ok(()),
-                    (Source::Bearer, _) => csrf.check_browser(req.headers()),
-                }
+            let csrf = (config.csrf.as_ref())
+                .filter(|csrf| csrf.applies(req.method(), req.headers(), path));
+            if let Some(csrf) = csrf
+                && credential.source == Source::Cookie
+                && let Err(reason) = csrf.check(req.headers())
             {
-                security::csrf_rejected(&client, reason, path);
-                return Ok(AuthRejection::CrossSite.into_response());
+                return Ok(cross_site(&client, reason, path));
             }
-
             let source = credential.source;
             let decided = lookup::authenticate(&shared, credential, &client).await;
             let state = decided.state.clone();
             let authenticated = matches!(state, AuthState::Authenticated(_));
+            if let Some(csrf) = csrf
+                && source == Source::Bearer
+                && !authenticated
+                && let Err(reason) = csrf.check_browser(req.headers())
+            {
+                return Ok(cross_site(&client, reason, path));
+            }
             let auth = Auth::new(Arc::clone(&shared), decided, client, source);
             let extensions = req.extensions_mut();
             if let (AuthState::Anonymous, Some(path)) = (&state, &config.login_redirect) {
@@ -337,6 +338,12 @@ where
             Ok(response)
         })
     }
+}
+
+/// The refusal of a request a browser says came from another site.
+fn cross_site(client: &Client, reason: &str, path: &str) -> Response {
+    security::csrf_rejected(client, reason, path);
+    AuthRejection::CrossSite.into_response()
 }
 
 /// Who sent the request: the peer address (through trusted proxies only) and user agent.

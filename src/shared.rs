@@ -93,8 +93,8 @@ impl Shared {
         let needs_listener = store.postgres_pool().is_some();
         #[cfg(not(feature = "postgres"))]
         let needs_listener = false;
-        // A quarter of the pool for the streams' reads, the rest for requests.
-        let stream_reads = usize::try_from(store.max_connections() / 4).unwrap_or(1);
+        // A quarter of the pool for the streams' reads (at least one), the rest for requests.
+        let stream_reads = usize::try_from(store.max_connections() / 4).unwrap_or(usize::MAX);
         let hub = Arc::new(Hub::new(
             config.streams.limits,
             needs_listener,

@@ -53,28 +53,23 @@ impl KeptConnections {
     }
 
     /// The most recently used kept connection that is still within `pool`'s idle timeout and
-    /// lifetime.
+    /// lifetime. Every one past them is closed on the way (all of them once the pool is
+    /// closed): light traffic takes only the most recently used one, and the others must not
+    /// stay open for good.
     pub(crate) fn take(&self, pool: &PgPool) -> Option<Kept> {
-        self.idle_ones(pool).pop()
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (now, closed) = (Instant::now(), pool.is_closed());
+        idle.retain(|kept| !closed && kept.fresh(now, pool.options()));
+        idle.pop()
     }
 
     /// Keeps `kept` again, now that its request's statements completed.
     pub(crate) fn put_back(&self, mut kept: Kept, pool: &PgPool) {
         kept.idle_since = Instant::now();
-        let mut idle = self.idle_ones(pool);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if !pool.is_closed() {
             idle.push(kept);
         }
-    }
-
-    /// The idle kept connections, with every one past `pool`'s idle timeout or lifetime closed
-    /// (all of them once the pool is closed): light traffic takes only the most recently used
-    /// one, and the others must not stay open for good.
-    fn idle_ones(&self, pool: &PgPool) -> std::sync::MutexGuard<'_, Vec<Kept>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        idle.retain(|kept| !pool.is_closed() && kept.fresh(now, pool.options()));
-        idle
     }
 
     /// Keeps `conn`, a pool connection a request just took, if fewer than the most are kept:

@@ -62,7 +62,9 @@ SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NU
 };
 
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
-/// makes concurrent touches of one session write once.
+/// makes concurrent touches of one session write once. A rotation's copy forgets the replaced
+/// secret at its first touch: the token it replaced is told apart from an unknown one only for
+/// requests that were on their way (at least a touch interval), not for the copy's whole life.
 ///
 /// Only a session still live is touched: a touch that waited for the row while someone ended
 /// the session by moving a deadline into the past must not move it back. On Postgres a row
@@ -72,7 +74,8 @@ SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NU
 const TOUCH: Dialects = Dialects {
     postgres: "\
 UPDATE auth_sessions s
-   SET last_seen_at = now(), idle_expires_at = LEAST(now() + $2, s.expires_at)
+   SET last_seen_at = now(), idle_expires_at = LEAST(now() + $2, s.expires_at),
+       rotated_from_secret_hash = NULL
   FROM (SELECT id FROM auth_sessions
          WHERE id = $1 AND last_seen_at <= now() - $3
            AND idle_expires_at > now() AND expires_at > now()
@@ -80,7 +83,8 @@ UPDATE auth_sessions s
  WHERE s.id = due.id",
     sqlite: "\
 UPDATE auth_sessions
-   SET last_seen_at = n.now, idle_expires_at = min(n.now + $2, expires_at)
+   SET last_seen_at = n.now, idle_expires_at = min(n.now + $2, expires_at),
+       rotated_from_secret_hash = NULL
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
  WHERE id = $1 AND last_seen_at <= n.now - $3
    AND idle_expires_at > n.now AND expires_at > n.now",

@@ -187,8 +187,9 @@ impl AuthStore {
 
     /// Stores a new password hash, bumps the user's credential epoch (so that no session whose
     /// password check predates this one becomes or stays valid), ends every session of the
-    /// user except `keep` and the copy a rotation may have made of it meanwhile (which move to
-    /// the new epoch) and forgets the user's failed logins,
+    /// user except `keep` (which moves to the new epoch; a copy a rotation made of it meanwhile
+    /// ends too, since whoever rotated it may be whom the change shuts out) and forgets the
+    /// user's failed logins,
     /// in one transaction; `false` if the user does not exist, if `epoch` is given and the
     /// user's credentials are no longer at it (they changed since they were checked), or if
     /// `token` is given and was spent already: the one-time token the write spends, in the
@@ -231,7 +232,7 @@ impl AuthStore {
             sqlx::query(
                 "DELETE FROM auth_sessions
                   WHERE user_id = $1
-                    AND ($2 IS NULL OR (id <> $2 AND rotated_from IS DISTINCT FROM $2))",
+                    AND id IS DISTINCT FROM $2",
             )
             .bind(user)
             .bind(keep.map(SessionId::as_str))
@@ -240,7 +241,7 @@ impl AuthStore {
             if let Some(keep) = keep {
                 sqlx::query(
                     "UPDATE auth_sessions SET credential_epoch = $2
-                      WHERE user_id = $3 AND (id = $1 OR rotated_from = $1)",
+                      WHERE user_id = $3 AND id = $1",
                 )
                 .bind(keep.as_str())
                 .bind(epoch)

@@ -315,12 +315,22 @@ impl Drop for Process {
 /// nginx as the README configures it, in front of `upstream`, asking `auth` about each request.
 fn nginx_config(dir: &std::path::Path, port: u16, auth: SocketAddr, upstream: u16) -> String {
     let readme = include_str!("../../README.md");
-    let start = readme
-        .find("```nginx\n")
-        .expect("the README has an nginx block")
-        + 9;
-    let end = start + readme[start..].find("```").unwrap();
-    let site = readme[start..end]
+    // The README's nginx blocks: the forward-auth site, and the access-log format that keeps
+    // recovery tokens out of the log (included as well, so that nginx checks it).
+    let blocks: Vec<&str> = readme
+        .split("```nginx\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .collect();
+    let site = blocks
+        .iter()
+        .find(|block| block.contains("auth_request"))
+        .expect("the README has an nginx block for forward auth");
+    let log_format = blocks
+        .iter()
+        .find(|block| block.contains("log_format"))
+        .expect("the README has an nginx block for the access log");
+    let site = format!("{log_format}{site}")
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace("http://127.0.0.1:3000", &format!("http://{auth}"))
         .replace(

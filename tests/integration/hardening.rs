@@ -244,29 +244,33 @@ both_stores! {
         assert_eq!(wrong.body, r#"{"error":"invalid_credentials"}"#);
     }
 
-    /// An `Authorization` header that carries no token is no credential: a cross-site login
-    /// with one is refused as any cross-site login is. (Before: the header exempted it from
-    /// the check, and the login went through.) A non-browser client sending one is not refused.
-    async fn an_authorization_header_without_a_token_exempts_nothing_from_the_csrf_check(db: Db) {
+    /// An `Authorization` header that names no live session (no token in it, or a token of no
+    /// session) is no credential: a cross-site login with one is refused as any cross-site
+    /// login is. (Before: the header exempted it from the check, and the login went through.)
+    /// A non-browser client sending one is not refused.
+    async fn an_authorization_header_without_a_session_exempts_nothing_from_the_csrf_check(db: Db) {
         let app = bearer_app(db).await;
-        let login = |site: Option<&str>| {
-            let mut request = crate::common::login_request(ALICE, ALICE_PASSWORD);
-            let headers = request.headers_mut();
-            headers.remove("sec-fetch-site");
-            headers.remove(header::ORIGIN);
-            headers.insert(header::AUTHORIZATION, "Bearer not-a-token".parse().unwrap());
-            if let Some(site) = site {
-                headers.insert("sec-fetch-site", site.parse().unwrap());
-            }
-            request
-        };
-        let cross = send(&app.router, login(Some("cross-site"))).await;
-        assert_eq!(cross.status, StatusCode::FORBIDDEN);
-        assert!(cross.set_cookies().is_empty());
-        let same = send(&app.router, login(Some("same-origin"))).await;
-        assert_eq!(same.status, StatusCode::SEE_OTHER);
-        let not_a_browser = send(&app.router, login(None)).await;
-        assert_ne!(not_a_browser.status, StatusCode::FORBIDDEN);
+        let unknown = axum_live_auth::SessionToken::generate().unwrap().to_string();
+        for bearer in ["not-a-token", unknown.as_str()] {
+            let login = |site: Option<&str>| {
+                let mut request = crate::common::login_request(ALICE, ALICE_PASSWORD);
+                let headers = request.headers_mut();
+                headers.remove("sec-fetch-site");
+                headers.remove(header::ORIGIN);
+                headers.insert(header::AUTHORIZATION, format!("Bearer {bearer}").parse().unwrap());
+                if let Some(site) = site {
+                    headers.insert("sec-fetch-site", site.parse().unwrap());
+                }
+                request
+            };
+            let cross = send(&app.router, login(Some("cross-site"))).await;
+            assert_eq!(cross.status, StatusCode::FORBIDDEN, "{bearer}");
+            assert!(cross.set_cookies().is_empty());
+            let same = send(&app.router, login(Some("same-origin"))).await;
+            assert_eq!(same.status, StatusCode::SEE_OTHER, "{bearer}");
+            let not_a_browser = send(&app.router, login(None)).await;
+            assert_ne!(not_a_browser.status, StatusCode::FORBIDDEN, "{bearer}");
+        }
     }
 
     async fn a_bearer_client_gets_its_rotated_token_in_a_header(db: Db) {

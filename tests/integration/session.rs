@@ -202,6 +202,33 @@ async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
     assert_eq!(app.sessions().await, 0);
 }
 
+/// The replaced token is told apart from an unknown one only until the copy's first touch (at
+/// least a touch interval): after it, its cookie is cleared as any unknown one, and a logout
+/// with it ends nothing. (Before: for the copy's whole life, so that a token an app rotated
+/// away because it may have leaked could still end the new session.)
+async fn a_replaced_token_is_told_apart_only_until_the_copys_first_touch(db: Db) {
+    let app = app_with(db, |b| b.touch_interval(std::time::Duration::from_secs(1))).await;
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let reauth = Request::post("/account/reauth")
+        .header(header::COOKIE, format!("{COOKIE}={old}"))
+        .header("sec-fetch-site", "same-origin")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("password={ALICE_PASSWORD}")))
+        .unwrap();
+    let copy = send(&app.router, reauth).await.session_cookie().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.status("/me", &copy).await, StatusCode::OK); // its first touch
+    let late = app.get("/me", &old).await;
+    assert_eq!(late.session_cookie().as_deref(), Some(""), "now an unknown token");
+    let logout = Request::post("/logout")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::COOKIE, format!("{COOKIE}={old}"))
+        .body(Body::empty())
+        .unwrap();
+    send(&app.router, logout).await;
+    assert_eq!(app.status("/me", &copy).await, StatusCode::OK, "the old token ends nothing");
+}
+
 async fn login_over_a_live_session_replaces_it(db: Db) {
     let app = app(db).await;
     let first = app.login(ALICE, ALICE_PASSWORD).await;
