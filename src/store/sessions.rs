@@ -14,6 +14,19 @@ use super::{
 use super::{PgStore, held::Held};
 use crate::{Error, SessionId, UserId};
 
+/// [`LOOKUP`]'s second branch, the same on both databases: the copy a rotation made of the
+/// session, if any.
+macro_rules! rotated_branch {
+    () => {
+        "
+ UNION ALL
+SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, id
+  FROM auth_sessions WHERE rotated_from = $1
+ LIMIT 1"
+    };
+}
+
 /// The one query of every authenticated request: session, user and effective permissions, only
 /// if neither deadline has passed, the user is enabled and the session was created under the
 /// user's current credentials. It reads `auth_users.permissions`, which triggers keep up to
@@ -26,7 +39,8 @@ use crate::{Error, SessionId, UserId};
 /// row, after which `LIMIT 1` stops: the hot path never runs the second branch. Both branches
 /// cannot yield a row at once: a rotation deletes the row it copies in the same transaction.
 const LOOKUP: Dialects = Dialects {
-    postgres: "\
+    postgres: concat!(
+        "\
 SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.email,
        u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
        s.last_seen_at, s.idle_expires_at, s.expires_at, now() AS now, NULL AS successor
@@ -36,13 +50,11 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
    AND s.expires_at > now()
    AND s.idle_expires_at > now()
    AND u.disabled_at IS NULL
-   AND u.credential_epoch = s.credential_epoch
- UNION ALL
-SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, id
-  FROM auth_sessions WHERE rotated_from = $1
- LIMIT 1",
-    sqlite: "\
+   AND u.credential_epoch = s.credential_epoch",
+        rotated_branch!()
+    ),
+    sqlite: concat!(
+        "\
 SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.email,
        u.email_verified_at IS NOT NULL AS email_verified, s.authenticated_at,
        s.last_seen_at, s.idle_expires_at, s.expires_at, n.now, NULL AS successor
@@ -53,12 +65,9 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
    AND s.expires_at > n.now
    AND s.idle_expires_at > n.now
    AND u.disabled_at IS NULL
-   AND u.credential_epoch = s.credential_epoch
- UNION ALL
-SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, id
-  FROM auth_sessions WHERE rotated_from = $1
- LIMIT 1",
+   AND u.credential_epoch = s.credential_epoch",
+        rotated_branch!()
+    ),
 };
 
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition

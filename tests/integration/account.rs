@@ -12,23 +12,14 @@ use http::{StatusCode, header};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, Reply, TestApp, app, app_with, both_stores,
-    login_request, send,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, Reply, TestApp, app, app_with, both_stores,
+    login_request, post_form as post, send,
 };
 
 const NEW_PASSWORD: &str = "a-brand-new-password";
 
 fn public_id(token: &str) -> &str {
     token.split_once('.').unwrap().0
-}
-
-fn post(path: &str, token: &str, form: &str) -> Request<Body> {
-    Request::post(path)
-        .header(header::COOKIE, format!("{COOKIE}={token}"))
-        .header("sec-fetch-site", "same-origin")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(form.to_owned()))
-        .unwrap()
 }
 
 async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {

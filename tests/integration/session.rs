@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::common::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, app, app_with, both_stores, login_request,
-    secs, send,
+    post_form, secs, send,
 };
 
 fn is_token(value: &str) -> bool {
@@ -141,12 +141,7 @@ async fn an_unknown_well_formed_token_is_401_and_cleared(db: Db) {
 async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: Db) {
     let app = app(db).await;
     let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = Request::post("/account/reauth")
-        .header(header::COOKIE, format!("{COOKIE}={old}"))
-        .header("sec-fetch-site", "same-origin")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("password={ALICE_PASSWORD}")))
-        .unwrap();
+    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
     let rotated = send(&app.router, reauth).await;
     assert_eq!(rotated.status, StatusCode::NO_CONTENT);
     let new = rotated.session_cookie().unwrap();
@@ -157,11 +152,7 @@ async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: 
     assert_eq!(late.set_cookies(), Vec::<String>::new(), "the cookie is left alone");
     assert_eq!(app.status("/me", &new).await, StatusCode::OK);
 
-    let logout = Request::post("/logout")
-        .header("sec-fetch-site", "same-origin")
-        .header(header::COOKIE, format!("{COOKIE}={new}"))
-        .body(Body::empty())
-        .unwrap();
+    let logout = post_form("/logout", &new, "");
     assert_eq!(send(&app.router, logout).await.status, StatusCode::SEE_OTHER);
     let ended = app.get("/me", &old).await;
     assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
@@ -176,15 +167,8 @@ async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: 
 async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
     let app = app(db).await;
     let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let post = |path: &str, token: &str, body: String| {
-        Request::post(path)
-            .header(header::COOKIE, format!("{COOKIE}={token}"))
-            .header("sec-fetch-site", "same-origin")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(body))
-            .unwrap()
-    };
-    let rotated = send(&app.router, post("/account/reauth", &old, format!("password={ALICE_PASSWORD}"))).await;
+    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
+    let rotated = send(&app.router, reauth).await;
     assert_eq!(rotated.status, StatusCode::NO_CONTENT);
     let copy = rotated.session_cookie().unwrap();
 
@@ -193,10 +177,10 @@ async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
     let refused = app.get("/me", &forged).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.session_cookie().as_deref(), Some(""), "an unknown token: cleared");
-    send(&app.router, post("/logout", &forged, String::new())).await;
+    send(&app.router, post_form("/logout", &forged, "")).await;
     assert_eq!(app.status("/me", &copy).await, StatusCode::OK, "a forged secret ends nothing");
 
-    let logout = send(&app.router, post("/logout", &old, String::new())).await;
+    let logout = send(&app.router, post_form("/logout", &old, "")).await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER);
     assert_eq!(app.status("/me", &copy).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.sessions().await, 0);
@@ -209,23 +193,13 @@ async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
 async fn a_replaced_token_is_told_apart_only_until_the_copys_first_touch(db: Db) {
     let app = app_with(db, |b| b.touch_interval(std::time::Duration::from_secs(1))).await;
     let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = Request::post("/account/reauth")
-        .header(header::COOKIE, format!("{COOKIE}={old}"))
-        .header("sec-fetch-site", "same-origin")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("password={ALICE_PASSWORD}")))
-        .unwrap();
+    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
     let copy = send(&app.router, reauth).await.session_cookie().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(app.status("/me", &copy).await, StatusCode::OK); // its first touch
     let late = app.get("/me", &old).await;
     assert_eq!(late.session_cookie().as_deref(), Some(""), "now an unknown token");
-    let logout = Request::post("/logout")
-        .header("sec-fetch-site", "same-origin")
-        .header(header::COOKIE, format!("{COOKIE}={old}"))
-        .body(Body::empty())
-        .unwrap();
-    send(&app.router, logout).await;
+    send(&app.router, post_form("/logout", &old, "")).await;
     assert_eq!(app.status("/me", &copy).await, StatusCode::OK, "the old token ends nothing");
 }
 

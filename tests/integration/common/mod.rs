@@ -321,6 +321,16 @@ pub fn get_with_cookie(path: &str, token: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// A same-origin form `POST` to `path` with the session cookie `token`.
+pub fn post_form(path: &str, token: &str, form: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .header("sec-fetch-site", "same-origin")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap()
+}
+
 pub fn login_request(username: &str, password: &str) -> Request<Body> {
     let body = format!(
         "username={}&password={}",
