@@ -55,7 +55,7 @@ const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Debug, Clone)]
 pub struct Accounts {
     store: AuthStore,
-    hasher: Arc<Hasher>,
+    pub(crate) hasher: Arc<Hasher>,
     pub(crate) limits: ThrottleLimits,
     /// The layer's cache and event streams, told of a change here at once (both stores),
     /// before its notification comes back.
@@ -227,13 +227,8 @@ impl Accounts {
     /// infrastructure error.
     pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
         password::validate_new(password)?;
-        let hash = self.hash(password).await?;
+        let hash = self.hasher.hash(password).await?;
         found(self.store_password(user, &hash, None, None).await?)
-    }
-
-    /// An Argon2id hash of `password`, within the hasher's bounds.
-    pub(crate) async fn hash(&self, password: &str) -> Result<String, Error> {
-        self.hasher.hash(password).await
     }
 
     /// Stores `hash` as the user's password if their credentials are still at `epoch` (any, for
@@ -425,11 +420,8 @@ impl Accounts {
         resource: &Resource,
     ) -> Result<(), Error> {
         validate_name(permission)?;
-        repeating_conflicts(|| {
-            self.store
-                .grant_on(user, GrantRow::Permission(permission), scope(resource))
-        })
-        .await?;
+        let grant = GrantRow::Permission(permission);
+        repeating_conflicts(|| self.store.grant_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
         Ok(())
     }
@@ -445,11 +437,9 @@ impl Accounts {
         permission: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        let revoked = repeating_conflicts(|| {
-            self.store
-                .revoke_on(user, GrantRow::Permission(permission), scope(resource))
-        })
-        .await?;
+        let grant = GrantRow::Permission(permission);
+        let revoked =
+            repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
         Ok(revoked)
     }
@@ -527,11 +517,8 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<(), Error> {
-        repeating_conflicts(|| {
-            self.store
-                .grant_on(user, GrantRow::Role(role), scope(resource))
-        })
-        .await?;
+        let grant = GrantRow::Role(role);
+        repeating_conflicts(|| self.store.grant_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
         Ok(())
     }
@@ -547,11 +534,9 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        let removed = repeating_conflicts(|| {
-            self.store
-                .revoke_on(user, GrantRow::Role(role), scope(resource))
-        })
-        .await?;
+        let grant = GrantRow::Role(role);
+        let removed =
+            repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
         Ok(removed)
     }
@@ -619,11 +604,7 @@ fn scope(resource: &Resource) -> Scope<'_> {
 }
 
 fn found(exists: bool) -> Result<(), Error> {
-    if exists {
-        Ok(())
-    } else {
-        Err(Error::UserNotFound)
-    }
+    exists.then_some(()).ok_or(Error::UserNotFound)
 }
 
 /// A name of 1 to 64 characters, without control or invisible characters or surrounding
@@ -636,20 +617,19 @@ fn validate_username(username: &str) -> Result<(), Error> {
         && username.trim() == username
         && !username.chars().any(|c| c.is_control() || is_invisible(c))
         && unicode_normalization::is_nfc(username);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidUsername)
-    }
+    ok.then_some(()).ok_or(Error::InvalidUsername)
 }
 
 /// Permission and role names: 1 to 128 visible characters, no whitespace.
 fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = grantable(name)
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
+    let ok = grantable(name) && !has_space_or_invisible(name);
     if ok { Ok(()) } else { Err(Error::InvalidName) }
+}
+
+/// Whether `text` holds whitespace, a control or an [invisible](is_invisible) character.
+pub(crate) fn has_space_or_invisible(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
 }
 
 /// Whether a grant can name `permission` at all: 1 to 128 characters, as the grant tables'

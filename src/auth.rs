@@ -99,10 +99,7 @@ impl Auth {
 
     /// The current user, if the request is authenticated.
     pub fn current_user(&self) -> Option<&CurrentUser> {
-        match &self.0.state {
-            AuthState::Authenticated(user) => Some(user),
-            _ => None,
-        }
+        self.session().ok().flatten()
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -264,8 +261,7 @@ impl Auth {
                 .store
                 .delete_user_session(previous.id(), previous.session_id())
                 .await?;
-            // Its event streams, and any of the copy's, end (on SQLite nothing else would tell
-            // them).
+            // Its streams, and any of the copy's, end (on SQLite nothing else would tell them).
             self.0.shared.user_changed(previous.id());
         }
         let token = self.start_session(user, epoch).await?;
@@ -334,21 +330,18 @@ impl Auth {
             (None, Some((user, copy))) => Some((*user, copy)),
             (None, None) => None,
         };
+        let shared = &self.0.shared;
         if let Some((user, session)) = ending {
-            self.0
-                .shared
-                .store
-                .delete_user_session(user, session)
-                .await?;
+            shared.store.delete_user_session(user, session).await?;
             security::logout(&self.0.client, user, session);
             // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).
-            self.0.shared.user_changed(user);
+            shared.user_changed(user);
         }
         let mut response = self.response();
         if self.0.source == Source::Cookie {
             response.cookie = CookieChange::Clear;
         }
-        response.clear_site_data = self.0.shared.config.clear_site_data;
+        response.clear_site_data = shared.config.clear_site_data;
         Ok(())
     }
 
@@ -557,21 +550,16 @@ impl Auth {
     /// Writes what the handler decided (the cookie, a rotated bearer token, site data to clear)
     /// into the response headers.
     pub(crate) fn write_response_headers(&self, headers: &mut HeaderMap) {
-        let changes = std::mem::replace(
-            &mut *self.response(),
-            ResponseChanges {
-                cookie: CookieChange::Keep,
-                clear_site_data: false,
-            },
-        );
-        if changes.clear_site_data {
+        let mut response = self.response();
+        let cookie = std::mem::replace(&mut response.cookie, CookieChange::Keep);
+        if std::mem::take(&mut response.clear_site_data) {
             headers.insert(
                 HeaderName::from_static("clear-site-data"),
                 HeaderValue::from_static("\"cache\""),
             );
         }
         let config = &self.0.shared.config.cookie;
-        let (name, value) = match (changes.cookie, self.0.source) {
+        let (name, value) = match (cookie, self.0.source) {
             (CookieChange::Keep, _) => return,
             // A bearer client gets a rotated token back in a header, not a cookie.
             (CookieChange::Set(token), Source::Bearer) => (

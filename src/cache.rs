@@ -368,10 +368,10 @@ impl PrincipalCache {
     }
 
     /// Applies notification payloads: `s:<session id>`, `u:<user id>`, `r:<user id>` (scoped
-    /// grants), `r:*`, or anything else (`*`), which empties the cache. Together: each kind of removal is one pass over the cache
-    /// however many users the payloads name (a role's change notifies each of its holders, and
-    /// a pass per holder would keep the listener, and the notifications behind it, busy for
-    /// seconds).
+    /// grants), `r:*`, or anything else (`*`), which empties the cache. Each kind of removal is
+    /// one pass over the cache however many users the payloads name (a role's change notifies
+    /// each of its holders, and a pass per holder would keep the listener, and the notifications
+    /// behind it, busy for seconds).
     pub(crate) fn apply_all(&self, payloads: &[&str]) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let user = |rest: &str| rest.parse::<UserId>().ok();

@@ -70,12 +70,11 @@ pub(crate) fn client_ip(
     if !trusted_proxies.contains(&ip) {
         return Some(ip);
     }
-    let hops: Vec<&[u8]> = headers
+    let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .collect();
-    for hop in hops.into_iter().rev() {
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','));
+    for hop in hops.rev() {
         let parsed = std::str::from_utf8(hop.trim_ascii())
             .ok()
             .and_then(hop_address)

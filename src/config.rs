@@ -6,15 +6,13 @@ use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 pub use tower_cookies::cookie::SameSite;
 
 use crate::{
-    AuthStore, CacheOptions, ConfigError, Messenger,
+    AuthStore, CacheOptions, ConfigError, Messenger, StoreKind,
     csrf::{Csrf, normalize_origin},
     events::StreamLimits,
     recovery::Recovery,
     store::ThrottleLimits,
 };
 
-const DEFAULT_COOKIE_NAME: &str = "__Host-sid";
-const DEV_COOKIE_NAME: &str = "sid";
 const MAX_TOUCH: Duration = Duration::from_secs(60 * 60);
 const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 
@@ -172,9 +170,13 @@ impl AuthLayerBuilder {
             csrf_disabled: false,
         }
     }
-}
 
-impl AuthLayerBuilder {
+    /// Applies one setting and hands the builder back: what most setters do.
+    fn with(mut self, set: impl FnOnce(&mut Self)) -> Self {
+        set(&mut self);
+        self
+    }
+
     /// The session cookie's name. Default `__Host-sid` (`sid` in
     /// [`insecure_dev_mode`](Self::insecure_dev_mode)).
     ///
@@ -192,9 +194,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.cookie_name = Some(name.into());
-        self
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        self.with(|b| b.cookie_name = Some(name.into()))
     }
 
     /// Sends the cookie to subdomains of `domain` too. Default: none (this host only).
@@ -221,9 +222,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.config.cookie.domain = Some(domain.into());
-        self
+    pub fn domain(self, domain: impl Into<String>) -> Self {
+        self.with(|b| b.config.cookie.domain = Some(domain.into()))
     }
 
     /// The cookie's `SameSite` attribute: `Lax` (default) or `Strict`. `None` is refused.
@@ -240,9 +240,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn same_site(mut self, same_site: SameSite) -> Self {
-        self.config.cookie.same_site = same_site;
-        self
+    pub fn same_site(self, same_site: SameSite) -> Self {
+        self.with(|b| b.config.cookie.same_site = same_site)
     }
 
     /// A session unused for this long ends. Default 30 minutes.
@@ -263,9 +262,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.idle_timeout = timeout;
-        self
+    pub fn idle_timeout(self, timeout: Duration) -> Self {
+        self.with(|b| b.config.idle_timeout = timeout)
     }
 
     /// A session ends this long after login, however active. Default 12 hours. Never extended.
@@ -282,15 +280,12 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.config.absolute_timeout = timeout;
-        self
+    pub fn absolute_timeout(self, timeout: Duration) -> Self {
+        self.with(|b| b.config.absolute_timeout = timeout)
     }
 
-    /// How often, at most, a session's idle deadline is written back. Default
-    /// `min(idle_timeout / 10, 1 hour)`; it must be shorter than the idle timeout.
-    ///
-    /// Requests in between make no write at all.
+    /// How often, at most, a session's idle deadline is written back; requests in between make
+    /// no write. Must be shorter than the idle timeout; default `min(idle_timeout / 10, 1 hour)`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -304,9 +299,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn touch_interval(mut self, interval: Duration) -> Self {
-        self.touch_interval = Some(interval);
-        self
+    pub fn touch_interval(self, interval: Duration) -> Self {
+        self.with(|b| b.touch_interval = Some(interval))
     }
 
     /// How long after proving the password (login or
@@ -326,9 +320,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn reauth_window(mut self, window: Duration) -> Self {
-        self.config.reauth_window = window;
-        self
+    pub fn reauth_window(self, window: Duration) -> Self {
+        self.with(|b| b.config.reauth_window = window)
     }
 
     /// The most sessions one user may have at once. Default 100. A login beyond it ends the
@@ -346,9 +339,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn max_sessions_per_user(mut self, max: u32) -> Self {
-        self.config.max_sessions_per_user = max;
-        self
+    pub fn max_sessions_per_user(self, max: u32) -> Self {
+        self.with(|b| b.config.max_sessions_per_user = max)
     }
 
     /// Makes the layer's [background work](crate::AuthLayer::background) delete expired sessions
@@ -373,9 +365,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn purge_expired_every(mut self, interval: Duration) -> Self {
-        self.config.purge_every = Some(interval);
-        self
+    pub fn purge_expired_every(self, interval: Duration) -> Self {
+        self.with(|b| b.config.purge_every = Some(interval))
     }
 
     /// Adds an origin the app is served from, such as `https://app.example.com`. Required while
@@ -402,9 +393,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
-        self.allowed_origins.push(origin.into());
-        self
+    pub fn allowed_origin(self, origin: impl Into<String>) -> Self {
+        self.with(|b| b.allowed_origins.push(origin.into()))
     }
 
     /// Lets unsafe requests with neither `Sec-Fetch-Site` nor `Origin` through the CSRF check.
@@ -423,9 +413,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn allow_requests_without_origin_headers(mut self, allow: bool) -> Self {
-        self.allow_without_origin_headers = allow;
-        self
+    pub fn allow_requests_without_origin_headers(self, allow: bool) -> Self {
+        self.with(|b| b.allow_without_origin_headers = allow)
     }
 
     /// Exempts one exact path (such as a payment provider's webhook, which authenticates by
@@ -443,9 +432,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn csrf_exempt(mut self, path: impl Into<String>) -> Self {
-        self.csrf_exempt.push(path.into());
-        self
+    pub fn csrf_exempt(self, path: impl Into<String>) -> Self {
+        self.with(|b| b.csrf_exempt.push(path.into()))
     }
 
     /// # ⚠️ Insecure: no CSRF protection
@@ -464,9 +452,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn dangerous_disable_csrf_protection(mut self, disable: bool) -> Self {
-        self.csrf_disabled = disable;
-        self
+    pub fn dangerous_disable_csrf_protection(self, disable: bool) -> Self {
+        self.with(|b| b.csrf_disabled = disable)
     }
 
     /// Also accepts the session token in an `Authorization: Bearer <token>` header, for clients
@@ -486,9 +473,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn bearer_tokens(mut self, enabled: bool) -> Self {
-        self.config.bearer = enabled;
-        self
+    pub fn bearer_tokens(self, enabled: bool) -> Self {
+        self.with(|b| b.config.bearer = enabled)
     }
 
     /// Reverse proxies whose `X-Forwarded-For` is believed. Default: none, so the client's
@@ -512,11 +498,9 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.config
-            .trusted_proxies
-            .extend(proxies.into_iter().map(|ip| ip.to_canonical()));
-        self
+    pub fn trusted_proxies(self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
+        let proxies = proxies.into_iter().map(|ip| ip.to_canonical());
+        self.with(|b| b.config.trusted_proxies.extend(proxies))
     }
 
     /// Failed logins allowed from one client address within `window` before further attempts
@@ -592,9 +576,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.config.ipv6_prefix = bits;
-        self
+    pub fn ipv6_prefix(self, bits: u8) -> Self {
+        self.with(|b| b.config.ipv6_prefix = bits)
     }
 
     /// Logs an `invalid_tokens_alert` security event (WARN) when one client address presents
@@ -618,9 +601,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn invalid_token_alert(mut self, tokens: u32, window: Duration) -> Self {
-        self.config.invalid_token_alert = (tokens, window);
-        self
+    pub fn invalid_token_alert(self, tokens: u32, window: Duration) -> Self {
+        self.with(|b| b.config.invalid_token_alert = (tokens, window))
     }
 
     /// At most `at_once` password hashes (Argon2id, 19 MiB each) run at the same time, and at
@@ -639,9 +621,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn password_hashing(mut self, at_once: usize, queue: usize) -> Self {
-        self.config.hashing = Some((at_once, queue));
-        self
+    pub fn password_hashing(self, at_once: usize, queue: usize) -> Self {
+        self.with(|b| b.config.hashing = Some((at_once, queue)))
     }
 
     /// The longest a request waits for a database connection and its session lookup; past
@@ -660,9 +641,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
-        self.config.lookup_timeout = timeout;
-        self
+    pub fn lookup_timeout(self, timeout: Duration) -> Self {
+        self.with(|b| b.config.lookup_timeout = timeout)
     }
 
     /// How many Postgres connections the layer keeps between requests for their session
@@ -687,9 +667,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn lookup_connections(mut self, connections: usize) -> Self {
-        self.config.lookup_connections = connections;
-        self
+    pub fn lookup_connections(self, connections: usize) -> Self {
+        self.with(|b| b.config.lookup_connections = connections)
     }
 
     /// Whether responses to authenticated requests get `Cache-Control: private, no-store`
@@ -708,9 +687,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn private_responses(mut self, private: bool) -> Self {
-        self.config.private_responses = private;
-        self
+    pub fn private_responses(self, private: bool) -> Self {
+        self.with(|b| b.config.private_responses = private)
     }
 
     /// Whether logout responses carry `Clear-Site-Data: "cache"`, so the browser drops pages it
@@ -728,9 +706,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn clear_site_data_on_logout(mut self, clear: bool) -> Self {
-        self.config.clear_site_data = clear;
-        self
+    pub fn clear_site_data_on_logout(self, clear: bool) -> Self {
+        self.with(|b| b.config.clear_site_data = clear)
     }
 
     /// Settings of the event streams served by [`account_routes`](crate::account_routes) at
@@ -801,9 +778,8 @@ impl AuthLayerBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn principal_cache(mut self, options: CacheOptions) -> Self {
-        self.config.cache = Some(options);
-        self
+    pub fn principal_cache(self, options: CacheOptions) -> Self {
+        self.with(|b| b.config.cache = Some(options))
     }
 
     /// The Postgres pool the node's listener takes its one connection from, when the request
@@ -828,9 +804,8 @@ impl AuthLayerBuilder {
     /// # }
     /// ```
     #[cfg(feature = "postgres")]
-    pub fn listen_pool(mut self, pool: sqlx::PgPool) -> Self {
-        self.config.listen_pool = Some(pool);
-        self
+    pub fn listen_pool(self, pool: sqlx::PgPool) -> Self {
+        self.with(|b| b.config.listen_pool = Some(pool))
     }
 
     /// Delivers account-recovery messages (password-reset and email-verification links) for the
@@ -858,9 +833,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn messenger(mut self, messenger: impl Messenger) -> Self {
-        self.config.recovery.set_messenger(messenger);
-        self
+    pub fn messenger(self, messenger: impl Messenger) -> Self {
+        self.with(|b| b.config.recovery.set_messenger(messenger))
     }
 
     /// Where the [account routes](crate::account_routes) are reachable, as the links in
@@ -898,9 +872,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn password_reset_lifetime(mut self, lifetime: Duration) -> Self {
-        self.config.recovery.reset_lifetime = lifetime;
-        self
+    pub fn password_reset_lifetime(self, lifetime: Duration) -> Self {
+        self.with(|b| b.config.recovery.reset_lifetime = lifetime)
     }
 
     /// # ⚠️ Insecure: session cookies over plain HTTP
@@ -923,9 +896,8 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn insecure_dev_mode(mut self, insecure: bool) -> Self {
-        self.insecure_dev_mode = insecure;
-        self
+    pub fn insecure_dev_mode(self, insecure: bool) -> Self {
+        self.with(|b| b.insecure_dev_mode = insecure)
     }
 
     /// Where to send unauthenticated browser page requests (a `GET` or `HEAD` that accepts
@@ -942,39 +914,18 @@ impl AuthLayerBuilder {
     /// # let _ = auth; Ok(())
     /// # }
     /// ```
-    pub fn login_redirect(mut self, path: impl Into<String>) -> Self {
-        self.login_redirect = Some(path.into());
-        self
+    pub fn login_redirect(self, path: impl Into<String>) -> Self {
+        self.with(|b| b.login_redirect = Some(path.into()))
     }
 
     /// Checks the settings and resolves the defaults that depend on others; logs a warning for
     /// each insecure switch. The layer is built from what this returns.
     pub(crate) fn validate(self) -> Result<(AuthConfig, AuthStore), ConfigError> {
+        let csrf = self.csrf()?;
         let mut config = self.config;
-        config.csrf = if self.csrf_disabled {
-            tracing::warn!(
-                "axum-live-auth: CSRF protection is off (dangerous_disable_csrf_protection)"
-            );
-            None
-        } else {
-            if self.allow_without_origin_headers {
-                tracing::warn!(
-                    "axum-live-auth: unsafe requests without Sec-Fetch-Site or Origin pass the \
-                     CSRF check (allow_requests_without_origin_headers)"
-                );
-            }
-            Some(csrf(
-                &self.allowed_origins,
-                self.allow_without_origin_headers,
-                &self.csrf_exempt,
-            )?)
-        };
+        config.csrf = csrf;
         let secure = !self.insecure_dev_mode;
-        let default_name = if secure {
-            DEFAULT_COOKIE_NAME
-        } else {
-            DEV_COOKIE_NAME
-        };
+        let default_name = if secure { "__Host-sid" } else { "sid" };
         config.cookie.name = self.cookie_name.unwrap_or_else(|| default_name.to_owned());
         config.cookie.secure = secure;
         validate_cookie(&config.cookie)?;
@@ -1030,11 +981,7 @@ impl AuthLayerBuilder {
         {
             config.recovery.account_url = format!("{}/account", normalize_origin(origin)?);
         }
-        #[cfg(feature = "postgres")]
-        let postgres = self.store.postgres_pool().is_some();
-        #[cfg(not(feature = "postgres"))]
-        let postgres = false;
-        if config.cache.is_some() && !postgres {
+        if config.cache.is_some() && self.store.kind() != StoreKind::Postgres {
             return Err(ConfigError::NeedsPostgres("principal_cache"));
         }
         #[cfg(feature = "postgres")]
@@ -1042,25 +989,19 @@ impl AuthLayerBuilder {
             return Err(ConfigError::NeedsListenPool);
         }
 
-        if secure
-            && !config
-                .cookie
-                .name
-                .to_ascii_lowercase()
-                .starts_with("__host-")
-        {
+        let name = &config.cookie.name;
+        if !secure {
             tracing::warn!(
-                cookie = %config.cookie.name,
+                cookie = %name,
+                "axum-live-auth: insecure_dev_mode is on: the session cookie is sent over plain \
+                 HTTP without the Secure attribute; never use this in production"
+            );
+        } else if !name.to_ascii_lowercase().starts_with("__host-") {
+            tracing::warn!(
+                cookie = %name,
                 "axum-live-auth: the session cookie's name has no __Host- prefix, so a sibling \
                  subdomain can set a cookie of that name (fixing a user into its session, or \
                  signing them out); keep the prefix unless the cookie needs a Domain"
-            );
-        }
-        if !secure {
-            tracing::warn!(
-                cookie = %config.cookie.name,
-                "axum-live-auth: insecure_dev_mode is on: the session cookie is sent over plain \
-                 HTTP without the Secure attribute; never use this in production"
             );
         }
         if self.store.pings_on_checkout() {
@@ -1072,30 +1013,39 @@ impl AuthLayerBuilder {
         }
         Ok((config, self.store))
     }
-}
 
-fn csrf(
-    allowed_origins: &[String],
-    allow_without_headers: bool,
-    exempt: &[String],
-) -> Result<Csrf, ConfigError> {
-    if allowed_origins.is_empty() {
-        return Err(ConfigError::NoAllowedOrigins);
-    }
-    let origins = allowed_origins
-        .iter()
-        .map(|o| normalize_origin(o))
-        .collect::<Result<HashSet<_>, _>>()?;
-    for path in exempt {
-        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(ConfigError::InvalidExemption(path.clone()));
+    /// The CSRF check, or `None` when it is switched off; logs a warning for each insecure
+    /// switch.
+    fn csrf(&self) -> Result<Option<Csrf>, ConfigError> {
+        if self.csrf_disabled {
+            tracing::warn!(
+                "axum-live-auth: CSRF protection is off (dangerous_disable_csrf_protection)"
+            );
+            return Ok(None);
         }
+        if self.allow_without_origin_headers {
+            tracing::warn!(
+                "axum-live-auth: unsafe requests without Sec-Fetch-Site or Origin pass the \
+                 CSRF check (allow_requests_without_origin_headers)"
+            );
+        }
+        if self.allowed_origins.is_empty() {
+            return Err(ConfigError::NoAllowedOrigins);
+        }
+        let origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| normalize_origin(o))
+            .collect::<Result<HashSet<_>, _>>()?;
+        for path in &self.csrf_exempt {
+            if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(ConfigError::InvalidExemption(path.clone()));
+            }
+        }
+        let exempt = self.csrf_exempt.iter().cloned().collect();
+        let csrf = Csrf::new(origins, self.allow_without_origin_headers, exempt);
+        Ok(Some(csrf))
     }
-    Ok(Csrf::new(
-        origins,
-        allow_without_headers,
-        exempt.iter().cloned().collect(),
-    ))
 }
 
 fn validate_cookie(cookie: &CookieConfig) -> Result<(), ConfigError> {

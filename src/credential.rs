@@ -133,13 +133,10 @@ fn read_bearer(headers: &HeaderMap) -> Presented {
     if values.next().is_some() {
         return Presented::Invalid(Invalid::Duplicate);
     }
-    let bytes = value.as_bytes();
-    let Some((scheme, token)) = bytes.split_at_checked(7) else {
-        return Presented::None;
+    let token = match value.as_bytes().split_at_checked(7) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer ") => token,
+        _ => return Presented::None,
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return Presented::None;
-    }
     match SessionToken::parse(token) {
         Some(token) => Presented::Token(token),
         None => Presented::Invalid(Invalid::Malformed),

@@ -153,13 +153,12 @@ impl From<&Error> for AuthRejection {
             Error::Infrastructure(
                 InfrastructureError::Database(_) | InfrastructureError::SessionUnavailable,
             ) => Self::Unavailable,
-            Error::Infrastructure(_) | Error::Config(_) => Self::Internal,
+            Error::Infrastructure(_) | Error::Config(_) | Error::NoMessenger => Self::Internal,
             Error::Throttled { retry_after } => Self::Throttled(*retry_after),
             Error::Busy { retry_after } => Self::Busy(*retry_after),
             Error::Unauthenticated => Self::Unauthenticated,
             Error::UserNotFound | Error::RoleNotFound => Self::NotFound,
             Error::UsernameTaken | Error::EmailTaken | Error::Conflict => Self::Conflict,
-            Error::NoMessenger => Self::Internal,
             Error::InvalidUsername
             | Error::InvalidPassword
             | Error::InvalidName

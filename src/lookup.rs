@@ -57,20 +57,17 @@ pub(crate) async fn authenticate(
             alert(shared, client);
             // A duplicate may be a planted cookie next to the real one: clearing could delete
             // the real one, so only a single malformed cookie is cleared.
-            let change = if reason == Invalid::Malformed {
-                clear
-            } else {
-                CookieChange::Keep
-            };
-            return Decided::anonymous(change);
+            return Decided::anonymous(match reason {
+                Invalid::Malformed => clear,
+                _ => CookieChange::Keep,
+            });
         }
         Presented::Token(token) => token,
     };
     match resolve(shared, &token, client).await {
         Ok(Ok(user)) => Decided {
             state: AuthState::Authenticated(user),
-            cookie: CookieChange::Keep,
-            replaced_by: None,
+            ..Decided::anonymous(CookieChange::Keep)
         },
         Ok(Err(Missed::Unknown)) => {
             alert(shared, client);
@@ -157,12 +154,11 @@ async fn resolve(
         security::unknown_session(client, token.id(), "secret_mismatch");
         return Ok(Err(Missed::Unknown));
     }
-    let recent = entry.recently_authenticated(now, config.reauth_window);
-    Ok(Ok(CurrentUser::new(
-        Arc::clone(&entry.principal),
-        recent,
-        Arc::clone(shared) as _,
-    )))
+    Ok(Ok(CurrentUser {
+        principal: Arc::clone(&entry.principal),
+        recently_authenticated: entry.recently_authenticated(now, config.reauth_window),
+        scoped: Arc::clone(shared) as _,
+    }))
 }
 
 /// One round trip, by `deadline`: the session row, as an entry with deadlines measured on the

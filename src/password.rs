@@ -22,7 +22,7 @@ use argon2::{
 use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
-use crate::{Error, error::InfrastructureError};
+use crate::{Error, error::InfrastructureError, token::random_bytes};
 
 /// The longest password accepted, in bytes. Longer input is refused before any hashing, so a
 /// huge password cannot make the server hash megabytes.
@@ -75,23 +75,13 @@ impl Hasher {
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
     pub(crate) async fn hash(&self, password: &str) -> Result<String, Error> {
         let password = password.to_owned();
-        let mut salt = [0u8; 16];
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut salt)
-            .map_err(InfrastructureError::Random)?;
+        let salt = random_bytes::<16>()?;
         self.run(move |memory| {
-            let params = Params::DEFAULT;
             let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-            argon2(Algorithm::Argon2id, Version::V0x13, params.clone())
+            argon2id()
                 .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
                 .map_err(phc_error)?;
-            let hash = PasswordHash {
-                algorithm: Algorithm::Argon2id.ident(),
-                version: Some(Version::V0x13.into()),
-                params: ParamsString::try_from(&params).map_err(phc_error)?,
-                salt: Some(Salt::new(&salt).map_err(phc_error)?),
-                hash: Some(Output::new(&out).map_err(phc_error)?),
-            };
-            Ok(hash.to_string())
+            phc_string(&salt, &out)
         })
         .await
     }
@@ -177,8 +167,21 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn argon2(algorithm: Algorithm, version: Version, params: Params) -> Argon2<'static> {
-    Argon2::new(algorithm, version, params)
+/// Argon2id with the crate's parameters.
+fn argon2id() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)
+}
+
+/// The PHC string of `out`, the [`argon2id`] hash of a password with `salt`.
+fn phc_string(salt: &[u8], out: &[u8]) -> Result<String, Error> {
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&Params::DEFAULT).map_err(phc_error)?,
+        salt: Some(Salt::new(salt).map_err(phc_error)?),
+        hash: Some(Output::new(out).map_err(phc_error)?),
+    };
+    Ok(hash.to_string())
 }
 
 fn phc_error(error: impl Into<argon2::password_hash::Error>) -> Error {
@@ -203,7 +206,7 @@ fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<
         &mut own[..]
     };
     let mut out = vec![0u8; expected.len()];
-    argon2(algorithm, version, params)
+    Argon2::new(algorithm, version, params)
         .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
         .ok()?;
     Some(out.ct_eq(expected.as_bytes()).into())
@@ -215,22 +218,13 @@ fn dummy_hash() -> Result<&'static str, Error> {
     if let Some(hash) = DUMMY.get() {
         return Ok(hash);
     }
-    let mut random = [0u8; 16];
-    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
-        .map_err(InfrastructureError::Random)?;
-    let params = Params::DEFAULT;
+    let random = random_bytes::<16>()?;
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    argon2(Algorithm::Argon2id, Version::V0x13, params.clone())
+    argon2id()
         .hash_password_into(&random, &random, &mut out)
         .map_err(phc_error)?;
-    let hash = PasswordHash {
-        algorithm: Algorithm::Argon2id.ident(),
-        version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(&params).map_err(phc_error)?,
-        salt: Some(Salt::new(&random).map_err(phc_error)?),
-        hash: Some(Output::new(&out).map_err(phc_error)?),
-    };
-    Ok(DUMMY.get_or_init(|| hash.to_string()))
+    let hash = phc_string(&random, &out)?;
+    Ok(DUMMY.get_or_init(|| hash))
 }
 
 #[cfg(test)]

@@ -126,26 +126,14 @@ pub(crate) trait ScopedGrants: Send + Sync {
 /// ```
 #[derive(Clone)]
 pub struct CurrentUser {
-    principal: Arc<Principal>,
-    recently_authenticated: bool,
-    scoped: Arc<dyn ScopedGrants>,
+    /// The principal as of this request.
+    pub(crate) principal: Arc<Principal>,
+    /// Whether its password was proved within the reauthentication window.
+    pub(crate) recently_authenticated: bool,
+    pub(crate) scoped: Arc<dyn ScopedGrants>,
 }
 
 impl CurrentUser {
-    /// The principal as of this request; `recently_authenticated` is whether its password was
-    /// proved within the reauthentication window.
-    pub(crate) fn new(
-        principal: Arc<Principal>,
-        recently_authenticated: bool,
-        scoped: Arc<dyn ScopedGrants>,
-    ) -> Self {
-        Self {
-            principal,
-            recently_authenticated,
-            scoped,
-        }
-    }
-
     /// The user's id (`auth_users.id`).
     pub fn id(&self) -> UserId {
         self.principal.id
@@ -382,12 +370,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RecentAuth {
 ///     .route_layer(require_permission("admin"));
 /// ```
 pub fn require_permission(permission: impl Into<Arc<str>>) -> RequirePermissionLayer {
-    RequirePermissionLayer {
-        rule: Arc::new(Rule {
-            permission: permission.into(),
-            on: None,
-        }),
-    }
+    RequirePermissionLayer::new(permission.into(), None)
 }
 
 /// Requires `permission` on the resource of type `kind` whose id is the path parameter
@@ -411,12 +394,7 @@ pub fn require_permission_on(
     kind: impl Into<Arc<str>>,
     param: impl Into<Arc<str>>,
 ) -> RequirePermissionLayer {
-    RequirePermissionLayer {
-        rule: Arc::new(Rule {
-            permission: permission.into(),
-            on: Some((kind.into(), param.into())),
-        }),
-    }
+    RequirePermissionLayer::new(permission.into(), Some((kind.into(), param.into())))
 }
 
 /// What a guard requires: a permission, globally or on the resource a path parameter names.
@@ -465,6 +443,13 @@ impl Rule {
 #[must_use]
 pub struct RequirePermissionLayer {
     rule: Arc<Rule>,
+}
+
+impl RequirePermissionLayer {
+    fn new(permission: Arc<str>, on: Option<(Arc<str>, Arc<str>)>) -> Self {
+        let rule = Arc::new(Rule { permission, on });
+        Self { rule }
+    }
 }
 
 impl<S> Layer<S> for RequirePermissionLayer {

@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use crate::{
     Accounts, Error, SessionToken, UserId,
-    accounts::is_invisible,
+    accounts::has_space_or_invisible,
     client::Client,
     error::InfrastructureError,
     events::security,
@@ -205,9 +205,8 @@ impl Accounts {
         let Some(user) = self.store().recipient(&name_or_email).await? else {
             return Ok(());
         };
-        let email = user.email.clone();
         let message = self
-            .issue(&user, Purpose::PasswordReset, email.as_deref())
+            .issue(&user, Purpose::PasswordReset, user.email.as_deref())
             .await?;
         security::password_reset_requested(user.id);
         deliver(messenger, message).await
@@ -231,7 +230,7 @@ impl Accounts {
         // Hashed before the token is spent, so that a hash refused for load leaves the link
         // working; then the token is spent and the password set in one transaction, only if no
         // other password was set since the token was checked.
-        let hash = self.hash(new_password).await?;
+        let hash = self.hasher.hash(new_password).await?;
         let epoch = Some(row.credential_epoch);
         if !self
             .store_password(row.user_id, &hash, epoch, Some(token.id()))
@@ -489,9 +488,7 @@ fn validate_email(email: &str) -> Result<(), Error> {
         && email.split('@').count() == 2
         && !email.starts_with('@')
         && !email.ends_with('@')
-        && !email
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
+        && !has_space_or_invisible(email);
     if ok { Ok(()) } else { Err(Error::InvalidEmail) }
 }
 

@@ -159,38 +159,19 @@ impl AuthLayer {
             None => shared.store.postgres_pool(),
         };
         #[cfg(feature = "postgres")]
-        let listener = shared.store.postgres_pool().and(listen_on).map(|pool| {
-            (
-                crate::listener::listener_options(pool),
-                shared.subscribers(),
-            )
+        let listen = shared.store.postgres_pool().and(listen_on).map(|pool| {
+            let options = crate::listener::listener_options(pool);
+            crate::listener::listen(options, shared.subscribers())
         });
-        let purge = shared
-            .config
-            .purge_every
-            .map(|every| (Accounts::of_layer(shared), every));
+        #[cfg(not(feature = "postgres"))]
+        let listen = None::<std::future::Pending<()>>;
+        let purge =
+            (shared.config.purge_every).map(|every| purge_loop(Accounts::of_layer(shared), every));
         async move {
-            let purge = async {
-                match purge {
-                    Some((accounts, every)) => purge_loop(accounts, every).await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(feature = "postgres")]
-            let listen = async {
-                match &listener {
-                    Some((options, subscribers)) => {
-                        crate::listener::listen(options.clone(), subscribers.clone()).await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(feature = "postgres"))]
-            let listen = std::future::pending::<()>();
             tokio::select! {
                 () = stopped => {}
-                () = purge => {}
-                () = listen => {}
+                () = run_if_some(purge) => {}
+                () = run_if_some(listen) => {}
             }
             tracing::debug!("axum-live-auth: the layer is gone; background work stops");
         }
@@ -218,12 +199,6 @@ impl AuthLayer {
         &self.shared.config.cookie.name
     }
 
-    pub(crate) fn new(shared: Shared) -> Self {
-        Self {
-            shared: Arc::new(shared),
-        }
-    }
-
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
@@ -241,7 +216,9 @@ impl AuthLayerBuilder {
     /// durations or limits that cannot work, or the principal cache on SQLite.
     pub fn build(self) -> Result<AuthLayer, ConfigError> {
         let (config, store) = self.validate()?;
-        Ok(AuthLayer::new(Shared::new(config, store)))
+        Ok(AuthLayer {
+            shared: Arc::new(Shared::new(config, store)),
+        })
     }
 }
 
@@ -372,6 +349,14 @@ fn make_private(headers: &mut HeaderMap, source: Source) {
         Source::Bearer => "Authorization",
     };
     headers.append(header::VARY, HeaderValue::from_static(vary));
+}
+
+/// Runs `work`, or never ends when there is none.
+async fn run_if_some(work: Option<impl Future<Output = ()>>) {
+    match work {
+        Some(work) => work.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs `every` forever: one purge of expired sessions per interval, errors logged.

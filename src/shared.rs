@@ -14,7 +14,7 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    AuthStore, Error, Resource, UserId,
+    AuthStore, Error, Resource, StoreKind, UserId,
     cache::PrincipalCache,
     config::AuthConfig,
     events::{Hub, TokenAlerts},
@@ -82,17 +82,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: AuthConfig, store: AuthStore) -> Self {
         let store = store.keeping_lookup_connections(config.lookup_connections);
-        let cache = config
-            .cache
-            .map(|options| Arc::new(PrincipalCache::new(options)));
+        let cache = config.cache.map(PrincipalCache::new).map(Arc::new);
         let hasher = match config.hashing {
             Some((at_once, queue)) => Hasher::new(at_once, queue),
             None => Hasher::default(),
         };
-        #[cfg(feature = "postgres")]
-        let needs_listener = store.postgres_pool().is_some();
-        #[cfg(not(feature = "postgres"))]
-        let needs_listener = false;
+        let needs_listener = store.kind() == StoreKind::Postgres;
         // A quarter of the pool for the streams' reads (at least one), the rest for requests.
         let stream_reads = usize::try_from(store.max_connections() / 4).unwrap_or(usize::MAX);
         let hub = Arc::new(Hub::new(

@@ -33,7 +33,8 @@ pub(crate) const TOKEN_CHARS: usize = ID_CHARS + 1 + SECRET_CHARS;
 /// assert_eq!(id.as_str(), "AAAAAAAAAAAAAAAAAAAAAA");
 /// assert!(SessionId::parse("not an id").is_none());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+#[serde(transparent)]
 pub struct SessionId(String);
 
 impl SessionId {
@@ -45,18 +46,6 @@ impl SessionId {
     /// The id as text, as stored in `auth_sessions.id`.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SessionId").field(&self.0).finish()
-    }
-}
-
-impl serde::Serialize for SessionId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
     }
 }
 
@@ -113,17 +102,10 @@ impl SessionToken {
     ///
     /// [`Error::Infrastructure`] when the operating system cannot supply random bytes.
     pub fn generate() -> Result<Self, Error> {
-        let mut id = [0u8; ID_BYTES];
-        let mut secret = [0u8; SECRET_BYTES];
-        SysRng
-            .try_fill_bytes(&mut id)
-            .map_err(InfrastructureError::Random)?;
-        SysRng
-            .try_fill_bytes(&mut secret)
-            .map_err(InfrastructureError::Random)?;
+        let id = random_bytes::<ID_BYTES>()?;
         Ok(Self {
             id: SessionId(URL_SAFE_NO_PAD.encode(id)),
-            secret,
+            secret: random_bytes()?,
         })
     }
 
@@ -134,14 +116,9 @@ impl SessionToken {
             return None;
         }
         let (id, rest) = bytes.split_at(ID_CHARS);
-        decode_exact::<ID_BYTES>(id, ID_CHARS)?;
+        let id = SessionId::parse(std::str::from_utf8(id).ok()?)?;
         let secret = decode_exact::<SECRET_BYTES>(&rest[1..], SECRET_CHARS)?;
-        // The id bytes were just checked to be base64url, hence ASCII.
-        let id = String::from_utf8(id.to_vec()).ok()?;
-        Some(Self {
-            id: SessionId(id),
-            secret,
-        })
+        Some(Self { id, secret })
     }
 
     /// The public id of the session this token names.
@@ -169,6 +146,15 @@ impl fmt::Debug for SessionToken {
             .field("secret", &"<redacted>")
             .finish()
     }
+}
+
+/// `N` bytes from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
+    let mut bytes = [0u8; N];
+    SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(InfrastructureError::Random)?;
+    Ok(bytes)
 }
 
 /// Decodes exactly `chars` base64url characters into exactly `N` bytes. The base64 engine

@@ -11,6 +11,8 @@
 //! or throttled logins), `retry_after_secs`, `path`. Header values are fields (Debug-formatted,
 //! so control characters are escaped), never spliced into the message.
 
+use std::time::Duration;
+
 use crate::{SessionId, UserId, client::Client};
 
 macro_rules! security_event {
@@ -41,7 +43,7 @@ pub(crate) fn login_failed(client: &Client, username: &str) {
     security_event!("login_failed", client, username = ?logged(username), "login failed");
 }
 
-pub(crate) fn login_throttled(client: &Client, username: &str, retry_after: std::time::Duration) {
+pub(crate) fn login_throttled(client: &Client, username: &str, retry_after: Duration) {
     security_event!(
         warn,
         "login_throttled",
@@ -213,7 +215,7 @@ pub(crate) fn signed_up(client: &Client, user: UserId) {
 
 /// Password-reset requests over a limit: of the address, or of the account asked for (never
 /// named here, since the name may be an email address; and the answer does not say which).
-pub(crate) fn password_reset_throttled(client: &Client, retry_after: std::time::Duration) {
+pub(crate) fn password_reset_throttled(client: &Client, retry_after: Duration) {
     security_event!(
         warn,
         "password_reset_throttled",
@@ -223,7 +225,7 @@ pub(crate) fn password_reset_throttled(client: &Client, retry_after: std::time::
     );
 }
 
-pub(crate) fn sign_up_throttled(client: &Client, retry_after: std::time::Duration) {
+pub(crate) fn sign_up_throttled(client: &Client, retry_after: Duration) {
     security_event!(
         warn,
         "sign_up_throttled",
@@ -233,11 +235,7 @@ pub(crate) fn sign_up_throttled(client: &Client, retry_after: std::time::Duratio
     );
 }
 
-pub(crate) fn email_change_throttled(
-    client: &Client,
-    user: UserId,
-    retry_after: std::time::Duration,
-) {
+pub(crate) fn email_change_throttled(client: &Client, user: UserId, retry_after: Duration) {
     security_event!(
         warn,
         "email_change_throttled",

@@ -61,9 +61,8 @@ pub(crate) fn open(shared: &Arc<Shared>, user: &CurrentUser) -> Response {
         expires: Instant::now(),
         done: false,
     };
-    let heartbeat = shared.config.streams.heartbeat;
     let mut response = Sse::new(events(state))
-        .keep_alive(KeepAlive::new().interval(heartbeat))
+        .keep_alive(KeepAlive::new().interval(shared.config.streams.heartbeat))
         .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -77,8 +76,7 @@ fn events(state: Open) -> impl Stream<Item = Result<Event, std::convert::Infalli
         if state.done {
             return None;
         }
-        let event = state.next().await;
-        Some((Ok(event), state))
+        Some((Ok(state.next().await), state))
     })
 }
 
@@ -131,14 +129,13 @@ impl Open {
     /// The session's picture as the database has it now (never the cache), or why it is no
     /// longer valid.
     async fn read(&mut self) -> Result<Result<Picture, Missed>, sqlx::Error> {
-        let store = &self.shared.store;
         // The wait for a turn is not the database's: the deadline starts after it.
         let _turn = self.shared.hub.read_turn().await;
         // Deadlines count from before the read: the database's clock was read during it, and
         // a slow answer must not push the end of the session later.
         let now = Instant::now();
         let deadline = tokio::time::Instant::from_std(now + self.shared.config.lookup_timeout);
-        let row = by(deadline, store.lookup(&self.session)).await?;
+        let row = by(deadline, self.shared.store.lookup(&self.session)).await?;
         Ok(row.map(|row| {
             let left = row
                 .now

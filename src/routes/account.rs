@@ -97,20 +97,19 @@ struct TokenQuery {
 async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<StatusCode, Error> {
     let accounts = Accounts::of_layer(auth.shared());
     accounts.can_send()?;
-    if !accounts
+    if accounts
         .reserve_reset(auth.client(), &form.username)
         .await?
     {
-        return Ok(StatusCode::ACCEPTED);
+        tokio::spawn(async move {
+            if let Err(error) = accounts.request_password_reset(&form.username).await {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "axum-live-auth: sending a password-reset link failed"
+                );
+            }
+        });
     }
-    tokio::spawn(async move {
-        if let Err(error) = accounts.request_password_reset(&form.username).await {
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "axum-live-auth: sending a password-reset link failed"
-            );
-        }
-    });
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -271,8 +270,9 @@ async fn reauthenticate(
     _user: CurrentUser,
     Form(form): Form<Reauth>,
 ) -> Result<Response, Error> {
-    let ok = auth.reauthenticate(&form.password).await?;
-    Ok(credentials_checked(ok))
+    Ok(credentials_checked(
+        auth.reauthenticate(&form.password).await?,
+    ))
 }
 
 /// `204`, or `403` with `{"error":"invalid_credentials"}` for a wrong password.

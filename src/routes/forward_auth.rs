@@ -55,26 +55,24 @@ pub fn forward_auth_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/check", get(check))
 }
 
-async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
+async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Result<Response, AuthRejection> {
     // A query that does not parse may have asked for something: refused, never ignored.
     let Ok(Query(query)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
-        return AuthRejection::BadRequest.into_response();
+        return Err(AuthRejection::BadRequest);
     };
     if query
         .iter()
         .any(|(key, _)| key != "permission" && key != "resource")
     {
-        return AuthRejection::BadRequest.into_response();
+        return Err(AuthRejection::BadRequest);
     }
     // Permissions the proxy names in headers, as UTF-8 (a header may carry any bytes).
-    let Ok(in_headers) = headers
+    let in_headers = headers
         .get_all("x-auth-require-permission")
         .iter()
         .map(|v| std::str::from_utf8(v.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
-    else {
-        return AuthRejection::BadRequest.into_response();
-    };
+        .map_err(|_| AuthRejection::BadRequest)?;
     let asked = |name: &'static str| {
         query
             .iter()
@@ -83,12 +81,10 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     };
     let user = match auth.state() {
         AuthState::Authenticated(user) => user.clone(),
-        AuthState::Unavailable => return AuthRejection::Unavailable.into_response(),
-        _ => return AuthRejection::Unauthenticated.into_response(),
+        AuthState::Unavailable => return Err(AuthRejection::Unavailable),
+        _ => return Err(AuthRejection::Unauthenticated),
     };
-    if let Err(rejection) = original_request_is_same_site(&auth, &headers) {
-        return rejection.into_response();
-    }
+    original_request_is_same_site(&auth, &headers)?;
     // One resource at most: a second one would otherwise go unchecked.
     let mut resources = asked("resource");
     let resource = match (
@@ -97,7 +93,7 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     ) {
         (Some(Ok(resource)), None) => Some(resource),
         (None, _) => None,
-        _ => return AuthRejection::BadRequest.into_response(),
+        _ => return Err(AuthRejection::BadRequest),
     };
     // The resource scopes the permissions named beside it in the query only. A header's are
     // the proxy's own, checked on every resource: a proxy may pass the client's query on
@@ -109,33 +105,26 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Response {
     permissions.sort_unstable();
     permissions.dedup();
     if resource.is_some() && permissions.len() > MAX_PERMISSIONS {
-        return AuthRejection::BadRequest.into_response();
+        return Err(AuthRejection::BadRequest);
     }
     for permission in permissions {
-        let allowed = match &resource {
-            Some(resource) => user.require_on(permission, resource).await,
-            None => user.require(permission),
-        };
-        if let Err(rejection) = allowed {
-            return rejection.into_response();
+        match &resource {
+            Some(resource) => user.require_on(permission, resource).await?,
+            None => user.require(permission)?,
         }
     }
-    if let Err(rejection) = in_headers.into_iter().try_for_each(|p| user.require(p)) {
-        return rejection.into_response();
-    }
-    identity(&user)
+    in_headers.into_iter().try_for_each(|p| user.require(p))?;
+    Ok(identity(&user))
 }
 
 /// The CSRF check of the original request: needed unless every method the proxy names is safe
 /// (and none names a WebSocket upgrade) or every URI it names is exempt. A bearer request needs
 /// none, as on the layer's own routes.
 fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(), AuthRejection> {
-    let Some(csrf) = &auth.shared().config.csrf else {
-        return Ok(());
+    let csrf = match &auth.shared().config.csrf {
+        Some(csrf) if auth.source() != Source::Bearer => csrf,
+        _ => return Ok(()),
     };
-    if auth.source() == Source::Bearer {
-        return Ok(());
-    }
     let values = |names: [&str; 2]| -> Vec<String> {
         names
             .iter()
@@ -143,14 +132,12 @@ fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(),
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect()
     };
-    let methods = values(["x-forwarded-method", "x-original-method"]);
+    let mut methods = values(["x-forwarded-method", "x-original-method"]);
     let uris = values(["x-forwarded-uri", "x-original-uri"]);
     // Without a method the request may be unsafe: check it.
-    let methods = if methods.is_empty() {
-        vec![Method::POST.to_string()]
-    } else {
-        methods
-    };
+    if methods.is_empty() {
+        methods.push(Method::POST.to_string());
+    }
     let paths: Vec<&str> = if uris.is_empty() {
         vec!["/"]
     } else {

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Auth, AuthRejection, Error, events::security};
+use crate::{Auth, AuthRejection, events::security};
 
 /// The token route, for clients that cannot keep cookies (with
 /// [`bearer_tokens`](crate::AuthLayerBuilder::bearer_tokens) on):
@@ -67,9 +67,9 @@ async fn credentials(request: Request) -> Result<Credentials, Response> {
     }
 }
 
-async fn issue_token(auth: Auth, request: Request) -> Result<Response, Error> {
+async fn issue_token(auth: Auth, request: Request) -> Result<Response, Response> {
     if !auth.shared().config.bearer {
-        return Ok(AuthRejection::NotFound.into_response());
+        return Err(AuthRejection::NotFound.into_response());
     }
     // Exempt from the layer's check so that clients without Origin headers can reach it, the
     // route still refuses what a browser marks as cross-site: a page elsewhere could otherwise
@@ -78,17 +78,15 @@ async fn issue_token(auth: Auth, request: Request) -> Result<Response, Error> {
         && let Err(reason) = csrf.check_browser(request.headers())
     {
         security::csrf_rejected(auth.client(), reason, request.uri().path());
-        return Ok(AuthRejection::CrossSite.into_response());
+        return Err(AuthRejection::CrossSite.into_response());
     }
-    let credentials = match credentials(request).await {
-        Ok(credentials) => credentials,
-        Err(response) => return Ok(response),
-    };
+    let credentials = credentials(request).await?;
     let issued = auth
         .issue_token(&credentials.username, &credentials.password)
-        .await?;
+        .await
+        .map_err(IntoResponse::into_response)?;
     let Some(token) = issued else {
-        return Ok(AuthRejection::InvalidCredentials(StatusCode::UNAUTHORIZED).into_response());
+        return Err(AuthRejection::InvalidCredentials(StatusCode::UNAUTHORIZED).into_response());
     };
     let body = IssuedToken {
         session_id: token.id().to_string(),

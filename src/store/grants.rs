@@ -1,7 +1,7 @@
 //! Grants scoped to one resource (a type and an id, such as `project` `42`): direct grants and
 //! role assignments. Global grants live in `users.rs` and reach `auth_users.permissions`.
 
-use super::{AuthStore, Dialects, on_pool};
+use super::{AuthStore, Dialects, affected, on_pool};
 use crate::{Error, UserId};
 
 /// Whether the user holds the permission on the resource through a scoped grant or a scoped
@@ -29,11 +29,13 @@ SELECT resource_id FROM (
  LIMIT $5";
 
 /// The enabled users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5
-/// at most. Each branch keeps only enabled users itself: joined once around the union, the
-/// users' table was read whole, in id order, on every call. On Postgres the global holders
-/// come from index `auth_users_permissions`.
-const HOLDERS: Dialects = Dialects {
-    postgres: "\
+/// at most, given how the database tests that a user's global permissions include $1. Each
+/// branch keeps only enabled users itself: joined once around the union, the users' table was
+/// read whole, in id order, on every call.
+macro_rules! holders {
+    ($holds:literal) => {
+        concat!(
+            "\
 SELECT id FROM (
     SELECT p.user_id AS id FROM auth_user_resource_permissions p
       JOIN auth_users u ON u.id = p.user_id AND u.disabled_at IS NULL
@@ -45,25 +47,21 @@ SELECT id FROM (
      WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
     UNION
     SELECT id FROM auth_users
-     WHERE permissions @> ARRAY[$1] AND disabled_at IS NULL AND id > $4) h
- ORDER BY id
- LIMIT $5",
-    sqlite: "\
-SELECT id FROM (
-    SELECT p.user_id AS id FROM auth_user_resource_permissions p
-      JOIN auth_users u ON u.id = p.user_id AND u.disabled_at IS NULL
-     WHERE p.resource_type = $2 AND p.resource_id = $3 AND p.permission = $1 AND p.user_id > $4
-    UNION
-    SELECT ur.user_id FROM auth_user_resource_roles ur
-      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
-      JOIN auth_users u ON u.id = ur.user_id AND u.disabled_at IS NULL
-     WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
-    UNION
-    SELECT id FROM auth_users
-     WHERE instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0
+     WHERE ",
+            $holds,
+            "
        AND disabled_at IS NULL AND id > $4) h
  ORDER BY id
- LIMIT $5",
+ LIMIT $5"
+        )
+    };
+}
+
+/// `holders!` on each database. On Postgres the global holders come from index
+/// `auth_users_permissions`.
+const HOLDERS: Dialects = Dialects {
+    postgres: holders!("permissions @> ARRAY[$1]"),
+    sqlite: holders!("instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0"),
 };
 
 /// A resource in a statement: its type and id.
@@ -145,32 +143,23 @@ impl AuthStore {
         grant: GrantRow<'_>,
         scope: Scope<'_>,
     ) -> Result<(), Error> {
-        let done = on_pool!(self, |pool| {
-            let query = match grant {
-                GrantRow::Permission(permission) => sqlx::query(
-                    "INSERT INTO auth_user_resource_permissions
-                            (user_id, permission, resource_type, resource_id)
-                     SELECT id, $2, $3, $4 FROM auth_users WHERE id = $1
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(user)
-                .bind(permission),
-                GrantRow::Role(role) => sqlx::query(
-                    "INSERT INTO auth_user_resource_roles (user_id, role_id, resource_type, resource_id)
-                     SELECT u.id, r.id, $3, $4 FROM auth_users u, auth_roles r
-                      WHERE u.id = $1 AND r.name = $2
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(user)
-                .bind(role),
-            };
-            query
-                .bind(scope.kind)
-                .bind(scope.id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let (sql, name) = match grant {
+            GrantRow::Permission(permission) => (
+                "INSERT INTO auth_user_resource_permissions
+                        (user_id, permission, resource_type, resource_id)
+                 SELECT id, $2, $3, $4 FROM auth_users WHERE id = $1
+                 ON CONFLICT DO NOTHING",
+                permission,
+            ),
+            GrantRow::Role(role) => (
+                "INSERT INTO auth_user_resource_roles (user_id, role_id, resource_type, resource_id)
+                 SELECT u.id, r.id, $3, $4 FROM auth_users u, auth_roles r
+                  WHERE u.id = $1 AND r.name = $2
+                 ON CONFLICT DO NOTHING",
+                role,
+            ),
+        };
+        let done = affected!(self, sql, user, name, scope.kind, scope.id);
         match (done, grant) {
             (0, GrantRow::Role(role)) => self.user_and_role_exist(user, role).await,
             (0, GrantRow::Permission(_)) if !self.user_exists(user).await? => {
@@ -187,30 +176,21 @@ impl AuthStore {
         grant: GrantRow<'_>,
         scope: Scope<'_>,
     ) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            let query = match grant {
-                GrantRow::Permission(permission) => sqlx::query(
-                    "DELETE FROM auth_user_resource_permissions
-                      WHERE user_id = $1 AND permission = $2
-                        AND resource_type = $3 AND resource_id = $4",
-                )
-                .bind(user)
-                .bind(permission),
-                GrantRow::Role(role) => sqlx::query(
-                    "DELETE FROM auth_user_resource_roles
-                      WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)
-                        AND resource_type = $3 AND resource_id = $4",
-                )
-                .bind(user)
-                .bind(role),
-            };
-            query
-                .bind(scope.kind)
-                .bind(scope.id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let (sql, name) = match grant {
+            GrantRow::Permission(permission) => (
+                "DELETE FROM auth_user_resource_permissions
+                  WHERE user_id = $1 AND permission = $2
+                    AND resource_type = $3 AND resource_id = $4",
+                permission,
+            ),
+            GrantRow::Role(role) => (
+                "DELETE FROM auth_user_resource_roles
+                  WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)
+                    AND resource_type = $3 AND resource_id = $4",
+                role,
+            ),
+        };
+        let done = affected!(self, sql, user, name, scope.kind, scope.id);
         Ok(done > 0)
     }
 }

@@ -107,6 +107,21 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Runs `$sql` with the given parameters on the store's pool, whichever database it is, and
+/// evaluates to the number of rows it affected; a database error returns from the function.
+macro_rules! affected {
+    ($store:expr, $sql:expr $(, $param:expr)* $(,)?) => {
+        $crate::store::on_pool!($store, |pool| {
+            sqlx::query($sql)
+                $(.bind($param))*
+                .execute(pool)
+                .await?
+                .rows_affected()
+        })
+    };
+}
+pub(crate) use affected;
+
 /// A statement whose text differs between the databases (time arithmetic, arrays), written
 /// side by side.
 #[derive(Debug, Clone, Copy)]
@@ -278,7 +293,7 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// The pools of each store, owned or borrowed.
+/// The pools of each store, owned or borrowed (a borrowed one makes a store of a clone).
 macro_rules! pools {
     ($($feature:literal: $pool:ty;)*) => {$(
         #[cfg(feature = $feature)]
@@ -289,6 +304,12 @@ macro_rules! pools {
         impl sealed::Sealed for &$pool {}
         #[cfg(feature = $feature)]
         impl Pool for &$pool {}
+        #[cfg(feature = $feature)]
+        impl From<&$pool> for AuthStore {
+            fn from(pool: &$pool) -> Self {
+                Self::from(pool.clone())
+            }
+        }
     )*};
 }
 
@@ -316,33 +337,12 @@ impl From<ThroughPooler> for AuthStore {
     }
 }
 
-#[cfg(feature = "postgres")]
-impl From<&ThroughPooler> for AuthStore {
-    fn from(pool: &ThroughPooler) -> Self {
-        Self::from(pool.clone())
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl From<&sqlx::PgPool> for AuthStore {
-    fn from(pool: &sqlx::PgPool) -> Self {
-        Self::from(pool.clone())
-    }
-}
-
 #[cfg(feature = "sqlite")]
 impl From<sqlx::SqlitePool> for AuthStore {
     fn from(pool: sqlx::SqlitePool) -> Self {
         Self {
             backend: Backend::Sqlite(pool),
         }
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl From<&sqlx::SqlitePool> for AuthStore {
-    fn from(pool: &sqlx::SqlitePool) -> Self {
-        Self::from(pool.clone())
     }
 }
 

@@ -36,11 +36,8 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// A transaction, starting with `statement` (through a pooler: one that also pins).
     pub(crate) async fn begin_with(&self, statement: &'static str) -> Result<Held, sqlx::Error> {
-        Held::begin(
-            &self.pool,
-            if self.pooled { PINNED_BEGIN } else { statement },
-        )
-        .await
+        let statement = if self.pooled { PINNED_BEGIN } else { statement };
+        Held::begin(&self.pool, statement).await
     }
 
     /// A connection for the statements of one request, or for one statement: through a pooler,
@@ -92,9 +89,8 @@ impl From<PgPool> for PgStore {
 impl From<ThroughPooler> for PgStore {
     fn from(pooled: ThroughPooler) -> Self {
         Self {
-            pool: pooled.0,
             pooled: true,
-            kept: None,
+            ..Self::from(pooled.0)
         }
     }
 }

@@ -202,6 +202,10 @@ DELETE FROM auth_sessions
 RETURNING id, user_id, user_agent, ip",
 };
 
+/// Ends every session of user $1 but $2 (none if $2 is NULL).
+pub(super) const END_OTHER_SESSIONS: &str =
+    "DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2";
+
 /// Locks the user's row until the transaction ends, as [`CREATE_SESSION`] and [`ROTATE`] do
 /// (SQLite's `BEGIN IMMEDIATE` already serializes writers: a plain read there).
 const LOCK_USER: Dialects = Dialects {
@@ -640,23 +644,8 @@ impl AuthStore {
         user: UserId,
         id: &SessionId,
     ) -> Result<bool, Error> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
-            sqlx::query(LOCK_USER.of(pool))
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            let ended = sqlx::query(
-                "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)",
-            )
-            .bind(user)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            Ok(ended > 0)
-        })
+        let sql = "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)";
+        Ok(self.end_sessions_locked(sql, user, Some(id)).await? > 0)
     }
 
     /// Deletes every session of `user` except `keep`; returns how many ended. The user's row is
@@ -667,20 +656,30 @@ impl AuthStore {
         user: UserId,
         keep: Option<&SessionId>,
     ) -> Result<u64, Error> {
+        self.end_sessions_locked(END_OTHER_SESSIONS, user, keep)
+            .await
+    }
+
+    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, after locking the
+    /// user's row, in one transaction; returns how many ended.
+    async fn end_sessions_locked(
+        &self,
+        sql: &'static str,
+        user: UserId,
+        id: Option<&SessionId>,
+    ) -> Result<u64, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
             sqlx::query(LOCK_USER.of(pool))
                 .bind(user)
                 .execute(&mut *tx)
                 .await?;
-            let ended = sqlx::query(
-                "DELETE FROM auth_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2",
-            )
-            .bind(user)
-            .bind(keep.map(SessionId::as_str))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let ended = sqlx::query(sql)
+                .bind(user)
+                .bind(id.map(SessionId::as_str))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             tx.commit().await?;
             Ok(ended)
         })

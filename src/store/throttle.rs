@@ -100,45 +100,37 @@ pub(crate) struct AttemptKey {
 }
 
 impl AttemptKey {
+    fn new(kind: &'static str, key: String) -> Self {
+        Self { kind, key }
+    }
+
     /// A client address, as the layer aggregates it (see `client::address_key`).
     pub(crate) fn address(key: String) -> Self {
-        Self { kind: "ip", key }
+        Self::new("ip", key)
     }
 
     /// Password-reset requests of one address, or of one account or name (an `id:`/`name:`
     /// key of [`user`](Self::user) or [`unknown_name`](Self::unknown_name)).
     pub(crate) fn reset(of: &Self) -> Self {
         let prefix = if of.kind == "ip" { "ip:" } else { "" };
-        Self {
-            kind: "reset",
-            key: format!("{prefix}{}", of.key),
-        }
+        Self::new("reset", format!("{prefix}{}", of.key))
     }
 
     /// Sign-ups from one client address (as [`address`](Self::address) takes it), counted with
     /// the reset requests' windows.
     pub(crate) fn sign_up(address: String) -> Self {
-        Self {
-            kind: "reset",
-            key: format!("signup:ip:{address}"),
-        }
+        Self::new("reset", format!("signup:ip:{address}"))
     }
 
     /// Address changes of one user (each sends a verification message), counted with the
     /// reset requests' windows.
     pub(crate) fn email_change(user: UserId) -> Self {
-        Self {
-            kind: "reset",
-            key: format!("email:id:{user}"),
-        }
+        Self::new("reset", format!("email:id:{user}"))
     }
 
     /// An existing account.
     pub(crate) fn user(id: UserId) -> Self {
-        Self {
-            kind: "user",
-            key: format!("id:{id}"),
-        }
+        Self::new("user", format!("id:{id}"))
     }
 
     /// A name no account has, folded (by the database, for logins).
@@ -147,10 +139,7 @@ impl AttemptKey {
         while !folded.is_char_boundary(end) {
             end -= 1;
         }
-        Self {
-            kind: "user",
-            key: format!("name:{}", &folded[..end]),
-        }
+        Self::new("user", format!("name:{}", &folded[..end]))
     }
 
     pub(crate) fn as_str(&self) -> &str {

@@ -91,7 +91,7 @@ impl AuthStore {
         email: Option<&str>,
         lifetime: Duration,
     ) -> Result<bool, Error> {
-        let created = on_pool!(self, |pool| {
+        Ok(on_pool!(self, |pool| {
             sqlx::query(CREATE.of(pool))
                 .bind(id.as_str())
                 .bind(secret_hash)
@@ -103,8 +103,7 @@ impl AuthStore {
                 .await
                 .map_err(|e| unique_or(e, Error::Conflict))?
                 .is_some()
-        });
-        Ok(created)
+        }))
     }
 
     pub(crate) async fn find_token(

@@ -26,20 +26,27 @@ impl Timestamp {
     }
 }
 
+/// Each value's column type on database `$db`: that of the type it is stored as.
+macro_rules! stored_as {
+    ($db:ty: $($value:ty => $stored:ty),*) => {$(
+        impl Type<$db> for $value {
+            fn type_info() -> <$db as sqlx::Database>::TypeInfo {
+                <$stored as Type<$db>>::type_info()
+            }
+        }
+    )*};
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use sqlx::{
         Postgres,
-        postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef},
+        postgres::{PgArgumentBuffer, PgValueRef},
     };
 
     use super::*;
 
-    impl Type<Postgres> for Timestamp {
-        fn type_info() -> PgTypeInfo {
-            <OffsetDateTime as Type<Postgres>>::type_info()
-        }
-    }
+    stored_as!(Postgres: Timestamp => OffsetDateTime, Span => Duration, Names => Vec<String>);
 
     impl Decode<'_, Postgres> for Timestamp {
         fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
@@ -55,21 +62,9 @@ mod postgres {
         }
     }
 
-    impl Type<Postgres> for Span {
-        fn type_info() -> PgTypeInfo {
-            <Duration as Type<Postgres>>::type_info()
-        }
-    }
-
     impl Encode<'_, Postgres> for Span {
         fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
             <Duration as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
-        }
-    }
-
-    impl Type<Postgres> for Names {
-        fn type_info() -> PgTypeInfo {
-            <Vec<String> as Type<Postgres>>::type_info()
         }
     }
 
@@ -84,16 +79,12 @@ mod postgres {
 mod sqlite {
     use sqlx::{
         Sqlite,
-        sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef},
+        sqlite::{SqliteArgumentsBuffer, SqliteValueRef},
     };
 
     use super::*;
 
-    impl Type<Sqlite> for Timestamp {
-        fn type_info() -> SqliteTypeInfo {
-            <i64 as Type<Sqlite>>::type_info()
-        }
-    }
+    stored_as!(Sqlite: Timestamp => i64, Span => i64, Names => String);
 
     impl Decode<'_, Sqlite> for Timestamp {
         fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
@@ -111,22 +102,10 @@ mod sqlite {
         }
     }
 
-    impl Type<Sqlite> for Span {
-        fn type_info() -> SqliteTypeInfo {
-            <i64 as Type<Sqlite>>::type_info()
-        }
-    }
-
     impl Encode<'_, Sqlite> for Span {
         fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
             let millis = i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX);
             <i64 as Encode<'_, Sqlite>>::encode_by_ref(&millis, buf)
-        }
-    }
-
-    impl Type<Sqlite> for Names {
-        fn type_info() -> SqliteTypeInfo {
-            <String as Type<Sqlite>>::type_info()
         }
     }
 

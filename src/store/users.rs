@@ -1,14 +1,15 @@
 //! Users, roles, global grants and passwords.
 
 use super::{
-    AuthStore, BEGIN, Dialects, on_pool,
+    AuthStore, BEGIN, Dialects, affected, on_pool,
+    sessions::END_OTHER_SESSIONS,
     tokens::{CONSUME_TOKEN, FORGET_TOKENS},
     unique_or,
 };
 use crate::{Error, SessionId, UserId};
 
-/// Bans the user (`disabled_at` kept if already set) and moves their credential epoch, so that a password change or reset checked
-/// before the ban cannot land after it.
+/// Bans the user (`disabled_at` kept if already set) and moves their credential epoch, so that a
+/// password change or reset checked before the ban cannot land after it.
 const DISABLE: Dialects = Dialects {
     postgres: "UPDATE auth_users SET disabled_at = coalesce(disabled_at, now()),
                       credential_epoch = credential_epoch + 1
@@ -229,15 +230,11 @@ impl AuthStore {
                     return Ok(false);
                 }
             }
-            sqlx::query(
-                "DELETE FROM auth_sessions
-                  WHERE user_id = $1
-                    AND id IS DISTINCT FROM $2",
-            )
-            .bind(user)
-            .bind(keep.map(SessionId::as_str))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(END_OTHER_SESSIONS)
+                .bind(user)
+                .bind(keep.map(SessionId::as_str))
+                .execute(&mut *tx)
+                .await?;
             if let Some(keep) = keep {
                 sqlx::query(
                     "UPDATE auth_sessions SET credential_epoch = $2
@@ -284,23 +281,21 @@ impl AuthStore {
     /// Lifts a ban, moving the credential epoch if there was one: whatever a ban made by hand
     /// left behind (sessions, links) stays ended.
     pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
-        self.affected(
+        let enabled = affected!(
+            self,
             "UPDATE auth_users
                 SET disabled_at = NULL,
                     credential_epoch = credential_epoch
                         + CASE WHEN disabled_at IS NULL THEN 0 ELSE 1 END
               WHERE id = $1",
-            user,
-        )
-        .await
-        .map(|n| n == 1)
+            user
+        );
+        Ok(enabled == 1)
     }
 
     /// Deletes the user; their sessions and grants go with them (foreign keys cascade).
     pub(crate) async fn delete_user(&self, user: UserId) -> Result<bool, Error> {
-        self.affected("DELETE FROM auth_users WHERE id = $1", user)
-            .await
-            .map(|n| n == 1)
+        Ok(affected!(self, "DELETE FROM auth_users WHERE id = $1", user) == 1)
     }
 
     pub(crate) async fn grant_permission(
@@ -308,18 +303,14 @@ impl AuthStore {
         user: UserId,
         permission: &str,
     ) -> Result<(), Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO auth_user_permissions (user_id, permission)
-                 SELECT id, $2 FROM auth_users WHERE id = $1
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(user)
-            .bind(permission)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let done = affected!(
+            self,
+            "INSERT INTO auth_user_permissions (user_id, permission)
+             SELECT id, $2 FROM auth_users WHERE id = $1
+             ON CONFLICT DO NOTHING",
+            user,
+            permission
+        );
         if done == 0 && !self.user_exists(user).await? {
             return Err(Error::UserNotFound);
         }
@@ -331,25 +322,22 @@ impl AuthStore {
         user: UserId,
         permission: &str,
     ) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query("DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2")
-                .bind(user)
-                .bind(permission)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let done = affected!(
+            self,
+            "DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2",
+            user,
+            permission
+        );
         Ok(done > 0)
     }
 
     /// Creates the role if it does not exist yet.
     pub(crate) async fn ensure_role(&self, name: &str) -> Result<(), Error> {
-        on_pool!(self, |pool| {
-            sqlx::query("INSERT INTO auth_roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-                .bind(name)
-                .execute(pool)
-                .await?;
-        });
+        affected!(
+            self,
+            "INSERT INTO auth_roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            name
+        );
         Ok(())
     }
 
@@ -358,18 +346,14 @@ impl AuthStore {
         role: &str,
         permission: &str,
     ) -> Result<(), Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO auth_role_permissions (role_id, permission)
-                 SELECT id, $2 FROM auth_roles WHERE name = $1
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(role)
-            .bind(permission)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let done = affected!(
+            self,
+            "INSERT INTO auth_role_permissions (role_id, permission)
+             SELECT id, $2 FROM auth_roles WHERE name = $1
+             ON CONFLICT DO NOTHING",
+            role,
+            permission
+        );
         if done == 0 && !self.role_exists(role).await? {
             return Err(Error::RoleNotFound);
         }
@@ -381,34 +365,26 @@ impl AuthStore {
         role: &str,
         permission: &str,
     ) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(
-                "DELETE FROM auth_role_permissions
-                  WHERE permission = $2 AND role_id IN (SELECT id FROM auth_roles WHERE name = $1)",
-            )
-            .bind(role)
-            .bind(permission)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let done = affected!(
+            self,
+            "DELETE FROM auth_role_permissions
+              WHERE permission = $2 AND role_id IN (SELECT id FROM auth_roles WHERE name = $1)",
+            role,
+            permission
+        );
         Ok(done > 0)
     }
 
     /// Gives the user the role. `Err(RoleNotFound)` / `Err(UserNotFound)` when either is missing.
     pub(crate) async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO auth_user_roles (user_id, role_id)
-                 SELECT u.id, r.id FROM auth_users u, auth_roles r WHERE u.id = $1 AND r.name = $2
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(user)
-            .bind(role)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let done = affected!(
+            self,
+            "INSERT INTO auth_user_roles (user_id, role_id)
+             SELECT u.id, r.id FROM auth_users u, auth_roles r WHERE u.id = $1 AND r.name = $2
+             ON CONFLICT DO NOTHING",
+            user,
+            role
+        );
         if done == 0 {
             self.user_and_role_exist(user, role).await?;
         }
@@ -416,17 +392,13 @@ impl AuthStore {
     }
 
     pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(
-                "DELETE FROM auth_user_roles
-                  WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)",
-            )
-            .bind(user)
-            .bind(role)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let done = affected!(
+            self,
+            "DELETE FROM auth_user_roles
+              WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)",
+            user,
+            role
+        );
         Ok(done > 0)
     }
 
@@ -457,16 +429,5 @@ impl AuthStore {
                 .fetch_one(pool)
                 .await
         })
-    }
-
-    /// Runs a statement on one user id and returns the rows it affected.
-    async fn affected(&self, sql: &'static str, user: UserId) -> Result<u64, Error> {
-        Ok(on_pool!(self, |pool| {
-            sqlx::query(sql)
-                .bind(user)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
     }
 }
