@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool};
 
-use crate::shared::Subscribers;
+use crate::{AuthStore, shared::Subscribers};
 
 /// The LISTEN channel the triggers notify on.
 pub(crate) const CHANNEL: &str = "axum_live_auth";
@@ -39,14 +39,14 @@ fn listener_pool(options: &PgConnectOptions) -> PgPool {
 /// lost their connection at once do not come back in lockstep). Each connection gets a pool of
 /// its own: one given up on may hang while sqlx says `UNLISTEN` on it (on a half-open socket,
 /// until TCP gives up), and must not hold the next one's place. Dropping the future lets its
-/// connection go once sqlx has said `UNLISTEN`.
-pub(crate) async fn listen(options: PgConnectOptions, subscribers: Subscribers) {
+/// connection go once sqlx has said `UNLISTEN`. Probes go out through `store`.
+pub(crate) async fn listen(options: PgConnectOptions, store: AuthStore, subscribers: Subscribers) {
     // However this future ends (the layer gone, or its task aborted), nothing keeps trusting
     // a listener that no longer runs.
     let _stops = StopsListening(&subscribers);
     let mut backoff = Duration::from_millis(50);
     loop {
-        match listen_once(&listener_pool(&options), &subscribers).await {
+        match listen_once(&listener_pool(&options), &store, &subscribers).await {
             Ok(true) => backoff = Duration::from_millis(50),
             Ok(false) => backoff = (backoff * 2).min(Duration::from_secs(5)),
             Err(error) => {
@@ -62,10 +62,12 @@ pub(crate) async fn listen(options: PgConnectOptions, subscribers: Subscribers) 
 }
 
 /// How often the listener proves that notifications still reach it: it notifies a channel of
-/// its own, and must hear that back before the next probe. A connection that died without
-/// closing (a half-open socket, a path that went silent) or one that cannot hear (LISTEN through
-/// a transaction pooler) is found out within two intervals and a timeout, instead of leaving
-/// the node listening to nothing.
+/// its own from the store's pool, as a change would be notified, and must hear that back before
+/// the next probe. A connection that died without closing (a half-open socket, a path that went
+/// silent) or one that cannot hear other sessions (LISTEN through a transaction pooler, or on
+/// another database) is found out within two intervals and a timeout, instead of leaving the
+/// node listening to nothing. (A probe sent on the listener's own connection would prove
+/// nothing of the sort: Postgres always hands a session its own notifications.)
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// The longest a probe's statement may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,7 +75,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One connection's life: listen, probe at once, and trust the connection (tell the
 /// subscribers it listens) only once the first probe is heard back; then apply notifications
 /// until the connection is lost or stops hearing its probes. `Ok(true)` if it was trusted.
-async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, sqlx::Error> {
+async fn listen_once(
+    pool: &PgPool,
+    store: &AuthStore,
+    subscribers: &Subscribers,
+) -> Result<bool, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
@@ -128,9 +134,7 @@ async fn listen_once(pool: &PgPool, subscribers: &Subscribers) -> Result<bool, s
                     break "did not hear its probe back";
                 }
                 heard = false;
-                let probe = sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(&probe_channel)
-                    .execute(&mut listener);
+                let probe = store.notify(&probe_channel);
                 if !matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_))) {
                     break "could not send its probe";
                 }

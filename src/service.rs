@@ -161,7 +161,7 @@ impl AuthLayer {
         #[cfg(feature = "postgres")]
         let listen = shared.store.postgres_pool().and(listen_on).map(|pool| {
             let options = crate::listener::listener_options(pool);
-            crate::listener::listen(options, shared.subscribers())
+            crate::listener::listen(options, shared.store.clone(), shared.subscribers())
         });
         #[cfg(not(feature = "postgres"))]
         let listen = None::<std::future::Pending<()>>;

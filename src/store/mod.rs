@@ -391,6 +391,14 @@ impl AuthStore {
         }
     }
 
+    /// Notifies `channel`, with an empty payload, from the store's pool: from where every
+    /// change this node makes is notified (the listener's probe).
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn notify(&self, channel: &str) -> Result<(), Error> {
+        affected!(self, "SELECT pg_notify($1, '')", channel);
+        Ok(())
+    }
+
     /// Whether statements go through a transaction pooler, where LISTEN cannot work.
     #[cfg(feature = "postgres")]
     pub(crate) fn through_pooler(&self) -> bool {

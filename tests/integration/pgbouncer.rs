@@ -378,3 +378,42 @@ async fn through_a_pooler_only_a_direct_pool_listens(_: PgPoolOptions, options: 
         tokio::time::timeout(Duration::from_secs(5), app.status("/account/events", &bob)).await;
     assert_eq!(answer.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
 }
+
+/// A listener that can hear only itself is never trusted: with the listener pool pointed at a
+/// transaction pooler by mistake, LISTEN lands on a server connection the bouncer lends to
+/// others, and changes from any other session never reach it. Its probe now comes from the
+/// request pool, as changes do, so the cache stays bypassed and a ban is enforced at once.
+/// (Before: the probe was sent on the listener's own connection, which Postgres always echoes;
+/// the node trusted the listener, and a banned user's cached principal kept answering `200`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_listener_that_hears_only_itself_is_not_trusted(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let Some(bouncer) = Bouncer::start(&options).await else {
+        eprintln!("NOT RUN: pgbouncer is not installed (apt-get install pgbouncer)");
+        return;
+    };
+    let direct = PgPoolOptions::new().connect_lazy_with(options.clone());
+    let deaf = PgPoolOptions::new().connect_lazy_with(bouncer.options(&options));
+    let app = app_on(direct.clone().into(), direct.into(), |b| {
+        b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
+            .listen_pool(deaf)
+    })
+    .await;
+    tokio::spawn(app.layer.background());
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    // Two probe intervals and a reconnection: long enough for a first probe to come back.
+    for _ in 0..60 {
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+        assert!(
+            !app.layer.cache_status().unwrap().listening,
+            "trusted a deaf listener"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.db
+        .exec("UPDATE auth_users SET disabled_at = now() WHERE username = 'bob'")
+        .await;
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+}
