@@ -558,7 +558,8 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidResource`] when `kind` or `after` holds a NUL (no resource can), or an
+    /// infrastructure error.
     pub async fn resource_ids(
         &self,
         user: UserId,
@@ -567,6 +568,12 @@ impl Accounts {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, Error> {
+        if kind.contains('\0') || after.is_some_and(|after| after.contains('\0')) {
+            return Err(Error::InvalidResource);
+        }
+        if !grantable(permission) {
+            return Ok(Vec::new());
+        }
         self.store
             .resources_of(user, permission, kind, after, limit)
             .await
@@ -633,9 +640,10 @@ pub(crate) fn has_space_or_invisible(text: &str) -> bool {
 }
 
 /// Whether a grant can name `permission` at all: 1 to 128 characters, as the grant tables'
-/// checks hold (looking at no more than 129 of them).
+/// checks hold (looking at no more than 129 of them), and no NUL, which no Postgres text holds
+/// (asked, the database would answer with an error, not with "no").
 pub(crate) fn grantable(permission: &str) -> bool {
-    !permission.is_empty() && permission.chars().nth(128).is_none()
+    !permission.is_empty() && !permission.contains('\0') && permission.chars().nth(128).is_none()
 }
 
 /// Characters that show nothing or reorder what follows them (Unicode's default-ignorable code

@@ -15,8 +15,12 @@ SELECT EXISTS (SELECT 1 FROM auth_user_resource_permissions
                 WHERE ur.user_id = $1 AND ur.resource_type = $2 AND ur.resource_id = $3)";
 
 /// The ids of resources of type $2 on which user $1 holds $3 by a scoped grant, after $4, $5
-/// at most.
-const RESOURCES_OF: &str = "\
+/// at most, in byte order: compared in the collation given (the database's default may be a
+/// language's, as on Postgres; SQLite's is binary).
+macro_rules! resources_of {
+    ($collate:literal) => {
+        concat!(
+            "\
 SELECT resource_id FROM (
     SELECT resource_id FROM auth_user_resource_permissions
      WHERE user_id = $1 AND resource_type = $2 AND permission = $3
@@ -24,9 +28,21 @@ SELECT resource_id FROM (
     SELECT ur.resource_id FROM auth_user_resource_roles ur
       JOIN auth_role_permissions rp ON rp.role_id = ur.role_id
      WHERE ur.user_id = $1 AND ur.resource_type = $2 AND rp.permission = $3) r
- WHERE $4 IS NULL OR resource_id > $4
- ORDER BY resource_id
- LIMIT $5";
+ WHERE $4 IS NULL OR resource_id ",
+            $collate,
+            " > $4
+ ORDER BY resource_id ",
+            $collate,
+            "
+ LIMIT $5"
+        )
+    };
+}
+
+const RESOURCES_OF: Dialects = Dialects {
+    postgres: resources_of!("COLLATE \"C\""),
+    sqlite: resources_of!("COLLATE BINARY"),
+};
 
 /// The enabled users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5
 /// at most, given how the database tests that a user's global permissions include $1. Each
@@ -105,7 +121,7 @@ impl AuthStore {
         limit: u32,
     ) -> Result<Vec<String>, Error> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_scalar(RESOURCES_OF)
+            sqlx::query_scalar(RESOURCES_OF.of(pool))
                 .bind(user)
                 .bind(kind)
                 .bind(permission)

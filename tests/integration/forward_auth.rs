@@ -230,6 +230,23 @@ async fn a_permission_no_grant_can_hold_costs_no_round_trip(pool: sqlx::PgPool) 
     assert_eq!(app.statements() - before, 1, "the session lookup alone");
 }
 
+/// A permission holding a NUL (which no Postgres text can hold) is refused without asking the
+/// database: `403`, not the `503` of a database that did not answer, and no error logged.
+/// (Before: Postgres refused the parameter, and every such request answered `503`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_permission_with_a_nul_is_refused_without_asking(pool: sqlx::PgPool) {
+    let app = counted_app_with(pool, |b| b).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let query = "?permission=project%00read&resource=project:42";
+    ask(&app, query, Some(&token), &[]).await; // prepares the lookup
+    let before = app.statements();
+    let reply = ask(&app, query, Some(&token), &[]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.statements() - before, 1, "the session lookup alone");
+    let global = ask(&app, "?permission=project%00read", Some(&token), &[]).await;
+    assert_eq!(global.status, StatusCode::FORBIDDEN);
+}
+
 /// A permission named many times in one check is looked up once, and more than 16 distinct
 /// ones are refused: a client whose query the proxy passes on (or who calls the check itself)
 /// cannot make one request cost a round trip per name. (Before: 1 000 repeats, 1 001

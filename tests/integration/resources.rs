@@ -134,6 +134,32 @@ both_stores! {
         }
     }
 
+    /// Listings come in byte order, as documented, also where the database's collation is a
+    /// language's (Postgres); what no resource can hold is refused or names none, without an
+    /// error from the database. (Before, on Postgres: `["a", "B"]`, and a NUL in the cursor an
+    /// infrastructure error.)
+    async fn listings_are_in_byte_order_and_take_any_text(db: Db) {
+        db.exec_each(
+            r#"ALTER TABLE auth_user_resource_permissions ALTER resource_id TYPE text COLLATE "und-x-icu""#,
+            "SELECT 1",
+        )
+        .await;
+        let app = app(db).await;
+        for id in ["a", "B", "b"] {
+            app.accounts.grant_permission_on(app.bob, "project:read", &project(id)).await.unwrap();
+        }
+        let ids = app.accounts.resource_ids(app.bob, "project:read", "project", None, 10).await.unwrap();
+        assert_eq!(ids, ["B", "a", "b"]);
+        let after = app.accounts.resource_ids(app.bob, "project:read", "project", Some("B"), 10).await.unwrap();
+        assert_eq!(after, ["a", "b"]);
+        for (kind, after) in [("project", Some("a\0")), ("pro\0ject", None)] {
+            let asked = app.accounts.resource_ids(app.bob, "project:read", kind, after, 10).await;
+            assert!(matches!(asked, Err(axum_live_auth::Error::InvalidResource)), "{kind:?} {after:?}: {asked:?}");
+        }
+        let none = app.accounts.resource_ids(app.bob, "project\0read", "project", None, 10).await.unwrap();
+        assert!(none.is_empty());
+    }
+
     async fn listings_are_paginated(db: Db) {
         let app = app(db).await;
         for id in ["01", "02", "03", "04", "05"] {
