@@ -238,7 +238,8 @@ impl Auth {
     ///
     /// Always a new session with a fresh token: a token the client sent is never reused (no
     /// session fixation), and the session the request was authenticated with, if any, is
-    /// deleted. If the user now has more sessions than the layer's cap (default 100), the least
+    /// deleted (so is the copy, when another tab's rotation replaced that session since the
+    /// request left the browser). If the user now has more sessions than the layer's cap (default 100), the least
     /// recently used ones end.
     ///
     /// # Errors
@@ -254,20 +255,29 @@ impl Auth {
     async fn replace_session(&self, epoch: Option<i64>, user: UserId) -> Result<SessionId, Error> {
         // A previous session the layer could not look up is left to expire: its cookie is
         // replaced below, so no one keeps its token (and the login still works).
-        if let Some(previous) = self.current_user() {
-            // With a copy a rotation may be committing meanwhile.
-            self.0
-                .shared
-                .store
-                .delete_user_session(previous.id(), previous.session_id())
-                .await?;
+        if let Some((user, session)) = self.ending(self.current_user()) {
+            let shared = &self.0.shared;
+            shared.store.delete_user_session(user, session).await?;
             // Its streams, and any of the copy's, end (on SQLite nothing else would tell them).
-            self.0.shared.user_changed(previous.id());
+            shared.user_changed(user);
         }
         let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();
         self.set_cookie(CookieChange::Set(token));
         Ok(id)
+    }
+
+    /// The session a logout, or a login over it, ends: the request's own (`user`), or the copy
+    /// a rotation (another tab's reauthentication) made of it since the request left the
+    /// browser. The copy's own deletion also ends a copy a rotation may be committing
+    /// meanwhile: the browser ends up with no session of the old user, whichever answer it
+    /// takes last.
+    fn ending<'a>(&'a self, user: Option<&'a CurrentUser>) -> Option<(UserId, &'a SessionId)> {
+        match (user, &self.0.replaced_by) {
+            (Some(user), _) => Some((user.id(), user.session_id())),
+            (None, Some((user, copy))) => Some((*user, copy)),
+            (None, None) => None,
+        }
     }
 
     /// Inserts a new session for `user` and returns its token.
@@ -322,16 +332,8 @@ impl Auth {
     /// ([`AuthState::Unavailable`](crate::AuthState::Unavailable)); the cookie is then left in
     /// place, since the session may still exist.
     pub async fn logout(&self) -> Result<(), Error> {
-        // With a copy a rotation (another tab's reauthentication) may be committing meanwhile,
-        // or may have committed since this request left the browser: the browser is signed out
-        // whichever answer it takes last.
-        let ending = match (self.session()?, &self.0.replaced_by) {
-            (Some(user), _) => Some((user.id(), user.session_id())),
-            (None, Some((user, copy))) => Some((*user, copy)),
-            (None, None) => None,
-        };
         let shared = &self.0.shared;
-        if let Some((user, session)) = ending {
+        if let Some((user, session)) = self.ending(self.session()?) {
             shared.store.delete_user_session(user, session).await?;
             security::logout(&self.0.client, user, session);
             // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).

@@ -218,6 +218,24 @@ async fn login_over_a_live_session_replaces_it(db: Db) {
     assert_eq!(app.sessions().await, 1);
 }
 
+/// A login sent with a token another tab's rotation just replaced ends the rotation's copy, as
+/// a logout does: on a shared computer, the next user's login leaves no session of the last one,
+/// whichever answer the browser takes last. (Before: the copy stayed live.)
+async fn a_login_over_a_token_a_rotation_replaced_ends_the_copy(db: Db) {
+    let app = app(db).await;
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
+    let copy = send(&app.router, reauth).await.session_cookie().unwrap();
+    let mut request = login_request(BOB, BOB_PASSWORD);
+    request
+        .headers_mut()
+        .insert(header::COOKIE, format!("{COOKIE}={old}").parse().unwrap());
+    let bob = send(&app.router, request).await.session_cookie().unwrap();
+    assert_eq!(app.status("/me", &copy).await, StatusCode::UNAUTHORIZED);
+    assert!(app.get("/me", &bob).await.body.contains(BOB));
+    assert_eq!(app.sessions().await, 1);
+}
+
 async fn failed_logins_look_the_same_for_unknown_user_and_wrong_password(db: Db) {
     let app = app(db).await;
     let unknown = send(&app.router, login_request("nobody", ALICE_PASSWORD)).await;
