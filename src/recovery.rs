@@ -8,7 +8,7 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use crate::{
-    Accounts, Error, SessionToken, UserId,
+    Accounts, Error, SessionId, SessionToken, UserId,
     accounts::has_space_or_invisible,
     client::Client,
     error::InfrastructureError,
@@ -206,7 +206,7 @@ impl Accounts {
             return Ok(());
         };
         let message = self
-            .issue(&user, Purpose::PasswordReset, user.email.as_deref())
+            .issue(&user, Purpose::PasswordReset, user.email.as_deref(), None)
             .await?;
         security::password_reset_requested(user.id);
         deliver(messenger, message).await
@@ -255,19 +255,22 @@ impl Accounts {
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
     /// [`Error::NoMessenger`], or an infrastructure error.
     pub async fn request_email_change(&self, user: UserId, email: &str) -> Result<(), Error> {
-        for message in self.email_change_messages(user, email).await? {
+        for message in self.email_change_messages(user, email, None).await? {
             self.send(message).await?;
         }
         Ok(())
     }
 
     /// The first half of [`request_email_change`](Self::request_email_change): checks the
-    /// address and makes its messages (the link to the new address, then the notice to the
-    /// current one), without sending them.
+    /// address and makes its messages, without sending them. The notice to the current address
+    /// comes first, so that a request dropped between the two sends (or a failed send) never
+    /// delivers the link without it. With `session`, the link is made only while that session
+    /// still holds at the user's credential epoch (else [`Error::Unauthenticated`]).
     pub(crate) async fn email_change_messages(
         &self,
         user: UserId,
         email: &str,
+        session: Option<&SessionId>,
     ) -> Result<Vec<Message>, Error> {
         self.messenger()?;
         validate_email(email)?;
@@ -279,17 +282,18 @@ impl Accounts {
         if self.store().email_taken(user, email).await? {
             return Err(Error::EmailTaken);
         }
-        let mut messages = vec![
-            self.issue(&recipient, Purpose::EmailVerification, Some(email))
-                .await?,
-        ];
+        let link = self
+            .issue(&recipient, Purpose::EmailVerification, Some(email), session)
+            .await?;
+        let mut messages = Vec::with_capacity(2);
         if let Some(current) = recipient.email.as_deref() {
             let mut notice = self
-                .issue(&recipient, Purpose::PasswordReset, Some(current))
+                .issue(&recipient, Purpose::PasswordReset, Some(current), None)
                 .await?;
             notice.kind = MessageKind::EmailChangeRequested;
             messages.push(notice);
         }
+        messages.push(link);
         security::email_change_requested(user);
         Ok(messages)
     }
@@ -412,6 +416,7 @@ impl Accounts {
         user: &Recipient,
         purpose: Purpose,
         email: Option<&str>,
+        session: Option<&SessionId>,
     ) -> Result<Message, Error> {
         let recovery = &self.recovery;
         let (kind, lifetime, path) = match purpose {
@@ -429,17 +434,12 @@ impl Accounts {
         let token = SessionToken::generate()?;
         let stored = self
             .store()
-            .create_token(
-                token.id(),
-                token.secret_hash().as_bytes(),
-                user.id,
-                purpose,
-                email,
-                lifetime,
-            )
+            .create_token(&token, user.id, purpose, email, lifetime, session)
             .await?;
-        if !stored {
-            return Err(Error::UserNotFound);
+        match (stored, session) {
+            (true, _) => {}
+            (false, None) => return Err(Error::UserNotFound),
+            (false, Some(_)) => return Err(Error::Unauthenticated),
         }
         Ok(Message {
             kind,

@@ -168,7 +168,7 @@ async fn request_email_change(
     // Once the links are issued, the other sessions end, whether or not the messages then go
     // out.
     let messages = accounts
-        .email_change_messages(user.id(), &form.email)
+        .email_change_messages(user.id(), &form.email, Some(user.session_id()))
         .await?;
     auth.revoke_other_sessions().await?;
     for message in messages {

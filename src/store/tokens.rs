@@ -4,23 +4,43 @@
 use std::time::Duration;
 
 use super::{AuthStore, Dialects, on_pool, types::Span, unique_or};
-use crate::{Error, SessionId, UserId};
+use crate::{Error, SessionId, SessionToken, UserId};
 
-/// Inserts a token for an enabled user, under the user's current credential epoch; expires
-/// after $6. On Postgres the user's row is held (`FOR SHARE`) until commit, so a ban or an
-/// adopted address that spends the user's tokens waits for it and spends it too (SQLite
-/// writes one at a time).
+/// The condition of [`CREATE`] on session $7, when given: it still exists at the user's current
+/// credential epoch. A request checked when its head came can send its body much later; a
+/// reset, a ban or a revocation in between (which moves the epoch or ends the session) must not
+/// let it mint a link under the new epoch.
+macro_rules! held_by_session {
+    () => {
+        "($7 IS NULL OR EXISTS (SELECT 1 FROM auth_sessions s
+                  WHERE s.id = $7 AND s.user_id = u.id
+                    AND s.credential_epoch = u.credential_epoch))"
+    };
+}
+
+/// Inserts a token for an enabled user, under the user's current credential epoch, and only
+/// while session $7 holds (`held_by_session!`); expires after $6. On Postgres the user's row is
+/// held (`FOR SHARE`) until commit, so a ban or an adopted address that spends the user's tokens
+/// waits for it and spends it too (SQLite writes one at a time).
 const CREATE: Dialects = Dialects {
-    postgres: "\
+    postgres: concat!(
+        "\
 INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
 SELECT $1, $2, u.id, $4, $5, u.credential_epoch, now() + $6
-  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL FOR SHARE
-RETURNING 1",
-    sqlite: "\
+  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL AND ",
+        held_by_session!(),
+        " FOR SHARE
+RETURNING 1"
+    ),
+    sqlite: concat!(
+        "\
 INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
 SELECT $1, $2, u.id, $4, $5, u.credential_epoch, CAST(unixepoch('subsec') * 1000 AS INTEGER) + $6
-  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL
-RETURNING 1",
+  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL AND ",
+        held_by_session!(),
+        "
+RETURNING 1"
+    ),
 };
 
 /// A live token of purpose $2: not expired, of an enabled user whose credentials have not
@@ -80,25 +100,26 @@ pub(crate) struct TokenRow {
 }
 
 impl AuthStore {
-    /// Stores a token; `Ok(false)` if the user is missing or disabled, `IdTaken`-like collisions
-    /// surface as a conflict.
+    /// Stores a token; `Ok(false)` if the user is missing or disabled or `session`, when given,
+    /// no longer holds. `IdTaken`-like collisions surface as a conflict.
     pub(crate) async fn create_token(
         &self,
-        id: &SessionId,
-        secret_hash: &[u8],
+        token: &SessionToken,
         user: UserId,
         purpose: Purpose,
         email: Option<&str>,
         lifetime: Duration,
+        session: Option<&SessionId>,
     ) -> Result<bool, Error> {
         Ok(on_pool!(self, |pool| {
             sqlx::query(CREATE.of(pool))
-                .bind(id.as_str())
-                .bind(secret_hash)
+                .bind(token.id().as_str())
+                .bind(token.secret_hash().as_bytes())
                 .bind(user)
                 .bind(purpose.as_str())
                 .bind(email)
                 .bind(Span(lifetime))
+                .bind(session.map(SessionId::as_str))
                 .fetch_optional(pool)
                 .await
                 .map_err(|e| unique_or(e, Error::Conflict))?

@@ -2,14 +2,17 @@
 //! file messenger: the whole reset flow, single use, expiry, an unknown account that looks the
 //! same, throttling, email verification, and deleting a user.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     Router,
     body::Body,
     http::{Request, StatusCode, header},
 };
-use axum_live_auth::AuthLayer;
+use axum_live_auth::{AuthLayer, Message, MessageKind, Messenger, MessengerError};
 
 use crate::common::{
     COOKIE, Db, Reply, both_stores,
@@ -110,6 +113,25 @@ fn form_token(link_path: &str) -> String {
 async fn confirm_address(app: &Router, link_path: &str) -> Reply {
     let body = format!("token={}", form_token(link_path));
     send(app, post("/account/email/verify", &body, None)).await
+}
+
+/// A messenger that records what it is given and holds the first message forever, after
+/// telling the test it has it.
+struct HeldAfterFirst {
+    sent: Arc<Mutex<Vec<MessageKind>>>,
+    first: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Messenger for HeldAfterFirst {
+    async fn send(&self, message: Message) -> Result<(), MessengerError> {
+        self.sent.lock().unwrap().push(message.kind);
+        let first = self.first.lock().unwrap().take();
+        if let Some(first) = first {
+            let _ = first.send(());
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
 }
 
 both_stores! {
@@ -397,7 +419,8 @@ both_stores! {
         let (app, dir, auth) = quickstart(&db).await;
         let accounts = auth.accounts();
         let alice = accounts.user_id("alice").await.unwrap().unwrap();
-        // The link to the new address is message `n` (a notice to the current one follows it).
+        // The link to the new address is message `n` (a notice to the current one, if any, comes
+        // just before it).
         let move_to = |address: &'static str, n: usize| {
             let (app, dir, accounts) = (app.clone(), dir.clone(), accounts.clone());
             async move {
@@ -419,9 +442,9 @@ both_stores! {
         db.exec("UPDATE auth_users SET email = 'alice@elsewhere.example' WHERE username = 'alice'").await;
         assert_eq!(stale().await, StatusCode::BAD_REQUEST, "the address it was sent to is gone");
         db.exec("UPDATE auth_users SET email = 'alice@old.example' WHERE username = 'alice'").await;
-        move_to("alice@new.example", 3).await;
+        move_to("alice@new.example", 4).await;
         assert_eq!(stale().await, StatusCode::BAD_REQUEST);
-        move_to("alice@old.example", 5).await;
+        move_to("alice@old.example", 6).await;
         assert_eq!(stale().await, StatusCode::BAD_REQUEST, "back at the old address");
         assert_eq!(login(&app, "alice", "alice-password").await.status, StatusCode::SEE_OTHER);
         // A link sent to the address the user has works.
@@ -429,6 +452,83 @@ both_stores! {
         let (_, link) = mail(&dir, 7).await;
         let body = format!("token={}&new_password=alice-new-password", form_token(&link));
         assert_eq!(send(&app, post("/account/password-reset/confirm", &body, None)).await.status, StatusCode::SEE_OTHER);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An address change checked when its request's head came, whose body comes only after a
+    /// reset ended the session (and a new login), mints no link and ends no session: the link
+    /// is made only while the request's session still holds at the user's credential epoch.
+    /// (Before: `202`, a live link to the thief's address under the new epoch, and the owner's
+    /// new session ended.)
+    async fn an_address_change_whose_body_comes_after_a_reset_changes_nothing(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let accounts = auth.accounts();
+        let alice = accounts.user_id("alice").await.unwrap().unwrap();
+        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let (reading, read) = tokio::sync::oneshot::channel();
+        let (body, held_back) = tokio::sync::oneshot::channel::<&'static str>();
+        let stream = futures_util::stream::once(async move {
+            let _ = reading.send(());
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(held_back.await.unwrap()))
+        });
+        let mut request = post("/account/email", "", Some(&thief));
+        *request.body_mut() = Body::from_stream(stream);
+        let change = tokio::spawn({
+            let app = app.clone();
+            async move { send(&app, request).await }
+        });
+        read.await.unwrap(); // the head has passed every check; the handler reads the body
+        accounts.reset_password(alice, "alice-new-password").await.unwrap();
+        let owner = login(&app, "alice", "alice-new-password").await.session_cookie().unwrap();
+        body.send("email=thief%40evil.example").unwrap();
+        assert_eq!(change.await.unwrap().status, StatusCode::UNAUTHORIZED);
+        assert_eq!(send(&app, get("/me", Some(&owner))).await.status, StatusCode::OK, "the owner's session lives");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(mails(&dir).iter().all(|m| !m.contains("thief@evil.example")), "no link to the thief");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The current address is told before the link goes to the new one: a client that drops
+    /// its request between the two messages (or a send that fails) never gets the link out
+    /// without the notice. (Before: the link went first.)
+    async fn the_notice_of_an_address_change_goes_out_before_the_link(db: Db) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (first, first_sent) = tokio::sync::oneshot::channel();
+        let messenger = HeldAfterFirst { sent: sent.clone(), first: Mutex::new(Some(first)) };
+        let auth = AuthLayer::builder(db.store())
+            .allowed_origin(ORIGIN)
+            .messenger(messenger)
+            .build()
+            .unwrap();
+        example::seed(&auth.accounts()).await.unwrap();
+        let app = example::app(auth);
+        db.exec("UPDATE auth_users SET email = 'alice@example.com' WHERE username = 'alice'").await;
+        let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let change = tokio::spawn({
+            let app = app.clone();
+            async move { send(&app, post("/account/email", "email=new%40example.com", Some(&alice))).await }
+        });
+        first_sent.await.unwrap();
+        change.abort(); // the client goes away while the first message is on its way
+        let _ = change.await;
+        assert_eq!(*sent.lock().unwrap(), [MessageKind::EmailChangeRequested]);
+    }
+
+    /// An address an operator set by hand spends the links sent before: a pending change to
+    /// another address can no longer undo the fix. (Before: the link still confirmed, `200`.)
+    async fn an_address_set_by_hand_spends_the_pending_links(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let accounts = auth.accounts();
+        let alice = accounts.user_id("alice").await.unwrap().unwrap();
+        accounts.request_email_change(alice, "thief@evil.example").await.unwrap();
+        let (_, pending) = mail(&dir, 1).await;
+        db.exec("UPDATE auth_users SET email = 'alice@fixed.example' WHERE username = 'alice'").await;
+        assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
+        // A link to the address set is left for its confirmation, which changes nothing.
+        accounts.request_email_change(alice, "alice@new.example").await.unwrap();
+        let (_, link) = mail(&dir, 3).await;
+        db.exec("UPDATE auth_users SET email = 'alice@new.example' WHERE username = 'alice'").await;
+        assert_eq!(confirm_address(&app, &link).await.status, StatusCode::OK);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -532,7 +632,7 @@ both_stores! {
 
         // A change asked for and not confirmed leaves the address, and resets, where they were.
         assert_eq!(send(&app, post("/account/email", "email=alice2%40example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
-        let (message, change) = mail(&dir, 3).await;
+        let (message, change) = mail(&dir, 4).await;
         assert!(message.starts_with("To: alice2@example.com"), "{message}");
         assert_eq!(me(app.clone(), alice.clone()).await, (Some("Alice@Example.com".into()), true));
         send(&app, post("/account/password-reset", "username=alice", None)).await;
@@ -541,7 +641,7 @@ both_stores! {
 
         // The current address is told, with a reset link: a user who did not ask for the change
         // undoes it (every session ends, and the link to the new address dies).
-        let (notice, undo) = mail(&dir, 4).await;
+        let (notice, undo) = mail(&dir, 3).await;
         assert!(notice.starts_with("To: Alice@Example.com") && notice.contains("change of your email address"), "{notice}");
         let body = format!("token={}&new_password=alice-new-password", form_token(&undo));
         assert_eq!(send(&app, post("/account/password-reset/confirm", &body, None)).await.status, StatusCode::SEE_OTHER);
