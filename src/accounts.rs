@@ -15,7 +15,10 @@ use crate::{
     password::{self, Hasher},
     recovery::Recovery,
     shared::{Shared, Subscribers},
-    store::{AttemptKey, GrantRow, Reservation, Scope, ThrottleLimits, by, repeating_conflicts},
+    store::{
+        AttemptKey, GrantRow, PasswordSet, Reservation, Scope, ThrottleLimits, by,
+        repeating_conflicts,
+    },
 };
 
 /// Sign-ups allowed per client address in a quarter of an hour, whether the name was free or
@@ -29,7 +32,8 @@ const PURGE_BATCH: u32 = 250;
 /// closed. A batch takes milliseconds; this ends a purge stuck on a network gone silent, which
 /// would otherwise wait until TCP gives up (about 15 minutes on Linux's defaults).
 pub(crate) const PURGE_STATEMENT_BOUND: Duration = Duration::from_secs(30);
-/// Failed-login counters idle for longer than this are purged.
+/// Failed-login counters idle for longer than this, or than the per-address window if longer,
+/// are purged.
 const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Manages users, roles, grants and sessions in the crate's tables.
@@ -242,10 +246,8 @@ impl Accounts {
         epoch: Option<i64>,
         token: Option<&SessionId>,
     ) -> Result<bool, Error> {
-        let stored = self
-            .store
-            .set_password(user, hash, None, epoch, token)
-            .await?;
+        let set = self.store.set_password(user, hash, None, epoch, token);
+        let stored = set.await? != PasswordSet::Refused;
         if stored {
             security::password_changed(&Client::default(), user, None, "reset");
             self.changed(user);
@@ -318,7 +320,10 @@ impl Accounts {
     /// this keeps the table small), in batches of 250 so that no statement holds its
     /// locks for long, each followed by a pause as long as the batch took (the purge never takes
     /// more than half of one connection's time), and returns how many. Also forgets failed-login
-    /// counters idle for a day. Each statement is given up after 30 seconds without an answer.
+    /// counters idle for a day, or for the per-address window if longer
+    /// ([`login_failures_per_ip`](crate::AuthLayerBuilder::login_failures_per_ip): so purge
+    /// through the layer's [`accounts`](crate::AuthLayer::accounts) when you set a longer one).
+    /// Each statement is given up after 30 seconds without an answer.
     /// See also [`purge_expired_every`](crate::AuthLayerBuilder::purge_expired_every).
     ///
     /// # Errors
@@ -351,7 +356,9 @@ impl Accounts {
             // Paced: requests keep at least as much of the database as the purge takes.
             tokio::time::sleep(started.elapsed()).await;
         }
-        by(by_then(), self.store.purge_attempts(ATTEMPTS_HORIZON)).await?;
+        // A counter whose window still refuses is not forgotten, however idle.
+        let horizon = ATTEMPTS_HORIZON.max(self.limits.ip_window);
+        by(by_then(), self.store.purge_attempts(horizon)).await?;
         by(by_then(), self.store.purge_tokens()).await?;
         Ok(purged)
     }

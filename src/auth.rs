@@ -15,7 +15,7 @@ use crate::{
     lookup::Decided,
     password,
     shared::Shared,
-    store::{Created, NewSession},
+    store::{Created, NewSession, PasswordSet, Renewal},
 };
 
 /// The response header that carries a rotated token back to a bearer client.
@@ -462,22 +462,25 @@ impl Auth {
         };
         let shared = &self.0.shared;
         let hash = shared.hasher.hash(new).await?;
-        let kept = user.session_id();
-        // Only over the password just checked: a reset that landed meanwhile wins.
-        if !shared
+        let token = SessionToken::generate()?;
+        let renewal = self.renewal(user, &token, true);
+        // Only over the password just checked: a reset that landed meanwhile wins. The session
+        // goes on under a new token in the same transaction: its old one (whoever else holds
+        // it) is never valid under the new password, whatever happens to this request.
+        let set = shared
             .store
-            .set_password(user.id(), &hash, Some(kept), Some(epoch), None)
-            .await?
-        {
+            .set_password(user.id(), &hash, Some(renewal), Some(epoch), None)
+            .await?;
+        let PasswordSet::Set { renewed } = set else {
             return Ok(false);
-        }
-        security::password_changed(&self.0.client, user.id(), Some(kept), "change");
+        };
+        security::password_changed(&self.0.client, user.id(), Some(user.session_id()), "change");
         shared.user_changed(user.id());
-        match self.rotate_with(true, None).await {
-            // Rotated away meanwhile, or ended: the password is changed all the same.
-            Ok(_) | Err(Error::Unauthenticated) => Ok(true),
-            Err(error) => Err(error),
+        // Not renewed: rotated away meanwhile, or ended; the password is changed all the same.
+        if renewed {
+            self.renewed(user, token);
         }
+        Ok(true)
     }
 
     /// Rotates the request's session; `epoch`: only if it is still at that credential epoch.
@@ -487,28 +490,38 @@ impl Auth {
         epoch: Option<i64>,
     ) -> Result<SessionId, Error> {
         let user = self.user()?;
-        let inner = &self.0;
         let token = SessionToken::generate()?;
-        let rotated = inner
-            .shared
-            .store
-            .rotate_session(
-                user.session_id(),
-                token.id(),
-                token.secret_hash().as_bytes(),
-                inner.shared.config.idle_timeout,
-                reauthenticated,
-                epoch,
-            )
-            .await?;
-        if !rotated {
+        let renewal = self.renewal(user, &token, reauthenticated);
+        if !self.0.shared.store.rotate_session(renewal, epoch).await? {
             return Err(Error::Unauthenticated);
         }
         let id = token.id().clone();
-        security::rotated(&inner.client, user.id(), user.session_id(), &id);
+        self.renewed(user, token);
+        Ok(id)
+    }
+
+    /// The request's session to go on under `token`.
+    fn renewal<'a>(
+        &self,
+        user: &'a CurrentUser,
+        token: &'a SessionToken,
+        reauthenticated: bool,
+    ) -> Renewal<'a> {
+        Renewal {
+            old: user.session_id(),
+            new: token,
+            idle_timeout: self.0.shared.config.idle_timeout,
+            reauthenticated,
+        }
+    }
+
+    /// After the request's session went on under `token`: logs it, drops the old session from
+    /// the cache, and sets the new token on the response.
+    fn renewed(&self, user: &CurrentUser, token: SessionToken) {
+        let inner = &self.0;
+        security::rotated(&inner.client, user.id(), user.session_id(), token.id());
         inner.shared.session_ended(user.session_id().as_str());
         self.set_cookie(CookieChange::Set(token));
-        Ok(id)
     }
 
     /// Checks the current user's password, throttled and counted like a login: the user's

@@ -35,10 +35,10 @@ pub(crate) use self::pooler::PgStore;
 pub use self::pooler::{ThroughPooler, through_transaction_pooler};
 pub(crate) use self::{
     grants::{GrantRow, Scope},
-    sessions::{Created, Missed, NewSession, RequestConnection, SessionRow},
+    sessions::{Created, Missed, NewSession, Renewal, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, Reserved, ThrottleLimits},
     tokens::{Purpose, TokenRow},
-    users::Recipient,
+    users::{PasswordSet, Recipient},
 };
 pub use self::{migrations::migrate, sessions::SessionInfo};
 use crate::Error;

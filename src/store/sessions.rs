@@ -12,7 +12,7 @@ use super::{
 };
 #[cfg(feature = "postgres")]
 use super::{PgStore, held::Held};
-use crate::{Error, SessionId, UserId};
+use crate::{Error, SessionId, SessionToken, UserId};
 
 /// [`LOOKUP`]'s second branch, the same on both databases: the copy a rotation made of the
 /// session, if any.
@@ -142,7 +142,7 @@ RETURNING id";
 /// until then, as in [`CREATE_SESSION`], so that a ban or a password reset that ends the user's
 /// sessions cannot miss the copy; the old session's row too, so that a change to it committed
 /// meanwhile (its deadline moved into the past) is read, not copied over.
-const ROTATE: Dialects = Dialects {
+pub(super) const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
                            expires_at, authenticated_at, user_agent, ip, credential_epoch,
@@ -374,6 +374,45 @@ pub(crate) struct Expired {
     pub(crate) ip: Option<String>,
 }
 
+/// A live session to go on under a new token: its copy takes the new id and secret, with a
+/// fresh idle deadline, and `authenticated_at` now if `reauthenticated`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Renewal<'a> {
+    pub(crate) old: &'a SessionId,
+    pub(crate) new: &'a SessionToken,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) reauthenticated: bool,
+}
+
+/// In transaction `$tx` on `$pool`: copies the renewal's old session into its new one
+/// ([`ROTATE`], only at credential epoch `$epoch` when given) and deletes the old; evaluates to
+/// whether both happened. Written once for a rotation and for a password change, which renews
+/// the session it keeps in its own transaction.
+macro_rules! renew {
+    ($tx:expr, $pool:expr, $renewal:expr, $epoch:expr) => {{
+        let renewal: $crate::store::Renewal<'_> = $renewal;
+        let copied = sqlx::query($crate::store::sessions::ROTATE.of($pool))
+            .bind(renewal.old.as_str())
+            .bind(renewal.new.id().as_str())
+            .bind(renewal.new.secret_hash().as_bytes())
+            .bind($crate::store::types::Span(renewal.idle_timeout))
+            .bind(renewal.reauthenticated)
+            .bind($epoch)
+            .execute(&mut *$tx)
+            .await?;
+        // Only the rotation that ends the old session keeps its copy: a concurrent one waits
+        // here for the first to commit, finds the row gone, and rolls back.
+        copied.rows_affected() == 1
+            && sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+                .bind(renewal.old.as_str())
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected()
+                == 1
+    }};
+}
+pub(super) use renew;
+
 /// A session about to be inserted.
 #[derive(Debug)]
 pub(crate) struct NewSession<'a> {
@@ -588,35 +627,12 @@ impl AuthStore {
     /// transaction; `false` if the old one is gone or expired.
     pub(crate) async fn rotate_session(
         &self,
-        old: &SessionId,
-        new_id: &SessionId,
-        new_hash: &[u8],
-        idle_timeout: Duration,
-        reauthenticated: bool,
+        renewal: Renewal<'_>,
         epoch: Option<i64>,
     ) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
-            let copied = sqlx::query(ROTATE.of(pool))
-                .bind(old.as_str())
-                .bind(new_id.as_str())
-                .bind(new_hash)
-                .bind(Span(idle_timeout))
-                .bind(reauthenticated)
-                .bind(epoch)
-                .execute(&mut *tx)
-                .await?;
-            if copied.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            // Only the rotation that ends the old session keeps its copy: a concurrent one
-            // waits here for the first to commit, finds the row gone, and rolls back.
-            let ended = sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
-                .bind(old.as_str())
-                .execute(&mut *tx)
-                .await?;
-            if ended.rows_affected() != 1 {
+            if !renew!(tx, pool, renewal, epoch) {
                 tx.rollback().await?;
                 return Ok(false);
             }

@@ -2,7 +2,7 @@
 
 use super::{
     AuthStore, BEGIN, Dialects, affected, on_pool,
-    sessions::END_OTHER_SESSIONS,
+    sessions::{END_OTHER_SESSIONS, Renewal, renew},
     tokens::{CONSUME_TOKEN, FORGET_TOKENS},
     unique_or,
 };
@@ -38,6 +38,16 @@ SELECT id, username, email FROM auth_users
  ORDER BY coalesce(lower(email) = lower($1) AND email_verified_at IS NOT NULL, false) DESC,
           lower(username) = lower($1) DESC
  LIMIT 1";
+
+/// What [`AuthStore::set_password`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PasswordSet {
+    /// Nothing: the user is gone, their credentials moved on, or the token was spent.
+    Refused,
+    /// The password is set; `renewed`: the kept session goes on under its new token (`false`
+    /// when it had ended meanwhile, or none was kept).
+    Set { renewed: bool },
+}
 
 /// A user as a message addresses them.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -188,21 +198,21 @@ impl AuthStore {
 
     /// Stores a new password hash, bumps the user's credential epoch (so that no session whose
     /// password check predates this one becomes or stays valid), ends every session of the
-    /// user except `keep` (which moves to the new epoch; a copy a rotation made of it meanwhile
-    /// ends too, since whoever rotated it may be whom the change shuts out) and forgets the
-    /// user's failed logins,
-    /// in one transaction; `false` if the user does not exist, if `epoch` is given and the
-    /// user's credentials are no longer at it (they changed since they were checked), or if
-    /// `token` is given and was spent already: the one-time token the write spends, in the
-    /// same transaction.
+    /// user but the one `keep` renews (which goes on at the new epoch under its new token only:
+    /// at no moment is its old token valid under the new password; a copy a rotation made of
+    /// it meanwhile ends too, since whoever rotated it may be whom the change shuts out) and
+    /// forgets the user's failed logins, in one transaction. Refused if the user does not
+    /// exist, if `epoch` is given and the user's credentials are no longer at it (they changed
+    /// since they were checked), or if `token` is given and was spent already: the one-time
+    /// token the write spends, in the same transaction.
     pub(crate) async fn set_password(
         &self,
         user: UserId,
         hash: &str,
-        keep: Option<&SessionId>,
+        keep: Option<Renewal<'_>>,
         epoch: Option<i64>,
         token: Option<&SessionId>,
-    ) -> Result<bool, Error> {
+    ) -> Result<PasswordSet, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
             let epoch: Option<i64> = sqlx::query_scalar(
@@ -217,7 +227,7 @@ impl AuthStore {
             .await?;
             let Some(epoch) = epoch else {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(PasswordSet::Refused);
             };
             // After the user's row, as deleting a user reaches its tokens: one lock order.
             if let Some(token) = token {
@@ -227,31 +237,35 @@ impl AuthStore {
                     .await?;
                 if spent.rows_affected() != 1 {
                     tx.rollback().await?;
-                    return Ok(false);
+                    return Ok(PasswordSet::Refused);
                 }
             }
             sqlx::query(END_OTHER_SESSIONS)
                 .bind(user)
-                .bind(keep.map(SessionId::as_str))
+                .bind(keep.map(|keep| keep.old.as_str()))
                 .execute(&mut *tx)
                 .await?;
-            if let Some(keep) = keep {
-                sqlx::query(
-                    "UPDATE auth_sessions SET credential_epoch = $2
-                      WHERE user_id = $3 AND id = $1",
-                )
-                .bind(keep.as_str())
-                .bind(epoch)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            }
+            let renewed = match keep {
+                Some(keep) => {
+                    sqlx::query(
+                        "UPDATE auth_sessions SET credential_epoch = $2
+                          WHERE user_id = $3 AND id = $1",
+                    )
+                    .bind(keep.old.as_str())
+                    .bind(epoch)
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?;
+                    renew!(tx, pool, keep, None::<i64>)
+                }
+                None => false,
+            };
             sqlx::query("DELETE FROM auth_login_attempts WHERE kind = 'user' AND key = $1")
                 .bind(super::AttemptKey::user(user).as_str())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(true)
+            Ok(PasswordSet::Set { renewed })
         })
     }
 

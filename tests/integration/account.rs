@@ -762,6 +762,38 @@ async fn a_password_change_during_a_rotation_answers_that_it_changed(pool: sqlx:
     app.login(ALICE, NEW_PASSWORD).await;
 }
 
+/// A password change renews the session it keeps in its own transaction: when the renewal
+/// fails (here a trigger refuses the new session's row), nothing changes, instead of a changed
+/// password with the old token (and whoever else holds it) still valid under it. (Before: the
+/// password changed in one transaction, the token was renewed in a second; `503`, and both the
+/// new password and the old cookie worked.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_password_change_never_leaves_the_old_token_valid_under_the_new_password(
+    pool: sqlx::PgPool,
+) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let this = app.login(ALICE, ALICE_PASSWORD).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_copy() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'no copy'; END $$;
+         CREATE TRIGGER refuse_copy BEFORE INSERT ON auth_sessions
+             FOR EACH ROW WHEN (NEW.rotated_from IS NOT NULL) EXECUTE FUNCTION refuse_copy();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let form = format!("current_password={ALICE_PASSWORD}&new_password={NEW_PASSWORD}");
+    let changed = call(&app, "/account/password", &this, &form).await;
+    assert!(changed.status.is_server_error(), "{}", changed.status);
+    let old_token_works = app.status("/me", &this).await == StatusCode::OK;
+    let new_password = send(&app.router, login_request(ALICE, NEW_PASSWORD)).await;
+    assert!(
+        !(old_token_works && new_password.status == StatusCode::SEE_OTHER),
+        "the old token is valid under the new password"
+    );
+    assert!(old_token_works, "nothing changed: the session goes on");
+}
+
 /// A reauthentication with the old password while another tab's password change commits (held
 /// for 500 ms; the reauthentication checks the password meanwhile and rotates after it) does
 /// not count: the session is not made "recently authenticated" by a password that is no
