@@ -112,7 +112,10 @@ mod sqlite {
     impl Decode<'_, Sqlite> for Names {
         fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
             let text = <&str as Decode<'_, Sqlite>>::decode(value)?;
-            Ok(Self(text.lines().map(str::to_owned).collect()))
+            // Split on exactly the separator: `lines()` would also take a name's trailing
+            // `\r` for part of a line end (`admin\r` read back as `admin`).
+            let names = text.split('\n').filter(|name| !name.is_empty());
+            Ok(Self(names.map(str::to_owned).collect()))
         }
     }
 }

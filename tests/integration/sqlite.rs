@@ -236,3 +236,21 @@ async fn an_upgraded_database_keeps_its_rows_and_gives_no_id_twice(pool: sqlx::S
         .unwrap();
     assert_ne!(carol, eve);
 }
+
+/// A permission ending in a carriage return, granted in SQL, is read back as it is: the
+/// effective permissions are split on their separator alone. (Before: `admin\r` followed by
+/// another permission read back as `admin`, and passed an `admin` guard.)
+#[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
+async fn a_permission_ending_in_a_carriage_return_is_not_another(pool: sqlx::SqlitePool) {
+    let app = app_with(pool, |b| b).await;
+    app.db
+        .exec(&format!(
+            "INSERT INTO auth_user_permissions (user_id, permission) VALUES ({}, 'admin' || char(13))",
+            app.bob
+        ))
+        .await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let me = app.get("/me", &bob).await;
+    assert!(!me.body.contains("\"admin\""), "{}", me.body);
+    assert!(me.body.contains("reports:read"), "{}", me.body);
+}
