@@ -339,6 +339,30 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
         assert_eq!(other.status, StatusCode::SEE_OTHER);
     }
 
+    /// A per-address window longer than the purge's day holds across a purge: its counter is
+    /// not forgotten while it still refuses. (Before: the purge forgot it after a day idle, and
+    /// the address got a fresh budget: `401`.)
+    async fn a_long_address_window_outlives_the_purge(db: Db) {
+        let app = app_with(db, |b| b.login_failures_per_ip(2, Duration::from_secs(2 * 24 * 60 * 60))).await;
+        for i in 0..2 {
+            let reply = send(&app.router, login_from("192.0.2.60", &format!("user{i}"), "wrong-password")).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        let refused = send(&app.router, login_from("192.0.2.60", "user2", "wrong-password")).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        app.db
+            .exec_each(
+                "UPDATE auth_login_attempts SET window_start = now() - interval '25 hours',
+                        last_failure_at = now() - interval '25 hours' WHERE kind = 'ip'",
+                "UPDATE auth_login_attempts SET window_start = NOW - 90000000,
+                        last_failure_at = NOW - 90000000 WHERE kind = 'ip'",
+            )
+            .await;
+        app.layer.accounts().purge_expired_sessions().await.unwrap();
+        let still = send(&app.router, login_from("192.0.2.60", "user3", "wrong-password")).await;
+        assert_eq!(still.status, StatusCode::TOO_MANY_REQUESTS, "the window has a day to go");
+    }
+
     async fn a_forged_forwarded_for_does_not_escape_the_ip_limit(db: Db) {
         let app = app(db).await;
         for i in 0..11 {
