@@ -546,3 +546,117 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// --- through a real Caddy ------------------------------------------------------------------
+
+/// Caddy as the README configures it, on `port` (loopback only), in front of `upstream`,
+/// asking `auth` about each request; its admin endpoint and automatic HTTPS off.
+fn caddy_config(port: u16, auth: SocketAddr, upstream: u16) -> String {
+    let readme = include_str!("../../README.md");
+    let (site, _) = readme
+        .split_once("```caddy\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the README has a Caddy block");
+    let site = site
+        .replace(
+            "example.com {",
+            &format!("http://:{port} {{\n    bind 127.0.0.1"),
+        )
+        .replace("127.0.0.1:3000", &auth.to_string())
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream}"));
+    format!("{{\n    admin off\n    auto_https off\n}}\n{site}")
+}
+
+/// The README's Caddy block, run by Caddy: the service behind it sees who is signed in, and
+/// never an `X-Auth-*` header the client sent, also where the answer leaves one empty (a user
+/// without permissions). (Before, the README's block let Caddy sort `request_header` after
+/// `forward_auth`: the service saw no `X-Auth-*` header at all.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn caddy_forwards_live_sessions_and_no_header_the_client_sent(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let Some(caddy) = ["/usr/bin/caddy", "/usr/sbin/caddy"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        eprintln!("NOT RUN: caddy is not installed (apt-get install caddy)");
+        return;
+    };
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = app(pool).await;
+    let carol = app
+        .accounts
+        .create_user("carol", "carol-password")
+        .await
+        .unwrap();
+    let auth = serve(app.router.clone()).await;
+    let dir = std::env::temp_dir().join(format!("axum-live-auth-caddy-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let upstream_port = free_port();
+    let _upstream = Process(
+        Command::new("python3")
+            .args(["-c", UPSTREAM, &upstream_port.to_string()])
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for_port(upstream_port, Duration::from_secs(20)).await;
+    let port = free_port();
+    let file = dir.join("Caddyfile");
+    std::fs::write(&file, caddy_config(port, auth, upstream_port)).unwrap();
+    let _caddy = Process(
+        Command::new(caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, Duration::from_secs(20)).await;
+    let caddy = SocketAddr::from(([127, 0, 0, 1], port));
+    let forged = &[("x-auth-user-id", "1"), ("x-auth-permissions", "admin")];
+    let get = |token: Option<String>| async move {
+        send_from(
+            caddy,
+            client(5),
+            through("/service/hello", token.as_deref(), forged),
+        )
+        .await
+    };
+    let seen = |reply: Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["auth"].clone()
+    };
+
+    assert_eq!(get(None).await.status, StatusCode::UNAUTHORIZED);
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let auth_headers = seen(get(Some(bob.clone())).await);
+    assert_eq!(
+        auth_headers["x-auth-user-id"],
+        app.bob.to_string(),
+        "{auth_headers}"
+    );
+    assert_eq!(auth_headers["x-auth-username"], BOB);
+    assert_eq!(auth_headers["x-auth-permissions"], "reports:read");
+    let carol_token = app.login("carol", "carol-password").await;
+    let auth_headers = seen(get(Some(carol_token)).await);
+    assert_eq!(
+        auth_headers["x-auth-user-id"],
+        carol.to_string(),
+        "{auth_headers}"
+    );
+    assert!(
+        auth_headers
+            .get("x-auth-permissions")
+            .is_none_or(|p| p == ""),
+        "the client's permissions passed on: {auth_headers}"
+    );
+    app.accounts.disable_user(app.bob).await.unwrap();
+    assert_eq!(get(Some(bob)).await.status, StatusCode::UNAUTHORIZED);
+    let _ = std::fs::remove_dir_all(dir);
+}
