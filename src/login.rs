@@ -45,18 +45,14 @@ impl PasswordCheck<'_> {
         username: &str,
         password: &str,
     ) -> Result<Option<Verified>, Error> {
-        // No user can have such a name (and Postgres text cannot even hold NUL): refused
-        // without a query.
-        if username.len() > MAX_USERNAME_BYTES
-            || password.len() > MAX_PASSWORD_BYTES
-            || username.contains(char::is_control)
-        {
+        // One name, one account: the decomposed spelling of a name (accounts hold names in
+        // composed form, NFC) finds the account and spends its failures. A name no user can
+        // have is refused without a query.
+        let typed = typed_name(username).filter(|_| password.len() <= MAX_PASSWORD_BYTES);
+        let Some(username) = typed else {
             security::login_failed(client, username);
             return Ok(None);
-        }
-        // One name, one account: the decomposed spelling of a name (accounts hold names in
-        // composed form, NFC) finds the account and spends its failures.
-        let username = nfc(username);
+        };
         let username = &*username;
         let row = self.store.login_row(username).await?;
         let account = match row.id {
@@ -129,6 +125,18 @@ impl PasswordCheck<'_> {
             }
         }
     }
+}
+
+/// A name (or address) as typed, in the form accounts hold names in, if a user could have it:
+/// no control character (Postgres text cannot even hold NUL), and at most
+/// [`MAX_USERNAME_BYTES`] once composed. The decomposed spelling of a name may take three times
+/// the bytes (a Hangul syllable), so the length that counts is the composed one; input over
+/// four times the bound is refused before any work.
+pub(crate) fn typed_name(name: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if name.len() > 4 * MAX_USERNAME_BYTES || name.contains(char::is_control) {
+        return None;
+    }
+    Some(nfc(name)).filter(|name| name.len() <= MAX_USERNAME_BYTES)
 }
 
 /// `name` in Unicode's composed form (NFC), borrowed when it already is.

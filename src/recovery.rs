@@ -13,7 +13,7 @@ use crate::{
     client::Client,
     error::InfrastructureError,
     events::security,
-    login::{MAX_USERNAME_BYTES, nfc},
+    login::typed_name,
     password,
     store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits, TokenRow},
 };
@@ -197,11 +197,10 @@ impl Accounts {
     /// [`Error::NoMessenger`], or an infrastructure error (the messenger's included).
     pub async fn request_password_reset(&self, name_or_email: &str) -> Result<(), Error> {
         let messenger = self.messenger()?;
-        if !possible_name(name_or_email) {
-            return Ok(());
-        }
         // As at login: the decomposed spelling of a name is the same name.
-        let name_or_email = nfc(name_or_email);
+        let Some(name_or_email) = typed_name(name_or_email) else {
+            return Ok(());
+        };
         let Some(user) = self.store().recipient(&name_or_email).await? else {
             return Ok(());
         };
@@ -351,12 +350,11 @@ impl Accounts {
                 return Err(Error::Throttled { retry_after });
             }
         }
-        if !possible_name(name_or_email) {
-            return Ok(false);
-        }
         // The spelling the reset will look up: another spelling of the name must not count
         // apart from it.
-        let name_or_email = nfc(name_or_email);
+        let Some(name_or_email) = typed_name(name_or_email) else {
+            return Ok(false);
+        };
         let account = match self.store().recipient(&name_or_email).await? {
             Some(user) => AttemptKey::user(user.id),
             None => AttemptKey::unknown_name(&name_or_email.to_lowercase()),
@@ -473,12 +471,6 @@ async fn deliver(messenger: &Arc<dyn DynMessenger>, message: Message) -> Result<
         .send(message)
         .await
         .map_err(|e| InfrastructureError::Messenger(e).into())
-}
-
-/// Whether a user could have this name or address: bounded, and no control character (Postgres
-/// text cannot even hold NUL).
-fn possible_name(name_or_email: &str) -> bool {
-    name_or_email.len() <= MAX_USERNAME_BYTES && !name_or_email.contains(char::is_control)
 }
 
 /// An address: 3 to 254 characters, one `@` with something on each side, no whitespace,

@@ -187,6 +187,19 @@ both_stores! {
         );
     }
 
+    /// A long name typed in decomposed form is measured once composed, as accounts hold it:
+    /// 29 Hangul syllables take 87 bytes composed and 261 decomposed. (Before: refused as longer
+    /// than any name could be, with the right password.)
+    async fn a_long_name_typed_decomposed_finds_its_account(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let composed = "\u{AC01}".repeat(29);
+        let decomposed = "\u{1100}\u{1161}\u{11A8}".repeat(29);
+        assert!(decomposed.len() > 256, "{}", decomposed.len());
+        app.accounts.create_user(&composed, "new-user-password").await.unwrap();
+        let login = crate::common::login_request(&decomposed, "new-user-password");
+        assert_eq!(crate::common::send(&app.router, login).await.status, StatusCode::SEE_OTHER);
+    }
+
     /// 200 wrong logins at once for one username from one address: the per-address limit (10)
     /// bounds the password checks, and the right password past the limit is refused. (The right
     /// password is not in the burst: when it came among the first ten it rightly logged in and
