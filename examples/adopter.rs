@@ -4,7 +4,7 @@
 //! and tests of its own handlers with the testing kit (`cargo test --example adopter`).
 //!
 //! ```text
-//! cargo run --example adopter            # SQLite in adopter.db; DATABASE_URL=postgres://… works too
+//! cargo run --example adopter            # SQLite in adopter.db
 //! ```
 //!
 //! The README quotes the parts between `// README: <name>` and `// README: end` lines; a test
@@ -16,7 +16,7 @@ use axum::{
     Form, Json, Router,
     extract::{FromRef, State},
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use axum_live_auth::{
@@ -68,7 +68,7 @@ async fn build(pool: SqlitePool) -> Result<(Router, AuthLayer), Box<dyn std::err
         .route_layer(require_permission("admin"));
     let router = Router::new()
         .route("/signup", post(signup))
-        .route("/login", post(login))
+        .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .merge(projects)
         .merge(admin)
@@ -113,6 +113,19 @@ struct Credentials {
 async fn signup(auth: Auth, Form(form): Form<Credentials>) -> Result<Redirect, Error> {
     auth.sign_up(&form.username, &form.password).await?;
     Ok(Redirect::to("/projects"))
+}
+
+/// The login form: where `login_redirect` sends a browser that is not signed in, and where
+/// logout and a completed password reset land.
+async fn login_page() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html><title>Log in</title>
+<form method="post" action="/login">
+<input name="username" autocomplete="username" required>
+<input name="password" type="password" autocomplete="current-password" required>
+<button>Log in</button>
+</form>"#,
+    )
 }
 
 /// `None` for a wrong password, an unknown and a disabled user alike.
@@ -260,6 +273,21 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     }
     // README: end
+
+    /// A browser that is not signed in is sent to the login form, which is there.
+    #[tokio::test]
+    async fn a_page_request_without_a_session_lands_on_the_login_form() {
+        let (app, _) = app().await;
+        let page = Request::get("/projects")
+            .header("accept", "text/html")
+            .body(Body::empty())
+            .unwrap();
+        let sent = app.clone().oneshot(page).await.unwrap();
+        assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+        assert_eq!(sent.headers()["location"], "/login");
+        let form = Request::get("/login").body(Body::empty()).unwrap();
+        assert_eq!(app.oneshot(form).await.unwrap().status(), StatusCode::OK);
+    }
 
     #[tokio::test]
     async fn a_grant_by_an_admin_is_live_on_the_next_request() {

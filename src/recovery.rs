@@ -249,6 +249,11 @@ impl Accounts {
     /// ([`MessageKind::EmailChangeRequested`]), with a reset link to undo a change they did not
     /// ask for. The address must be unique among users, compared case-insensitively.
     ///
+    /// This is the step alone: `POST /account/email` in
+    /// [`account_routes`](crate::account_routes) also requires a recent password check, limits
+    /// requests per user, makes the link only while the asking session still holds, and ends the
+    /// user's other sessions. An app that serves this itself must do the same.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
