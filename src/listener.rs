@@ -3,12 +3,15 @@
 //! everyone is told (the cache empties and is bypassed, streams end), so no notification lost
 //! meanwhile can leave a stale picture behind.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use futures_util::FutureExt as _;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool};
+use sqlx::{
+    Connection as _,
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgNotification, PgPool},
+};
 
-use crate::{AuthStore, shared::Subscribers};
+use crate::shared::Subscribers;
 
 /// The LISTEN channel the triggers notify on.
 pub(crate) const CHANNEL: &str = "axum_live_auth";
@@ -22,6 +25,19 @@ pub(crate) fn listener_options(pool: &PgPool) -> PgConnectOptions {
         .as_ref()
         .clone()
         .application_name(LISTENER_NAME)
+}
+
+/// The `application_name` of each node's probe connection (see [`PROBE_EVERY`]).
+pub(crate) const PROBE_NAME: &str = "axum-live-auth-probe";
+
+/// The probe connection's connect options: those of the app's request pool, under the probe's
+/// own application name.
+pub(crate) fn probe_options(requests: &PgPool) -> PgConnectOptions {
+    requests
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name(PROBE_NAME)
 }
 
 /// A pool of one connection for one listener connection's life, outside the app's pool.
@@ -39,14 +55,19 @@ fn listener_pool(options: &PgConnectOptions) -> PgPool {
 /// lost their connection at once do not come back in lockstep). Each connection gets a pool of
 /// its own: one given up on may hang while sqlx says `UNLISTEN` on it (on a half-open socket,
 /// until TCP gives up), and must not hold the next one's place. Dropping the future lets its
-/// connection go once sqlx has said `UNLISTEN`. Probes go out through `store`.
-pub(crate) async fn listen(options: PgConnectOptions, store: AuthStore, subscribers: Subscribers) {
+/// connection go once sqlx has said `UNLISTEN`. Probes go out on a connection of their own,
+/// opened with `probe_options` (those of the app's request pool).
+pub(crate) async fn listen(
+    options: PgConnectOptions,
+    probe_options: PgConnectOptions,
+    subscribers: Subscribers,
+) {
     // However this future ends (the layer gone, or its task aborted), nothing keeps trusting
     // a listener that no longer runs.
     let _stops = StopsListening(&subscribers);
     let mut backoff = Duration::from_millis(50);
     loop {
-        match listen_once(&listener_pool(&options), &store, &subscribers).await {
+        match listen_once(&listener_pool(&options), &probe_options, &subscribers).await {
             Ok(true) => backoff = Duration::from_millis(50),
             Ok(false) => backoff = (backoff * 2).min(Duration::from_secs(5)),
             Err(error) => {
@@ -62,36 +83,39 @@ pub(crate) async fn listen(options: PgConnectOptions, store: AuthStore, subscrib
 }
 
 /// How often the listener proves that notifications still reach it: it notifies a channel of
-/// its own from the store's pool, as a change would be notified, and must hear that back before
-/// the next probe. A connection that died without closing (a half-open socket, a path that went
+/// its own from a connection of its own, opened as the request pool opens its connections (so
+/// a probe travels as a change from any node does), and must hear that back before the next
+/// probe. A connection that died without closing (a half-open socket, a path that went
 /// silent) or one that cannot hear other sessions (LISTEN through a transaction pooler, or on
 /// another database) is found out within two intervals and a timeout, instead of leaving the
 /// node listening to nothing. (A probe sent on the listener's own connection would prove
 /// nothing of the sort: Postgres always hands a session its own notifications.)
 const PROBE_EVERY: Duration = Duration::from_secs(5);
-/// The longest a probe's statement may take.
+/// The longest a probe's statement may take (and its connection's opening).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A probe on its way: the probe connection, handed back with whether the probe went out.
+type Probe = Pin<Box<dyn Future<Output = (PgConnection, bool)> + Send>>;
 
 /// One connection's life: listen, probe at once, and trust the connection (tell the
 /// subscribers it listens) only once the first probe is heard back; then apply notifications
 /// until the connection is lost or stops hearing its probes. `Ok(true)` if it was trusted.
 async fn listen_once(
     pool: &PgPool,
-    store: &AuthStore,
+    probe_options: &PgConnectOptions,
     subscribers: &Subscribers,
 ) -> Result<bool, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    let mut prober = Some(bounded(PgConnection::connect_with(probe_options)).await??);
+    // Sent beside the loop, not in it: notifications go on being applied while a probe is on
+    // its way.
+    let mut in_flight: Option<Probe> = None;
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
     let probe_channel = probe_channel();
     // Bounded as a probe is: on a path gone silent the answer would never come.
     let listening = listener.listen_all([CHANNEL, probe_channel.as_str()]);
-    tokio::time::timeout(PROBE_TIMEOUT, listening)
-        .await
-        .map_err(|_| {
-            let silent = std::io::Error::new(std::io::ErrorKind::TimedOut, "LISTEN not answered");
-            sqlx::Error::Io(silent)
-        })??;
+    bounded(listening).await??;
     let mut probes = tokio::time::interval(PROBE_EVERY);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `true` at first: the first tick sends the first probe, with nothing to have heard yet.
@@ -129,15 +153,32 @@ async fn listen_once(
                     break "lost its connection";
                 }
             }
+            (connection, sent) = async {
+                match in_flight.as_mut() {
+                    Some(probe) => probe.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                in_flight = None;
+                if !sent {
+                    break "could not send its probe";
+                }
+                prober = Some(connection);
+            }
             _ = probes.tick() => {
                 if !heard {
                     break "did not hear its probe back";
                 }
-                heard = false;
-                let probe = store.notify(&probe_channel);
-                if !matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_))) {
+                // Still on its way after a whole interval: as good as not sent.
+                let Some(mut connection) = prober.take() else {
                     break "could not send its probe";
-                }
+                };
+                heard = false;
+                let channel = probe_channel.clone();
+                in_flight = Some(Box::pin(async move {
+                    let sent = bounded(crate::store::notify(&mut connection, &channel)).await;
+                    (connection, matches!(sent, Ok(Ok(()))))
+                }));
             }
         }
     };
@@ -147,6 +188,17 @@ async fn listen_once(
         "axum-live-auth listener lost; bypassing the cache until it listens again"
     );
     Ok(trusted)
+}
+
+/// `work`, given up after [`PROBE_TIMEOUT`] with an I/O error (on a path gone silent the
+/// answer would never come).
+async fn bounded<T>(work: impl Future<Output = T>) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(PROBE_TIMEOUT, work)
+        .await
+        .map_err(|_| {
+            let silent = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time");
+            sqlx::Error::Io(silent)
+        })
 }
 
 /// The most notifications applied in one pass.

@@ -159,10 +159,15 @@ impl AuthLayer {
             None => shared.store.postgres_pool(),
         };
         #[cfg(feature = "postgres")]
-        let listen = shared.store.postgres_pool().and(listen_on).map(|pool| {
-            let options = crate::listener::listener_options(pool);
-            crate::listener::listen(options, shared.store.clone(), shared.subscribers())
-        });
+        let listen = shared
+            .store
+            .postgres_pool()
+            .zip(listen_on)
+            .map(|(requests, pool)| {
+                let options = crate::listener::listener_options(pool);
+                let probes = crate::listener::probe_options(requests);
+                crate::listener::listen(options, probes, shared.subscribers())
+            });
         #[cfg(not(feature = "postgres"))]
         let listen = None::<std::future::Pending<()>>;
         let purge =

@@ -122,6 +122,29 @@ macro_rules! affected {
 }
 pub(crate) use affected;
 
+/// Notifies `channel`, with an empty payload, on `connection` (the listener's probe). One
+/// simple-protocol statement, nothing prepared, so it also runs through a transaction pooler;
+/// `channel` must be a plain identifier (letters, digits, `_`), as it is written into it.
+#[cfg(feature = "postgres")]
+pub(crate) async fn notify(
+    connection: &mut sqlx::PgConnection,
+    channel: &str,
+) -> Result<(), sqlx::Error> {
+    if !channel
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(sqlx::Error::Protocol(format!(
+            "not a plain channel name: {channel:?}"
+        )));
+    }
+    let statement = format!("SELECT pg_notify('{channel}', '')");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(connection)
+        .await
+        .map(drop)
+}
+
 /// A statement whose text differs between the databases (time arithmetic, arrays), written
 /// side by side.
 #[derive(Debug, Clone, Copy)]
@@ -389,14 +412,6 @@ impl AuthStore {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => None,
         }
-    }
-
-    /// Notifies `channel`, with an empty payload, from the store's pool: from where every
-    /// change this node makes is notified (the listener's probe).
-    #[cfg(feature = "postgres")]
-    pub(crate) async fn notify(&self, channel: &str) -> Result<(), Error> {
-        affected!(self, "SELECT pg_notify($1, '')", channel);
-        Ok(())
     }
 
     /// Whether statements go through a transaction pooler, where LISTEN cannot work.

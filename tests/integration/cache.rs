@@ -519,3 +519,51 @@ async fn aborting_the_background_work_stops_trusting_its_listener(
         tokio::time::timeout(Duration::from_secs(5), app.status("/account/events", &bob)).await;
     assert_eq!(answer.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
 }
+
+/// A request pool held whole (a burst, slow queries) neither delays the notifications the
+/// listener receives nor drops it: its probes go out on a connection of their own. So a ban is
+/// enforced at once on the node's cached sessions, and the node keeps listening. (Before: the
+/// probe waited for the pool, notifications waited for the probe, the banned user's cached
+/// session answered `200`, and then the listener was dropped.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_busy_request_pool_delays_no_notification(_: PgPoolOptions, options: PgConnectOptions) {
+    let pool = node_pool(&options).await;
+    let requests = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let app = crate::common::app_on(Db::from(pool), requests.clone().into(), |b| {
+        b.principal_cache(self::options())
+            .lookup_connections(0)
+            .lookup_timeout(Duration::from_millis(300))
+    })
+    .await;
+    app.listen().await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    for _ in 0..2 {
+        assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
+    }
+    let held = (
+        requests.acquire().await.unwrap(),
+        requests.acquire().await.unwrap(),
+    );
+    // A probe falls due while the pool is held.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    app.db
+        .exec("UPDATE auth_users SET disabled_at = now() WHERE username = 'bob'")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_ne!(
+        app.status("/me", &bob).await,
+        StatusCode::OK,
+        "a banned user served from cache"
+    );
+    assert!(
+        app.layer.cache_status().unwrap().listening,
+        "the listener was dropped"
+    );
+    drop(held);
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+}
