@@ -6,40 +6,62 @@ use std::time::Duration;
 use super::{AuthStore, Dialects, on_pool, types::Span, unique_or};
 use crate::{Error, SessionId, SessionToken, UserId};
 
-/// The condition of [`CREATE`] on session $7, when given: it still exists at the user's current
-/// credential epoch. A request checked when its head came can send its body much later; a
-/// reset, a ban or a revocation in between (which moves the epoch or ends the session) must not
-/// let it mint a link under the new epoch.
-macro_rules! held_by_session {
-    () => {
-        "($7 IS NULL OR EXISTS (SELECT 1 FROM auth_sessions s
-                  WHERE s.id = $7 AND s.user_id = u.id
-                    AND s.credential_epoch = u.credential_epoch))"
+/// Inserts a token for an enabled user, under the user's current credential epoch, expiring
+/// after $6, given the database's time now and the rows it reads (`$from`: the user $3, and
+/// in [`CREATE_FOR_SESSION`] a session of theirs).
+macro_rules! create {
+    ($now:literal, $from:literal) => {
+        concat!(
+            "INSERT INTO auth_tokens
+       (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
+SELECT $1, $2, u.id, $4, $5, u.credential_epoch, ",
+            $now,
+            " + $6
+  FROM ",
+            $from,
+            "
+RETURNING 1"
+        )
     };
 }
 
-/// Inserts a token for an enabled user, under the user's current credential epoch, and only
-/// while session $7 holds (`held_by_session!`); expires after $6. On Postgres the user's row is
-/// held (`FOR SHARE`) until commit, so a ban or an adopted address that spends the user's tokens
-/// waits for it and spends it too (SQLite writes one at a time).
+/// [`create!`] for an enabled user. On Postgres the user's row is held (`FOR SHARE`) until
+/// commit, so a ban or an adopted address that spends the user's tokens waits for it and
+/// spends it too (SQLite writes one at a time).
 const CREATE: Dialects = Dialects {
-    postgres: concat!(
-        "\
-INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
-SELECT $1, $2, u.id, $4, $5, u.credential_epoch, now() + $6
-  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL AND ",
-        held_by_session!(),
-        " FOR SHARE
-RETURNING 1"
+    postgres: create!(
+        "now()",
+        "auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL FOR SHARE"
     ),
-    sqlite: concat!(
-        "\
-INSERT INTO auth_tokens (id, secret_hash, user_id, purpose, email, credential_epoch, expires_at)
-SELECT $1, $2, u.id, $4, $5, u.credential_epoch, CAST(unixepoch('subsec') * 1000 AS INTEGER) + $6
-  FROM auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL AND ",
-        held_by_session!(),
-        "
-RETURNING 1"
+    sqlite: create!(
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        "auth_users u WHERE u.id = $3 AND u.disabled_at IS NULL"
+    ),
+};
+
+/// [`CREATE`] only while session $7 of the user is live at the user's current credential
+/// epoch. A request checked when its head came can send its body much later: a reset, a ban,
+/// a revocation or a logout in between must not let it mint a link. On Postgres the session's
+/// row is held too: an ending still committing is waited for, and its deleted row then yields
+/// nothing (a moved epoch, re-read with the user's row, no longer matches the session's).
+const CREATE_FOR_SESSION: Dialects = Dialects {
+    postgres: create!(
+        "now()",
+        "auth_users u
+  JOIN auth_sessions s ON s.id = $7 AND s.user_id = u.id
+                      AND s.credential_epoch = u.credential_epoch
+                      AND s.expires_at > now() AND s.idle_expires_at > now()
+ WHERE u.id = $3 AND u.disabled_at IS NULL
+   FOR SHARE OF u, s"
+    ),
+    sqlite: create!(
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        "auth_users u
+  JOIN auth_sessions s ON s.id = $7 AND s.user_id = u.id
+                      AND s.credential_epoch = u.credential_epoch
+                      AND s.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                      AND s.idle_expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER)
+ WHERE u.id = $3 AND u.disabled_at IS NULL"
     ),
 };
 
@@ -101,7 +123,7 @@ pub(crate) struct TokenRow {
 
 impl AuthStore {
     /// Stores a token; `Ok(false)` if the user is missing or disabled or `session`, when given,
-    /// no longer holds. `IdTaken`-like collisions surface as a conflict.
+    /// is no longer live ([`CREATE_FOR_SESSION`]). `IdTaken`-like collisions surface as a conflict.
     pub(crate) async fn create_token(
         &self,
         token: &SessionToken,
@@ -112,14 +134,23 @@ impl AuthStore {
         session: Option<&SessionId>,
     ) -> Result<bool, Error> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query(CREATE.of(pool))
+            let statement = if session.is_some() {
+                CREATE_FOR_SESSION
+            } else {
+                CREATE
+            };
+            let query = sqlx::query(statement.of(pool))
                 .bind(token.id().as_str())
                 .bind(token.secret_hash().as_bytes())
                 .bind(user)
                 .bind(purpose.as_str())
                 .bind(email)
-                .bind(Span(lifetime))
-                .bind(session.map(SessionId::as_str))
+                .bind(Span(lifetime));
+            let query = match session {
+                Some(session) => query.bind(session.as_str()),
+                None => query,
+            };
+            query
                 .fetch_optional(pool)
                 .await
                 .map_err(|e| unique_or(e, Error::Conflict))?

@@ -684,3 +684,47 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// An address change whose session is being ended meanwhile (a logout still committing when the
+/// change asks for its link) makes no link: the link's insert waits for the ending and finds the
+/// session gone. (Before: it read the session from before the ending, `202`, and a live link.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn an_address_change_racing_the_end_of_its_session_makes_no_link(pool: sqlx::PgPool) {
+    let db = Db::from(pool.clone());
+    let (app, dir, _) = quickstart(&db).await;
+    let thief = login(&app, "alice", "alice-password")
+        .await
+        .session_cookie()
+        .unwrap();
+    let id = thief.split('.').next().unwrap().to_owned();
+    let mut ending = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM auth_users WHERE username = 'alice' FOR NO KEY UPDATE")
+        .execute(&mut *ending)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *ending)
+        .await
+        .unwrap();
+    let change = tokio::spawn({
+        let app = app.clone();
+        async move {
+            send(
+                &app,
+                post("/account/email", "email=thief%40evil.example", Some(&thief)),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ending.commit().await.unwrap();
+    assert_eq!(change.await.unwrap().status, StatusCode::UNAUTHORIZED);
+    let links: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM auth_tokens WHERE purpose = 'email_verification'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(links, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
