@@ -256,7 +256,19 @@ impl AuthStore {
                     .bind(user)
                     .execute(&mut *tx)
                     .await?;
-                    renew!(tx, pool, keep, None::<i64>)
+                    let renewed = renew!(tx, pool, keep, None::<i64>);
+                    // The old token is what the change may be shutting out: the copy does not
+                    // remember it, so no request with it is told apart from an unknown token,
+                    // and no logout with it ends the copy.
+                    if renewed {
+                        sqlx::query(
+                            "UPDATE auth_sessions SET rotated_from_secret_hash = NULL WHERE id = $1",
+                        )
+                        .bind(keep.new.id().as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    renewed
                 }
                 None => false,
             };

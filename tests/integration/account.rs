@@ -794,6 +794,22 @@ async fn a_password_change_never_leaves_the_old_token_valid_under_the_new_passwo
     assert!(old_token_works, "nothing changed: the session goes on");
 }
 
+/// The token a password change replaced is not told apart from an unknown one: whoever else
+/// held it (whom the change may be shutting out) cannot end the owner's new session with a
+/// logout. (Before: the copy remembered the old secret until its first touch, and a logout with
+/// the old token ended it.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_token_a_password_change_replaced_cannot_end_the_new_session(pool: sqlx::PgPool) {
+    let app = app_with(pool, |b| b).await;
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let form = format!("current_password={ALICE_PASSWORD}&new_password={NEW_PASSWORD}");
+    let changed = call(&app, "/account/password", &old, &form).await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.body);
+    let new = changed.session_cookie().unwrap();
+    send(&app.router, post("/logout", &old, "")).await;
+    assert_eq!(app.status("/me", &new).await, StatusCode::OK);
+}
+
 /// A reauthentication with the old password while another tab's password change commits (held
 /// for 500 ms; the reauthentication checks the password meanwhile and rotates after it) does
 /// not count: the session is not made "recently authenticated" by a password that is no
