@@ -443,7 +443,9 @@ impl Auth {
     /// Changes the current user's password after checking the current one: stores the new
     /// hash, moves the user to a new credential epoch (no session whose password check predates
     /// this one is valid afterwards), ends every other session of the user and rotates this one
-    /// (which then counts as recently authenticated). `Ok(false)` if `current` is wrong, or
+    /// (which then counts as recently authenticated), all in one transaction: the old token is
+    /// never valid under the new password, and the new session does not answer to it (no logout
+    /// with it ends the new session). `Ok(false)` if `current` is wrong, or
     /// stopped being the password while the new one was hashed (a reset landed meanwhile);
     /// nothing changes then. If the session was rotated meanwhile (another tab's
     /// reauthentication), its copy ends with the other sessions: the password is changed all the
