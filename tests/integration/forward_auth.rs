@@ -319,6 +319,19 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 "#;
 
+/// [`UPSTREAM`] running on a free port, once it accepts connections.
+async fn upstream() -> (Process, u16) {
+    let port = free_port();
+    let process = Process(
+        Command::new("python3")
+            .args(["-c", UPSTREAM, &port.to_string()])
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for_port(port, Duration::from_secs(20)).await;
+    (process, port)
+}
+
 /// A child process killed when dropped.
 struct Process(Child);
 
@@ -418,14 +431,7 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
     let auth = serve(app.router.clone()).await;
     let dir = std::env::temp_dir().join(format!("axum-live-auth-nginx-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let upstream_port = free_port();
-    let _upstream = Process(
-        Command::new("python3")
-            .args(["-c", UPSTREAM, &upstream_port.to_string()])
-            .spawn()
-            .expect("python3"),
-    );
-    wait_for_port(upstream_port, Duration::from_secs(20)).await;
+    let (_upstream, upstream_port) = upstream().await;
     let port = free_port();
     let config = nginx_config(&dir, port, auth, upstream_port);
     let Some(_nginx) = start_nginx(&dir, &config, port).await else {
@@ -594,14 +600,7 @@ async fn caddy_forwards_live_sessions_and_no_header_the_client_sent(
     let auth = serve(app.router.clone()).await;
     let dir = std::env::temp_dir().join(format!("axum-live-auth-caddy-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let upstream_port = free_port();
-    let _upstream = Process(
-        Command::new("python3")
-            .args(["-c", UPSTREAM, &upstream_port.to_string()])
-            .spawn()
-            .expect("python3"),
-    );
-    wait_for_port(upstream_port, Duration::from_secs(20)).await;
+    let (_upstream, upstream_port) = upstream().await;
     let port = free_port();
     let file = dir.join("Caddyfile");
     std::fs::write(&file, caddy_config(port, auth, upstream_port)).unwrap();
