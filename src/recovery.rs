@@ -251,8 +251,10 @@ impl Accounts {
     ///
     /// This is the step alone: `POST /account/email` in
     /// [`account_routes`](crate::account_routes) also requires a recent password check, limits
-    /// requests per user, makes the link only while the asking session still holds, and ends the
-    /// user's other sessions. An app that serves this itself must do the same.
+    /// requests per user, and ends the user's other sessions, which an app that serves this
+    /// itself must do too; and it makes the link only while the asking session is still live
+    /// (a request whose body comes after a reset changes nothing), which only the route does.
+    /// Prefer the route.
     ///
     /// # Errors
     ///

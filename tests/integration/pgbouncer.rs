@@ -381,8 +381,9 @@ async fn through_a_pooler_only_a_direct_pool_listens(_: PgPoolOptions, options: 
 
 /// A listener that can hear only itself is never trusted: with the listener pool pointed at a
 /// transaction pooler by mistake, LISTEN lands on a server connection the bouncer lends to
-/// others, and changes from any other session never reach it. Its probe now comes from the
-/// request pool, as changes do, so the cache stays bypassed and a ban is enforced at once.
+/// others, and changes from any other session never reach it. Its probe now comes from a
+/// connection of its own opened as the request pool's are, as changes do, so the cache stays
+/// bypassed and a ban is enforced at once.
 /// (Before: the probe was sent on the listener's own connection, which Postgres always echoes;
 /// the node trusted the listener, and a banned user's cached principal kept answering `200`.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
