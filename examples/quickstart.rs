@@ -133,7 +133,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if demo_users {
         println!("Log in as alice / alice-password (admin) or bob / bob-password (reports:read)");
     } else {
-        println!("No demo users in {database_url} (DEMO_USERS=on creates alice and bob there)");
+        // The URL is not repeated: it may hold a password.
+        println!("No demo users in DATABASE_URL's database (DEMO_USERS=on creates alice and bob)");
     }
     println!(
         "Password-reset and email-verification links go to {}",
@@ -204,7 +205,8 @@ async fn connect(
             .await?;
         Ok((pool.into(), None))
     } else {
-        Err(format!("DATABASE_URL must start with postgres:// or sqlite:, not {url:?}").into())
+        // Not repeated: the URL may hold a password.
+        Err("DATABASE_URL must start with postgres:// or sqlite:".into())
     }
 }
 
@@ -547,7 +549,7 @@ pub(crate) struct FileMessenger {
 
 impl Messenger for FileMessenger {
     async fn send(&self, message: Message) -> Result<(), MessengerError> {
-        tokio::fs::create_dir_all(&self.dir).await?;
+        private_dir(&self.dir).await?;
         let subject = match message.kind {
             MessageKind::PasswordReset => "Reset your password",
             MessageKind::EmailVerification => "Verify your email address",
@@ -573,11 +575,35 @@ impl Messenger for FileMessenger {
         ));
         // Written under another name and renamed, so a reader never sees half a message.
         let part = file.with_extension("eml.part");
-        tokio::fs::write(&part, body).await?;
+        write_private(&part, body.as_bytes()).await?;
         tokio::fs::rename(&part, &file).await?;
         println!("mail for {to}: {}", file.display());
         Ok(())
     }
+}
+
+/// `dir`, created if need be, readable by this user alone: the messages in it carry reset
+/// links, which are credentials.
+async fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
+    }
+    Ok(())
+}
+
+/// Writes `contents` to a new file `path` that only this user can read.
+async fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await?;
+    file.write_all(contents).await?;
+    file.flush().await
 }
 
 /// Resolves on Ctrl-C; the server then finishes the requests in flight and exits.

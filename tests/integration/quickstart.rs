@@ -229,3 +229,26 @@ async fn giving_access_needs_a_recent_password_check(db: Db) {
     assert_eq!(call("/admin/users/bob/grant", alice, Some("permission=admin")).await.status, StatusCode::NO_CONTENT);
 }
 }
+
+/// The quickstart never repeats `DATABASE_URL`, which may hold a password, in what it prints.
+/// (Before: a URL of another scheme came back whole in the error.)
+#[test]
+fn the_quickstart_does_not_print_the_database_url() {
+    let output = std::process::Command::new(crate::common::example::binary("quickstart"))
+        .env("DATABASE_URL", "mysql://root:hunter2@127.0.0.1/app")
+        .env("PORT", crate::common::example::free_port().to_string())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("DATABASE_URL must start with"),
+        "{printed}"
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
+}

@@ -270,6 +270,23 @@ both_stores! {
 
     /// The decomposed spelling of a name (`e` + a combining accent) asks for the same
     /// account's link, as it logs in to that account. (Before: no link was sent.)
+    /// The quickstart's mail folder and files are readable by their owner alone: each message
+    /// carries a live reset link. (Before: 0755 and 0644, readable by every local user.)
+    async fn the_quickstarts_mail_is_private(db: Db) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (app, dir, _) = quickstart(&db).await;
+        let requested = send(&app, post("/account/password-reset", "username=bob", None)).await;
+        assert_eq!(requested.status, StatusCode::ACCEPTED);
+        mail(&dir, 1).await;
+        let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn a_reset_by_the_decomposed_spelling_reaches_the_account(db: Db) {
         let (app, dir, auth) = quickstart(&db).await;
         auth.accounts().create_user("Jos\u{e9}", "jose-password").await.unwrap();
