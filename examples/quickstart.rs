@@ -496,8 +496,17 @@ events.addEventListener("principal", (event) => {
   if (me.permissions.includes("admin")) link("admin", "/admin", "Admin");
 });
 events.addEventListener("ended", () => { events.close(); location.href = "/login"; });
-// The server can no longer vouch for the picture (or the stream failed): start afresh.
-const again = () => { events.close(); setTimeout(() => location.reload(), 1000); };
+// The server can no longer vouch for the picture, or refused the stream: start afresh, after a
+// wait that doubles with each failure in a row (about a second, up to a minute, with jitter),
+// so that pages neither come back all at once nor hammer a server that refuses them.
+events.addEventListener("principal", () => sessionStorage.removeItem("eventFailures"));
+const again = () => {
+  events.close();
+  const failures = Number(sessionStorage.getItem("eventFailures") || 0);
+  sessionStorage.setItem("eventFailures", String(failures + 1));
+  const wait = Math.min(60000, 1000 * 2 ** failures) * (0.5 + Math.random());
+  setTimeout(() => location.reload(), wait);
+};
 events.addEventListener("reconnect", again);
 events.onerror = () => { if (events.readyState === EventSource.CLOSED) again(); };
 "#;

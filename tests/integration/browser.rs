@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::common::{
     COOKIE,
     example::{Quickstart, free_port, wait_for_port},
-    http::{client, send_from},
+    http::{client, open_events, send_from},
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -263,5 +263,63 @@ async fn the_menu_follows_live_permissions_in_a_real_browser(
     browser
         .until("on the login page", "return location.pathname === '/login'")
         .await;
+    browser.quit().await;
+}
+
+/// A page whose stream is refused (here its session already holds the most streams it may)
+/// tries again after a wait that doubles, not every second: pages whose streams a node refuses
+/// (a lost listener, a shutdown, a cap) must not hammer it. Over six seconds: at most three
+/// reloads. (Before: one a second, five or more.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_refused_stream_is_tried_again_later_and_later(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let Some(browser) = Browser::start().await else {
+        eprintln!(
+            "NOT RUN: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let url = database_url(&options);
+    let quickstart = Quickstart::start(&[("DATABASE_URL", url.as_str())]).await;
+    let origin = format!("http://localhost:{}", quickstart.addr.port());
+    let login = send_from(
+        quickstart.addr,
+        client(2),
+        Request::post("/login")
+            .header(header::ORIGIN, &origin)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("username=bob&password=bob-password"))
+            .unwrap(),
+    )
+    .await;
+    let bob = login.session_cookie().expect("bob logged in");
+    let cookie = [(header::COOKIE, format!("{COOKIE}={bob}"))];
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let stream = open_events(quickstart.addr, client(2), "/account/events", &cookie).await;
+        held.push(stream);
+    }
+
+    browser.go(&format!("{origin}/login")).await;
+    let add_cookie = json!({"cookie": {
+        "name": COOKIE, "value": bob, "path": "/", "secure": true, "httpOnly": true
+    }});
+    let path = format!("/session/{}/cookie", browser.session);
+    browser.call("POST", &path, Some(add_cookie)).await;
+    browser.go(&format!("{origin}/app")).await;
+    browser.run("window.marker = true; return true;").await;
+    let mut reloads = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        if browser.run("return window.marker === true").await != Value::Bool(true) {
+            reloads += 1;
+            browser.run("window.marker = true; return true;").await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((1..=3).contains(&reloads), "{reloads} reloads in 6 s");
+    drop(held);
     browser.quit().await;
 }
