@@ -140,7 +140,7 @@ pub(crate) fn typed_name(name: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// `name` in Unicode's composed form (NFC), borrowed when it already is.
-pub(crate) fn nfc(name: &str) -> std::borrow::Cow<'_, str> {
+fn nfc(name: &str) -> std::borrow::Cow<'_, str> {
     use unicode_normalization::UnicodeNormalization as _;
     if unicode_normalization::is_nfc(name) {
         std::borrow::Cow::Borrowed(name)

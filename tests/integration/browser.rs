@@ -160,6 +160,19 @@ fn database_url(options: &PgConnectOptions) -> String {
     )
 }
 
+/// Logs in to the quickstart with `form` from client address `n`, outside the browser; the
+/// session token.
+async fn log_in(quickstart: &Quickstart, n: u32, form: &'static str) -> String {
+    let origin = format!("http://localhost:{}", quickstart.addr.port());
+    let request = Request::post("/login")
+        .header(header::ORIGIN, origin)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .unwrap();
+    let reply = send_from(quickstart.addr, client(n), request).await;
+    reply.session_cookie().expect("logged in")
+}
+
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn the_menu_follows_live_permissions_in_a_real_browser(
     _: PgPoolOptions,
@@ -206,17 +219,7 @@ async fn the_menu_follows_live_permissions_in_a_real_browser(
     browser.run("window.notReloaded = true; return true;").await;
 
     // Alice, an admin, changes bob's grants through the admin routes.
-    let login = send_from(
-        quickstart.addr,
-        client(1),
-        Request::post("/login")
-            .header(header::ORIGIN, &origin)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from("username=alice&password=alice-password"))
-            .unwrap(),
-    )
-    .await;
-    let alice = login.session_cookie().expect("alice logged in");
+    let alice = log_in(&quickstart, 1, "username=alice&password=alice-password").await;
     let admin = |path: &str, form: &'static str| {
         Request::post(path)
             .header(header::ORIGIN, &origin)
@@ -284,17 +287,7 @@ async fn a_refused_stream_is_tried_again_later_and_later(
     let url = database_url(&options);
     let quickstart = Quickstart::start(&[("DATABASE_URL", url.as_str())]).await;
     let origin = format!("http://localhost:{}", quickstart.addr.port());
-    let login = send_from(
-        quickstart.addr,
-        client(2),
-        Request::post("/login")
-            .header(header::ORIGIN, &origin)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from("username=bob&password=bob-password"))
-            .unwrap(),
-    )
-    .await;
-    let bob = login.session_cookie().expect("bob logged in");
+    let bob = log_in(&quickstart, 2, "username=bob&password=bob-password").await;
     let cookie = [(header::COOKIE, format!("{COOKIE}={bob}"))];
     let mut held = Vec::new();
     for _ in 0..8 {
