@@ -167,17 +167,22 @@ SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_
    AND user_id IN (SELECT id FROM auth_users WHERE disabled_at IS NULL)",
 };
 
+/// The user's live sessions: unexpired and created under the user's current credentials (a
+/// password or a ban set by hand ends sessions by moving the epoch, not by deleting them).
 const LIST_SESSIONS: Dialects = Dialects {
     postgres: "\
-SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, host(ip) AS ip
-  FROM auth_sessions
- WHERE user_id = $1 AND expires_at > now() AND idle_expires_at > now()
- ORDER BY last_seen_at DESC, created_at DESC, id",
+SELECT s.id, s.created_at, s.last_seen_at, s.idle_expires_at, s.expires_at, s.user_agent,
+       host(s.ip) AS ip
+  FROM auth_sessions s
+  JOIN auth_users u ON u.id = s.user_id AND u.credential_epoch = s.credential_epoch
+ WHERE s.user_id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
+ ORDER BY s.last_seen_at DESC, s.created_at DESC, s.id",
     sqlite: "\
-SELECT id, created_at, last_seen_at, idle_expires_at, expires_at, user_agent, ip
-  FROM auth_sessions, (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n
- WHERE user_id = $1 AND expires_at > n.now AND idle_expires_at > n.now
- ORDER BY last_seen_at DESC, created_at DESC, id",
+SELECT s.id, s.created_at, s.last_seen_at, s.idle_expires_at, s.expires_at, s.user_agent, s.ip
+  FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n, auth_sessions s
+  JOIN auth_users u ON u.id = s.user_id AND u.credential_epoch = s.credential_epoch
+ WHERE s.user_id = $1 AND s.expires_at > n.now AND s.idle_expires_at > n.now
+ ORDER BY s.last_seen_at DESC, s.created_at DESC, s.id",
 };
 
 /// Deletes at most $1 expired sessions, the longest expired first: one bounded batch, so that no

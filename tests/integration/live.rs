@@ -38,6 +38,8 @@ async fn a_password_set_by_plain_sql_ends_the_sessions(db: Db) {
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     // Rewriting the same hash changes nothing.
     let bob = reply.session_cookie().unwrap();
+    // The session the hand-set hash ended is not listed as one of Bob's.
+    assert_eq!(app.accounts.list_sessions(app.bob).await.unwrap().len(), 1);
     app.db
         .exec("UPDATE auth_users SET password_hash = password_hash WHERE username = 'bob'")
         .await;
@@ -94,6 +96,8 @@ async fn enable_user_ends_what_a_ban_by_hand_left_behind(db: Db) {
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
     let again = app.login(BOB, BOB_PASSWORD).await;
     assert_eq!(app.status("/me", &again).await, StatusCode::OK);
+    // Nor is the session the ban ended listed as one of Bob's.
+    assert_eq!(app.accounts.list_sessions(app.bob).await.unwrap().len(), 1);
     // Enabling a user who is not banned ends nothing.
     app.accounts.enable_user(app.alice).await.unwrap();
     assert_eq!(app.status("/me", &alice).await, StatusCode::OK);
