@@ -66,10 +66,13 @@ ON CONFLICT (kind, key) DO UPDATE
 RETURNING window_start",
 };
 
-/// How long a refused key ($1 kind, $2 key; window $3) stays refused, in seconds.
+/// How long a refused key ($1 kind, $2 key; window $3) stays refused, in seconds. The row may
+/// have changed since the refusal (cleared, then written again by a failure that does not
+/// block): a time already past, `-infinity` included, reads as no wait.
 const WAIT: Dialects = Dialects {
     postgres: "\
-SELECT extract(epoch FROM CASE WHEN kind <> 'user' THEN window_start + $3 ELSE blocked_until END
+SELECT extract(epoch FROM GREATEST(CASE WHEN kind <> 'user' THEN window_start + $3
+                                        ELSE blocked_until END, now())
                          - now())::float8
   FROM auth_login_attempts WHERE kind = $1 AND key = $2",
     sqlite: "\

@@ -523,3 +523,41 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
         assert_eq!(app.db.count("SELECT count(*) FROM auth_users").await, 2, "no user either");
     }
 }
+
+/// A refused login reads how long to wait in a second statement; by then the account's row may
+/// have been cleared by a success in flight and written again by a new failure, which does not
+/// block (`blocked_until` is `-infinity` on Postgres). A trigger forces that interleaving. The
+/// refusal still says when to come back. (Before, Postgres before 17 could not subtract the
+/// infinite time: `500`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_refusal_whose_row_changed_before_its_wait_was_read_still_says_when(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let key = format!("id:{}", app.alice);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO auth_login_attempts (kind, key, failures, blocked_until)
+         VALUES ('user', '{key}', 100, now() + interval '15 minutes');
+         CREATE FUNCTION test_clear_block() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             -- Only after the reservation that inserted nothing: the refused one.
+             IF NOT EXISTS (SELECT 1 FROM inserted) THEN
+                 UPDATE auth_login_attempts SET failures = 1, blocked_until = '-infinity'
+                  WHERE kind = 'user';
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER test_clear_block AFTER INSERT ON auth_login_attempts
+            REFERENCING NEW TABLE AS inserted
+            FOR EACH STATEMENT EXECUTE FUNCTION test_clear_block();"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let refused = send(&app.router, login_from("192.0.2.50", ALICE, ALICE_PASSWORD)).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
+}
