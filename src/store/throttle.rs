@@ -4,7 +4,8 @@
 //!
 //! Kinds of row: `ip` counts failures of one client address (a /64 for IPv6) within a fixed
 //! window; `user` counts the failures in a row of one account (`id:<user id>`) or of one name no
-//! account has (`name:<the database's case folding of it>`), and after the free ones blocks
+//! account has (`name:<the database's case folding of it>`, or `name#<its SHA-256>` when that is
+//! longer than 200 bytes), and after the free ones blocks
 //! further attempts until `blocked_until`, a wait that doubles with each failure up to a cap;
 //! `reset` counts, within a window like `ip`, password-reset requests per address (`ip:…`) or
 //! account, address changes per user (`email:…`) and sign-ups per address (`signup:…`).
@@ -92,7 +93,7 @@ DELETE FROM auth_login_attempts
    AND blocked_until <= CAST(unixepoch('subsec') * 1000 AS INTEGER)",
 };
 
-/// The longest key kept; longer names are cut (at a character boundary).
+/// The longest name kept as it is in a key; a longer one is kept as its SHA-256.
 const MAX_KEY_BYTES: usize = 200;
 
 /// What a login attempt is counted under.
@@ -136,13 +137,18 @@ impl AttemptKey {
         Self::new("user", format!("id:{id}"))
     }
 
-    /// A name no account has, folded (by the database, for logins).
+    /// A name no account has, folded (by the database, for logins). Each name counts apart: a
+    /// long one under its hash (`name#`, which no name as it is starts with), never under a
+    /// start it shares with others, which would tell a name with an account (never blocked by
+    /// another name's failures) from one without.
     pub(crate) fn unknown_name(folded: &str) -> Self {
-        let mut end = folded.len().min(MAX_KEY_BYTES);
-        while !folded.is_char_boundary(end) {
-            end -= 1;
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        use sha2::{Digest as _, Sha256};
+        if folded.len() <= MAX_KEY_BYTES {
+            return Self::new("user", format!("name:{folded}"));
         }
-        Self::new("user", format!("name:{}", &folded[..end]))
+        let hash = URL_SAFE_NO_PAD.encode(Sha256::digest(folded.as_bytes()));
+        Self::new("user", format!("name#{hash}"))
     }
 
     pub(crate) fn as_str(&self) -> &str {

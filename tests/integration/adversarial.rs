@@ -200,6 +200,26 @@ both_stores! {
         assert_eq!(crate::common::send(&app.router, login).await.status, StatusCode::SEE_OTHER);
     }
 
+    /// A long name no account has counts apart from every other name, however much of it they
+    /// share: a name whose account exists is not told apart by a `429` the unknown one gets.
+    /// (Before, unknown names were counted under their first 200 bytes: failures of another
+    /// name blocked every unknown name sharing them, while the account's own name answered.)
+    async fn long_names_sharing_a_start_count_apart(db: Db) {
+        let app = app_with(db, |b| b).await;
+        let known = "\u{1F600}".repeat(60);
+        app.accounts.create_user(&known, "new-user-password").await.unwrap();
+        let decoy = format!("{}zz", "\u{1F600}".repeat(50));
+        for _ in 0..5 {
+            let login = crate::common::login_request(&decoy, "wrong-password");
+            assert_eq!(crate::common::send(&app.router, login).await.status, StatusCode::UNAUTHORIZED);
+        }
+        for name in [known, "\u{1F600}".repeat(55)] {
+            let login = crate::common::login_request(&name, "wrong-password");
+            let status = crate::common::send(&app.router, login).await.status;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{} bytes", name.len());
+        }
+    }
+
     /// 200 wrong logins at once for one username from one address: the per-address limit (10)
     /// bounds the password checks, and the right password past the limit is refused. (The right
     /// password is not in the burst: when it came among the first ten it rightly logged in and
