@@ -4,7 +4,7 @@
 //! Every change here is enforced on the next request of the user concerned, on every node,
 //! without logging in again. The same holds for changes made with plain SQL on the tables.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use crate::{
     AuthStore, Error, IntoAuthStore, Resource, SessionId, SessionInfo, UserId,
@@ -140,9 +140,19 @@ impl Accounts {
     /// compared case-insensitively, as the database folds them), [`Error::Busy`], or an
     /// infrastructure error.
     pub async fn create_user(&self, username: &str, password: &str) -> Result<UserId, Error> {
+        self.create(username, password, None).await
+    }
+
+    /// [`create_user`](Self::create_user), hashing as for a client at address `from`.
+    async fn create(
+        &self,
+        username: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<UserId, Error> {
         validate_username(username)?;
         password::validate_new(password)?;
-        let hash = self.hasher.hash(password).await?;
+        let hash = self.hasher.hash(password, from).await?;
         self.store.create_user(username, Some(&hash)).await
     }
 
@@ -172,7 +182,7 @@ impl Accounts {
             },
             None => None,
         };
-        match self.create_user(username, password).await {
+        match self.create(username, password, client.address).await {
             Ok(user) => {
                 security::signed_up(client, user);
                 Ok(user)
@@ -234,7 +244,7 @@ impl Accounts {
     /// infrastructure error.
     pub async fn reset_password(&self, user: UserId, password: &str) -> Result<(), Error> {
         password::validate_new(password)?;
-        let hash = self.hasher.hash(password).await?;
+        let hash = self.hasher.hash(password, None).await?;
         found(self.store_password(user, &hash, None, None).await?)
     }
 

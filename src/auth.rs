@@ -463,7 +463,7 @@ impl Auth {
             return Ok(false);
         };
         let shared = &self.0.shared;
-        let hash = shared.hasher.hash(new).await?;
+        let hash = shared.hasher.hash(new, self.0.client.address).await?;
         let token = SessionToken::generate()?;
         let renewal = self.renewal(user, &token, true);
         // Only over the password just checked: a reset that landed meanwhile wins. The session

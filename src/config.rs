@@ -609,6 +609,9 @@ impl AuthLayerBuilder {
     /// most `queue` more wait for a turn; a login beyond that is answered `503` with
     /// `Retry-After` at once. Default: as many at once as the machine has CPUs, and four times
     /// as many waiting. This bounds the memory and CPU that unauthenticated requests can take.
+    /// One client address gets a quarter of these places (running and waiting together); past
+    /// that its hashes run only when a place is free at once, never waiting in the queue, so
+    /// that one address cannot keep everyone else's logins out.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -63,7 +63,10 @@ impl PasswordCheck<'_> {
             .address
             .map(|address| AttemptKey::address(address.to_string()));
         let (address, account) = self.reserve(client, username, address, &account).await?;
-        let verified = self.hasher.verify(password, row.password_hash).await;
+        let verified = self
+            .hasher
+            .verify(password, row.password_hash, client.address)
+            .await;
         let enabled = row.disabled == Some(false);
         match (verified, row.id, row.credential_epoch) {
             (Ok(true), Some(user), Some(credential_epoch)) if enabled => {

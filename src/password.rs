@@ -3,11 +3,17 @@
 //! once on tokio's blocking pool, a short queue waits for them, and anything beyond the queue is
 //! refused at once ([`Error::Busy`]) instead of piling up 19 MiB per request.
 //!
+//! One client address gets a share of that: past a quarter of the places (running and waiting),
+//! its hashes run only when a place is free at once, never waiting in the queue, so that one
+//! address looping logins with a password it knows keeps nobody else out.
+//!
 //! Each running hash works in one of a fixed set of memory buffers, allocated once and reused:
 //! the hashes' memory is `running × 19 MiB` for the life of the process, however many logins
 //! come, instead of allocations that the allocator keeps per thread after a burst.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicUsize, Ordering},
@@ -50,6 +56,10 @@ pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
     queue: usize,
     waiting: AtomicUsize,
+    /// Hashes of one client address, running or waiting, past which it may not wait.
+    share: usize,
+    /// How many hashes of each client address are running or waiting.
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Argon2 working memory, one buffer per hash that may run at once.
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
 }
@@ -64,19 +74,23 @@ impl Default for Hasher {
 
 impl Hasher {
     pub(crate) fn new(running: usize, queue: usize) -> Self {
+        let running = running.max(1);
         Self {
-            permits: Arc::new(Semaphore::new(running.max(1))),
+            permits: Arc::new(Semaphore::new(running)),
             queue,
             waiting: AtomicUsize::new(0),
+            share: ((running + queue) / 4).max(1),
+            by_address: Arc::default(),
             buffers: Arc::default(),
         }
     }
 
-    /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
-    pub(crate) async fn hash(&self, password: &str) -> Result<String, Error> {
+    /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), for a
+    /// client at address `from` (`None`: the app's own call, not counted per address).
+    pub(crate) async fn hash(&self, password: &str, from: Option<IpAddr>) -> Result<String, Error> {
         let password = password.to_owned();
         let salt = random_bytes::<16>()?;
-        self.run(move |memory| {
+        self.run(from, move |memory| {
             let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
             argon2id()
                 .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
@@ -93,9 +107,10 @@ impl Hasher {
         &self,
         password: &str,
         stored: Option<String>,
+        from: Option<IpAddr>,
     ) -> Result<bool, Error> {
         let password = password.to_owned();
-        self.run(move |memory| {
+        self.run(from, move |memory| {
             if let Some(Ok(hash)) = stored.as_deref().map(PasswordHash::new) {
                 return Ok(matches(&password, &hash, memory).unwrap_or(false));
             }
@@ -107,21 +122,22 @@ impl Hasher {
     }
 
     /// Runs `work` on the blocking pool once a permit is free: at once, after a wait in the
-    /// queue, or not at all when the queue is full.
+    /// queue, or not at all when the queue is full or `from` has its share.
     async fn run<T: Send + 'static>(
         &self,
+        from: Option<IpAddr>,
         work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        let (share, before) = Share::join(&self.by_address, from);
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
+            Err(_) if before >= self.share => return Err(busy()),
             Err(_) => {
                 let _waiting = Waiting::join(&self.waiting, self.queue)?;
                 Arc::clone(&self.permits)
                     .acquire_owned()
                     .await
-                    .map_err(|_| Error::Busy {
-                        retry_after: BUSY_RETRY,
-                    })?
+                    .map_err(|_| busy())?
             }
         };
         let buffers = Arc::clone(&self.buffers);
@@ -138,6 +154,7 @@ impl Hasher {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(memory);
             drop(permit);
+            drop(share);
             done
         })
         .await?
@@ -154,9 +171,47 @@ impl<'a> Waiting<'a> {
         });
         match joined {
             Ok(_) => Ok(Self(waiting)),
-            Err(_) => Err(Error::Busy {
-                retry_after: BUSY_RETRY,
-            }),
+            Err(_) => Err(busy()),
+        }
+    }
+}
+
+fn busy() -> Error {
+    Error::Busy {
+        retry_after: BUSY_RETRY,
+    }
+}
+
+/// A hash of one client address, counted until dropped: with the work, when it runs, so that a
+/// cancelled request's hash counts until it ends.
+struct Share(Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>);
+
+impl Share {
+    /// Counts a hash of `from`; also says how many of its hashes were running or waiting.
+    fn join(
+        by_address: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        from: Option<IpAddr>,
+    ) -> (Self, usize) {
+        let Some(address) = from else {
+            return (Self(None), 0);
+        };
+        let mut counts = by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(address).or_default();
+        *count += 1;
+        (Self(Some((Arc::clone(by_address), address))), *count - 1)
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some((by_address, address)) = &self.0 {
+            let mut counts = by_address.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(address) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(address);
+                }
+            }
         }
     }
 }
@@ -236,32 +291,42 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_are_standard_phc_strings() {
         let hasher = Hasher::new(1, 1);
-        let hash = hasher.hash("correct horse").await.unwrap();
+        let hash = hasher.hash("correct horse", None).await.unwrap();
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{hash}"
         );
         assert!(
             hasher
-                .verify("correct horse", Some(hash.clone()))
+                .verify("correct horse", Some(hash.clone()), None)
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify("wrong horse", Some(hash.clone()))
+                .verify("wrong horse", Some(hash.clone()), None)
                 .await
                 .unwrap()
         );
-        assert!(!hasher.verify("x", None).await.unwrap());
-        assert!(!hasher.verify("x", Some("not a hash".into())).await.unwrap());
+        assert!(!hasher.verify("x", None, None).await.unwrap());
+        assert!(
+            !hasher
+                .verify("x", Some("not a hash".into()), None)
+                .await
+                .unwrap()
+        );
         // Hashes made by the argon2 crate itself (as earlier versions of this crate did) verify.
         use argon2::password_hash::PasswordHasher as _;
         let theirs = Argon2::default()
             .hash_password(b"correct horse")
             .unwrap()
             .to_string();
-        assert!(hasher.verify("correct horse", Some(theirs)).await.unwrap());
+        assert!(
+            hasher
+                .verify("correct horse", Some(theirs), None)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
@@ -290,13 +355,13 @@ mod tests {
         for _ in 0..3 {
             let given_up = tokio::time::timeout(
                 Duration::from_millis(20),
-                hasher.run(work(running.clone(), most.clone())),
+                hasher.run(None, work(running.clone(), most.clone())),
             )
             .await;
             assert!(given_up.is_err(), "the request was cancelled mid-hash");
         }
         hasher
-            .run(work(running.clone(), most.clone()))
+            .run(None, work(running.clone(), most.clone()))
             .await
             .unwrap();
         assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
@@ -314,7 +379,7 @@ mod tests {
                 let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
                 tokio::spawn(async move {
                     hasher
-                        .run(move |_| {
+                        .run(None, move |_| {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                             most.fetch_max(now, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(50));

@@ -229,7 +229,7 @@ impl Accounts {
         // Hashed before the token is spent, so that a hash refused for load leaves the link
         // working; then the token is spent and the password set in one transaction, only if no
         // other password was set since the token was checked.
-        let hash = self.hasher.hash(new_password).await?;
+        let hash = self.hasher.hash(new_password, None).await?;
         let epoch = Some(row.credential_epoch);
         if !self
             .store_password(row.user_id, &hash, epoch, Some(token.id()))

@@ -104,6 +104,36 @@ both_stores! {
         assert_eq!(after.status, StatusCode::SEE_OTHER);
     }
 
+    /// One address looping logins with a password it knows (each success gives its attempt
+    /// back, so the per-address limit never stops it) keeps four requests at the hasher at all
+    /// times, more than its places (one running, three waiting); another address logging in
+    /// meanwhile is served every time. (Before, the loop held the whole queue and the other
+    /// address got mostly `503`.)
+    async fn one_address_cannot_keep_the_hasher_from_others(db: Db) {
+        let app = app_with(db, |b| b.password_hashing(1, 3)).await;
+        let server = serve(app.router.clone()).await;
+        let until = Instant::now() + Duration::from_secs(2);
+        let looping = (0..4).map(|_| async move {
+            let mut sent = 0;
+            while Instant::now() < until && sent < 500 {
+                send_from(server, client(1), login_request(BOB, BOB_PASSWORD)).await;
+                sent += 1;
+            }
+        });
+        let others = async {
+            let mut statuses = Vec::new();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while Instant::now() + Duration::from_millis(300) < until {
+                statuses.push(send_from(server, client(2), login_request(ALICE, ALICE_PASSWORD)).await.status);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            statuses
+        };
+        let (_, statuses) = tokio::join!(join_all(looping), others);
+        assert!(statuses.len() >= 5, "{statuses:?}");
+        assert!(statuses.iter().all(|s| *s == StatusCode::SEE_OTHER), "{statuses:?}");
+    }
+
     /// 30 sign-ups at once from one address, a third of them for a taken name: ten go through
     /// (created, or told the name is taken: either way a name tested), the other twenty answer
     /// `429` and create nothing. Another address, after a dozen passwords refused as too short,
