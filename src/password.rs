@@ -59,7 +59,7 @@ pub(crate) struct Hasher {
     /// Hashes of one client address, running or waiting, past which it may not wait.
     share: usize,
     /// How many hashes of each client address are running or waiting.
-    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    by_address: ByAddress,
     /// Argon2 working memory, one buffer per hash that may run at once.
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
 }
@@ -184,7 +184,10 @@ fn busy() -> Error {
 
 /// A hash of one client address, counted until dropped: with the work, when it runs, so that a
 /// cancelled request's hash counts until it ends.
-struct Share(Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>);
+struct Share(Option<(ByAddress, IpAddr)>);
+
+/// How many hashes of each client address are running or waiting.
+type ByAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 impl Share {
     /// Counts a hash of `from`; also says how many of its hashes were running or waiting.
