@@ -8,9 +8,10 @@
 //! - while the listener is not connected, the cache is empty and bypassed (notifications lost
 //!   then can never leave a stale entry behind), and entries are only filled while listening;
 //! - writes are generation-checked: every notification and every change of the listener's state
-//!   bumps a generation; a fill that started in an older generation is dropped, and an entry is
-//!   never replaced by an older one (a touch moves an entry's deadlines in place instead of
-//!   writing a copy back).
+//!   bumps a generation; a fill that started in an older generation is dropped, and a touch
+//!   never writes back an older copy (it moves an entry's deadlines in place). Two fills of one
+//!   generation may land out of order; only touches, which move deadlines later, can come
+//!   between them, so the older one at worst asks for a touch that writes nothing.
 //!
 //! A maximum age bounds the staleness of every entry and answer, even if a notification were lost
 //! without a disconnect.

@@ -21,7 +21,7 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// | `POST /sessions/revoke-others` | ends every other session (needs [`RecentAuth`]) | `204`; `403 reauth_required` |
 /// | `POST /password` | form `current_password`, `new_password`: changes the password, ends the other sessions, rotates this one | `204`; `403 invalid_credentials`; `400` new password too short or long |
 /// | `POST /reauth` | form `password`: proves the password again and rotates the session | `204`; `403 invalid_credentials` |
-/// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session; `503` too many on this node, or changes cannot reach it |
+/// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session, or of this user on this node; `503` too many on this node, or changes cannot reach it |
 /// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account, also past the account's limit (3 in 15 minutes), when no message is sent; `429` too many requests from this address (5 in 15 minutes) |
 /// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
 /// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |

@@ -410,6 +410,70 @@ async fn start_nginx(dir: &std::path::Path, config: &str, port: u16) -> Option<P
     Some(process)
 }
 
+/// nginx and the upstream service, stopped (and nginx's folder removed) when dropped.
+struct Running {
+    _nginx: Process,
+    _upstream: Process,
+    dir: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `app` served behind nginx as the README configures it, with an upstream service; nginx's
+/// address and what keeps them running. `None` when nginx is not installed.
+async fn behind_nginx(app: &TestApp) -> Option<(SocketAddr, Running)> {
+    let auth = serve(app.router.clone()).await;
+    let dir = std::env::temp_dir().join(format!("axum-live-auth-nginx-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (upstream, upstream_port) = upstream().await;
+    let port = free_port();
+    let config = nginx_config(&dir, port, auth, upstream_port);
+    let Some(nginx) = start_nginx(&dir, &config, port).await else {
+        eprintln!("NOT RUN: nginx is not installed (apt-get install nginx)");
+        return None;
+    };
+    let running = Running {
+        _nginx: nginx,
+        _upstream: upstream,
+        dir,
+    };
+    Some((SocketAddr::from(([127, 0, 0, 1], port)), running))
+}
+
+/// With nginx trusted as a proxy, the check counts and logs the address nginx saw, never one
+/// the client wrote in `X-Forwarded-For`. (Before, the README's check locations passed the
+/// client's header on untouched, so a client chose the address its invalid tokens were counted
+/// and logged under.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn nginx_passes_on_the_address_it_saw_not_one_the_client_wrote(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let logs = crate::account::Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let app = app_with(pool, |b| b.trusted_proxies([localhost])).await;
+    let Some((nginx, _running)) = behind_nginx(&app).await else {
+        return;
+    };
+    let forged = [("x-forwarded-for", "203.0.113.99")];
+    let request = through("/service/hello", Some("not-a-token"), &forged);
+    let reply = send_from(nginx, client(3), request).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let text = logs.text();
+    let seen = format!("ip=Some({})", client(3));
+    assert!(
+        text.contains("event=\"invalid_token\"") && text.contains(&seen),
+        "{text}"
+    );
+    assert!(!text.contains("203.0.113.99"), "{text}");
+}
+
 fn through(path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Request<Body> {
     let mut request = Request::get(path);
     if let Some(token) = token {
@@ -428,17 +492,9 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
 ) {
     let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
     let app = app(pool).await;
-    let auth = serve(app.router.clone()).await;
-    let dir = std::env::temp_dir().join(format!("axum-live-auth-nginx-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_upstream, upstream_port) = upstream().await;
-    let port = free_port();
-    let config = nginx_config(&dir, port, auth, upstream_port);
-    let Some(_nginx) = start_nginx(&dir, &config, port).await else {
-        eprintln!("NOT RUN: nginx is not installed (apt-get install nginx)");
+    let Some((nginx, _running)) = behind_nginx(&app).await else {
         return;
     };
-    let nginx = SocketAddr::from(([127, 0, 0, 1], port));
     let get = |path: &'static str,
                token: Option<String>,
                headers: &'static [(&'static str, &'static str)]| async move {
@@ -550,7 +606,6 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
         get("/service/hello", Some(bob), &[]).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // --- through a real Caddy ------------------------------------------------------------------
