@@ -715,7 +715,8 @@ impl AuthLayerBuilder {
 
     /// Settings of the event streams served by [`account_routes`](crate::account_routes) at
     /// `GET /events`: a comment line every `heartbeat` (default 15 s) so that proxies keep the
-    /// stream open; at most `per_session` streams open per session (default 8) and `per_user`
+    /// stream open (on SQLite each stream also reads its session again then, since nothing tells
+    /// the node of a change written by plain SQL); at most `per_session` streams open per session (default 8) and `per_user`
     /// per user on this node (default 32), `429` beyond, so that no one account (or its
     /// sessions, up to [`max_sessions_per_user`](Self::max_sessions_per_user)) can fill the
     /// node; and at most `per_node` on this node (default 10 000; `503` beyond).

@@ -2,7 +2,8 @@
 //! (`principal`) at once and after every change, `ended` when the session stops being valid,
 //! and `reconnect` when the client should open the stream again (the session went on under a
 //! rotated token, or this node may have missed a change). Every event is decided by a fresh
-//! read of the session from the database; the node's hub only says when to read.
+//! read of the session from the database; the node's hub only says when to read, and on SQLite
+//! so does every heartbeat (see [`Open::next_read`]).
 
 use std::{
     sync::Arc,
@@ -21,7 +22,7 @@ use super::{Subscription, Wake};
 use crate::{
     CurrentUser, SessionId, UserId,
     shared::Shared,
-    store::{Missed, by},
+    store::{Missed, StoreKind, by},
 };
 
 /// How long a browser waits before reconnecting a closed stream.
@@ -86,7 +87,7 @@ impl Open {
     async fn next(&mut self) -> Event {
         loop {
             if self.sent.is_some() {
-                let deadline = tokio::time::sleep_until(self.expires.into());
+                let deadline = tokio::time::sleep_until(self.next_read().into());
                 tokio::select! {
                     wake = self.subscription.changed() => {
                         if wake == Wake::Lost {
@@ -123,6 +124,19 @@ impl Open {
                     return self.end("reconnect");
                 }
             }
+        }
+    }
+
+    /// When to read again if nothing wakes the stream first: when the session expires. On
+    /// SQLite also at the next heartbeat: nothing there tells the node of a change written by
+    /// plain SQL, or by a request dropped while its write committed (the write still commits;
+    /// the wake after it never runs).
+    fn next_read(&self) -> Instant {
+        match self.shared.store.kind() {
+            StoreKind::Postgres => self.expires,
+            StoreKind::Sqlite => self
+                .expires
+                .min(Instant::now() + self.shared.config.streams.heartbeat),
         }
     }
 

@@ -496,3 +496,33 @@ async fn a_slow_read_does_not_push_the_streams_end_later(pool: sqlx::PgPool) {
         "`ended` came {late:.2} s after the idle deadline"
     );
 }
+
+/// On SQLite nothing tells the node of a change written by plain SQL, or by a request dropped
+/// while its write committed (the write commits; the wake after it never runs): each heartbeat
+/// reads the session again, so such a change reaches the stream within one. (Before, the
+/// stream showed the old picture until the session's idle deadline, 30 minutes.)
+#[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
+async fn on_sqlite_a_change_by_hand_reaches_the_stream_within_a_heartbeat(pool: sqlx::SqlitePool) {
+    let heartbeat = Duration::from_millis(200);
+    let app = app_with(pool, |b| b.event_streams(heartbeat, 8, 32, 10_000)).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let (mut events, _) = stream(&app, &token).await;
+    assert_eq!(
+        principal(&events.next(SOON).await)["permissions"],
+        json!(["reports:read"])
+    );
+    let within = Duration::from_secs(3);
+    app.db
+        .exec(&format!(
+            "INSERT INTO auth_user_permissions (user_id, permission) VALUES ({}, 'x')",
+            app.bob
+        ))
+        .await;
+    let granted = principal(&events.next(within).await);
+    assert_eq!(granted["permissions"], json!(["reports:read", "x"]));
+    app.db
+        .exec("UPDATE auth_users SET disabled_at = 1 WHERE username = 'bob'")
+        .await;
+    let event = events.next(within).await.expect("an `ended` event");
+    assert_eq!(event.name, "ended", "{event:?}");
+}

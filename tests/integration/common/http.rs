@@ -148,7 +148,7 @@ impl EventStream {
                 }
                 if block
                     .lines()
-                    .all(|l| l.starts_with(':') || l.starts_with("retry:"))
+                    .all(|l| l.is_empty() || l.starts_with(':') || l.starts_with("retry:"))
                 {
                     continue; // a heartbeat comment or a lone retry
                 }
