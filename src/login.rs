@@ -62,10 +62,13 @@ impl PasswordCheck<'_> {
         let address = client
             .address
             .map(|address| AttemptKey::address(address.to_string()));
+        // Admitted to the hasher before anything is reserved: a refusal for load then counts
+        // for nothing, and starts no block.
+        let admission = self.hasher.admit(client.address)?;
         let (address, account) = self.reserve(client, username, address, &account).await?;
         let verified = self
             .hasher
-            .verify(password, row.password_hash, client.address)
+            .verify(password, row.password_hash, admission)
             .await;
         let enabled = row.disabled == Some(false);
         match (verified, row.id, row.credential_epoch) {

@@ -26,7 +26,7 @@ use argon2::{
     password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
 use subtle::ConstantTimeEq as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{Error, error::InfrastructureError, token::random_bytes};
 
@@ -85,12 +85,27 @@ impl Hasher {
         }
     }
 
+    /// Admits a hash for a client at address `from` (`None`: the app's own call, not counted
+    /// per address), before anything is counted against the client: refused at once when the
+    /// address has its share and no place is free, so that such a refusal never comes after a
+    /// login attempt was reserved (it would give the attempt back, and cost the address nothing).
+    pub(crate) fn admit(&self, from: Option<IpAddr>) -> Result<Admission, Error> {
+        let (share, before) = Share::join(&self.by_address, from);
+        let permit = if before >= self.share {
+            let permit = Arc::clone(&self.permits).try_acquire_owned();
+            Some(permit.map_err(|_| busy())?)
+        } else {
+            None
+        };
+        Ok(Admission { share, permit })
+    }
+
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), for a
-    /// client at address `from` (`None`: the app's own call, not counted per address).
+    /// client at address `from` (see [`admit`](Self::admit)).
     pub(crate) async fn hash(&self, password: &str, from: Option<IpAddr>) -> Result<String, Error> {
         let password = password.to_owned();
         let salt = random_bytes::<16>()?;
-        self.run(from, move |memory| {
+        self.run(self.admit(from)?, move |memory| {
             let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
             argon2id()
                 .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
@@ -107,10 +122,10 @@ impl Hasher {
         &self,
         password: &str,
         stored: Option<String>,
-        from: Option<IpAddr>,
+        admission: Admission,
     ) -> Result<bool, Error> {
         let password = password.to_owned();
-        self.run(from, move |memory| {
+        self.run(admission, move |memory| {
             if let Some(Ok(hash)) = stored.as_deref().map(PasswordHash::new) {
                 return Ok(matches(&password, &hash, memory).unwrap_or(false));
             }
@@ -121,17 +136,16 @@ impl Hasher {
         .await
     }
 
-    /// Runs `work` on the blocking pool once a permit is free: at once, after a wait in the
-    /// queue, or not at all when the queue is full or `from` has its share.
+    /// Runs `work` on the blocking pool once a permit is free: the admission's, at once, after
+    /// a wait in the queue, or not at all when the queue is full.
     async fn run<T: Send + 'static>(
         &self,
-        from: Option<IpAddr>,
+        Admission { share, permit }: Admission,
         work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let (share, before) = Share::join(&self.by_address, from);
-        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+        let permit = match permit.map_or_else(|| Arc::clone(&self.permits).try_acquire_owned(), Ok)
+        {
             Ok(permit) => permit,
-            Err(_) if before >= self.share => return Err(busy()),
             Err(_) => {
                 let _waiting = Waiting::join(&self.waiting, self.queue)?;
                 Arc::clone(&self.permits)
@@ -182,8 +196,17 @@ fn busy() -> Error {
     }
 }
 
+/// A hash [admitted](Hasher::admit): counted for its address, and holding its place at once if
+/// the address is past its share.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    share: Share,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
 /// A hash of one client address, counted until dropped: with the work, when it runs, so that a
 /// cancelled request's hash counts until it ends.
+#[derive(Debug)]
 struct Share(Option<(ByAddress, IpAddr)>);
 
 /// How many hashes of each client address are running or waiting.
@@ -301,20 +324,33 @@ mod tests {
         );
         assert!(
             hasher
-                .verify("correct horse", Some(hash.clone()), None)
+                .verify(
+                    "correct horse",
+                    Some(hash.clone()),
+                    hasher.admit(None).unwrap()
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify("wrong horse", Some(hash.clone()), None)
+                .verify(
+                    "wrong horse",
+                    Some(hash.clone()),
+                    hasher.admit(None).unwrap()
+                )
                 .await
                 .unwrap()
         );
-        assert!(!hasher.verify("x", None, None).await.unwrap());
         assert!(
             !hasher
-                .verify("x", Some("not a hash".into()), None)
+                .verify("x", None, hasher.admit(None).unwrap())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("x", Some("not a hash".into()), hasher.admit(None).unwrap())
                 .await
                 .unwrap()
         );
@@ -326,7 +362,7 @@ mod tests {
             .to_string();
         assert!(
             hasher
-                .verify("correct horse", Some(theirs), None)
+                .verify("correct horse", Some(theirs), hasher.admit(None).unwrap())
                 .await
                 .unwrap()
         );
@@ -358,13 +394,19 @@ mod tests {
         for _ in 0..3 {
             let given_up = tokio::time::timeout(
                 Duration::from_millis(20),
-                hasher.run(None, work(running.clone(), most.clone())),
+                hasher.run(
+                    hasher.admit(None).unwrap(),
+                    work(running.clone(), most.clone()),
+                ),
             )
             .await;
             assert!(given_up.is_err(), "the request was cancelled mid-hash");
         }
         hasher
-            .run(None, work(running.clone(), most.clone()))
+            .run(
+                hasher.admit(None).unwrap(),
+                work(running.clone(), most.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
@@ -382,7 +424,7 @@ mod tests {
                 let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
                 tokio::spawn(async move {
                     hasher
-                        .run(None, move |_| {
+                        .run(hasher.admit(None).unwrap(), move |_| {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                             most.fetch_max(now, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(50));

@@ -72,6 +72,25 @@ fn username_allowance(elapsed: Duration) -> usize {
     allowed
 }
 
+/// A login of bob from `client(1)` that holds a place at the hasher for seconds (his stored hash
+/// has far larger parameters than the crate's; it fails), once its hash has taken the place.
+async fn holding_the_hasher(app: &TestApp, server: std::net::SocketAddr) -> tokio::task::JoinHandle<crate::common::Reply> {
+    let slow = "$argon2id$v=19$m=131072,t=32,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    app.db.exec(&format!("UPDATE auth_users SET password_hash = '{slow}' WHERE username = 'bob'")).await;
+    let slow_login = tokio::spawn(send_from(server, client(1), login_request(BOB, "any password")));
+    // Bob's account attempt is reserved just before his hash takes the place (a fixed wait
+    // could let another login take it first on a loaded machine).
+    let reserved = format!("SELECT count(*) FROM auth_login_attempts WHERE kind = 'user' AND key = 'id:{}'", app.bob);
+    let started = Instant::now();
+    while app.db.count(&reserved).await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "bob's login never reached its hash");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    slow_login
+}
+
 both_stores! {
     /// While the hasher is full, logins answered `503` count against no account: once the load
     /// has passed, the owner logs in at once. (Before, each `503` counted as a failure of the
@@ -79,22 +98,8 @@ both_stores! {
     /// in meanwhile into their backoff.)
     async fn logins_refused_for_load_count_against_no_account(db: Db) {
         let app = app_with(db, |b| b.password_hashing(1, 0)).await;
-        // A stored hash with far larger parameters than the crate's holds the one place for
-        // seconds while it is checked (and fails).
-        let slow = "$argon2id$v=19$m=131072,t=32,p=1$c29tZXNhbHRzb21lc2FsdA$\
-                    AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-        app.db.exec(&format!("UPDATE auth_users SET password_hash = '{slow}' WHERE username = 'bob'")).await;
         let server = serve(app.router.clone()).await;
-        let slow_login = tokio::spawn(send_from(server, client(1), login_request(BOB, "any password")));
-        // Bob's account attempt is reserved just before his hash takes the place (a fixed wait
-        // could let alice's first login take it first on a loaded machine).
-        let reserved = format!("SELECT count(*) FROM auth_login_attempts WHERE kind = 'user' AND key = 'id:{}'", app.bob);
-        let started = Instant::now();
-        while app.db.count(&reserved).await == 0 {
-            assert!(started.elapsed() < Duration::from_secs(10), "bob's login never reached its hash");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let slow_login = holding_the_hasher(&app, server).await;
         for i in 0..6 {
             let reply = send_from(server, client(2 + i), login_request(ALICE, ALICE_PASSWORD)).await;
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "attempt {i}, while the hasher is full");
@@ -132,6 +137,24 @@ both_stores! {
         let (_, statuses) = tokio::join!(join_all(looping), others);
         assert!(statuses.len() >= 5, "{statuses:?}");
         assert!(statuses.iter().all(|s| *s == StatusCode::SEE_OTHER), "{statuses:?}");
+    }
+
+    /// Logins from an address that already has its share of the hasher (one of four places)
+    /// are refused for load before anything is counted: ten at once for alice start no block
+    /// of her account, and she logs in from elsewhere. (Before, the refusal came after the
+    /// attempts were reserved and gave them back, but the block the fifth started stayed: one
+    /// address kept any account blocked at no cost to itself.)
+    async fn logins_refused_for_an_addresss_share_start_no_block(db: Db) {
+        let app = app_with(db, |b| b.password_hashing(1, 3)).await;
+        let server = serve(app.router.clone()).await;
+        let slow_login = holding_the_hasher(&app, server).await;
+        let refused = join_all((0..10).map(|_| send_from(server, client(1), login_request(ALICE, "wrong-password")))).await;
+        for reply in &refused {
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let owner = send_from(server, client(2), login_request(ALICE, ALICE_PASSWORD)).await;
+        assert_eq!(owner.status, StatusCode::SEE_OTHER);
+        assert_eq!(slow_login.await.unwrap().status, StatusCode::UNAUTHORIZED);
     }
 
     /// 30 sign-ups at once from one address, a third of them for a taken name: ten go through
