@@ -196,7 +196,10 @@ pub struct ThroughPooler(PgPool);
 /// ```
 pub fn through_transaction_pooler(pool: PgPoolOptions, connect: PgConnectOptions) -> ThroughPooler {
     ThroughPooler(
+        // No statement cache (a prepared statement lives on one server connection), and no
+        // `extra_float_digits` in the startup packet, which PgBouncer refuses unless its
+        // `ignore_startup_parameters` names it (the crate reads no float in text).
         pool.test_before_acquire(false)
-            .connect_lazy_with(connect.statement_cache_capacity(0)),
+            .connect_lazy_with(connect.statement_cache_capacity(0).extra_float_digits(None)),
     )
 }

@@ -74,17 +74,34 @@ fn username_allowance(elapsed: Duration) -> usize {
 
 /// A login of bob from `client(1)` that holds a place at the hasher for seconds (his stored hash
 /// has far larger parameters than the crate's; it fails), once its hash has taken the place.
-async fn holding_the_hasher(app: &TestApp, server: std::net::SocketAddr) -> tokio::task::JoinHandle<crate::common::Reply> {
+async fn holding_the_hasher(
+    app: &TestApp,
+    server: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<crate::common::Reply> {
     let slow = "$argon2id$v=19$m=131072,t=32,p=1$c29tZXNhbHRzb21lc2FsdA$\
                 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    app.db.exec(&format!("UPDATE auth_users SET password_hash = '{slow}' WHERE username = 'bob'")).await;
-    let slow_login = tokio::spawn(send_from(server, client(1), login_request(BOB, "any password")));
+    app.db
+        .exec(&format!(
+            "UPDATE auth_users SET password_hash = '{slow}' WHERE username = 'bob'"
+        ))
+        .await;
+    let slow_login = tokio::spawn(send_from(
+        server,
+        client(1),
+        login_request(BOB, "any password"),
+    ));
     // Bob's account attempt is reserved just before his hash takes the place (a fixed wait
     // could let another login take it first on a loaded machine).
-    let reserved = format!("SELECT count(*) FROM auth_login_attempts WHERE kind = 'user' AND key = 'id:{}'", app.bob);
+    let reserved = format!(
+        "SELECT count(*) FROM auth_login_attempts WHERE kind = 'user' AND key = 'id:{}'",
+        app.bob
+    );
     let started = Instant::now();
     while app.db.count(&reserved).await == 0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "bob's login never reached its hash");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "bob's login never reached its hash"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -40,8 +40,7 @@ impl Bouncer {
             "[databases]\n* = host={} port={}\n\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = trust\nauth_file = {}\npool_mode = transaction\n\
-             default_pool_size = 2\nmax_client_conn = 100\n\
-             ignore_startup_parameters = extra_float_digits\n",
+             default_pool_size = 2\nmax_client_conn = 100\n",
             upstream.get_host(),
             upstream.get_port(),
             dir.join("users.txt").display(),
@@ -396,7 +395,9 @@ async fn a_listener_that_hears_only_itself_is_not_trusted(
         return;
     };
     let direct = PgPoolOptions::new().connect_lazy_with(options.clone());
-    let deaf = PgPoolOptions::new().connect_lazy_with(bouncer.options(&options));
+    // A plain pool sends extra_float_digits, which PgBouncer refuses unless told to ignore it.
+    let deaf =
+        PgPoolOptions::new().connect_lazy_with(bouncer.options(&options).extra_float_digits(None));
     let app = app_on(direct.clone().into(), direct.into(), |b| {
         b.principal_cache(CacheOptions::default().max_age(Duration::from_secs(600)))
             .listen_pool(deaf)
