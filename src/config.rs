@@ -797,7 +797,9 @@ impl AuthLayerBuilder {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
-    /// let requests = sqlx::PgPool::connect_lazy("postgres://app@pgbouncer:6432/app")?;
+    /// use sqlx::postgres::PgPoolOptions;
+    /// let bouncer = "postgres://app@pgbouncer:6432/app".parse()?;
+    /// let requests = axum_live_auth::through_transaction_pooler(PgPoolOptions::new(), bouncer);
     /// let direct = sqlx::PgPool::connect_lazy("postgres://app@db:5432/app")?;
     /// let auth = axum_live_auth::AuthLayer::builder(requests)
     ///     .allowed_origin("https://app.example.com")
