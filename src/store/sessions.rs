@@ -167,8 +167,9 @@ SELECT $2, $3, user_id, created_at, n.now, min(n.now + $4, expires_at), expires_
    AND user_id IN (SELECT id FROM auth_users WHERE disabled_at IS NULL)",
 };
 
-/// The user's live sessions: unexpired and created under the user's current credentials (a
-/// password or a ban set by hand ends sessions by moving the epoch, not by deleting them).
+/// The user's live sessions, as [`LOOKUP`] would accept them: unexpired, of an enabled user,
+/// created under the user's current credentials (a password set by hand ends sessions by moving
+/// the epoch, a ban set by hand by `disabled_at`, neither by deleting them).
 const LIST_SESSIONS: Dialects = Dialects {
     postgres: "\
 SELECT s.id, s.created_at, s.last_seen_at, s.idle_expires_at, s.expires_at, s.user_agent,
@@ -176,12 +177,14 @@ SELECT s.id, s.created_at, s.last_seen_at, s.idle_expires_at, s.expires_at, s.us
   FROM auth_sessions s
   JOIN auth_users u ON u.id = s.user_id AND u.credential_epoch = s.credential_epoch
  WHERE s.user_id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
+   AND u.disabled_at IS NULL
  ORDER BY s.last_seen_at DESC, s.created_at DESC, s.id",
     sqlite: "\
 SELECT s.id, s.created_at, s.last_seen_at, s.idle_expires_at, s.expires_at, s.user_agent, s.ip
   FROM (SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now) n, auth_sessions s
   JOIN auth_users u ON u.id = s.user_id AND u.credential_epoch = s.credential_epoch
  WHERE s.user_id = $1 AND s.expires_at > n.now AND s.idle_expires_at > n.now
+   AND u.disabled_at IS NULL
  ORDER BY s.last_seen_at DESC, s.created_at DESC, s.id",
 };
 

@@ -92,6 +92,8 @@ async fn enable_user_ends_what_a_ban_by_hand_left_behind(db: Db) {
         )
         .await;
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
+    // While banned, Bob has no session to list.
+    assert!(app.accounts.list_sessions(app.bob).await.unwrap().is_empty());
     app.accounts.enable_user(app.bob).await.unwrap();
     assert_eq!(app.status("/me", &token).await, StatusCode::UNAUTHORIZED);
     let again = app.login(BOB, BOB_PASSWORD).await;
