@@ -528,7 +528,7 @@ async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
 /// have been cleared by a success in flight and written again by a new failure, which does not
 /// block (`blocked_until` is `-infinity` on Postgres). A trigger forces that interleaving. The
 /// refusal still says when to come back. (Before, Postgres before 17 could not subtract the
-/// infinite time: `500`.)
+/// infinite time: `503`.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_refusal_whose_row_changed_before_its_wait_was_read_still_says_when(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;

@@ -254,3 +254,87 @@ async fn a_permission_ending_in_a_carriage_return_is_not_another(pool: sqlx::Sql
     assert!(!me.body.contains("\"admin\""), "{}", me.body);
     assert!(me.body.contains("reports:read"), "{}", me.body);
 }
+
+/// Deletes made with foreign keys off before the dependents trigger existed left the rows of a
+/// deleted user and role behind. The upgrade removes them: a user and a role created after it
+/// take neither a deleted one's id nor its grants, and the deleted role's permissions leave its
+/// members. (Before, alice kept the deleted role's permission, and the next user got the
+/// deleted user's id and grant.)
+#[sqlx::test(migrations = false)]
+async fn an_upgrade_removes_what_deletes_without_foreign_keys_left_behind(pool: sqlx::SqlitePool) {
+    const DELETE_DEPENDENTS: i64 = 20261202000001;
+    let mut before = sqlx::migrate::Migrator::with_migrations(
+        axum_live_auth::SQLITE_MIGRATOR
+            .iter()
+            .filter(|migration| migration.version < DELETE_DEPENDENTS)
+            .cloned()
+            .collect(),
+    );
+    before.dangerous_set_table_name("_axum_live_auth_migrations");
+    before.run(&pool).await.unwrap();
+    let shell = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone().foreign_keys(false))
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO auth_users (username) VALUES ('alice'), ('zed')",
+        "INSERT INTO auth_user_permissions (user_id, permission)
+         SELECT id, 'zed:secret' FROM auth_users WHERE username = 'zed'",
+        "INSERT INTO auth_roles (name) VALUES ('ops')",
+        "INSERT INTO auth_role_permissions (role_id, permission)
+         SELECT id, 'ops:run' FROM auth_roles WHERE name = 'ops'",
+        "INSERT INTO auth_user_roles (user_id, role_id)
+         SELECT u.id, r.id FROM auth_users u, auth_roles r
+          WHERE u.username = 'alice' AND r.name = 'ops'",
+    ] {
+        sqlx::query(sql).execute(&shell).await.unwrap();
+    }
+    let zed: i64 = sqlx::query_scalar("SELECT id FROM auth_users WHERE username = 'zed'")
+        .fetch_one(&shell)
+        .await
+        .unwrap();
+    let ops: i64 = sqlx::query_scalar("SELECT id FROM auth_roles WHERE name = 'ops'")
+        .fetch_one(&shell)
+        .await
+        .unwrap();
+    for sql in [
+        "DELETE FROM auth_users WHERE username = 'zed'",
+        "DELETE FROM auth_roles WHERE name = 'ops'",
+    ] {
+        sqlx::query(sql).execute(&shell).await.unwrap();
+    }
+    shell.close().await;
+
+    axum_live_auth::migrate(pool.clone()).await.unwrap();
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        broken.is_empty(),
+        "rows whose reference is broken: {}",
+        broken.len()
+    );
+    let alice: String =
+        sqlx::query_scalar("SELECT permissions FROM auth_users WHERE username = 'alice'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(alice, "", "the deleted role's permission left its member");
+    let accounts = axum_live_auth::Accounts::new(pool.clone());
+    let eve = accounts.create_user("eve", "eve-password-1").await.unwrap();
+    assert_ne!(eve, zed, "a deleted user's id is never given again");
+    accounts.grant_permission(eve, "eve:own").await.unwrap();
+    let eve_permissions: String =
+        sqlx::query_scalar("SELECT permissions FROM auth_users WHERE username = 'eve'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(eve_permissions, "eve:own");
+    let dev: i64 = sqlx::query_scalar("INSERT INTO auth_roles (name) VALUES ('dev') RETURNING id")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_ne!(dev, ops, "a deleted role's id is never given again");
+}
