@@ -93,7 +93,8 @@ impl Accounts {
 
     pub(crate) fn of_layer(shared: &Shared) -> Self {
         Self {
-            store: shared.store.clone(),
+            // Not the layer's kept connections, which close with the layer.
+            store: shared.store.clone().keeping_lookup_connections(0),
             hasher: Arc::clone(&shared.hasher),
             limits: shared.config.login,
             subscribers: Some(shared.subscribers()),

@@ -655,8 +655,9 @@ impl AuthLayerBuilder {
     /// request. A lookup that finds a kept connection free uses it and keeps it again
     /// afterwards: no checkout, no ping. The first lookups take their connection from the pool
     /// and keep it (the pool may open a replacement), so a node holds up to this many
-    /// connections on top of the pool's. They follow the pool's idle timeout and lifetime, and
-    /// close when the layer is dropped. None are kept through a transaction pooler
+    /// connections on top of the pool's. They follow the pool's idle timeout and lifetime (one
+    /// past them is closed by the next lookup, or by the layer's
+    /// [background work](crate::AuthLayer::background)), and close when the layer is dropped. None are kept through a transaction pooler
     /// (`through_transaction_pooler`) or on SQLite.
     ///
     /// ```

@@ -125,8 +125,9 @@ impl AuthLayer {
 
     /// The layer's background work, for the app to run (`tokio::spawn(auth.background())`):
     /// on Postgres, the node's one LISTEN connection, which keeps the principal cache and the
-    /// event streams live; and the purge of expired sessions, if
-    /// [configured](AuthLayerBuilder::purge_expired_every). It ends, and its connection closes,
+    /// event streams live; the closing of [kept](AuthLayerBuilder::lookup_connections)
+    /// connections idle past the pool's limits when no request comes; and the purge of expired
+    /// sessions, if [configured](AuthLayerBuilder::purge_expired_every). It ends, and its connection closes,
     /// when the layer and every router holding it are dropped; abort its task to stop it
     /// sooner. Without it the cache stays bypassed (correct, only slower), and event streams on
     /// Postgres are refused.
@@ -168,8 +169,13 @@ impl AuthLayer {
                 let probes = crate::listener::probe_options(requests);
                 crate::listener::listen(options, probes, shared.subscribers())
             });
+        #[cfg(feature = "postgres")]
+        let reap = shared.store.reaping_kept();
         #[cfg(not(feature = "postgres"))]
-        let listen = None::<std::future::Pending<()>>;
+        let (listen, reap) = (
+            None::<std::future::Pending<()>>,
+            None::<std::future::Pending<()>>,
+        );
         let purge =
             (shared.config.purge_every).map(|every| purge_loop(Accounts::of_layer(shared), every));
         async move {
@@ -177,6 +183,7 @@ impl AuthLayer {
                 () = stopped => {}
                 () = run_if_some(purge) => {}
                 () = run_if_some(listen) => {}
+                () = run_if_some(reap) => {}
             }
             tracing::debug!("axum-live-auth: the layer is gone; background work stops");
         }

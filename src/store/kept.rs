@@ -9,7 +9,10 @@
 //! request.
 //! Kept connections are outside the pool's count (a closing pool does not wait for them), at
 //! most [`AuthLayerBuilder::lookup_connections`](crate::AuthLayerBuilder::lookup_connections),
-//! and follow the pool's idle timeout and lifetime.
+//! and follow the pool's idle timeout and lifetime (the lifetime counted from when the layer
+//! kept them): one past them is closed by the next lookup, or by the layer's
+//! [background work](crate::AuthLayer::background) when no request comes. They close with the
+//! layer.
 
 use std::{
     ops::{Deref, DerefMut},
@@ -17,7 +20,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use sqlx::{
@@ -57,10 +60,35 @@ impl KeptConnections {
     /// closed): light traffic takes only the most recently used one, and the others must not
     /// stay open for good.
     pub(crate) fn take(&self, pool: &PgPool) -> Option<Kept> {
+        self.reap(pool).pop()
+    }
+
+    /// Closes every idle kept connection past `pool`'s idle timeout or lifetime (every one once
+    /// the pool is closed); hands back the rest, locked.
+    fn reap(&self, pool: &PgPool) -> std::sync::MutexGuard<'_, Vec<Kept>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let (now, closed) = (Instant::now(), pool.is_closed());
         idle.retain(|kept| !closed && kept.fresh(now, pool.options()));
-        idle.pop()
+        idle
+    }
+
+    /// Reaps `kept` at half the shortest of `pool`'s idle timeout and lifetime (a minute if it
+    /// has neither), forever: so that connections kept through a busy moment close on time
+    /// however quiet it is afterwards.
+    pub(crate) async fn reaping(kept: Arc<Self>, pool: PgPool) {
+        let options = pool.options();
+        let limit = [options.get_idle_timeout(), options.get_max_lifetime()]
+            .into_iter()
+            .flatten()
+            .min();
+        let every = limit.map_or(Duration::from_secs(60), |limit| {
+            (limit / 2).max(Duration::from_millis(100))
+        });
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            drop(kept.reap(&pool));
+        }
     }
 
     /// Keeps `kept` again, now that its request's statements completed.

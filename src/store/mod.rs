@@ -384,14 +384,33 @@ impl AuthStore {
     /// lookups (see [`kept`](self::kept)); not through a transaction pooler, not on SQLite.
     #[cfg_attr(not(feature = "postgres"), allow(unused_mut, unused_variables))]
     pub(crate) fn keeping_lookup_connections(mut self, max: usize) -> Self {
-        #[cfg(feature = "postgres")]
-        if let Backend::Postgres(store) = &mut self.backend
-            && !store.pooled()
-            && max > 0
-        {
-            store.kept = Some(std::sync::Arc::new(kept::KeptConnections::new(max)));
+        match &mut self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) => {
+                store.kept = (!store.pooled() && max > 0)
+                    .then(|| std::sync::Arc::new(kept::KeptConnections::new(max)));
+            }
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => {}
         }
         self
+    }
+
+    /// Closes this store's kept connections once they are idle past the pool's limits (see
+    /// [`KeptConnections::reaping`](kept::KeptConnections::reaping)); `None` if it keeps none.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn reaping_kept(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        match &self.backend {
+            Backend::Postgres(PgStore {
+                kept: Some(kept),
+                pool,
+                ..
+            }) => Some(kept::KeptConnections::reaping(
+                std::sync::Arc::clone(kept),
+                pool.clone(),
+            )),
+            _ => None,
+        }
     }
 
     /// The most connections the store's pool opens.

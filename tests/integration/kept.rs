@@ -214,3 +214,62 @@ async fn kept_connections_idle_past_the_pools_timeout_are_closed(watch: PgPool) 
     let open = backends(&watch).await.len();
     assert!(open <= 2, "{open} connections still open");
 }
+
+/// With no request after a burst, the layer's background work closes the kept connections once
+/// they are idle past the pool's timeout. (Before, they stayed open until the next request,
+/// however long.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn kept_connections_close_on_time_without_requests(watch: PgPool) {
+    let pool = PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(8)
+        .idle_timeout(Duration::from_secs(1))
+        .connect_with(
+            watch
+                .connect_options()
+                .as_ref()
+                .clone()
+                .application_name(NAME),
+        )
+        .await
+        .unwrap();
+    let app = app_with(pool, |b| b.lookup_connections(4)).await;
+    tokio::spawn(app.layer.background());
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    let server = serve(app.router.clone()).await;
+    let burst =
+        join_all((0..16).map(|i| send_from(server, client(i), get_with_cookie("/me", &token))))
+            .await;
+    assert!(burst.iter().all(|r| r.status == StatusCode::OK));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let open = backends(&watch).await.len();
+    assert!(
+        open <= 2,
+        "{open} connections still open after the pool's idle timeout"
+    );
+}
+
+/// The `Accounts` taken from a layer hold none of the layer's kept connections: once the layer
+/// is gone and the pool closed, no connection of the app is open. (Before, the kept ones stayed
+/// open as long as such an `Accounts` lived.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn kept_connections_close_with_the_layer(watch: PgPool) {
+    let pool = named_pool(watch.connect_options().as_ref(), 8).await;
+    let app = app_with(pool.clone(), |b| b.lookup_connections(4)).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    let statuses = join_all((0..8).map(|_| app.status("/me", &token))).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    let accounts = app.layer.accounts();
+    drop(app);
+    pool.close().await;
+    let started = Instant::now();
+    while !backends(&watch).await.is_empty() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open = backends(&watch).await.len();
+    assert_eq!(
+        open, 0,
+        "connections still open while an `Accounts` of the layer lives"
+    );
+    drop(accounts);
+}
