@@ -15,6 +15,10 @@ use crate::{
 
 const MAX_TOUCH: Duration = Duration::from_secs(60 * 60);
 const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+/// The most password hashes at once, and waiting, that [`AuthLayerBuilder::password_hashing`]
+/// takes: far beyond any machine, within what a semaphore can count.
+const MAX_HASHES: usize = 1 << 16;
+const MAX_HASH_QUEUE: usize = 1 << 20;
 
 /// The validated configuration of an [`AuthLayer`](crate::AuthLayer).
 #[derive(Debug, Clone)]
@@ -611,7 +615,8 @@ impl AuthLayerBuilder {
     /// as many waiting. This bounds the memory and CPU that unauthenticated requests can take.
     /// One client address gets a quarter of these places (running and waiting together); past
     /// that its hashes run only when a place is free at once, never waiting in the queue, so
-    /// that one address cannot keep everyone else's logins out.
+    /// that one address cannot keep everyone else's logins out. `build()` refuses `at_once` of
+    /// 0 or over 65 536, and `queue` over 1 048 576.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -962,7 +967,10 @@ impl AuthLayerBuilder {
         if config.touch_interval >= config.idle_timeout {
             return Err(ConfigError::TouchIntervalTooLong);
         }
-        let (hashes, _) = config.hashing.unwrap_or((1, 0));
+        let (hashes, queue) = config.hashing.unwrap_or((1, 0));
+        if hashes > MAX_HASHES || queue > MAX_HASH_QUEUE {
+            return Err(ConfigError::InvalidLimit("password_hashing"));
+        }
         for (what, value) in [
             (
                 "max_sessions_per_user",
@@ -971,6 +979,10 @@ impl AuthLayerBuilder {
             ("login_failures_per_ip", u64::from(config.login.ip_failures)),
             ("login_backoff", u64::from(config.login.user_free_failures)),
             ("password_hashing", hashes as u64),
+            (
+                "invalid_token_alert",
+                u64::from(config.invalid_token_alert.0),
+            ),
             ("event_streams", config.streams.limits.per_session as u64),
             ("event_streams", config.streams.limits.per_user as u64),
             ("event_streams", config.streams.limits.per_node as u64),
@@ -1240,6 +1252,19 @@ mod tests {
             b().reauth_window(Duration::ZERO).build().unwrap_err(),
             ConfigError::InvalidTimeout("reauth_window")
         );
+        // An alert that could never fire, and hashing bounds no machine has.
+        assert_eq!(
+            b().invalid_token_alert(0, Duration::from_secs(60))
+                .build()
+                .unwrap_err(),
+            ConfigError::InvalidLimit("invalid_token_alert")
+        );
+        for (at_once, queue) in [(usize::MAX, 0), (4, usize::MAX)] {
+            assert_eq!(
+                b().password_hashing(at_once, queue).build().unwrap_err(),
+                ConfigError::InvalidLimit("password_hashing")
+            );
+        }
     }
 
     #[tokio::test]

@@ -206,8 +206,9 @@ pub enum ConfigError {
     /// `SameSite=None` would send the session cookie on cross-site requests.
     #[error("SameSite=None is not allowed for a session cookie")]
     SameSiteNone,
-    /// A duration is zero or longer than 400 days (the longest cookie lifetime browsers keep).
-    #[error("{0} must be between one second and 400 days")]
+    /// A duration is under a millisecond or longer than 400 days (the longest cookie lifetime
+    /// browsers keep).
+    #[error("{0} must be between one millisecond and 400 days")]
     InvalidTimeout(&'static str),
     /// The touch interval must be shorter than the idle timeout, or active sessions would expire.
     #[error("the touch interval must be shorter than the idle timeout")]

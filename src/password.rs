@@ -79,7 +79,7 @@ impl Hasher {
             permits: Arc::new(Semaphore::new(running)),
             queue,
             waiting: AtomicUsize::new(0),
-            share: ((running + queue) / 4).max(1),
+            share: (running.saturating_add(queue) / 4).max(1),
             by_address: Arc::default(),
             buffers: Arc::default(),
         }

@@ -63,8 +63,10 @@ mod postgres {
     }
 
     impl Encode<'_, Postgres> for Span {
+        /// In whole microseconds, Postgres' precision (sqlx refuses a finer `Duration`).
         fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-            <Duration as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
+            let micros = u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX);
+            <Duration as Encode<'_, Postgres>>::encode_by_ref(&Duration::from_micros(micros), buf)
         }
     }
 

@@ -330,6 +330,20 @@ async fn the_idle_deadline_moves_at_most_once_per_touch_interval(db: Db) {
     );
 }
 
+/// Durations that are no whole number of microseconds (a third of a second) work: the
+/// database keeps them to its own precision. (Before, Postgres refused to take them: every login
+/// answered `503`, and with such a touch interval no session was ever touched.)
+async fn durations_finer_than_the_database_keeps_work(db: Db) {
+    let third = std::time::Duration::from_secs(1000) / 3;
+    let app = app_with(db, |b| b.idle_timeout(third * 6).touch_interval(third)).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    app.db.age_sessions(400, true).await;
+    let aged = app.db.deadlines().await;
+    assert_eq!(app.status("/me", &token).await, StatusCode::OK);
+    let touched = app.db.deadlines().await;
+    assert!(touched.1 > aged.1 + 300.0, "idle deadline moved: {aged:?} {touched:?}");
+}
+
 async fn a_wrong_secret_never_touches_the_session(db: Db) {
     let app = app(db).await;
     let token = app.login(ALICE, ALICE_PASSWORD).await;
