@@ -65,11 +65,24 @@ struct AuthInner {
     response: Mutex<ResponseChanges>,
 }
 
-/// What the handler decided about the response's cookie and site data.
+/// What the handler decided about the response's cookie and site data, and the request's
+/// session as the handler left it.
 #[derive(Debug)]
 struct ResponseChanges {
     cookie: CookieChange,
     clear_site_data: bool,
+    current: Current,
+}
+
+/// The request's session as the handler left it: what the session calls that follow act on.
+#[derive(Debug)]
+enum Current {
+    /// As the layer looked it up.
+    LookedUp,
+    /// Gone on under this id (a rotation, a password change): same user.
+    Renewed(SessionId),
+    /// Replaced by a login, of this user: the handle holds no picture of them.
+    Replaced(UserId, SessionId),
 }
 
 impl Auth {
@@ -88,6 +101,7 @@ impl Auth {
             response: Mutex::new(ResponseChanges {
                 cookie: decided.cookie,
                 clear_site_data: false,
+                current: Current::LookedUp,
             }),
         }))
     }
@@ -239,8 +253,11 @@ impl Auth {
     /// Always a new session with a fresh token: a token the client sent is never reused (no
     /// session fixation), and the session the request was authenticated with, if any, is
     /// deleted (so is the copy, when another tab's rotation replaced that session since the
-    /// request left the browser). If the user now has more sessions than the layer's cap (default 100), the least
-    /// recently used ones end.
+    /// request left the browser). If the user now has more sessions than the layer's cap
+    /// (default 100), the least recently used ones end. Later calls on this `Auth` that act on
+    /// the request's user ([`sessions`](Self::sessions), [`rotate`](Self::rotate), …) answer
+    /// [`Error::Unauthenticated`]: it holds no picture of whoever logged in; a
+    /// [`logout`](Self::logout) ends the new session.
     ///
     /// # Errors
     ///
@@ -257,26 +274,30 @@ impl Auth {
         // replaced below, so no one keeps its token (and the login still works).
         if let Some((user, session)) = self.ending(self.current_user()) {
             let shared = &self.0.shared;
-            shared.store.delete_user_session(user, session).await?;
+            shared.store.delete_user_session(user, &session).await?;
             // Its streams, and any of the copy's, end (on SQLite nothing else would tell them).
             shared.user_changed(user);
         }
         let token = self.start_session(user, epoch).await?;
         let id = token.id().clone();
-        self.set_cookie(CookieChange::Set(token));
+        let mut response = self.response();
+        response.current = Current::Replaced(user, id.clone());
+        response.cookie = CookieChange::Set(token);
         Ok(id)
     }
 
-    /// The session a logout, or a login over it, ends: the request's own (`user`), or the copy
-    /// a rotation (another tab's reauthentication) made of it since the request left the
-    /// browser. The copy's own deletion also ends a copy a rotation may be committing
-    /// meanwhile: the browser ends up with no session of the old user, whichever answer it
-    /// takes last.
-    fn ending<'a>(&'a self, user: Option<&'a CurrentUser>) -> Option<(UserId, &'a SessionId)> {
-        match (user, &self.0.replaced_by) {
-            (Some(user), _) => Some((user.id(), user.session_id())),
-            (None, Some((user, copy))) => Some((*user, copy)),
-            (None, None) => None,
+    /// The session a logout, or a login over it, ends: the request's own (`user`, as this
+    /// request left it), or the copy a rotation (another tab's reauthentication) made of it
+    /// since the request left the browser. The copy's own deletion also ends a copy a rotation
+    /// may be committing meanwhile: the browser ends up with no session of the old user,
+    /// whichever answer it takes last.
+    fn ending(&self, user: Option<&CurrentUser>) -> Option<(UserId, SessionId)> {
+        match (&self.response().current, user, &self.0.replaced_by) {
+            (Current::Replaced(user, id), ..) => Some((*user, id.clone())),
+            (Current::Renewed(id), Some(user), _) => Some((user.id(), id.clone())),
+            (Current::LookedUp, Some(user), _) => Some((user.id(), user.session_id().clone())),
+            (_, None, Some((user, copy))) => Some((*user, copy.clone())),
+            (_, None, None) => None,
         }
     }
 
@@ -334,8 +355,8 @@ impl Auth {
     pub async fn logout(&self) -> Result<(), Error> {
         let shared = &self.0.shared;
         if let Some((user, session)) = self.ending(self.session()?) {
-            shared.store.delete_user_session(user, session).await?;
-            security::logout(&self.0.client, user, session);
+            shared.store.delete_user_session(user, &session).await?;
+            security::logout(&self.0.client, user, &session);
             // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).
             shared.user_changed(user);
         }
@@ -356,8 +377,9 @@ impl Auth {
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, Error> {
         let user = self.user()?;
         let mut sessions = self.0.shared.store.list_sessions(user.id()).await?;
+        let current = self.session_id(user);
         for session in &mut sessions {
-            session.current = &session.id == user.session_id();
+            session.current = session.id == current;
         }
         Ok(sessions)
     }
@@ -375,7 +397,7 @@ impl Auth {
     /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn revoke_session(&self, id: &SessionId) -> Result<bool, Error> {
         let user = self.user()?;
-        if id == user.session_id() {
+        if *id == self.session_id(user) {
             self.logout().await?;
             return Ok(true);
         }
@@ -396,20 +418,22 @@ impl Auth {
     /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn revoke_other_sessions(&self) -> Result<u64, Error> {
         let user = self.user()?;
-        let kept = user.session_id();
+        let kept = self.session_id(user);
         let shared = &self.0.shared;
         let count = shared
             .store
-            .delete_user_sessions(user.id(), Some(kept))
+            .delete_user_sessions(user.id(), Some(&kept))
             .await?;
-        security::sessions_revoked_all(&self.0.client, user.id(), Some(kept), count, "others");
+        security::sessions_revoked_all(&self.0.client, user.id(), Some(&kept), count, "others");
         shared.user_changed(user.id());
         Ok(count)
     }
 
     /// Replaces the current session by a new one with a new token: the old token is refused at
     /// once, the new one is set on the response, and the absolute deadline does not move. Use
-    /// it when the session's privileges change. Until the new session's first touch (at least
+    /// it when the session's privileges change. Later calls on this `Auth` act on the new
+    /// session (a [`revoke_other_sessions`](Self::revoke_other_sessions) keeps it, and
+    /// [`sessions`](Self::sessions) lists it as current). Until the new session's first touch (at least
     /// the touch interval), a request still carrying the old token (sent before the answer
     /// came back) leaves the cookie alone, and a logout with it ends the new session.
     ///
@@ -465,7 +489,8 @@ impl Auth {
         let shared = &self.0.shared;
         let hash = shared.hasher.hash(new, self.0.client.address).await?;
         let token = SessionToken::generate()?;
-        let renewal = self.renewal(user, &token, true);
+        let old = self.session_id(user);
+        let renewal = self.renewal(&old, &token, true);
         // Only over the password just checked: a reset that landed meanwhile wins. The session
         // goes on under a new token in the same transaction: its old one (whoever else holds
         // it) is never valid under the new password, whatever happens to this request.
@@ -476,11 +501,11 @@ impl Auth {
         let PasswordSet::Set { renewed } = set else {
             return Ok(false);
         };
-        security::password_changed(&self.0.client, user.id(), Some(user.session_id()), "change");
+        security::password_changed(&self.0.client, user.id(), Some(&old), "change");
         shared.user_changed(user.id());
         // Not renewed: rotated away meanwhile, or ended; the password is changed all the same.
         if renewed {
-            self.renewed(user, token);
+            self.renewed(user.id(), &old, token);
         }
         Ok(true)
     }
@@ -493,37 +518,41 @@ impl Auth {
     ) -> Result<SessionId, Error> {
         let user = self.user()?;
         let token = SessionToken::generate()?;
-        let renewal = self.renewal(user, &token, reauthenticated);
+        let old = self.session_id(user);
+        let renewal = self.renewal(&old, &token, reauthenticated);
         if !self.0.shared.store.rotate_session(renewal, epoch).await? {
             return Err(Error::Unauthenticated);
         }
         let id = token.id().clone();
-        self.renewed(user, token);
+        self.renewed(user.id(), &old, token);
         Ok(id)
     }
 
     /// The request's session to go on under `token`.
     fn renewal<'a>(
         &self,
-        user: &'a CurrentUser,
+        old: &'a SessionId,
         token: &'a SessionToken,
         reauthenticated: bool,
     ) -> Renewal<'a> {
         Renewal {
-            old: user.session_id(),
+            old,
             new: token,
             idle_timeout: self.0.shared.config.idle_timeout,
             reauthenticated,
         }
     }
 
-    /// After the request's session went on under `token`: logs it, drops the old session from
-    /// the cache, and sets the new token on the response.
-    fn renewed(&self, user: &CurrentUser, token: SessionToken) {
+    /// After the request's session `old` went on under `token`: logs it, drops the old session
+    /// from the cache, sets the new token on the response, and acts on the new session from
+    /// now on.
+    fn renewed(&self, user: UserId, old: &SessionId, token: SessionToken) {
         let inner = &self.0;
-        security::rotated(&inner.client, user.id(), user.session_id(), token.id());
-        inner.shared.session_ended(user.session_id().as_str());
-        self.set_cookie(CookieChange::Set(token));
+        security::rotated(&inner.client, user, old, token.id());
+        inner.shared.session_ended(old.as_str());
+        let mut response = self.response();
+        response.current = Current::Renewed(token.id().clone());
+        response.cookie = CookieChange::Set(token);
     }
 
     /// Checks the current user's password, throttled and counted like a login: the user's
@@ -539,8 +568,21 @@ impl Auth {
             .map(|v| v.credential_epoch))
     }
 
+    /// The request's user; `Unauthenticated` once a login in this request replaced their
+    /// session (the handle holds no picture of whoever logged in).
     fn user(&self) -> Result<&CurrentUser, Error> {
+        if let Current::Replaced(..) = self.response().current {
+            return Err(Error::Unauthenticated);
+        }
         self.session()?.ok_or(Error::Unauthenticated)
+    }
+
+    /// The request's session id as this request left it: after a rotation, the new one.
+    fn session_id(&self, user: &CurrentUser) -> SessionId {
+        match &self.response().current {
+            Current::Renewed(id) => id.clone(),
+            _ => user.session_id().clone(),
+        }
     }
 
     /// The request's session, if it has one; an error if the layer could not look it up, so
@@ -558,10 +600,6 @@ impl Auth {
             .response
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn set_cookie(&self, change: CookieChange) {
-        self.response().cookie = change;
     }
 
     /// Writes what the handler decided (the cookie, a rotated bearer token, site data to clear)

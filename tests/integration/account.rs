@@ -27,6 +27,28 @@ async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {
 }
 
 both_stores! {
+    /// "Enter your password to sign out your other devices": the reauthentication rotates the
+    /// session, and the revocation that follows in the same request keeps the new session, not
+    /// the old one, and lists it as current. (Before, the handle still acted as the replaced
+    /// session: the revocation ended the new session too, while the response set its cookie.)
+    async fn a_revocation_after_a_rotation_in_one_request_keeps_the_new_session(db: Db) {
+        let app = crate::common::app(db).await;
+        let phone = app.login(BOB, BOB_PASSWORD).await;
+        let laptop = app.login(BOB, BOB_PASSWORD).await;
+        let form = format!("password={BOB_PASSWORD}");
+        let reply = crate::common::send(
+            &app.router,
+            crate::common::post_form("/reauth-and-revoke-others", &phone, &form),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body, "1 1", "one other session ended; the new one is current");
+        let renewed = reply.session_cookie().expect("the rotated session's cookie");
+        assert_eq!(app.status("/me", &renewed).await, StatusCode::OK);
+        assert_eq!(app.status("/me", &laptop).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.status("/me", &phone).await, StatusCode::UNAUTHORIZED);
+    }
+
     /// Without a messenger a reset link cannot be sent: the route says so (`500`), as its
     /// documentation does. (Before: `202`, and the error only in the log.)
     async fn a_reset_request_without_a_messenger_is_an_error(db: Db) {

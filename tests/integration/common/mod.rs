@@ -246,6 +246,7 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
         .route("/login", post(login))
         .route("/signup", post(sign_up))
         .route("/logout", post(logout))
+        .route("/reauth-and-revoke-others", post(reauth_and_revoke_others))
         .nest("/account", axum_live_auth::account_routes())
         .nest(
             "/auth",
@@ -270,6 +271,21 @@ async fn sign_up(
 ) -> Result<Redirect, axum_live_auth::Error> {
     auth.sign_up(&form.username, &form.password).await?;
     Ok(Redirect::to("/me"))
+}
+
+/// "Enter your password to sign out your other devices": sudo mode (which rotates the
+/// session), then every other session ends; the count, and the sessions listed as current.
+async fn reauth_and_revoke_others(
+    auth: Auth,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> Result<String, axum_live_auth::Error> {
+    let password = form.get("password").map_or("", String::as_str);
+    if !auth.reauthenticate(password).await? {
+        return Err(axum_live_auth::Error::Unauthenticated);
+    }
+    let ended = auth.revoke_other_sessions().await?;
+    let current = auth.sessions().await?.iter().filter(|s| s.current).count();
+    Ok(format!("{ended} {current}"))
 }
 
 async fn logout(auth: Auth) -> Result<Redirect, axum_live_auth::Error> {
