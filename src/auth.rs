@@ -397,7 +397,8 @@ impl Auth {
     /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn revoke_session(&self, id: &SessionId) -> Result<bool, Error> {
         let user = self.user()?;
-        if *id == self.session_id(user) {
+        // The request's own, also by the id it had before a rotation in this request.
+        if *id == self.session_id(user) || id == user.session_id() {
             self.logout().await?;
             return Ok(true);
         }

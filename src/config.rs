@@ -586,7 +586,8 @@ impl AuthLayerBuilder {
 
     /// Logs an `invalid_tokens_alert` security event (WARN) when one client address presents
     /// `tokens` invalid session tokens (malformed, unknown, expired) within `window`, counted
-    /// per node in bounded memory. Default: 50 in 5 minutes.
+    /// per node in bounded memory. Default: 50 in 5 minutes; `build()` refuses 0 tokens (an
+    /// alert that could never fire).
     ///
     /// Nothing is refused for it: stale cookies of expired sessions are everyday traffic, and an
     /// office behind one NAT address must not lock out its own valid sessions. Guessing a token
@@ -634,8 +635,9 @@ impl AuthLayerBuilder {
     }
 
     /// The longest a request waits for a database connection and its session lookup; past
-    /// it the request is answered `503` with `Retry-After` (never as anonymous). Default 2
-    /// seconds, whatever the pool's own acquire timeout.
+    /// it the request goes on as [`AuthState::Unavailable`](crate::AuthState::Unavailable)
+    /// (never as anonymous), which the extractors and guards answer `503` with `Retry-After`.
+    /// Default 2 seconds, whatever the pool's own acquire timeout.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

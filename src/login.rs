@@ -6,7 +6,7 @@ use crate::{
     AuthStore, Error, UserId,
     client::Client,
     events::security,
-    password::{Hasher, MAX_PASSWORD_BYTES},
+    password::{Admission, Hasher, MAX_PASSWORD_BYTES},
     store::{AttemptKey, Reservation, Reserved, ThrottleLimits},
 };
 
@@ -62,10 +62,8 @@ impl PasswordCheck<'_> {
         let address = client
             .address
             .map(|address| AttemptKey::address(address.to_string()));
-        // Admitted to the hasher before anything is reserved: a refusal for load then counts
-        // for nothing, and starts no block.
-        let admission = self.hasher.admit(client.address)?;
-        let (address, account) = self.reserve(client, username, address, &account).await?;
+        let (address, account, admission) =
+            self.reserve(client, username, address, &account).await?;
         let verified = self
             .hasher
             .verify(password, row.password_hash, admission)
@@ -101,15 +99,17 @@ impl PasswordCheck<'_> {
         }
     }
 
-    /// Reserves the attempt for the address (if known), then for the account; a refusal of the
-    /// account gives the address its attempt back.
+    /// Reserves the attempt for the address (if known), is admitted to the hasher, then
+    /// reserves the attempt for the account. A throttled address never reaches the hasher; a
+    /// refusal for load comes before the account's attempt, so it starts no block of the
+    /// account (and gives the address its attempt back, as a refusal of the account does).
     async fn reserve(
         &self,
         client: &Client,
         username: &str,
         address: Option<AttemptKey>,
         account: &AttemptKey,
-    ) -> Result<(Option<Reserved>, Reserved), Error> {
+    ) -> Result<(Option<Reserved>, Reserved, Admission), Error> {
         let refused = |retry_after| {
             security::login_throttled(client, username, retry_after);
             Error::Throttled { retry_after }
@@ -121,12 +121,21 @@ impl PasswordCheck<'_> {
             },
             None => None,
         };
+        let give_back = async |address: &Option<Reserved>| match address {
+            Some(address) => self.store.release_attempt(address).await,
+            None => Ok(()),
+        };
+        let admission = match self.hasher.admit(client.address) {
+            Ok(admission) => admission,
+            Err(busy) => {
+                give_back(&address).await?;
+                return Err(busy);
+            }
+        };
         match self.store.reserve_attempt(account, self.limits).await? {
-            Reservation::Granted(reserved) => Ok((address, reserved)),
+            Reservation::Granted(reserved) => Ok((address, reserved, admission)),
             Reservation::Refused(wait) => {
-                if let Some(address) = &address {
-                    self.store.release_attempt(address).await?;
-                }
+                give_back(&address).await?;
                 Err(refused(wait))
             }
         }

@@ -72,8 +72,8 @@ impl KeptConnections {
         idle
     }
 
-    /// Reaps `kept` at half the shortest of `pool`'s idle timeout and lifetime (a minute if it
-    /// has neither), forever: so that connections kept through a busy moment close on time
+    /// Reaps `kept` at half the shortest of `pool`'s idle timeout and lifetime (at most every
+    /// minute), forever: so that connections kept through a busy moment close on time
     /// however quiet it is afterwards.
     pub(crate) async fn reaping(kept: Arc<Self>, pool: PgPool) {
         let options = pool.options();
@@ -82,7 +82,7 @@ impl KeptConnections {
             .flatten()
             .min();
         let every = limit.map_or(Duration::from_secs(60), |limit| {
-            (limit / 2).max(Duration::from_millis(100))
+            (limit / 2).clamp(Duration::from_millis(100), Duration::from_secs(60))
         });
         let mut ticks = tokio::time::interval(every);
         loop {

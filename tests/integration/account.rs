@@ -35,10 +35,10 @@ both_stores! {
         let app = crate::common::app(db).await;
         let phone = app.login(BOB, BOB_PASSWORD).await;
         let laptop = app.login(BOB, BOB_PASSWORD).await;
-        let form = format!("password={BOB_PASSWORD}");
+        let form = format!("password={BOB_PASSWORD}&revoke=others");
         let reply = crate::common::send(
             &app.router,
-            crate::common::post_form("/reauth-and-revoke-others", &phone, &form),
+            crate::common::post_form("/reauth-and-revoke", &phone, &form),
         )
         .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -47,6 +47,18 @@ both_stores! {
         assert_eq!(app.status("/me", &renewed).await, StatusCode::OK);
         assert_eq!(app.status("/me", &laptop).await, StatusCode::UNAUTHORIZED);
         assert_eq!(app.status("/me", &phone).await, StatusCode::UNAUTHORIZED);
+
+        // Revoking the request's own session by the id it came with, after a rotation in the
+        // same request, is a logout: the cookie is cleared, not set to the ended session.
+        let form = format!("password={BOB_PASSWORD}&revoke=own");
+        let reply = crate::common::send(
+            &app.router,
+            crate::common::post_form("/reauth-and-revoke", &renewed, &form),
+        )
+        .await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "true"));
+        assert_eq!(reply.session_cookie().as_deref(), Some(""), "the cookie is cleared");
+        assert_eq!(app.sessions().await, 0);
     }
 
     /// Without a messenger a reset link cannot be sent: the route says so (`500`), as its

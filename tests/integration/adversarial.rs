@@ -690,3 +690,34 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An address past its share of the hasher takes its place only once its attempt is reserved:
+/// while the reservations of two logins from one address are slow (a trigger sleeps in them),
+/// another address with one place and no queue logs in. (Before, the second login took the
+/// one place before its reservation and held it through the wait: `503`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_slow_reservation_holds_no_place_at_the_hasher(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b.password_hashing(1, 0)).await;
+    let slow = client(1).to_string();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.kind = 'ip' AND NEW.key = '{slow}' THEN PERFORM pg_sleep(2); END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_slow BEFORE INSERT ON auth_login_attempts
+            FOR EACH ROW EXECUTE FUNCTION test_slow();"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let server = serve(app.router.clone()).await;
+    let slow_logins =
+        join_all((0..2).map(|_| send_from(server, client(1), login_request(BOB, BOB_PASSWORD))));
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send_from(server, client(2), login_request(ALICE, ALICE_PASSWORD)).await
+    };
+    let (_, other) = tokio::join!(slow_logins, other);
+    assert_eq!(other.status, StatusCode::SEE_OTHER);
+}

@@ -17,7 +17,7 @@ use sqlx::{
 };
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, app_with, get_with_cookie,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_with, get_with_cookie,
     http::{client, send_from, serve},
 };
 
@@ -180,12 +180,10 @@ async fn a_locked_session_row_holds_up_no_touch(watch: PgPool) {
     );
 }
 
-/// Kept connections follow the pool's idle timeout even when light traffic only ever takes the
-/// most recently used one: a burst keeps four, then one request at a time for 2.5 s, and the
-/// three that sat idle past the pool's 1 s are closed. (Before: only the connection on top was
-/// ever looked at, and the others stayed open for good.)
-#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
-async fn kept_connections_idle_past_the_pools_timeout_are_closed(watch: PgPool) {
+/// An app keeping up to four connections from a pool whose idle timeout is one second (with
+/// its background work running, if `background`), after a burst of 16 requests at once that
+/// keeps four; and its user's token.
+async fn after_a_burst(watch: &PgPool, background: bool) -> (TestApp, String) {
     let pool = PgPoolOptions::new()
         .test_before_acquire(false)
         .max_connections(8)
@@ -200,12 +198,25 @@ async fn kept_connections_idle_past_the_pools_timeout_are_closed(watch: PgPool) 
         .await
         .unwrap();
     let app = app_with(pool, |b| b.lookup_connections(4)).await;
+    if background {
+        tokio::spawn(app.layer.background());
+    }
     let token = app.login(ALICE, ALICE_PASSWORD).await;
     let server = serve(app.router.clone()).await;
     let burst =
         join_all((0..16).map(|i| send_from(server, client(i), get_with_cookie("/me", &token))))
             .await;
     assert!(burst.iter().all(|r| r.status == StatusCode::OK));
+    (app, token)
+}
+
+/// Kept connections follow the pool's idle timeout even when light traffic only ever takes the
+/// most recently used one: a burst keeps four, then one request at a time for 2.5 s, and the
+/// three that sat idle past the pool's 1 s are closed. (Before: only the connection on top was
+/// ever looked at, and the others stayed open for good.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn kept_connections_idle_past_the_pools_timeout_are_closed(watch: PgPool) {
+    let (app, token) = after_a_burst(&watch, false).await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
         assert_eq!(app.status("/me", &token).await, StatusCode::OK);
@@ -220,27 +231,7 @@ async fn kept_connections_idle_past_the_pools_timeout_are_closed(watch: PgPool) 
 /// however long.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn kept_connections_close_on_time_without_requests(watch: PgPool) {
-    let pool = PgPoolOptions::new()
-        .test_before_acquire(false)
-        .max_connections(8)
-        .idle_timeout(Duration::from_secs(1))
-        .connect_with(
-            watch
-                .connect_options()
-                .as_ref()
-                .clone()
-                .application_name(NAME),
-        )
-        .await
-        .unwrap();
-    let app = app_with(pool, |b| b.lookup_connections(4)).await;
-    tokio::spawn(app.layer.background());
-    let token = app.login(ALICE, ALICE_PASSWORD).await;
-    let server = serve(app.router.clone()).await;
-    let burst =
-        join_all((0..16).map(|i| send_from(server, client(i), get_with_cookie("/me", &token))))
-            .await;
-    assert!(burst.iter().all(|r| r.status == StatusCode::OK));
+    let (_app, _) = after_a_burst(&watch, true).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let open = backends(&watch).await.len();
     assert!(

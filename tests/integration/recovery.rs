@@ -134,6 +134,16 @@ impl Messenger for HeldAfterFirst {
     }
 }
 
+/// The address `/me` shows for `session`, and whether it is verified.
+async fn address_of(app: &Router, session: &str) -> (Option<String>, bool) {
+    let reply = send(app, get("/me", Some(session))).await;
+    let me = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap();
+    (
+        me["email"].as_str().map(str::to_owned),
+        me["email_verified"].as_bool().unwrap(),
+    )
+}
+
 both_stores! {
     /// Eight confirmations of one reset link at once, each with its own new password: exactly
     /// one wins, and the password is the winner's.
@@ -557,19 +567,14 @@ both_stores! {
     async fn an_address_set_by_hand_is_not_verified_and_addresses_are_composed(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        let me = |app: Router, alice: String| async move {
-            let reply = send(&app, get("/me", Some(&alice))).await;
-            let me = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap();
-            (me["email"].as_str().map(str::to_owned), me["email_verified"].as_bool().unwrap())
-        };
         let decomposed = send(&app, post("/account/email", "email=jose%CC%81%40example.com", Some(&alice))).await;
         assert_eq!(decomposed.status, StatusCode::BAD_REQUEST);
         assert_eq!(send(&app, post("/account/email", "email=jos%C3%A9%40example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
         let (_, link) = mail(&dir, 1).await;
         assert_eq!(confirm_address(&app, &link).await.status, StatusCode::OK);
-        assert_eq!(me(app.clone(), alice.clone()).await, (Some("jos\u{e9}@example.com".into()), true));
+        assert_eq!(address_of(&app, &alice).await, (Some("jos\u{e9}@example.com".into()), true));
         db.exec("UPDATE auth_users SET email = 'alice@typo.example' WHERE username = 'alice'").await;
-        assert_eq!(me(app.clone(), alice.clone()).await, (Some("alice@typo.example".into()), false));
+        assert_eq!(address_of(&app, &alice).await, (Some("alice@typo.example".into()), false));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -634,15 +639,10 @@ both_stores! {
     async fn an_email_address_is_the_users_once_its_link_is_confirmed(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        let me = |app: Router, alice: String| async move {
-            let reply = send(&app, get("/me", Some(&alice))).await;
-            let me = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap();
-            (me["email"].as_str().map(str::to_owned), me["email_verified"].as_bool().unwrap())
-        };
         assert_eq!(send(&app, post("/account/email", "email=Alice%40Example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
         let (message, link) = mail(&dir, 1).await;
         assert!(message.starts_with("To: Alice@Example.com"), "{message}");
-        assert_eq!(me(app.clone(), alice.clone()).await, (None, false), "nothing changes before the link is confirmed");
+        assert_eq!(address_of(&app, &alice).await, (None, false), "nothing changes before the link is confirmed");
         // Nobody has the address yet: a reset asked for by it goes nowhere.
         send(&app, post("/account/password-reset", "username=Alice%40Example.com", None)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -653,11 +653,11 @@ both_stores! {
         assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
         assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
         assert!(page.body.contains(&form_token(&link)));
-        assert_eq!(me(app.clone(), alice.clone()).await, (None, false), "following the link changes nothing");
+        assert_eq!(address_of(&app, &alice).await, (None, false), "following the link changes nothing");
         let confirmed = confirm_address(&app, &link).await;
         assert_eq!(confirmed.status, StatusCode::OK);
         assert_eq!(confirmed.headers[header::REFERRER_POLICY], "no-referrer");
-        assert_eq!(me(app.clone(), alice.clone()).await, (Some("Alice@Example.com".into()), true));
+        assert_eq!(address_of(&app, &alice).await, (Some("Alice@Example.com".into()), true));
         assert_eq!(confirm_address(&app, &link).await.status, StatusCode::BAD_REQUEST, "single use");
 
         // Taken by alice (in any case); invalid addresses; a session is needed.
@@ -675,7 +675,7 @@ both_stores! {
         assert_eq!(send(&app, post("/account/email", "email=alice2%40example.com", Some(&alice))).await.status, StatusCode::ACCEPTED);
         let (message, change) = mail(&dir, 4).await;
         assert!(message.starts_with("To: alice2@example.com"), "{message}");
-        assert_eq!(me(app.clone(), alice.clone()).await, (Some("Alice@Example.com".into()), true));
+        assert_eq!(address_of(&app, &alice).await, (Some("Alice@Example.com".into()), true));
         send(&app, post("/account/password-reset", "username=alice", None)).await;
         let (message, _) = mail(&dir, 5).await;
         assert!(message.contains("To: Alice@Example.com"), "{message}");

@@ -162,21 +162,26 @@ async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: s
 /// The version of the migration that made SQLite's ids never reused.
 const IDS_NEVER_REUSED: i64 = 20261203000001;
 
+/// Runs the crate's migrations older than `version` on `pool`, as a database made before it.
+async fn migrate_before(pool: &sqlx::SqlitePool, version: i64) {
+    let mut before = sqlx::migrate::Migrator::with_migrations(
+        axum_live_auth::SQLITE_MIGRATOR
+            .iter()
+            .filter(|migration| migration.version < version)
+            .cloned()
+            .collect(),
+    );
+    before.dangerous_set_table_name("_axum_live_auth_migrations");
+    before.run(pool).await.unwrap();
+}
+
 /// A database made before ids were never reused, upgraded: every row stays (a session goes on
 /// working, a role's permissions stay with its members), an app's table that references
 /// `auth_users` still cascades, foreign keys stay on, and a deleted user's id is not given to
 /// the next user. (Before the upgrade, eve took bob's id.)
 #[sqlx::test(migrations = false)]
 async fn an_upgraded_database_keeps_its_rows_and_gives_no_id_twice(pool: sqlx::SqlitePool) {
-    let mut before = sqlx::migrate::Migrator::with_migrations(
-        axum_live_auth::SQLITE_MIGRATOR
-            .iter()
-            .filter(|migration| migration.version < IDS_NEVER_REUSED)
-            .cloned()
-            .collect(),
-    );
-    before.dangerous_set_table_name("_axum_live_auth_migrations");
-    before.run(&pool).await.unwrap();
+    migrate_before(&pool, IDS_NEVER_REUSED).await;
     let app = crate::common::app(pool.clone()).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
     for sql in [
@@ -263,15 +268,7 @@ async fn a_permission_ending_in_a_carriage_return_is_not_another(pool: sqlx::Sql
 #[sqlx::test(migrations = false)]
 async fn an_upgrade_removes_what_deletes_without_foreign_keys_left_behind(pool: sqlx::SqlitePool) {
     const DELETE_DEPENDENTS: i64 = 20261202000001;
-    let mut before = sqlx::migrate::Migrator::with_migrations(
-        axum_live_auth::SQLITE_MIGRATOR
-            .iter()
-            .filter(|migration| migration.version < DELETE_DEPENDENTS)
-            .cloned()
-            .collect(),
-    );
-    before.dangerous_set_table_name("_axum_live_auth_migrations");
-    before.run(&pool).await.unwrap();
+    migrate_before(&pool, DELETE_DEPENDENTS).await;
     let shell = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(pool.connect_options().as_ref().clone().foreign_keys(false))

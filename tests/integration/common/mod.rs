@@ -246,7 +246,7 @@ pub fn router(accounts: Accounts, runs: Arc<AtomicUsize>) -> Router {
         .route("/login", post(login))
         .route("/signup", post(sign_up))
         .route("/logout", post(logout))
-        .route("/reauth-and-revoke-others", post(reauth_and_revoke_others))
+        .route("/reauth-and-revoke", post(reauth_and_revoke))
         .nest("/account", axum_live_auth::account_routes())
         .nest(
             "/auth",
@@ -274,14 +274,20 @@ async fn sign_up(
 }
 
 /// "Enter your password to sign out your other devices": sudo mode (which rotates the
-/// session), then every other session ends; the count, and the sessions listed as current.
-async fn reauth_and_revoke_others(
+/// session), then every other session ends (form `revoke=others`; the count, and the sessions
+/// listed as current), or the request's own by the id it came with (`revoke=own`).
+async fn reauth_and_revoke(
     auth: Auth,
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Result<String, axum_live_auth::Error> {
+    let came_with = auth.current_user().map(|u| u.session_id().clone());
     let password = form.get("password").map_or("", String::as_str);
     if !auth.reauthenticate(password).await? {
         return Err(axum_live_auth::Error::Unauthenticated);
+    }
+    if form.get("revoke").is_some_and(|r| r == "own") {
+        let id = came_with.ok_or(axum_live_auth::Error::Unauthenticated)?;
+        return Ok(auth.revoke_session(&id).await?.to_string());
     }
     let ended = auth.revoke_other_sessions().await?;
     let current = auth.sessions().await?.iter().filter(|s| s.current).count();
