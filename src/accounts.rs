@@ -11,7 +11,7 @@ use crate::{
     client::Client,
     config::AuthConfig,
     events::security,
-    login::PasswordCheck,
+    login::{PasswordCheck, typed_name},
     password::{self, Hasher},
     recovery::Recovery,
     shared::{Shared, Subscribers},
@@ -198,13 +198,17 @@ impl Accounts {
         }
     }
 
-    /// The id of the user called `username` (case-insensitive), if any.
+    /// The id of the user called `username` (case-insensitive, in any Unicode spelling the
+    /// login accepts: decomposed accents find the composed name), if any.
     ///
     /// # Errors
     ///
     /// An infrastructure error.
     pub async fn user_id(&self, username: &str) -> Result<Option<UserId>, Error> {
-        Ok(self.store.user_id(username).await?)
+        let Some(username) = typed_name(username) else {
+            return Ok(None);
+        };
+        Ok(self.store.user_id(&username).await?)
     }
 
     /// Checks a username and password; `Some(id)` only for the right password of an enabled
@@ -421,8 +425,10 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidName`] for a name no grant can have (a typo in a deprovisioning script
+    /// is not "no such grant"), or an infrastructure error.
     pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<bool, Error> {
+        validate_name(permission)?;
         let revoked =
             repeating_conflicts(|| self.store.revoke_permission(user, permission)).await?;
         self.changed(user);
@@ -451,13 +457,14 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidName`], or an infrastructure error.
     pub async fn revoke_permission_on(
         &self,
         user: UserId,
         permission: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
+        validate_name(permission)?;
         let grant = GrantRow::Permission(permission);
         let revoked =
             repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
@@ -482,6 +489,7 @@ impl Accounts {
     ///
     /// [`Error::InvalidName`], [`Error::RoleNotFound`], or an infrastructure error.
     pub async fn grant_role_permission(&self, role: &str, permission: &str) -> Result<(), Error> {
+        validate_name(role)?;
         validate_name(permission)?;
         repeating_conflicts(|| self.store.grant_role_permission(role, permission)).await?;
         self.everyone_changed();
@@ -492,12 +500,14 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidName`], or an infrastructure error.
     pub async fn revoke_role_permission(
         &self,
         role: &str,
         permission: &str,
     ) -> Result<bool, Error> {
+        validate_name(role)?;
+        validate_name(permission)?;
         let revoked =
             repeating_conflicts(|| self.store.revoke_role_permission(role, permission)).await?;
         self.everyone_changed();
@@ -508,8 +518,10 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// [`Error::UserNotFound`], [`Error::RoleNotFound`], or an infrastructure error.
+    /// [`Error::InvalidName`], [`Error::UserNotFound`], [`Error::RoleNotFound`], or an
+    /// infrastructure error.
     pub async fn assign_role(&self, user: UserId, role: &str) -> Result<(), Error> {
+        validate_name(role)?;
         repeating_conflicts(|| self.store.assign_role(user, role)).await?;
         self.changed(user);
         Ok(())
@@ -519,8 +531,9 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidName`], or an infrastructure error.
     pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
+        validate_name(role)?;
         let removed = repeating_conflicts(|| self.store.unassign_role(user, role)).await?;
         self.changed(user);
         Ok(removed)
@@ -531,13 +544,15 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// [`Error::UserNotFound`], [`Error::RoleNotFound`], or an infrastructure error.
+    /// [`Error::InvalidName`], [`Error::UserNotFound`], [`Error::RoleNotFound`], or an
+    /// infrastructure error.
     pub async fn assign_role_on(
         &self,
         user: UserId,
         role: &str,
         resource: &Resource,
     ) -> Result<(), Error> {
+        validate_name(role)?;
         let grant = GrantRow::Role(role);
         repeating_conflicts(|| self.store.grant_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
@@ -548,13 +563,14 @@ impl Accounts {
     ///
     /// # Errors
     ///
-    /// An infrastructure error.
+    /// [`Error::InvalidName`], or an infrastructure error.
     pub async fn unassign_role_on(
         &self,
         user: UserId,
         role: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
+        validate_name(role)?;
         let grant = GrantRow::Role(role);
         let removed =
             repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;

@@ -235,6 +235,10 @@ async fn users_grants_and_roles() {
     run.code(2);
     assert!(run.stderr.contains("no password on stdin"), "{run:#?}");
     assert_eq!(accounts.user_id("dave").await.unwrap(), None);
+    // A name typed with decomposed accents finds the account, as the login does.
+    db.run_with_stdin(&["create-user", "\u{c9}mile"], "emile-password\n")
+        .code(0);
+    db.run(&["grant", "E\u{301}mile", "reports:read"]).code(0);
 
     // Direct grants.
     db.run(&["grant", "carol", "reports:write"]).code(0);
@@ -265,6 +269,10 @@ async fn users_grants_and_roles() {
     assert_eq!(run.stderr, "error: no user named 'nobody'\n");
     db.run(&["revoke", "nobody", "reports:write"]).code(3);
     db.run(&["sessions", "nobody"]).code(3);
+    // A name no grant can have is a usage error, not "no such grant": a deprovisioning script
+    // must not read a quoting mistake as "already revoked".
+    db.run(&["revoke", "carol", "reports:read project:42"])
+        .code(2);
 
     // Roles.
     db.run(&["create-role", "auditor"]).code(0);
@@ -276,6 +284,9 @@ async fn users_grants_and_roles() {
     assert_eq!(run.stderr, "error: no role named 'ghost'\n");
     db.run(&["add-role", "carol", "auditor"]).code(0);
     db.run(&["add-role", "carol", "ghost"]).code(3);
+    db.run(&["add-role", "carol", "two words"]).code(2);
+    db.run(&["remove-role", "carol", "two words"]).code(2);
+    db.run(&["role-revoke", "auditor", "two words"]).code(2);
     db.run(&["add-role", "nobody", "auditor"]).code(3);
     assert_eq!(
         Db::from(db.pool.clone())
