@@ -1,8 +1,10 @@
 //! Users, roles and grants (global and per resource), and sessions: the library functions apps,
 //! operator tools and tests manage them with.
 //!
-//! Every change here is enforced on the next request of the user concerned, on every node,
-//! without logging in again. The same holds for changes made with plain SQL on the tables.
+//! Every change here is enforced on the next request of the user concerned, without logging in
+//! again: on every node (with the principal cache, on other nodes once the change's
+//! notification reaches them, within a millisecond or so). The same holds for changes made with
+//! plain SQL on the tables.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 

@@ -27,7 +27,8 @@ const SESSION_ID_ATTEMPTS: usize = 3;
 /// Handle for logging in and out and for managing the current user's sessions, available to
 /// every handler behind the layer.
 ///
-/// Every change it makes is enforced on the next request, on every node. It sets or clears the
+/// Every change it makes is enforced on the next request (with the principal cache, on other
+/// nodes once the change's notification reaches them). It sets or clears the
 /// session cookie on the response as needed (with `Cache-Control: no-store`).
 ///
 /// ```

@@ -176,8 +176,9 @@ impl CurrentUser {
     /// Whether the user may `permission` on `resource` right now: a global grant of it covers
     /// every resource (no query); otherwise a grant scoped to the resource, direct or through a
     /// role assigned on it, decides — one indexed query, or none when the node's principal
-    /// cache holds the answer (kept coherent by the same notifications as everything else, so
-    /// a revoked grant is refused on the next request on every node).
+    /// cache holds the answer (kept coherent by the same notifications as everything else: a
+    /// revoked grant is refused on the next request on the node that made the change, and on
+    /// other nodes once its notification reaches them, within a millisecond or so).
     ///
     /// ```no_run
     /// # async fn f(user: axum_live_auth::CurrentUser) -> Result<(), axum_live_auth::Error> {

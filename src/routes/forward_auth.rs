@@ -56,7 +56,12 @@ pub fn forward_auth_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Result<Response, AuthRejection> {
-    // A query that does not parse may have asked for something: refused, never ignored.
+    // A query that does not parse may have asked for something: refused, never ignored. So
+    // is one whose bytes are not UTF-8 once decoded, which the parser would read with U+FFFD
+    // in their place: one answer for every id those bytes stand for.
+    if !uri.query().is_none_or(decodes_as_utf8) {
+        return Err(AuthRejection::BadRequest);
+    }
     let Ok(Query(query)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
         return Err(AuthRejection::BadRequest);
     };
@@ -115,6 +120,15 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Result<Response, Aut
     }
     in_headers.into_iter().try_for_each(|p| user.require(p))?;
     Ok(identity(&user))
+}
+
+/// Whether every key and value of `query` is UTF-8 once percent-decoded.
+fn decodes_as_utf8(query: &str) -> bool {
+    query.split(['&', '=']).all(|part| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .is_ok()
+    })
 }
 
 /// The CSRF check of the original request: needed unless every method the proxy names is safe

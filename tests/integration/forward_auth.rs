@@ -92,6 +92,13 @@ both_stores! {
             status("?resource=project:42", &[("x-auth-require-permission", "project:read")]).await,
             StatusCode::FORBIDDEN
         );
+        // A query whose bytes are not UTF-8 once decoded: refused, not read with U+FFFD in their
+        // place, which would answer for every id those bytes stand for. (Before, bob's grant on
+        // `x\u{FFFD}` answered 200 for `x%FF`, `x%FE`, ….)
+        let replaced: axum_live_auth::Resource = "project:x\u{FFFD}".parse().unwrap();
+        app.accounts.grant_permission_on(app.bob, "project:read", &replaced).await.unwrap();
+        assert_eq!(status("?permission=project:read&resource=project:x%FF", &[]).await, StatusCode::BAD_REQUEST);
+        assert_eq!(status("?permission=reports:read%FF", &[]).await, StatusCode::BAD_REQUEST);
         // Two resources: refused, not the first one checked and the second ignored.
         assert_eq!(status("?permission=project:read&resource=project:42&resource=project:43", &[]).await, StatusCode::BAD_REQUEST);
         // What the check cannot read is refused, never skipped: a misspelt key, or a permission
