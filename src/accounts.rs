@@ -200,17 +200,25 @@ impl Accounts {
         }
     }
 
-    /// The id of the user called `username` (case-insensitive, in any Unicode spelling the
-    /// login accepts: decomposed accents find the composed name), if any.
+    /// The id of the user called `username` (case-insensitive), if any: the name as given,
+    /// else its composed form (NFC), as the login finds it (decomposed accents find the
+    /// composed name; a name stored decomposed, before names had to be composed, is found as
+    /// it is).
     ///
     /// # Errors
     ///
     /// An infrastructure error.
     pub async fn user_id(&self, username: &str) -> Result<Option<UserId>, Error> {
-        let Some(username) = typed_name(username) else {
+        if username.contains('\0') {
             return Ok(None);
-        };
-        Ok(self.store.user_id(&username).await?)
+        }
+        if let Some(user) = self.store.user_id(username).await? {
+            return Ok(Some(user));
+        }
+        match typed_name(username) {
+            Some(composed) if composed != username => Ok(self.store.user_id(&composed).await?),
+            _ => Ok(None),
+        }
     }
 
     /// Checks a username and password; `Some(id)` only for the right password of an enabled
@@ -430,11 +438,10 @@ impl Accounts {
     /// [`Error::InvalidName`] for a name no grant can have (a typo in a deprovisioning script
     /// is not "no such grant"), or an infrastructure error.
     pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<bool, Error> {
-        validate_name(permission)?;
         let revoked =
             repeating_conflicts(|| self.store.revoke_permission(user, permission)).await?;
         self.changed(user);
-        Ok(revoked)
+        refused_if_invalid(revoked, &[permission])
     }
 
     /// Grants a permission to the user on one resource only.
@@ -466,12 +473,11 @@ impl Accounts {
         permission: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        validate_name(permission)?;
         let grant = GrantRow::Permission(permission);
         let revoked =
             repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
-        Ok(revoked)
+        refused_if_invalid(revoked, &[permission])
     }
 
     /// Creates a role if no role of that name exists.
@@ -508,12 +514,10 @@ impl Accounts {
         role: &str,
         permission: &str,
     ) -> Result<bool, Error> {
-        validate_name(role)?;
-        validate_name(permission)?;
         let revoked =
             repeating_conflicts(|| self.store.revoke_role_permission(role, permission)).await?;
         self.everyone_changed();
-        Ok(revoked)
+        refused_if_invalid(revoked, &[role, permission])
     }
 
     /// Gives the user a role, on every resource.
@@ -535,10 +539,9 @@ impl Accounts {
     ///
     /// [`Error::InvalidName`], or an infrastructure error.
     pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
-        validate_name(role)?;
         let removed = repeating_conflicts(|| self.store.unassign_role(user, role)).await?;
         self.changed(user);
-        Ok(removed)
+        refused_if_invalid(removed, &[role])
     }
 
     /// Gives the user a role on one resource: every permission of the role, on that resource
@@ -572,12 +575,11 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
-        validate_name(role)?;
         let grant = GrantRow::Role(role);
         let removed =
             repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
         self.scoped_changed(user);
-        Ok(removed)
+        refused_if_invalid(removed, &[role])
     }
 
     /// The ids of resources of type `kind` on which the user holds `permission` through a
@@ -664,6 +666,17 @@ fn validate_username(username: &str) -> Result<(), Error> {
         && !username.chars().any(|c| c.is_control() || is_invisible(c))
         && unicode_normalization::is_nfc(username);
     ok.then_some(()).ok_or(Error::InvalidUsername)
+}
+
+/// What a revoke that removed nothing (`removed` false) answers: [`Error::InvalidName`] if one
+/// of `names` is no name a grant or role can be given (a typo in a deprovisioning script is not
+/// "no such grant"). A revoke that removed something succeeds whatever the name: one given
+/// before the rules were this strict, or by SQL, can still be taken away.
+fn refused_if_invalid(removed: bool, names: &[&str]) -> Result<bool, Error> {
+    if !removed {
+        names.iter().try_for_each(|name| validate_name(name))?;
+    }
+    Ok(removed)
 }
 
 /// Permission and role names: 1 to 128 visible characters, no whitespace.

@@ -49,12 +49,21 @@ impl PasswordCheck<'_> {
         // composed form, NFC) finds the account and spends its failures. A name no user can
         // have is refused without a query.
         let typed = typed_name(username).filter(|_| password.len() <= MAX_PASSWORD_BYTES);
-        let Some(username) = typed else {
+        let Some(composed) = typed else {
             security::login_failed(client, username);
             return Ok(None);
         };
-        let username = &*username;
-        let row = self.store.login_row(username).await?;
+        // A name stored as typed, before names had to be composed, is found as it is first.
+        let exact = if composed == username {
+            None
+        } else {
+            Some(self.store.login_row(username).await?).filter(|row| row.id.is_some())
+        };
+        let username = &*composed;
+        let row = match exact {
+            Some(row) => row,
+            None => self.store.login_row(username).await?,
+        };
         let account = match row.id {
             Some(id) => AttemptKey::user(id),
             None => AttemptKey::unknown_name(&row.folded),

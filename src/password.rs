@@ -86,9 +86,9 @@ impl Hasher {
     }
 
     /// Admits a hash for a client at address `from` (`None`: the app's own call, not counted
-    /// per address), before anything is counted against the client: refused at once when the
-    /// address has its share and no place is free, so that such a refusal never comes after a
-    /// login attempt was reserved (it would give the attempt back, and cost the address nothing).
+    /// per address): refused at once when the address has its share and no place is free. A
+    /// login is admitted after its address's attempt is reserved and before its account's, so
+    /// that such a refusal starts no block of the account.
     pub(crate) fn admit(&self, from: Option<IpAddr>) -> Result<Admission, Error> {
         let (share, before) = Share::join(&self.by_address, from);
         let permit = if before >= self.share {

@@ -27,7 +27,7 @@ const MAX_PERMISSIONS: usize = 16;
 /// | `200` | a valid session with every permission asked for | `X-Auth-User-Id`, `X-Auth-Username`, `X-Auth-Permissions` (sorted, comma-separated), `X-Auth-Session-Id` (the public id) |
 /// | `401` | no valid session | |
 /// | `403` | a permission asked for is missing, or the original request fails the CSRF check | |
-/// | `400` | a query key other than `permission` and `resource` (a misspelt one would otherwise be ignored), a `resource` that cannot name one, more than one `resource`, more than 16 distinct permissions in the query with a `resource`, or an `X-Auth-Require-Permission` that is not UTF-8 | |
+/// | `400` | a query key other than `permission` and `resource` (a misspelt one would otherwise be ignored), a query whose bytes are not UTF-8 once decoded, a `resource` that cannot name one, more than one `resource`, more than 16 distinct permissions in the query with a `resource`, or an `X-Auth-Require-Permission` that is not UTF-8 | |
 /// | `503` | the database did not answer (never a `200`) | `Retry-After` |
 ///
 /// Permissions are asked for with `?permission=reports:read` on the check URL (repeatable)

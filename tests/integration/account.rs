@@ -27,6 +27,48 @@ async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {
 }
 
 both_stores! {
+    /// Names given before the rules were this strict (0.1.0 took decomposed names and
+    /// invisible characters), or by SQL: a user stored decomposed is found and logs in as
+    /// stored, also once the composed spelling is another user's; a role with an invisible
+    /// character can still be taken away; a typo in a revoke is still refused as invalid.
+    /// (Before, the decomposed user was not found, and the role could not be unassigned.)
+    async fn names_given_before_the_rules_can_still_be_found_and_revoked(db: Db) {
+        let app = crate::common::app(db).await;
+        app.db
+            .exec_each(
+                "INSERT INTO auth_users (username, password_hash)
+                 SELECT 'Jose' || chr(769), password_hash FROM auth_users WHERE username = 'bob'",
+                "INSERT INTO auth_users (username, password_hash)
+                 SELECT 'Jose' || char(769), password_hash FROM auth_users WHERE username = 'bob'",
+            )
+            .await;
+        let legacy = app.accounts.user_id("Jose\u{301}").await.unwrap().expect("found as stored");
+        let composed = app.accounts.create_user("Jos\u{e9}", "jose-password-1").await.unwrap();
+        assert_eq!(app.accounts.user_id("Jose\u{301}").await.unwrap(), Some(legacy));
+        assert_eq!(app.accounts.user_id("Jos\u{e9}").await.unwrap(), Some(composed));
+        let login = crate::common::send(&app.router, login_request("Jose\u{301}", BOB_PASSWORD)).await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "the stored spelling logs in");
+
+        app.db
+            .exec_each(
+                "INSERT INTO auth_roles (name) VALUES ('ops' || chr(8203))",
+                "INSERT INTO auth_roles (name) VALUES ('ops' || char(8203))",
+            )
+            .await;
+        app.db
+            .exec(&format!(
+                "INSERT INTO auth_user_roles (user_id, role_id)
+                 SELECT {}, id FROM auth_roles WHERE name LIKE 'ops%'",
+                app.alice
+            ))
+            .await;
+        assert!(app.accounts.unassign_role(app.alice, "ops\u{200B}").await.unwrap());
+        assert!(matches!(
+            app.accounts.unassign_role(app.alice, "two words").await,
+            Err(axum_live_auth::Error::InvalidName)
+        ));
+    }
+
     /// "Enter your password to sign out your other devices": the reauthentication rotates the
     /// session, and the revocation that follows in the same request keeps the new session, not
     /// the old one, and lists it as current. (Before, the handle still acted as the replaced
