@@ -214,10 +214,7 @@ type ByAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 impl Share {
     /// Counts a hash of `from`; also says how many of its hashes were running or waiting.
-    fn join(
-        by_address: &Arc<Mutex<HashMap<IpAddr, usize>>>,
-        from: Option<IpAddr>,
-    ) -> (Self, usize) {
+    fn join(by_address: &ByAddress, from: Option<IpAddr>) -> (Self, usize) {
         let Some(address) = from else {
             return (Self(None), 0);
         };
