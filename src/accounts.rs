@@ -438,6 +438,7 @@ impl Accounts {
     /// [`Error::InvalidName`] for a name no grant can have (a typo in a deprovisioning script
     /// is not "no such grant"), or an infrastructure error.
     pub async fn revoke_permission(&self, user: UserId, permission: &str) -> Result<bool, Error> {
+        queryable(&[permission])?;
         let revoked =
             repeating_conflicts(|| self.store.revoke_permission(user, permission)).await?;
         self.changed(user);
@@ -473,6 +474,7 @@ impl Accounts {
         permission: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
+        queryable(&[permission])?;
         let grant = GrantRow::Permission(permission);
         let revoked =
             repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
@@ -514,6 +516,7 @@ impl Accounts {
         role: &str,
         permission: &str,
     ) -> Result<bool, Error> {
+        queryable(&[role, permission])?;
         let revoked =
             repeating_conflicts(|| self.store.revoke_role_permission(role, permission)).await?;
         self.everyone_changed();
@@ -539,6 +542,7 @@ impl Accounts {
     ///
     /// [`Error::InvalidName`], or an infrastructure error.
     pub async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
+        queryable(&[role])?;
         let removed = repeating_conflicts(|| self.store.unassign_role(user, role)).await?;
         self.changed(user);
         refused_if_invalid(removed, &[role])
@@ -575,6 +579,7 @@ impl Accounts {
         role: &str,
         resource: &Resource,
     ) -> Result<bool, Error> {
+        queryable(&[role])?;
         let grant = GrantRow::Role(role);
         let removed =
             repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
@@ -666,6 +671,15 @@ fn validate_username(username: &str) -> Result<(), Error> {
         && !username.chars().any(|c| c.is_control() || is_invisible(c))
         && unicode_normalization::is_nfc(username);
     ok.then_some(()).ok_or(Error::InvalidUsername)
+}
+
+/// Refuses, before any query, a name holding a NUL, which no grant or role can hold (Postgres
+/// text cannot even be asked about it).
+fn queryable(names: &[&str]) -> Result<(), Error> {
+    if names.iter().any(|name| name.contains('\0')) {
+        return Err(Error::InvalidName);
+    }
+    Ok(())
 }
 
 /// What a revoke that removed nothing (`removed` false) answers: [`Error::InvalidName`] if one

@@ -67,6 +67,15 @@ both_stores! {
             app.accounts.unassign_role(app.alice, "two words").await,
             Err(axum_live_auth::Error::InvalidName)
         ));
+        // A NUL is refused alike on both stores (Postgres could not even be asked: `503`).
+        assert!(matches!(
+            app.accounts.revoke_permission(app.alice, "a\0b").await,
+            Err(axum_live_auth::Error::InvalidName)
+        ));
+        assert!(matches!(
+            app.accounts.revoke_role_permission("ops\0", "p").await,
+            Err(axum_live_auth::Error::InvalidName)
+        ));
     }
 
     /// "Enter your password to sign out your other devices": the reauthentication rotates the
