@@ -94,11 +94,7 @@ async fn two_hundred_concurrent_requests_never_see_a_locked_database() {
 async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::SqlitePool) {
     let app = crate::common::app(pool.clone()).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
-    let shell = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(pool.connect_options().as_ref().clone().foreign_keys(false))
-        .await
-        .unwrap();
+    let shell = shell(&pool).await;
     let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
         .fetch_one(&shell)
         .await
@@ -162,6 +158,28 @@ async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: s
 /// The version of the migration that made SQLite's ids never reused.
 const IDS_NEVER_REUSED: i64 = 20261203000001;
 
+/// One connection to `pool`'s database with foreign keys off, as the sqlite3 shell opens one.
+async fn shell(pool: &sqlx::SqlitePool) -> sqlx::SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone().foreign_keys(false))
+        .await
+        .unwrap()
+}
+
+/// No row of `pool`'s database names a row that does not exist.
+async fn assert_no_broken_reference(pool: &sqlx::SqlitePool) {
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert!(
+        broken.is_empty(),
+        "rows whose reference is broken: {}",
+        broken.len()
+    );
+}
+
 /// Runs the crate's migrations older than `version` on `pool`, as a database made before it.
 async fn migrate_before(pool: &sqlx::SqlitePool, version: i64) {
     let mut before = sqlx::migrate::Migrator::with_migrations(
@@ -209,15 +227,7 @@ async fn an_upgraded_database_keeps_its_rows_and_gives_no_id_twice(pool: sqlx::S
             .unwrap();
         assert_eq!(value, expected, "{pragma}");
     }
-    let broken = sqlx::query("PRAGMA foreign_key_check")
-        .fetch_all(&one)
-        .await
-        .unwrap();
-    assert!(
-        broken.is_empty(),
-        "rows whose reference is broken: {}",
-        broken.len()
-    );
+    assert_no_broken_reference(&one).await;
     one.close().await;
     assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
     let (alice_after, _) = app.db.permissions_column_and_grants(app.alice).await;
@@ -269,11 +279,7 @@ async fn a_permission_ending_in_a_carriage_return_is_not_another(pool: sqlx::Sql
 async fn an_upgrade_removes_what_deletes_without_foreign_keys_left_behind(pool: sqlx::SqlitePool) {
     const DELETE_DEPENDENTS: i64 = 20261202000001;
     migrate_before(&pool, DELETE_DEPENDENTS).await;
-    let shell = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(pool.connect_options().as_ref().clone().foreign_keys(false))
-        .await
-        .unwrap();
+    let shell = shell(&pool).await;
     for sql in [
         "INSERT INTO auth_users (username) VALUES ('alice'), ('zed')",
         "INSERT INTO auth_user_permissions (user_id, permission)
@@ -304,15 +310,7 @@ async fn an_upgrade_removes_what_deletes_without_foreign_keys_left_behind(pool: 
     shell.close().await;
 
     axum_live_auth::migrate(pool.clone()).await.unwrap();
-    let broken = sqlx::query("PRAGMA foreign_key_check")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert!(
-        broken.is_empty(),
-        "rows whose reference is broken: {}",
-        broken.len()
-    );
+    assert_no_broken_reference(&pool).await;
     let alice: String =
         sqlx::query_scalar("SELECT permissions FROM auth_users WHERE username = 'alice'")
             .fetch_one(&pool)
