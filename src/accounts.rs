@@ -27,15 +27,13 @@ use crate::{
 /// taken.
 const SIGN_UPS_PER_ADDRESS: u32 = 10;
 
-/// Expired sessions deleted per statement by the purge: small enough that no statement holds
-/// its locks for long, whatever the table's size.
+/// Expired sessions deleted per statement by the [purge](Accounts::purge_expired_sessions).
 const PURGE_BATCH: u32 = 250;
 /// The longest one statement of the purge may take before it is given up and its connection
 /// closed. A batch takes milliseconds; this ends a purge stuck on a network gone silent, which
 /// would otherwise wait until TCP gives up (about 15 minutes on Linux's defaults).
 pub(crate) const PURGE_STATEMENT_BOUND: Duration = Duration::from_secs(30);
-/// Failed-login counters idle for longer than this, or than the per-address window if longer,
-/// are purged.
+/// How long the [purge](Accounts::purge_expired_sessions) keeps an idle failed-login counter.
 const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Manages users, roles, grants and sessions in the crate's tables.
@@ -55,8 +53,7 @@ const ATTEMPTS_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 /// accounts.grant_permission_on(alice, "project:write", &"project:42".parse()?).await?;
 /// assert_eq!(accounts.verify_password("Alice", "alice-password").await?, Some(alice));
 /// accounts.disable_user(alice).await?; // her sessions end now, everywhere
-/// # Ok(())
-/// # }
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Accounts {
@@ -66,7 +63,6 @@ pub struct Accounts {
     /// The layer's cache and event streams, told of a change here at once (both stores),
     /// before its notification comes back.
     subscribers: Option<Subscribers>,
-    /// How recovery messages are made and delivered.
     pub(crate) recovery: Arc<Recovery>,
 }
 
@@ -80,8 +76,7 @@ impl Accounts {
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// let accounts = axum_live_auth::Accounts::new(pool);
-    /// # let _ = accounts; Ok(())
-    /// # }
+    /// # let _ = accounts; Ok(()) }
     /// ```
     pub fn new(store: impl IntoAuthStore) -> Self {
         Self {
@@ -172,32 +167,26 @@ impl Accounts {
         // such, or a sign-up refused for load, counts for nothing.
         validate_username(username)?;
         password::validate_new(password)?;
-        let key = client
-            .address
-            .map(|address| AttemptKey::sign_up(address.to_string()));
-        let reserved = match &key {
-            Some(key) => match self.reserve_in_window(key, SIGN_UPS_PER_ADDRESS).await? {
-                Reservation::Granted(reserved) => Some(reserved),
+        let mut reserved = None;
+        if let Some(address) = client.address {
+            let key = AttemptKey::sign_up(address.to_string());
+            match self.reserve_in_window(&key, SIGN_UPS_PER_ADDRESS).await? {
+                Reservation::Granted(granted) => reserved = Some(granted),
                 Reservation::Refused(retry_after) => {
                     security::sign_up_throttled(client, retry_after);
                     return Err(Error::Throttled { retry_after });
                 }
-            },
-            None => None,
-        };
-        match self.create(username, password, client.address).await {
-            Ok(user) => {
-                security::signed_up(client, user);
-                Ok(user)
             }
-            Err(busy @ Error::Busy { .. }) => {
-                if let Some(reserved) = &reserved {
-                    self.store.release_attempt(reserved).await?;
-                }
-                Err(busy)
-            }
-            Err(error) => Err(error),
         }
+        let created = self.create(username, password, client.address).await;
+        match (&created, &reserved) {
+            (Ok(user), _) => security::signed_up(client, *user),
+            (Err(Error::Busy { .. }), Some(reserved)) => {
+                self.store.release_attempt(reserved).await?
+            }
+            _ => {}
+        }
+        created
     }
 
     /// The id of the user called `username` (case-insensitive), if any: the name as given,
@@ -676,10 +665,8 @@ fn validate_username(username: &str) -> Result<(), Error> {
 /// Refuses, before any query, a name holding a NUL, which no grant or role can hold (Postgres
 /// text cannot even be asked about it).
 fn queryable(names: &[&str]) -> Result<(), Error> {
-    if names.iter().any(|name| name.contains('\0')) {
-        return Err(Error::InvalidName);
-    }
-    Ok(())
+    let ok = !names.iter().any(|name| name.contains('\0'));
+    ok.then_some(()).ok_or(Error::InvalidName)
 }
 
 /// What a revoke that removed nothing (`removed` false) answers: [`Error::InvalidName`] if one

@@ -151,10 +151,8 @@ impl Auth {
         let Some(verified) = self.check_password(username, password).await? else {
             return Ok(None);
         };
-        match self
-            .replace_session(Some(verified.credential_epoch), verified.user)
-            .await
-        {
+        let epoch = Some(verified.credential_epoch);
+        match self.replace_session(epoch, verified.user).await {
             Ok(_) => Ok(Some(verified.user)),
             // The password changed (or the user was disabled) while it was being checked.
             Err(Error::UserNotFound) => Ok(None),
@@ -217,10 +215,8 @@ impl Auth {
         let Some(verified) = self.check_password(username, password).await? else {
             return Ok(None);
         };
-        match self
-            .start_session(verified.user, Some(verified.credential_epoch))
-            .await
-        {
+        let epoch = Some(verified.credential_epoch);
+        match start_session(&self.0.shared, &self.0.client, verified.user, epoch).await {
             Ok(token) => Ok(Some(token)),
             Err(Error::UserNotFound) => Ok(None),
             Err(error) => Err(error),
@@ -268,8 +264,7 @@ impl Auth {
         self.replace_session(None, user).await
     }
 
-    /// Deletes the request's session, if any, and starts a new one whose cookie the response
-    /// sets.
+    /// Deletes the request's session, if any, and starts a new one whose cookie the response sets.
     async fn replace_session(&self, epoch: Option<i64>, user: UserId) -> Result<SessionId, Error> {
         // A previous session the layer could not look up is left to expire: its cookie is
         // replaced below, so no one keeps its token (and the login still works).
@@ -279,7 +274,7 @@ impl Auth {
             // Its streams, and any of the copy's, end (on SQLite nothing else would tell them).
             shared.user_changed(user);
         }
-        let token = self.start_session(user, epoch).await?;
+        let token = start_session(&self.0.shared, &self.0.client, user, epoch).await?;
         let id = token.id().clone();
         let mut response = self.response();
         response.current = Current::Replaced(user, id.clone());
@@ -297,56 +292,13 @@ impl Auth {
             (Current::Replaced(user, id), ..) => Some((*user, id.clone())),
             (Current::Renewed(id), Some(user), _) => Some((user.id(), id.clone())),
             (Current::LookedUp, Some(user), _) => Some((user.id(), user.session_id().clone())),
-            (_, None, Some((user, copy))) => Some((*user, copy.clone())),
-            (_, None, None) => None,
+            (_, None, replaced_by) => replaced_by.clone(),
         }
     }
 
-    /// Inserts a new session for `user` and returns its token.
-    pub(crate) async fn start_session(
-        &self,
-        user: UserId,
-        epoch: Option<i64>,
-    ) -> Result<SessionToken, Error> {
-        let inner = &self.0;
-        let config = &inner.shared.config;
-        let user_agent = inner.client.user_agent();
-        for _ in 0..SESSION_ID_ATTEMPTS {
-            let token = SessionToken::generate()?;
-            let secret_hash = token.secret_hash();
-            let new = NewSession {
-                id: token.id(),
-                secret_hash: secret_hash.as_bytes(),
-                user_id: user,
-                credential_epoch: epoch,
-                idle_timeout: config.idle_timeout,
-                absolute_timeout: config.absolute_timeout,
-                user_agent: user_agent.as_deref(),
-                ip: inner.client.ip,
-                max_sessions: config.max_sessions_per_user,
-            };
-            match inner.shared.store.create_session(&new).await? {
-                Created::Yes { evicted } => {
-                    security::login(&inner.client, user, token.id());
-                    for old in &evicted {
-                        security::session_revoked(&inner.client, user, old, "session_cap");
-                        inner.shared.session_ended(old);
-                    }
-                    return Ok(token);
-                }
-                Created::Refused => return Err(Error::UserNotFound),
-                Created::IdTaken => {
-                    tracing::warn!(session_id = %token.id(), "new session id already taken");
-                }
-            }
-        }
-        Err(InfrastructureError::SessionIdCollision.into())
-    }
-
-    /// Ends the request's session: deletes its row, clears the cookie (same name, `Path`,
-    /// `Domain` and `Secure` as when it was set) and, unless switched off, tells the browser to
-    /// drop what it cached (`Clear-Site-Data: "cache"`). Replaying the old cookie afterwards is
-    /// `401`.
+    /// Ends the request's session: deletes its row, clears the cookie (same name, `Path`, `Domain`
+    /// and `Secure` as when it was set) and, unless switched off, tells the browser to drop what it
+    /// cached (`Clear-Site-Data: "cache"`). Replaying the old cookie afterwards is `401`.
     ///
     /// # Errors
     ///
@@ -432,11 +384,11 @@ impl Auth {
     }
 
     /// Replaces the current session by a new one with a new token: the old token is refused at
-    /// once, the new one is set on the response, and the absolute deadline does not move. Use
-    /// it when the session's privileges change. Later calls on this `Auth` act on the new
-    /// session (a [`revoke_other_sessions`](Self::revoke_other_sessions) keeps it, and
-    /// [`sessions`](Self::sessions) lists it as current). Until the new session's first touch (at least
-    /// the touch interval), a request still carrying the old token (sent before the answer
+    /// once, the new one is set on the response, and the absolute deadline does not move. Use it
+    /// when the session's privileges change. Later calls on this `Auth` act on the new session (a
+    /// [`revoke_other_sessions`](Self::revoke_other_sessions) keeps it, and
+    /// [`sessions`](Self::sessions) lists it as current). Until the new session's first touch (at
+    /// least the touch interval), a request still carrying the old token (sent before the answer
     /// came back) leaves the cookie alone, and a logout with it ends the new session.
     ///
     /// # Errors
@@ -466,16 +418,15 @@ impl Auth {
         Ok(true)
     }
 
-    /// Changes the current user's password after checking the current one: stores the new
-    /// hash, moves the user to a new credential epoch (no session whose password check predates
-    /// this one is valid afterwards), ends every other session of the user and rotates this one
-    /// (which then counts as recently authenticated), all in one transaction: the old token is
-    /// never valid under the new password, and the new session does not answer to it (no logout
-    /// with it ends the new session). `Ok(false)` if `current` is wrong, or
-    /// stopped being the password while the new one was hashed (a reset landed meanwhile);
-    /// nothing changes then. If the session was rotated meanwhile (another tab's
-    /// reauthentication), its copy ends with the other sessions: the password is changed all the
-    /// same (`Ok(true)`), and the user logs in with it.
+    /// Changes the current user's password after checking the current one: stores the new hash,
+    /// moves the user to a new credential epoch (no session whose password check predates this one
+    /// is valid afterwards), ends every other session of the user and rotates this one (which then
+    /// counts as recently authenticated), all in one transaction: the old token is never valid
+    /// under the new password, and the new session does not answer to it (no logout with it ends
+    /// the new session). `Ok(false)` if `current` is wrong, or stopped being the password while the
+    /// new one was hashed (a reset landed meanwhile); nothing changes then. If the session was
+    /// rotated meanwhile (another tab's reauthentication), its copy ends with the other sessions:
+    /// the password is changed all the same (`Ok(true)`), and the user logs in with it.
     ///
     /// # Errors
     ///
@@ -496,11 +447,11 @@ impl Auth {
         // Only over the password just checked: a reset that landed meanwhile wins. The session
         // goes on under a new token in the same transaction: its old one (whoever else holds
         // it) is never valid under the new password, whatever happens to this request.
-        let set = shared
+        let PasswordSet::Set { renewed } = shared
             .store
             .set_password(user.id(), &hash, Some(renewal), Some(epoch), None)
-            .await?;
-        let PasswordSet::Set { renewed } = set else {
+            .await?
+        else {
             return Ok(false);
         };
         security::password_changed(&self.0.client, user.id(), Some(&old), "change");
@@ -545,9 +496,7 @@ impl Auth {
         }
     }
 
-    /// After the request's session `old` went on under `token`: logs it, drops the old session
-    /// from the cache, sets the new token on the response, and acts on the new session from
-    /// now on.
+    /// The request's session `old` went on under `token`: acts on the new session from now on.
     fn renewed(&self, user: UserId, old: &SessionId, token: SessionToken) {
         let inner = &self.0;
         security::rotated(&inner.client, user, old, token.id());
@@ -570,8 +519,7 @@ impl Auth {
             .map(|v| v.credential_epoch))
     }
 
-    /// The request's user; `Unauthenticated` once a login in this request replaced their
-    /// session (the handle holds no picture of whoever logged in).
+    /// The request's user; `Unauthenticated` once a login in this request replaced their session.
     fn user(&self) -> Result<&CurrentUser, Error> {
         if let Current::Replaced(..) = self.response().current {
             return Err(Error::Unauthenticated);
@@ -636,6 +584,47 @@ impl Auth {
             None => tracing::error!("axum-live-auth: could not encode the session token"),
         }
     }
+}
+
+/// Inserts a new session for `user` and returns its token.
+pub(crate) async fn start_session(
+    shared: &Shared,
+    client: &Client,
+    user: UserId,
+    epoch: Option<i64>,
+) -> Result<SessionToken, Error> {
+    let config = &shared.config;
+    let user_agent = client.user_agent();
+    for _ in 0..SESSION_ID_ATTEMPTS {
+        let token = SessionToken::generate()?;
+        let secret_hash = token.secret_hash();
+        let new = NewSession {
+            id: token.id(),
+            secret_hash: secret_hash.as_bytes(),
+            user_id: user,
+            credential_epoch: epoch,
+            idle_timeout: config.idle_timeout,
+            absolute_timeout: config.absolute_timeout,
+            user_agent: user_agent.as_deref(),
+            ip: client.ip,
+            max_sessions: config.max_sessions_per_user,
+        };
+        match shared.store.create_session(&new).await? {
+            Created::Yes { evicted } => {
+                security::login(client, user, token.id());
+                for old in &evicted {
+                    security::session_revoked(client, user, old, "session_cap");
+                    shared.session_ended(old);
+                }
+                return Ok(token);
+            }
+            Created::Refused => return Err(Error::UserNotFound),
+            Created::IdTaken => {
+                tracing::warn!(session_id = %token.id(), "new session id already taken");
+            }
+        }
+    }
+    Err(InfrastructureError::SessionIdCollision.into())
 }
 
 impl std::fmt::Debug for Auth {

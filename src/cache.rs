@@ -223,7 +223,6 @@ impl Weighter<String, Arc<Entry>> for ByWeight {
 /// A scoped-permission question: user, permission, resource.
 type Question = (UserId, String, Resource);
 
-/// The node's principal cache.
 #[derive(Debug)]
 pub(crate) struct PrincipalCache {
     entries: Cache<String, Arc<Entry>, ByWeight>,
@@ -270,20 +269,18 @@ impl PrincipalCache {
             return Ok(Ok((entry, None)));
         }
         let generation = self.begin_fill();
-        let (entry, extra) = match fill.await? {
-            Ok(filled) => filled,
-            Err(missed) => return Ok(Err(missed)),
-        };
-        let entry = Arc::new(entry);
-        if let Some(generation) = generation {
-            self.store(
-                &self.entries,
-                generation,
-                id.as_str().to_owned(),
-                Arc::clone(&entry),
-            );
-        }
-        Ok(Ok((entry, Some(extra))))
+        Ok(fill.await?.map(|(entry, extra)| {
+            let entry = Arc::new(entry);
+            if let Some(generation) = generation {
+                self.store(
+                    &self.entries,
+                    generation,
+                    id.as_str().to_owned(),
+                    Arc::clone(&entry),
+                );
+            }
+            (entry, Some(extra))
+        }))
     }
 
     /// A cached answer to a scoped-permission question, younger than the maximum age, or what

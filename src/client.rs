@@ -41,17 +41,14 @@ impl Client {
 /// its first `v6_prefix` bits (an attacker who holds one IPv6 address usually holds its whole
 /// /64). IPv4-mapped IPv6 addresses count as the IPv4 address.
 pub(crate) fn aggregate(ip: IpAddr, v6_prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(v6_prefix.min(128)))
-                    .unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        },
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
     }
 }
 

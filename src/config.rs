@@ -60,7 +60,6 @@ pub(crate) struct CookieConfig {
     pub(crate) same_site: SameSite,
 }
 
-/// Settings of the event streams.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamSettings {
     pub(crate) heartbeat: Duration,
@@ -140,9 +139,7 @@ impl Default for AuthConfig {
 ///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
 ///     .login_redirect("/login")
 ///     .build()?;
-/// # let _ = auth;
-/// # Ok(())
-/// # }
+/// # let _ = auth; Ok(()) }
 /// ```
 #[derive(Debug)]
 #[must_use]
@@ -195,8 +192,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .cookie_name("__Host-app")
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn cookie_name(self, name: impl Into<String>) -> Self {
         self.with(|b| b.cookie_name = Some(name.into()))
@@ -223,8 +219,7 @@ impl AuthLayerBuilder {
     ///     .cookie_name("__Secure-sid")
     ///     .domain("example.com")
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn domain(self, domain: impl Into<String>) -> Self {
         self.with(|b| b.config.cookie.domain = Some(domain.into()))
@@ -241,8 +236,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .same_site(SameSite::Strict)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn same_site(self, same_site: SameSite) -> Self {
         self.with(|b| b.config.cookie.same_site = same_site)
@@ -263,8 +257,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .idle_timeout(Duration::from_secs(5 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn idle_timeout(self, timeout: Duration) -> Self {
         self.with(|b| b.config.idle_timeout = timeout)
@@ -281,8 +274,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn absolute_timeout(self, timeout: Duration) -> Self {
         self.with(|b| b.config.absolute_timeout = timeout)
@@ -300,8 +292,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .touch_interval(Duration::from_secs(60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn touch_interval(self, interval: Duration) -> Self {
         self.with(|b| b.touch_interval = Some(interval))
@@ -321,8 +312,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .reauth_window(Duration::from_secs(5 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn reauth_window(self, window: Duration) -> Self {
         self.with(|b| b.config.reauth_window = window)
@@ -340,8 +330,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .max_sessions_per_user(10)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn max_sessions_per_user(self, max: u32) -> Self {
         self.with(|b| b.config.max_sessions_per_user = max)
@@ -366,8 +355,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .purge_expired_every(Duration::from_secs(15 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn purge_expired_every(self, interval: Duration) -> Self {
         self.with(|b| b.config.purge_every = Some(interval))
@@ -394,8 +382,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .allowed_origin("https://admin.example.com")
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn allowed_origin(self, origin: impl Into<String>) -> Self {
         self.with(|b| b.allowed_origins.push(origin.into()))
@@ -414,8 +401,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .allow_requests_without_origin_headers(true)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn allow_requests_without_origin_headers(self, allow: bool) -> Self {
         self.with(|b| b.allow_without_origin_headers = allow)
@@ -433,8 +419,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .csrf_exempt("/webhooks/payments")
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn csrf_exempt(self, path: impl Into<String>) -> Self {
         self.with(|b| b.csrf_exempt.push(path.into()))
@@ -453,8 +438,7 @@ impl AuthLayerBuilder {
     /// let auth = axum_live_auth::AuthLayer::builder(pool)
     ///     .dangerous_disable_csrf_protection(true)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn dangerous_disable_csrf_protection(self, disable: bool) -> Self {
         self.with(|b| b.csrf_disabled = disable)
@@ -474,8 +458,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .bearer_tokens(true)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn bearer_tokens(self, enabled: bool) -> Self {
         self.with(|b| b.config.bearer = enabled)
@@ -499,8 +482,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .trusted_proxies(["10.0.0.1".parse().unwrap()])
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn trusted_proxies(self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
         let proxies = proxies.into_iter().map(|ip| ip.to_canonical());
@@ -526,8 +508,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .login_failures_per_ip(20, Duration::from_secs(10 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn login_failures_per_ip(mut self, failures: u32, window: Duration) -> Self {
         self.config.login.ip_failures = failures;
@@ -556,8 +537,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .login_backoff(10, Duration::from_secs(5 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn login_backoff(mut self, free_failures: u32, max_wait: Duration) -> Self {
         self.config.login.user_free_failures = free_failures;
@@ -577,8 +557,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .ipv6_prefix(56)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn ipv6_prefix(self, bits: u8) -> Self {
         self.with(|b| b.config.ipv6_prefix = bits)
@@ -603,8 +582,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .invalid_token_alert(100, Duration::from_secs(60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn invalid_token_alert(self, tokens: u32, window: Duration) -> Self {
         self.with(|b| b.config.invalid_token_alert = (tokens, window))
@@ -627,8 +605,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .password_hashing(4, 32)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn password_hashing(self, at_once: usize, queue: usize) -> Self {
         self.with(|b| b.config.hashing = Some((at_once, queue)))
@@ -648,8 +625,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .lookup_timeout(Duration::from_millis(500))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn lookup_timeout(self, timeout: Duration) -> Self {
         self.with(|b| b.config.lookup_timeout = timeout)
@@ -659,12 +635,12 @@ impl AuthLayerBuilder {
     /// lookups, outside the pool. Default: 4; 0 for none.
     ///
     /// sqlx pings every connection that goes back into its pool, a second round trip on every
-    /// request. A lookup that finds a kept connection free uses it and keeps it again
-    /// afterwards: no checkout, no ping. The first lookups take their connection from the pool
-    /// and keep it (the pool may open a replacement), so a node holds up to this many
-    /// connections on top of the pool's. They follow the pool's idle timeout and lifetime (one
-    /// past them is closed by the next lookup, or by the layer's
-    /// [background work](crate::AuthLayer::background)), and close when the layer is dropped. None are kept through a transaction pooler
+    /// request. A lookup that finds a kept connection free uses it and keeps it again afterwards:
+    /// no checkout, no ping. The first lookups take their connection from the pool and keep it (the
+    /// pool may open a replacement), so a node holds up to this many connections on top of the
+    /// pool's. They follow the pool's idle timeout and lifetime (one past them is closed by the
+    /// next lookup, or by the layer's [background work](crate::AuthLayer::background)), and close
+    /// when the layer is dropped. None are kept through a transaction pooler
     /// (`through_transaction_pooler`) or on SQLite.
     ///
     /// ```
@@ -675,8 +651,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .lookup_connections(8) // a busy node with a large pool
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn lookup_connections(self, connections: usize) -> Self {
         self.with(|b| b.config.lookup_connections = connections)
@@ -695,8 +670,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .private_responses(false) // the app sets its own caching headers
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn private_responses(self, private: bool) -> Self {
         self.with(|b| b.config.private_responses = private)
@@ -714,8 +688,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .clear_site_data_on_logout(false)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn clear_site_data_on_logout(self, clear: bool) -> Self {
         self.with(|b| b.config.clear_site_data = clear)
@@ -724,10 +697,10 @@ impl AuthLayerBuilder {
     /// Settings of the event streams served by [`account_routes`](crate::account_routes) at
     /// `GET /events`: a comment line every `heartbeat` (default 15 s) so that proxies keep the
     /// stream open (on SQLite each stream also reads its session again then, since nothing tells
-    /// the node of a change written by plain SQL); at most `per_session` streams open per session (default 8) and `per_user`
-    /// per user on this node (default 32), `429` beyond, so that no one account (or its
-    /// sessions, up to [`max_sessions_per_user`](Self::max_sessions_per_user)) can fill the
-    /// node; and at most `per_node` on this node (default 10 000; `503` beyond).
+    /// the node of a change written by plain SQL); at most `per_session` streams open per session
+    /// (default 8) and `per_user` per user on this node (default 32), `429` beyond, so that no one
+    /// account (or its sessions, up to [`max_sessions_per_user`](Self::max_sessions_per_user)) can
+    /// fill the node; and at most `per_node` on this node (default 10 000; `503` beyond).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -738,8 +711,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .event_streams(Duration::from_secs(30), 4, 16, 50_000)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn event_streams(
         mut self,
@@ -787,8 +759,7 @@ impl AuthLayerBuilder {
     ///     .build()?;
     /// tokio::spawn(auth.background()); // listens for changes
     /// assert!(auth.cache_status().is_some());
-    /// # Ok(())
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub fn principal_cache(self, options: CacheOptions) -> Self {
         self.with(|b| b.config.cache = Some(options))
@@ -814,8 +785,7 @@ impl AuthLayerBuilder {
     ///     .principal_cache(axum_live_auth::CacheOptions::default())
     ///     .listen_pool(direct)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     #[cfg(feature = "postgres")]
     pub fn listen_pool(self, pool: sqlx::PgPool) -> Self {
@@ -844,8 +814,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .messenger(Mailer)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn messenger(self, messenger: impl Messenger) -> Self {
         self.with(|b| b.config.recovery.set_messenger(messenger))
@@ -863,8 +832,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .account_url("https://app.example.com/me/account")
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn account_url(mut self, url: impl Into<String>) -> Self {
         self.config.recovery.account_url = url.into().trim_end_matches('/').to_owned();
@@ -883,8 +851,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .password_reset_lifetime(Duration::from_secs(15 * 60))
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn password_reset_lifetime(self, lifetime: Duration) -> Self {
         self.with(|b| b.config.recovery.reset_lifetime = lifetime)
@@ -907,8 +874,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .insecure_dev_mode(true)
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn insecure_dev_mode(self, insecure: bool) -> Self {
         self.with(|b| b.insecure_dev_mode = insecure)
@@ -925,8 +891,7 @@ impl AuthLayerBuilder {
     ///     .allowed_origin("https://app.example.com")
     ///     .login_redirect("/login")
     ///     .build()?;
-    /// # let _ = auth; Ok(())
-    /// # }
+    /// # let _ = auth; Ok(()) }
     /// ```
     pub fn login_redirect(self, path: impl Into<String>) -> Self {
         self.with(|b| b.login_redirect = Some(path.into()))
@@ -934,16 +899,16 @@ impl AuthLayerBuilder {
 
     /// Checks the settings and resolves the defaults that depend on others; logs a warning for
     /// each insecure switch. The layer is built from what this returns.
-    pub(crate) fn validate(self) -> Result<(AuthConfig, AuthStore), ConfigError> {
-        let csrf = self.csrf()?;
+    pub(crate) fn validate(mut self) -> Result<(AuthConfig, AuthStore), ConfigError> {
+        self.config.csrf = self.csrf()?;
         let mut config = self.config;
-        config.csrf = csrf;
         let secure = !self.insecure_dev_mode;
         let default_name = if secure { "__Host-sid" } else { "sid" };
         config.cookie.name = self.cookie_name.unwrap_or_else(|| default_name.to_owned());
         config.cookie.secure = secure;
         validate_cookie(&config.cookie)?;
 
+        let purge_every = config.purge_every.unwrap_or(MAX_TIMEOUT);
         for (what, value) in [
             ("idle_timeout", config.idle_timeout),
             ("absolute_timeout", config.absolute_timeout),
@@ -954,10 +919,7 @@ impl AuthLayerBuilder {
             ("lookup_timeout", config.lookup_timeout),
             ("event_streams", config.streams.heartbeat),
             ("password_reset_lifetime", config.recovery.reset_lifetime),
-            (
-                "purge_expired_every",
-                config.purge_every.unwrap_or(Duration::from_secs(1)),
-            ),
+            ("purge_expired_every", purge_every),
         ] {
             if value < Duration::from_millis(1) || value > MAX_TIMEOUT {
                 return Err(ConfigError::InvalidTimeout(what));
@@ -973,23 +935,17 @@ impl AuthLayerBuilder {
         if hashes > MAX_HASHES || queue > MAX_HASH_QUEUE {
             return Err(ConfigError::InvalidLimit("password_hashing"));
         }
-        for (what, value) in [
-            (
-                "max_sessions_per_user",
-                u64::from(config.max_sessions_per_user),
-            ),
-            ("login_failures_per_ip", u64::from(config.login.ip_failures)),
-            ("login_backoff", u64::from(config.login.user_free_failures)),
-            ("password_hashing", hashes as u64),
-            (
-                "invalid_token_alert",
-                u64::from(config.invalid_token_alert.0),
-            ),
-            ("event_streams", config.streams.limits.per_session as u64),
-            ("event_streams", config.streams.limits.per_user as u64),
-            ("event_streams", config.streams.limits.per_node as u64),
+        for (what, zero) in [
+            ("max_sessions_per_user", config.max_sessions_per_user == 0),
+            ("login_failures_per_ip", config.login.ip_failures == 0),
+            ("login_backoff", config.login.user_free_failures == 0),
+            ("password_hashing", hashes == 0),
+            ("invalid_token_alert", config.invalid_token_alert.0 == 0),
+            ("event_streams", config.streams.limits.per_session == 0),
+            ("event_streams", config.streams.limits.per_user == 0),
+            ("event_streams", config.streams.limits.per_node == 0),
         ] {
-            if value == 0 {
+            if zero {
                 return Err(ConfigError::InvalidLimit(what));
             }
         }

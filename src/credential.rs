@@ -41,13 +41,12 @@ pub(crate) fn read(
     cookie_name: &str,
     bearer: bool,
 ) -> Result<Credential, AuthRejection> {
-    let from_cookie = read_cookie(headers, cookie_name);
     let from_bearer = if bearer {
         read_bearer(headers)
     } else {
         Presented::None
     };
-    let (presented, source) = match (from_cookie, from_bearer) {
+    let (presented, source) = match (read_cookie(headers, cookie_name), from_bearer) {
         (cookie, Presented::None) => (cookie, Source::Cookie),
         (Presented::None, bearer) => (bearer, Source::Bearer),
         (Presented::Token(a), Presented::Token(b)) if a.to_string() == b.to_string() => {
@@ -150,9 +149,8 @@ pub(crate) fn set_cookie(config: &CookieConfig, token: &SessionToken) -> Option<
     header_value(base(config, token.to_string()))
 }
 
-/// `Set-Cookie` that deletes the session cookie. It repeats the name, `Path`, `Domain` and
-/// `Secure` of the cookie it deletes: browsers ignore a deletion of a `__Host-` cookie without
-/// them.
+/// `Set-Cookie` that deletes the session cookie. It repeats the name, `Path`, `Domain` and `Secure`
+/// of the cookie it deletes: browsers ignore a deletion of a `__Host-` cookie without them.
 pub(crate) fn clear_cookie(config: &CookieConfig) -> Option<HeaderValue> {
     let mut cookie = base(config, String::new());
     cookie.set_max_age(CookieDuration::ZERO);

@@ -64,15 +64,10 @@ impl Csrf {
         }
         let mut origin = headers.get_all(header::ORIGIN).iter();
         match (origin.next(), origin.next()) {
-            (Some(origin), None) => {
-                let allowed =
-                    std::str::from_utf8(origin.as_bytes()).is_ok_and(|o| self.origins.contains(o));
-                if allowed {
-                    Ok(())
-                } else {
-                    Err("Origin not allowed")
-                }
+            (Some(origin), None) if origin.to_str().is_ok_and(|o| self.origins.contains(o)) => {
+                Ok(())
             }
+            (Some(_), None) => Err("Origin not allowed"),
             (Some(_), Some(_)) => Err("duplicate Origin"),
             (None, _) if allow_without_headers => Ok(()),
             (None, _) => Err("neither Sec-Fetch-Site nor Origin"),

@@ -32,12 +32,10 @@
 //!     .layer(auth);
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! // With connect info: the per-address limits (logins, resets, sign-ups) need each client's
-//! // address.
+//! // The per-address limits (logins, resets, sign-ups) need each client's address.
 //! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await?;
-//! # Ok(())
-//! # }
+//! # Ok(()) }
 //! ```
 //!
 //! Log users in and out, and manage the current user's sessions and password, with the

@@ -11,33 +11,28 @@ use sqlx::{
     postgres::{PgConnectOptions, PgConnection, PgListener, PgNotification, PgPool},
 };
 
-use crate::shared::Subscribers;
+use crate::{shared::Subscribers, token::random_bytes};
 
 /// The LISTEN channel the triggers notify on.
 pub(crate) const CHANNEL: &str = "axum_live_auth";
-/// The `application_name` of each node's listener connection (visible in `pg_stat_activity`).
-pub(crate) const LISTENER_NAME: &str = "axum-live-auth-listener";
-
 /// The listener's connect options: those of the app's pool (or of `listen_pool` on the
-/// builder), under the listener's own application name.
+/// builder), under the application name `axum-live-auth-listener` (visible in
+/// `pg_stat_activity`).
 pub(crate) fn listener_options(pool: &PgPool) -> PgConnectOptions {
+    named(pool, "axum-live-auth-listener")
+}
+
+/// The probe connection's connect options (see [`PROBE_EVERY`]): those of the app's request
+/// pool, under the application name `axum-live-auth-probe`.
+pub(crate) fn probe_options(requests: &PgPool) -> PgConnectOptions {
+    named(requests, "axum-live-auth-probe")
+}
+
+fn named(pool: &PgPool, application_name: &str) -> PgConnectOptions {
     pool.connect_options()
         .as_ref()
         .clone()
-        .application_name(LISTENER_NAME)
-}
-
-/// The `application_name` of each node's probe connection (see [`PROBE_EVERY`]).
-pub(crate) const PROBE_NAME: &str = "axum-live-auth-probe";
-
-/// The probe connection's connect options: those of the app's request pool, under the probe's
-/// own application name.
-pub(crate) fn probe_options(requests: &PgPool) -> PgConnectOptions {
-    requests
-        .connect_options()
-        .as_ref()
-        .clone()
-        .application_name(PROBE_NAME)
+        .application_name(application_name)
 }
 
 /// A pool of one connection for one listener connection's life, outside the app's pool.
@@ -51,12 +46,10 @@ fn listener_pool(options: &PgConnectOptions) -> PgPool {
 }
 
 /// Listens for good: connects, LISTENs, applies notifications; on any loss, tells the
-/// subscribers and reconnects (after a short, growing pause with jitter, so that nodes that all
-/// lost their connection at once do not come back in lockstep). Each connection gets a pool of
-/// its own: one given up on may hang while sqlx says `UNLISTEN` on it (on a half-open socket,
-/// until TCP gives up), and must not hold the next one's place. Dropping the future lets its
-/// connection go once sqlx has said `UNLISTEN`. Probes go out on a connection of their own,
-/// opened with `probe_options` (those of the app's request pool).
+/// subscribers and reconnects after a short, growing pause (see [`jitter`]). Each connection
+/// gets a pool of its own: one given up on may hang while sqlx says `UNLISTEN` on it (on a
+/// half-open socket, until TCP gives up), and must not hold the next one's place. Dropping the
+/// future lets its connection go once sqlx has said `UNLISTEN`. Probes: see [`PROBE_EVERY`].
 pub(crate) async fn listen(
     options: PgConnectOptions,
     probe_options: PgConnectOptions,
@@ -114,8 +107,7 @@ async fn listen_once(
     listener.ignore_pool_close_event(true);
     let probe_channel = probe_channel();
     // Bounded as a probe is: on a path gone silent the answer would never come.
-    let listening = listener.listen_all([CHANNEL, probe_channel.as_str()]);
-    bounded(listening).await??;
+    bounded(listener.listen_all([CHANNEL, probe_channel.as_str()])).await??;
     let mut probes = tokio::time::interval(PROBE_EVERY);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `true` at first: the first tick sends the first probe, with nothing to have heard yet.
@@ -131,15 +123,12 @@ async fn listen_once(
                 // What has arrived with it is applied with it, in one pass over the cache: a
                 // role's change notifies each of its holders at once.
                 let (batch, connected) = arrived_with(&mut listener, first);
-                let mut payloads = Vec::with_capacity(batch.len());
-                let mut echoed = false;
-                for notification in &batch {
-                    if notification.channel() == probe_channel {
-                        echoed = true;
-                    } else {
-                        payloads.push(notification.payload());
-                    }
-                }
+                let echoed = batch.iter().any(|n| n.channel() == probe_channel);
+                let payloads: Vec<_> = batch
+                    .iter()
+                    .filter(|n| n.channel() != probe_channel)
+                    .map(PgNotification::payload)
+                    .collect();
                 subscribers.apply_all(&payloads);
                 heard |= echoed;
                 // Trusted on a probe's echo only: a change notification before it proves less
@@ -222,11 +211,7 @@ fn arrived_with(listener: &mut PgListener, first: PgNotification) -> (Vec<PgNoti
 /// A channel only this listener listens on: the fixed prefix and 64 random bits (the process
 /// id, should the random source fail).
 fn probe_channel() -> String {
-    let mut bytes = [0u8; 8];
-    let random = rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut bytes).map_or_else(
-        |_| u64::from(std::process::id()),
-        |()| u64::from_le_bytes(bytes),
-    );
+    let random = random_bytes().map_or_else(|_| u64::from(std::process::id()), u64::from_le_bytes);
     format!("{CHANNEL}_probe_{random:016x}")
 }
 
@@ -239,10 +224,9 @@ impl Drop for StopsListening<'_> {
     }
 }
 
-/// `pause` plus up to half of it again, at random, so that nodes spread their reconnections.
+/// `pause` plus up to half of it again, at random, so that nodes that all lost their connection
+/// at once do not come back in lockstep.
 fn jitter(pause: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let random =
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut byte).map_or(0, |()| byte[0]);
+    let random = random_bytes().map_or(0, |[byte]| byte);
     pause + pause * u32::from(random) / 512
 }

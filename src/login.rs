@@ -2,6 +2,8 @@
 //! reserved in the database (per client address, then per account or name) before any hash is
 //! computed, refused there when over the limit, and given back when the password was right.
 
+use std::borrow::Cow;
+
 use crate::{
     AuthStore, Error, UserId,
     client::Client,
@@ -30,9 +32,8 @@ pub(crate) struct PasswordCheck<'a> {
 
 impl PasswordCheck<'_> {
     /// Checks `username` and `password` for `client`: `Some` only for the right password of an
-    /// enabled user. Unknown, password-less and disabled users cost the same as a wrong
-    /// password (one Argon2 verification always runs), and each failure is a `login_failed`
-    /// security event.
+    /// enabled user. Unknown, password-less and disabled users cost the same as a wrong password
+    /// (one Argon2 verification always runs), and each failure is a `login_failed` security event.
     ///
     /// # Errors
     ///
@@ -54,25 +55,16 @@ impl PasswordCheck<'_> {
             return Ok(None);
         };
         // A name stored as typed, before names had to be composed, is found as it is first.
-        let exact = if composed == username {
-            None
-        } else {
-            Some(self.store.login_row(username).await?).filter(|row| row.id.is_some())
-        };
+        let mut row = self.store.login_row(username).await?;
+        if row.id.is_none() && composed != username {
+            row = self.store.login_row(&composed).await?;
+        }
         let username = &*composed;
-        let row = match exact {
-            Some(row) => row,
-            None => self.store.login_row(username).await?,
-        };
         let account = match row.id {
             Some(id) => AttemptKey::user(id),
             None => AttemptKey::unknown_name(&row.folded),
         };
-        let address = client
-            .address
-            .map(|address| AttemptKey::address(address.to_string()));
-        let (address, account, admission) =
-            self.reserve(client, username, address, &account).await?;
+        let (address, account, admission) = self.reserve(client, username, &account).await?;
         let verified = self
             .hasher
             .verify(password, row.password_hash, admission)
@@ -116,14 +108,13 @@ impl PasswordCheck<'_> {
         &self,
         client: &Client,
         username: &str,
-        address: Option<AttemptKey>,
         account: &AttemptKey,
     ) -> Result<(Option<Reserved>, Reserved, Admission), Error> {
         let refused = |retry_after| {
             security::login_throttled(client, username, retry_after);
             Error::Throttled { retry_after }
         };
-        let address = match address {
+        let address = match client.address.map(|ip| AttemptKey::address(ip.to_string())) {
             Some(key) => match self.store.reserve_attempt(&key, self.limits).await? {
                 Reservation::Granted(reserved) => Some(reserved),
                 Reservation::Refused(wait) => return Err(refused(wait)),
@@ -156,19 +147,16 @@ impl PasswordCheck<'_> {
 /// [`MAX_USERNAME_BYTES`] once composed. The decomposed spelling of a name may take three times
 /// the bytes (a Hangul syllable), so the length that counts is the composed one; input over
 /// four times the bound is refused before any work.
-pub(crate) fn typed_name(name: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn typed_name(name: &str) -> Option<Cow<'_, str>> {
+    use unicode_normalization::UnicodeNormalization as _;
     if name.len() > 4 * MAX_USERNAME_BYTES || name.contains(char::is_control) {
         return None;
     }
-    Some(nfc(name)).filter(|name| name.len() <= MAX_USERNAME_BYTES)
-}
-
-/// `name` in Unicode's composed form (NFC), borrowed when it already is.
-fn nfc(name: &str) -> std::borrow::Cow<'_, str> {
-    use unicode_normalization::UnicodeNormalization as _;
-    if unicode_normalization::is_nfc(name) {
-        std::borrow::Cow::Borrowed(name)
+    // Composed (NFC): borrowed when it already is.
+    let composed = if unicode_normalization::is_nfc(name) {
+        Cow::Borrowed(name)
     } else {
-        std::borrow::Cow::Owned(name.nfc().collect())
-    }
+        Cow::Owned(name.nfc().collect())
+    };
+    Some(composed).filter(|name| name.len() <= MAX_USERNAME_BYTES)
 }

@@ -1,7 +1,6 @@
-//! From the request's token to its principal: the principal cache when it holds a fresh entry,
-//! else one round trip; the secret's hash compared in constant time; the idle deadline written
-//! back at most once per touch interval, after the secret matched. The wait for the database is
-//! bounded.
+//! From the request's token to its principal: the principal cache when it holds a fresh entry, else
+//! one round trip; the secret's hash compared in constant time; the idle deadline written back at
+//! most once per touch interval, after the secret matched. The wait for the database is bounded.
 
 use std::{sync::Arc, time::Instant};
 

@@ -36,9 +36,6 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// The shortest new password accepted, in bytes.
 pub const MIN_PASSWORD_BYTES: usize = 8;
 
-/// What a refused hash tells the client to wait.
-const BUSY_RETRY: Duration = Duration::from_secs(1);
-
 /// Checks a new password's length: [`MIN_PASSWORD_BYTES`] to [`MAX_PASSWORD_BYTES`].
 pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
     if (MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
@@ -58,7 +55,6 @@ pub(crate) struct Hasher {
     waiting: AtomicUsize,
     /// Hashes of one client address, running or waiting, past which it may not wait.
     share: usize,
-    /// How many hashes of each client address are running or waiting.
     by_address: ByAddress,
     /// Argon2 working memory, one buffer per hash that may run at once.
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
@@ -91,12 +87,10 @@ impl Hasher {
     /// that such a refusal starts no block of the account.
     pub(crate) fn admit(&self, from: Option<IpAddr>) -> Result<Admission, Error> {
         let (share, before) = Share::join(&self.by_address, from);
-        let permit = if before >= self.share {
-            let permit = Arc::clone(&self.permits).try_acquire_owned();
-            Some(permit.map_err(|_| busy())?)
-        } else {
-            None
-        };
+        let permit = (before >= self.share)
+            .then(|| Arc::clone(&self.permits).try_acquire_owned())
+            .transpose()
+            .map_err(|_| busy())?;
         Ok(Admission { share, permit })
     }
 
@@ -180,19 +174,19 @@ struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
     fn join(waiting: &'a AtomicUsize, queue: usize) -> Result<Self, Error> {
-        let joined = waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < queue).then_some(n + 1)
-        });
-        match joined {
-            Ok(_) => Ok(Self(waiting)),
-            Err(_) => Err(busy()),
-        }
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < queue).then_some(n + 1)
+            })
+            .map(|_| Self(waiting))
+            .map_err(|_| busy())
     }
 }
 
+/// A refused hash: the client is told to retry in a second.
 fn busy() -> Error {
     Error::Busy {
-        retry_after: BUSY_RETRY,
+        retry_after: Duration::from_secs(1),
     }
 }
 

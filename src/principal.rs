@@ -126,7 +126,6 @@ pub(crate) trait ScopedGrants: Send + Sync {
 /// ```
 #[derive(Clone)]
 pub struct CurrentUser {
-    /// The principal as of this request.
     pub(crate) principal: Arc<Principal>,
     /// Whether its password was proved within the reauthentication window.
     pub(crate) recently_authenticated: bool,
@@ -280,8 +279,7 @@ fn wants_html_page(parts: &Parts) -> bool {
         })
 }
 
-/// The request's user, or why there is none: 401 (or the login redirect for a browser page),
-/// 503, or 500 for a route without the layer. Every extractor and guard decides through this.
+/// The request's user, or why there is none: every extractor and guard decides through this.
 fn current_user(parts: &Parts) -> Result<&CurrentUser, AuthRejection> {
     match parts.extensions.get::<AuthState>() {
         Some(AuthState::Authenticated(user)) => Ok(user),
@@ -321,13 +319,12 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
 
 /// The current user, only if they proved their password recently ("sudo mode").
 ///
-/// For sensitive actions (changing a password or an email address, revoking other devices,
-/// deleting the account): answers `403` with the JSON body `{"error":"reauth_required"}` when
-/// the session's last password check (login or [`Auth::reauthenticate`](crate::Auth::reauthenticate))
-/// is older than the layer's reauthentication window (default 15 minutes, not sliding);
-/// otherwise it refuses like [`CurrentUser`]. A session the app started with
-/// [`Auth::login`](crate::Auth::login) after checking credentials of its own counts as checked
-/// when it started.
+/// For sensitive actions (changing a password or an email address, revoking other devices, deleting
+/// the account): answers `403` with the JSON body `{"error":"reauth_required"}` when the session's
+/// last password check (login or [`Auth::reauthenticate`](crate::Auth::reauthenticate)) is older
+/// than the layer's reauthentication window (default 15 minutes, not sliding); otherwise it refuses
+/// like [`CurrentUser`]. A session the app started with [`Auth::login`](crate::Auth::login) after
+/// checking credentials of its own counts as checked when it started.
 ///
 /// ```
 /// use axum::{Router, routing::post};
@@ -407,7 +404,6 @@ struct Rule {
 }
 
 impl Rule {
-    /// `Ok` to go on, or the refusal.
     async fn check(&self, parts: &mut Parts) -> Result<(), AuthRejection> {
         let user = current_user(parts)?.clone();
         let Some((kind, param)) = &self.on else {

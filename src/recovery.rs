@@ -115,25 +115,20 @@ impl<T: Messenger> DynMessenger for T {
     }
 }
 
+impl std::fmt::Debug for dyn DynMessenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt("<messenger>", f)
+    }
+}
+
 /// How recovery messages are made and delivered.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Recovery {
     messenger: Option<Arc<dyn DynMessenger>>,
     /// Where the account routes are mounted, such as `https://app.example.com/account`.
     pub(crate) account_url: String,
     pub(crate) reset_lifetime: Duration,
     pub(crate) verification_lifetime: Duration,
-}
-
-impl std::fmt::Debug for Recovery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recovery")
-            .field("messenger", &self.messenger.as_ref().map(|_| "<messenger>"))
-            .field("account_url", &self.account_url)
-            .field("reset_lifetime", &self.reset_lifetime)
-            .field("verification_lifetime", &self.verification_lifetime)
-            .finish()
-    }
 }
 
 impl Default for Recovery {
@@ -169,18 +164,16 @@ impl Accounts {
     /// let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
     /// let accounts = axum_live_auth::Accounts::new(pool)
     ///     .with_messenger(Mailer, "https://app.example.com/account");
-    /// # let _ = accounts; Ok(())
-    /// # }
+    /// # let _ = accounts; Ok(()) }
     /// ```
     pub fn with_messenger(
         mut self,
         messenger: impl Messenger,
         account_url: impl Into<String>,
     ) -> Self {
-        let mut recovery = (*self.recovery).clone();
+        let recovery = Arc::make_mut(&mut self.recovery);
         recovery.set_messenger(messenger);
         recovery.account_url = account_url.into().trim_end_matches('/').to_owned();
-        self.recovery = Arc::new(recovery);
         self
     }
 
@@ -196,7 +189,7 @@ impl Accounts {
     ///
     /// [`Error::NoMessenger`], or an infrastructure error (the messenger's included).
     pub async fn request_password_reset(&self, name_or_email: &str) -> Result<(), Error> {
-        let messenger = self.messenger()?;
+        self.messenger()?;
         // As at login: the decomposed spelling of a name is the same name.
         let Some(name_or_email) = typed_name(name_or_email) else {
             return Ok(());
@@ -208,7 +201,7 @@ impl Accounts {
             .issue(&user, Purpose::PasswordReset, user.email.as_deref(), None)
             .await?;
         security::password_reset_requested(user.id);
-        deliver(messenger, message).await
+        self.send(message).await
     }
 
     /// Uses a password-reset token: sets the new password, ends every session of the user and
@@ -304,9 +297,11 @@ impl Accounts {
         Ok(messages)
     }
 
-    /// Hands `message` to the messenger.
     pub(crate) async fn send(&self, message: Message) -> Result<(), Error> {
-        deliver(self.messenger()?, message).await
+        self.messenger()?
+            .send(message)
+            .await
+            .map_err(|e| InfrastructureError::Messenger(e).into())
     }
 
     /// Uses an email-verification token: the address it was sent to becomes the user's,
@@ -441,10 +436,8 @@ impl Accounts {
             .store()
             .create_token(&token, user.id, purpose, email, lifetime, session)
             .await?;
-        match (stored, session) {
-            (true, _) => {}
-            (false, None) => return Err(Error::UserNotFound),
-            (false, Some(_)) => return Err(Error::Unauthenticated),
+        if !stored {
+            return Err(session.map_or(Error::UserNotFound, |_| Error::Unauthenticated));
         }
         Ok(Message {
             kind,
@@ -471,13 +464,6 @@ impl Accounts {
             .ok_or(Error::InvalidToken)?;
         Ok((token, row))
     }
-}
-
-async fn deliver(messenger: &Arc<dyn DynMessenger>, message: Message) -> Result<(), Error> {
-    messenger
-        .send(message)
-        .await
-        .map_err(|e| InfrastructureError::Messenger(e).into())
 }
 
 /// An address: 3 to 254 characters, one `@` with something on each side, no whitespace,

@@ -5,9 +5,6 @@ use std::{sync::Arc, time::Duration};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
-/// What a client is told to wait (`Retry-After`) when the database is unavailable.
-const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
-
 /// Why the crate answered a request itself: the layer (CSRF, a cookie and a bearer token that
 /// disagree), an extractor or guard (401, 403, 503), or a ready-made route.
 ///
@@ -120,7 +117,7 @@ impl AuthRejection {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Throttled(wait) | Self::Busy(wait) => Some(*wait),
-            Self::Unavailable => Some(UNAVAILABLE_RETRY),
+            Self::Unavailable => Some(Duration::from_secs(5)),
             _ => None,
         }
     }

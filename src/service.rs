@@ -4,7 +4,7 @@
 
 use std::{
     future::Future,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
@@ -54,9 +54,7 @@ use crate::{
 /// let app: Router = Router::new()
 ///     .route("/me", get(|user: CurrentUser| async move { user.username().to_owned() }))
 ///     .layer(auth);
-/// # let _ = app;
-/// # Ok(())
-/// # }
+/// # let _ = app; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
@@ -116,21 +114,20 @@ impl AuthLayer {
     ///         auth.close_event_streams();
     ///     })
     ///     .await?;
-    /// # Ok(())
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub fn close_event_streams(&self) {
         self.shared.hub.close();
     }
 
-    /// The layer's background work, for the app to run (`tokio::spawn(auth.background())`):
-    /// on Postgres, the node's one LISTEN connection, which keeps the principal cache and the
-    /// event streams live; the closing of [kept](AuthLayerBuilder::lookup_connections)
-    /// connections idle past the pool's limits when no request comes; and the purge of expired
-    /// sessions, if [configured](AuthLayerBuilder::purge_expired_every). It ends, and its connection closes,
-    /// when the layer and every router holding it are dropped; abort its task to stop it
-    /// sooner. Without it the cache stays bypassed (correct, only slower), and event streams on
-    /// Postgres are refused.
+    /// The layer's background work, for the app to run (`tokio::spawn(auth.background())`): on
+    /// Postgres, the node's one LISTEN connection, which keeps the principal cache and the event
+    /// streams live; the closing of [kept](AuthLayerBuilder::lookup_connections) connections idle
+    /// past the pool's limits when no request comes; and the purge of expired sessions, if
+    /// [configured](AuthLayerBuilder::purge_expired_every). It ends, and its connection closes,
+    /// when the layer and every router holding it are dropped; abort its task to stop it sooner.
+    /// Without it the cache stays bypassed (correct, only slower), and event streams on Postgres
+    /// are refused.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -145,37 +142,29 @@ impl AuthLayer {
     /// // … serve the app …
     /// drop(auth);
     /// background.await.expect("ends once the layer is gone");
-    /// # Ok(())
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub fn background(&self) -> impl Future<Output = ()> + Send + 'static {
         let shared = &self.shared;
         shared.background_started.store(true, Ordering::Relaxed);
         let stopped = shared.stopped();
         #[cfg(feature = "postgres")]
-        let listen_on = match &shared.config.listen_pool {
+        let listen = match &shared.config.listen_pool {
             Some(direct) => Some(direct),
             // LISTEN through a transaction pooler would hear nothing: no listener at all.
             None if shared.store.through_pooler() => None,
             None => shared.store.postgres_pool(),
-        };
-        #[cfg(feature = "postgres")]
-        let listen = shared
-            .store
-            .postgres_pool()
-            .zip(listen_on)
-            .map(|(requests, pool)| {
-                let options = crate::listener::listener_options(pool);
-                let probes = crate::listener::probe_options(requests);
-                crate::listener::listen(options, probes, shared.subscribers())
-            });
+        }
+        .zip(shared.store.postgres_pool())
+        .map(|(pool, requests)| {
+            let options = crate::listener::listener_options(pool);
+            let probes = crate::listener::probe_options(requests);
+            crate::listener::listen(options, probes, shared.subscribers())
+        });
         #[cfg(feature = "postgres")]
         let reap = shared.store.reaping_kept();
         #[cfg(not(feature = "postgres"))]
-        let (listen, reap) = (
-            None::<std::future::Pending<()>>,
-            None::<std::future::Pending<()>>,
-        );
+        let [listen, reap] = [None::<std::future::Pending<()>>, None];
         let purge =
             (shared.config.purge_every).map(|every| purge_loop(Accounts::of_layer(shared), every));
         async move {
@@ -195,17 +184,9 @@ impl AuthLayer {
         &self,
         user: crate::UserId,
     ) -> Result<crate::SessionToken, crate::Error> {
-        let decided = crate::lookup::Decided::anonymous(crate::credential::CookieChange::Keep);
-        let auth = Auth::new(
-            Arc::clone(&self.shared),
-            decided,
-            Client::default(),
-            Source::Cookie,
-        );
-        auth.start_session(user, None).await
+        crate::auth::start_session(&self.shared, &Client::default(), user, None).await
     }
 
-    /// The session cookie's name.
     #[cfg(feature = "testing")]
     pub(crate) fn cookie_name(&self) -> &str {
         &self.shared.config.cookie.name
@@ -345,7 +326,7 @@ fn client_of<B>(shared: &Shared, req: &Request<B>) -> Client {
     if peer.is_none() {
         shared.warn_no_peer_address();
     }
-    let ip: Option<IpAddr> = client::client_ip(peer, req.headers(), &config.trusted_proxies);
+    let ip = client::client_ip(peer, req.headers(), &config.trusted_proxies);
     let user_agent = req.headers().get(header::USER_AGENT).cloned();
     Client::new(ip, config.ipv6_prefix, user_agent)
 }

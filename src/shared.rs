@@ -82,27 +82,22 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: AuthConfig, store: AuthStore) -> Self {
         let store = store.keeping_lookup_connections(config.lookup_connections);
-        let cache = config.cache.map(PrincipalCache::new).map(Arc::new);
-        let hasher = match config.hashing {
-            Some((at_once, queue)) => Hasher::new(at_once, queue),
-            None => Hasher::default(),
-        };
-        let needs_listener = store.kind() == StoreKind::Postgres;
-        // A quarter of the pool for the streams' reads (at least one), the rest for requests.
-        let stream_reads = usize::try_from(store.max_connections() / 4).unwrap_or(usize::MAX);
-        let hub = Arc::new(Hub::new(
-            config.streams.limits,
-            needs_listener,
-            stream_reads,
-        ));
-        let alerts = TokenAlerts::new(config.invalid_token_alert.0, config.invalid_token_alert.1);
+        let (tokens, window) = config.invalid_token_alert;
         Self {
+            cache: config.cache.map(PrincipalCache::new).map(Arc::new),
+            hasher: Arc::new(match config.hashing {
+                Some((at_once, queue)) => Hasher::new(at_once, queue),
+                None => Hasher::default(),
+            }),
+            hub: Arc::new(Hub::new(
+                config.streams.limits,
+                store.kind() == StoreKind::Postgres,
+                // The streams' reads get a quarter of the pool (at least one), requests the rest.
+                usize::try_from(store.max_connections() / 4).unwrap_or(usize::MAX),
+            )),
+            alerts: TokenAlerts::new(tokens, window),
             config,
             store,
-            cache,
-            hasher: Arc::new(hasher),
-            hub,
-            alerts,
             stop: watch::Sender::new(()),
             background_started: AtomicBool::new(false),
             warned_no_peer: AtomicBool::new(false),

@@ -102,9 +102,8 @@ impl SessionToken {
     ///
     /// [`Error::Infrastructure`] when the operating system cannot supply random bytes.
     pub fn generate() -> Result<Self, Error> {
-        let id = random_bytes::<ID_BYTES>()?;
         Ok(Self {
-            id: SessionId(URL_SAFE_NO_PAD.encode(id)),
+            id: SessionId(URL_SAFE_NO_PAD.encode(random_bytes::<ID_BYTES>()?)),
             secret: random_bytes()?,
         })
     }
@@ -161,14 +160,12 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
 /// rejects padding, characters outside the alphabet and non-zero trailing bits, so every
 /// accepted string has exactly one byte value and every byte value exactly one string.
 fn decode_exact<const N: usize>(input: &[u8], chars: usize) -> Option<[u8; N]> {
-    if input.len() != chars {
-        return None;
-    }
     let mut out = [0u8; N];
-    match URL_SAFE_NO_PAD.decode_slice(input, &mut out) {
-        Ok(n) if n == N => Some(out),
-        _ => None,
-    }
+    let exact = input.len() == chars
+        && URL_SAFE_NO_PAD
+            .decode_slice(input, &mut out)
+            .is_ok_and(|n| n == N);
+    exact.then_some(out)
 }
 
 #[cfg(test)]

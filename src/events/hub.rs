@@ -23,7 +23,7 @@ pub(crate) struct StreamLimits {
 }
 
 /// Streams of one user: the channel that wakes them, and how many there are.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct UserStreams {
     wake: watch::Sender<()>,
     streams: usize,
@@ -112,10 +112,7 @@ impl Hub {
         }
         open.total += 1;
         open.sessions.entry(session.clone()).or_insert((user, 0)).1 += 1;
-        let streams = open.users.entry(user).or_insert_with(|| UserStreams {
-            wake: watch::Sender::new(()),
-            streams: 0,
-        });
+        let streams = open.users.entry(user).or_default();
         streams.streams += 1;
         let user_wake = streams.wake.subscribe();
         drop(open);
@@ -173,7 +170,6 @@ impl Hub {
         self.listening.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
     }
 
-    /// Streams open on this node.
     pub(crate) fn open_streams(&self) -> usize {
         self.lock().total
     }

@@ -270,9 +270,8 @@ async fn reauthenticate(
     _user: CurrentUser,
     Form(form): Form<Reauth>,
 ) -> Result<Response, Error> {
-    Ok(credentials_checked(
-        auth.reauthenticate(&form.password).await?,
-    ))
+    let checked = auth.reauthenticate(&form.password).await?;
+    Ok(credentials_checked(checked))
 }
 
 /// `204`, or `403` with `{"error":"invalid_credentials"}` for a wrong password.

@@ -10,6 +10,8 @@ use axum::{
     routing::get,
 };
 
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
 use crate::{
     Auth, AuthRejection, AuthState, CurrentUser, Resource, credential::Source, events::security,
 };
@@ -62,9 +64,8 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Result<Response, Aut
     if !uri.query().is_none_or(decodes_as_utf8) {
         return Err(AuthRejection::BadRequest);
     }
-    let Ok(Query(query)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
-        return Err(AuthRejection::BadRequest);
-    };
+    let Query(query) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map_err(|_| AuthRejection::BadRequest)?;
     if query
         .iter()
         .any(|(key, _)| key != "permission" && key != "resource")
@@ -100,10 +101,8 @@ async fn check(auth: Auth, uri: Uri, headers: HeaderMap) -> Result<Response, Aut
         (None, _) => None,
         _ => return Err(AuthRejection::BadRequest),
     };
-    // The resource scopes the permissions named beside it in the query only. A header's are
-    // the proxy's own, checked on every resource: a proxy may pass the client's query on
-    // (Caddy's `uri /auth/check` keeps it), and a client must not narrow them to a resource
-    // it holds them on.
+    // The resource scopes the query's permissions only, never the proxy's own in headers: a
+    // proxy may pass the client's query on (Caddy's `uri /auth/check` keeps it).
     // Each permission on a resource may cost a round trip: named twice, checked once; more
     // than a few distinct ones are refused, never looked up one after another.
     let mut permissions: Vec<&str> = asked("permission").collect();
@@ -203,15 +202,8 @@ fn identity(user: &CurrentUser) -> Response {
 /// Percent-encodes what is not plain visible ASCII, and `,` and `%`, so that a header value
 /// is always valid and a comma always separates.
 fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_graphic() && byte != b',' && byte != b'%' {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%');
+    utf8_percent_encode(text, ENCODED).to_string()
 }
 
 #[cfg(test)]

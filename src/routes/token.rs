@@ -71,9 +71,8 @@ async fn issue_token(auth: Auth, request: Request) -> Result<Response, Response>
     if !auth.shared().config.bearer {
         return Err(AuthRejection::NotFound.into_response());
     }
-    // Exempt from the layer's check so that clients without Origin headers can reach it, the
-    // route still refuses what a browser marks as cross-site: a page elsewhere could otherwise
-    // spend the visitor's address on failed logins (its throttle) and on password hashes.
+    // Cross-site refused even where exempt from the layer's check: a page elsewhere could
+    // otherwise spend the visitor's address on failed logins (its throttle) and password hashes.
     if let Some(csrf) = &auth.shared().config.csrf
         && let Err(reason) = csrf.check_browser(request.headers())
     {
@@ -81,13 +80,13 @@ async fn issue_token(auth: Auth, request: Request) -> Result<Response, Response>
         return Err(AuthRejection::CrossSite.into_response());
     }
     let credentials = credentials(request).await?;
-    let issued = auth
+    let token = auth
         .issue_token(&credentials.username, &credentials.password)
         .await
-        .map_err(IntoResponse::into_response)?;
-    let Some(token) = issued else {
-        return Err(AuthRejection::InvalidCredentials(StatusCode::UNAUTHORIZED).into_response());
-    };
+        .map_err(IntoResponse::into_response)?
+        .ok_or_else(|| {
+            AuthRejection::InvalidCredentials(StatusCode::UNAUTHORIZED).into_response()
+        })?;
     let body = IssuedToken {
         session_id: token.id().to_string(),
         token: token.to_string(),

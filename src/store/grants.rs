@@ -206,7 +206,6 @@ impl AuthStore {
                 role,
             ),
         };
-        let done = affected!(self, sql, user, name, scope.kind, scope.id);
-        Ok(done > 0)
+        Ok(affected!(self, sql, user, name, scope.kind, scope.id) > 0)
     }
 }

@@ -20,8 +20,7 @@ use std::{
 
 use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 
-/// How long a transaction whose outcome does not matter may take to roll back before its
-/// connection is closed instead.
+/// How long [`Held::roll_back_later`] waits for the rollback before closing the connection.
 const ROLLBACK_WITHIN: Duration = Duration::from_secs(5);
 
 /// A connection held for some work; see the [module](self).

@@ -1,12 +1,11 @@
 //! Connections a layer keeps between requests for their lookups, outside the pool.
 //!
 //! sqlx pings every connection that goes back into its pool: a second round trip per request,
-//! in a task of its own. A lookup that takes a kept connection and puts it back after its
-//! statements completed skips the pool's checkout and that ping. A lookup that finds none free
-//! takes one from the pool and keeps it from then on, if there is room. A connection is put
-//! back only after its statements completed, so a lookup cancelled mid-statement (its timeout,
-//! a dropped request) closes its connection instead of leaving half a conversation for the next
-//! request.
+//! in a task of its own. A lookup that takes a kept connection skips the pool's checkout and
+//! that ping; one that finds none free takes one from the pool and keeps it from then on, if
+//! there is room. A connection is put back only after its statements completed, so a lookup
+//! cancelled mid-statement (its timeout, a dropped request) closes its connection instead of
+//! leaving half a conversation for the next request.
 //! Kept connections are outside the pool's count (a closing pool does not wait for them), at
 //! most [`AuthLayerBuilder::lookup_connections`](crate::AuthLayerBuilder::lookup_connections),
 //! and follow the pool's idle timeout and lifetime (the lifetime counted from when the layer
@@ -55,10 +54,8 @@ impl KeptConnections {
         }
     }
 
-    /// The most recently used kept connection that is still within `pool`'s idle timeout and
-    /// lifetime. Every one past them is closed on the way (all of them once the pool is
-    /// closed): light traffic takes only the most recently used one, and the others must not
-    /// stay open for good.
+    /// The most recently used kept connection, after [`reap`](Self::reap): light traffic takes
+    /// only the most recently used one, and the others must not stay open for good.
     pub(crate) fn take(&self, pool: &PgPool) -> Option<Kept> {
         self.reap(pool).pop()
     }
@@ -77,13 +74,13 @@ impl KeptConnections {
     /// however quiet it is afterwards.
     pub(crate) async fn reaping(kept: Arc<Self>, pool: PgPool) {
         let options = pool.options();
-        let limit = [options.get_idle_timeout(), options.get_max_lifetime()]
+        let every = [options.get_idle_timeout(), options.get_max_lifetime()]
             .into_iter()
             .flatten()
-            .min();
-        let every = limit.map_or(Duration::from_secs(60), |limit| {
-            (limit / 2).clamp(Duration::from_millis(100), Duration::from_secs(60))
-        });
+            .min()
+            .map_or(Duration::from_secs(60), |limit| {
+                (limit / 2).clamp(Duration::from_millis(100), Duration::from_secs(60))
+            });
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
@@ -130,7 +127,7 @@ impl KeptConnections {
 
 impl Kept {
     fn fresh(&self, now: Instant, options: &PoolOptions<Postgres>) -> bool {
-        let within = |since: Instant, limit: Option<std::time::Duration>| {
+        let within = |since: Instant, limit: Option<Duration>| {
             limit.is_none_or(|limit| now.duration_since(since) < limit)
         };
         within(self.idle_since, options.get_idle_timeout())

@@ -7,8 +7,7 @@ use sqlx::migrate::Migrator;
 use super::{Backend, IntoAuthStore};
 use crate::Error;
 
-/// The bookkeeping table of the crate's migrations, separate from the application's own
-/// `_sqlx_migrations`, so both migrators run on one database without seeing each other.
+/// The bookkeeping table of the crate's migrations (see [`migrate`]).
 const MIGRATIONS_TABLE: &str = "_axum_live_auth_migrations";
 
 /// The Postgres store's migrations (`migrations/postgres`), embedded at compile time.
@@ -26,14 +25,6 @@ const MIGRATIONS_TABLE: &str = "_axum_live_auth_migrations";
 /// ```
 #[cfg(feature = "postgres")]
 pub static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(postgres_migrator);
-
-/// [`POSTGRES_MIGRATOR`] without sqlx's lock, for [`migrate`], which takes its own.
-#[cfg(feature = "postgres")]
-static POSTGRES_MIGRATOR_UNLOCKED: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = postgres_migrator();
-    migrator.set_locking(false);
-    migrator
-});
 
 #[cfg(feature = "postgres")]
 fn postgres_migrator() -> Migrator {
@@ -126,10 +117,9 @@ async fn migrate_postgres(conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         .await?;
     // `run` takes an `Acquire`, and with a connection its future is not provably `Send` for
     // every lifetime (nor would `migrate` be): sqlx's `run_direct` is for this.
-    POSTGRES_MIGRATOR_UNLOCKED
-        .run_direct(None, conn, false)
-        .await?;
-    Ok(())
+    let mut migrator = postgres_migrator();
+    migrator.set_locking(false);
+    Ok(migrator.run_direct(None, conn, false).await?)
 }
 
 /// The advisory lock key of sqlx's migrator for `database`: `0x3d32ad9e` × its CRC-32.

@@ -41,7 +41,7 @@ pub(crate) use self::{
     users::{PasswordSet, Recipient},
 };
 pub use self::{migrations::migrate, sessions::SessionInfo};
-use crate::Error;
+use crate::{Error, error::InfrastructureError};
 
 /// `work`, or [`sqlx::Error::PoolTimedOut`] (the database did not answer in time) once
 /// `deadline` has passed. On Postgres, work given up on closes its connection (see `held.rs`).
@@ -67,8 +67,7 @@ pub(crate) async fn by<T, E: From<sqlx::Error>>(
 /// let pg = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
 /// let store = AuthStore::from(&pg);
 /// assert_eq!(store.kind(), StoreKind::Postgres);
-/// # Ok(())
-/// # }
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthStore {
@@ -145,8 +144,7 @@ pub(crate) async fn notify(
         .map(drop)
 }
 
-/// A statement whose text differs between the databases (time arithmetic, arrays), written
-/// side by side.
+/// A statement whose text differs between the databases, written side by side.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dialects {
     pub(crate) postgres: &'static str,
@@ -177,6 +175,21 @@ impl OnDatabase<sqlx::Postgres> for kept::Kept {}
 #[cfg(feature = "postgres")]
 impl OnDatabase<sqlx::Postgres> for held::Held {}
 
+/// Which text of a [`Dialects`] a database takes.
+pub(crate) trait Dialect: sqlx::Database {
+    const POSTGRES: bool;
+}
+
+#[cfg(feature = "postgres")]
+impl Dialect for sqlx::Postgres {
+    const POSTGRES: bool = true;
+}
+
+#[cfg(feature = "sqlite")]
+impl Dialect for sqlx::Sqlite {
+    const POSTGRES: bool = false;
+}
+
 /// Runs a single-statement write again when Postgres refused it as a serialization failure
 /// (SQLSTATE 40001), up to 16 times. Such a statement runs in the database's default isolation:
 /// under REPEATABLE READ or SERIALIZABLE one that finds its row changed by a transaction
@@ -191,33 +204,14 @@ where
     let mut attempt = 1;
     loop {
         match statement().await {
-            Err(error) if attempt < ATTEMPTS && is_serialization_failure(&error) => attempt += 1,
+            Err(Error::Infrastructure(InfrastructureError::Database(sqlx::Error::Database(e))))
+                if attempt < ATTEMPTS && e.code().as_deref() == Some("40001") =>
+            {
+                attempt += 1
+            }
             done => return done,
         }
     }
-}
-
-fn is_serialization_failure(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Infrastructure(crate::error::InfrastructureError::Database(sqlx::Error::Database(e)))
-            if e.code().as_deref() == Some("40001")
-    )
-}
-
-/// Which text of a [`Dialects`] a database takes.
-pub(crate) trait Dialect: sqlx::Database {
-    const POSTGRES: bool;
-}
-
-#[cfg(feature = "postgres")]
-impl Dialect for sqlx::Postgres {
-    const POSTGRES: bool = true;
-}
-
-#[cfg(feature = "sqlite")]
-impl Dialect for sqlx::Sqlite {
-    const POSTGRES: bool = false;
 }
 
 /// How a transaction starts. Postgres: in READ COMMITTED whatever the database's default, since
@@ -249,19 +243,17 @@ const BEGIN: Dialects = Dialects {
 /// let auth = axum_live_auth::AuthLayer::builder(pool)
 ///     .allowed_origin("https://app.example.com")
 ///     .build()?;
-/// # let _ = auth; Ok(())
-/// # }
+/// # let _ = auth; Ok(()) }
 /// ```
 #[cfg(feature = "sqlite")]
 pub fn sqlite_connect_options(url: &str) -> Result<sqlx::sqlite::SqliteConnectOptions, Error> {
-    use std::{str::FromStr, time::Duration};
-
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-    Ok(SqliteConnectOptions::from_str(url)?
+    Ok(url
+        .parse::<SqliteConnectOptions>()?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(std::time::Duration::from_secs(5))
         .foreign_keys(true))
 }
 
@@ -291,9 +283,8 @@ impl IntoAuthStore for AuthStore {
     }
 }
 
-impl<T> IntoAuthStore for T
+impl<T: Pool> IntoAuthStore for T
 where
-    T: Pool,
     AuthStore: From<T>,
 {
     fn into_auth_store(self) -> AuthStore {
@@ -316,9 +307,10 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// The pools of each store, owned or borrowed (a borrowed one makes a store of a clone).
+/// The pools of each store, owned or borrowed (a borrowed one makes a store of a clone), and the
+/// backend each makes.
 macro_rules! pools {
-    ($($feature:literal: $pool:ty;)*) => {$(
+    ($($feature:literal: $pool:ty => $backend:ident;)*) => {$(
         #[cfg(feature = $feature)]
         impl sealed::Sealed for $pool {}
         #[cfg(feature = $feature)]
@@ -327,6 +319,14 @@ macro_rules! pools {
         impl sealed::Sealed for &$pool {}
         #[cfg(feature = $feature)]
         impl Pool for &$pool {}
+        #[cfg(feature = $feature)]
+        impl From<$pool> for AuthStore {
+            fn from(pool: $pool) -> Self {
+                Self {
+                    backend: Backend::$backend(pool.into()),
+                }
+            }
+        }
         #[cfg(feature = $feature)]
         impl From<&$pool> for AuthStore {
             fn from(pool: &$pool) -> Self {
@@ -337,36 +337,9 @@ macro_rules! pools {
 }
 
 pools! {
-    "postgres": sqlx::PgPool;
-    "postgres": ThroughPooler;
-    "sqlite": sqlx::SqlitePool;
-}
-
-#[cfg(feature = "postgres")]
-impl From<sqlx::PgPool> for AuthStore {
-    fn from(pool: sqlx::PgPool) -> Self {
-        Self {
-            backend: Backend::Postgres(pool.into()),
-        }
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl From<ThroughPooler> for AuthStore {
-    fn from(pool: ThroughPooler) -> Self {
-        Self {
-            backend: Backend::Postgres(pool.into()),
-        }
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl From<sqlx::SqlitePool> for AuthStore {
-    fn from(pool: sqlx::SqlitePool) -> Self {
-        Self {
-            backend: Backend::Sqlite(pool),
-        }
-    }
+    "postgres": sqlx::PgPool => Postgres;
+    "postgres": ThroughPooler => Postgres;
+    "sqlite": sqlx::SqlitePool => Sqlite;
 }
 
 impl AuthStore {
@@ -400,17 +373,9 @@ impl AuthStore {
     /// [`KeptConnections::reaping`](kept::KeptConnections::reaping)); `None` if it keeps none.
     #[cfg(feature = "postgres")]
     pub(crate) fn reaping_kept(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
-        match &self.backend {
-            Backend::Postgres(PgStore {
-                kept: Some(kept),
-                pool,
-                ..
-            }) => Some(kept::KeptConnections::reaping(
-                std::sync::Arc::clone(kept),
-                pool.clone(),
-            )),
-            _ => None,
-        }
+        let store = self.postgres()?;
+        let kept = std::sync::Arc::clone(store.kept.as_ref()?);
+        Some(kept::KeptConnections::reaping(kept, store.pool.clone()))
     }
 
     /// The most connections the store's pool opens.
@@ -423,24 +388,25 @@ impl AuthStore {
         }
     }
 
-    /// The Postgres pool, for the node's listener.
     #[cfg(feature = "postgres")]
-    pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+    fn postgres(&self) -> Option<&PgStore> {
         match &self.backend {
-            Backend::Postgres(store) => Some(&store.pool),
+            Backend::Postgres(store) => Some(store),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => None,
         }
     }
 
+    /// The Postgres pool, for the node's listener.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        self.postgres().map(|store| &store.pool)
+    }
+
     /// Whether statements go through a transaction pooler, where LISTEN cannot work.
     #[cfg(feature = "postgres")]
     pub(crate) fn through_pooler(&self) -> bool {
-        match &self.backend {
-            Backend::Postgres(store) => store.pooled(),
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(_) => false,
-        }
+        self.postgres().is_some_and(PgStore::pooled)
     }
 
     /// Whether the pool pings each connection on checkout, a round trip before every query

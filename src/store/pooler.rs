@@ -20,10 +20,8 @@ const PINNED_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; DEALLOCATE ALL
 /// The store's Postgres pool, and whether it goes through a transaction pooler.
 ///
 /// As an [`Executor`] it runs a statement on the pool as it is, or, through a pooler, in a
-/// transaction of its own: `BEGIN` keeps the server connection for the statement's two round
-/// trips (sqlx prepares, then executes), and the `COMMIT` is awaited, so the change is visible
-/// to the next statement, on any connection, when the call returns, and a failed commit is the
-/// call's error.
+/// transaction of its own, whose `COMMIT` is awaited (see [`through_transaction_pooler`]): a
+/// failed commit is the call's error.
 #[derive(Debug, Clone)]
 pub(crate) struct PgStore {
     pub(crate) pool: PgPool,
@@ -59,11 +57,10 @@ impl PgStore {
     /// that also pins a server connection), for sqlx's migrator, which nests its own
     /// transactions in it as savepoints.
     ///
-    /// Its `BEGIN` runs in a task of its own, which a cancelled caller does not stop: sqlx
-    /// 0.9.0 queues the `ROLLBACK` of a dropped transaction only once its `BEGIN` was answered
-    /// (see [`held`](super::held)), and would otherwise hand the connection back inside it. The
-    /// checkout stays with the caller, so that one who gives up while waiting for a connection
-    /// leaves no task behind to take one for nobody.
+    /// Its `BEGIN` runs in a task of its own, which a cancelled caller does not stop, so that the
+    /// connection never goes back to the pool inside it (see [`held`](super::held)). The checkout
+    /// stays with the caller, so that one who gives up while waiting for a connection leaves no
+    /// task behind to take one for nobody.
     pub(crate) async fn transaction(
         &self,
         statement: &'static str,
@@ -138,16 +135,14 @@ impl<'p> Executor<'p> for &'_ PgStore {
     where
         'p: 'e,
     {
-        let pool = self.pool.clone();
-        Box::pin(async move { (&pool).prepare_with(sql, parameters).await })
+        (&self.pool).prepare_with(sql, parameters)
     }
 
     fn describe<'e>(
         self,
         sql: sqlx::SqlStr,
     ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
-        let pool = self.pool.clone();
-        Box::pin(async move { (&pool).describe(sql).await })
+        (&self.pool).describe(sql)
     }
 }
 

@@ -138,10 +138,10 @@ RETURNING id";
 /// credential epoch, user agent and address; a fresh idle deadline; `authenticated_at` now if
 /// $5; only if the session is still at credential epoch $6 when given (the epoch of the
 /// password just checked: a password change committed meanwhile wins). The old row is deleted
-/// in the same transaction. On Postgres the user's row stays locked
-/// until then, as in [`CREATE_SESSION`], so that a ban or a password reset that ends the user's
-/// sessions cannot miss the copy; the old session's row too, so that a change to it committed
-/// meanwhile (its deadline moved into the past) is read, not copied over.
+/// in the same transaction. On Postgres the user's row stays locked until then, as in
+/// [`CREATE_SESSION`], so that a ban or a password reset that ends the user's sessions cannot
+/// miss the copy; the old session's row too, so that a change to it committed meanwhile (its
+/// deadline moved into the past) is read, not copied over.
 pub(super) const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
@@ -279,9 +279,7 @@ macro_rules! session_row_by_position {
             fn from_row(row: &$row) -> Result<Self, sqlx::Error> {
                 use sqlx::Row as _;
                 if row.try_get(0)? {
-                    let hash: Option<Vec<u8>> = row.try_get(1)?;
-                    let id: String = row.try_get(12)?;
-                    let successor = match (hash, SessionId::parse(&id)) {
+                    let successor = match (row.try_get(1)?, SessionId::parse(row.try_get(12)?)) {
                         (Some(replaced_secret_hash), Some(id)) => Some(Successor {
                             user: row.try_get(2)?,
                             id,
@@ -355,22 +353,6 @@ struct InfoRow {
     expires_at: Timestamp,
     user_agent: Option<String>,
     ip: Option<String>,
-}
-
-impl InfoRow {
-    /// `None` for a row whose id is not a session id (written by hand).
-    fn into_info(self) -> Option<SessionInfo> {
-        Some(SessionInfo {
-            id: SessionId::parse(&self.id)?,
-            created_at: self.created_at.0,
-            last_seen_at: self.last_seen_at.0,
-            idle_expires_at: self.idle_expires_at.0,
-            expires_at: self.expires_at.0,
-            user_agent: self.user_agent,
-            ip: self.ip.and_then(|ip| ip.parse().ok()),
-            current: false,
-        })
-    }
 }
 
 /// A session removed by the purge.
@@ -551,13 +533,10 @@ impl AuthStore {
         match conn {
             RequestConnection::Postgres(held) => held.release(),
             RequestConnection::PostgresKept(conn) => {
-                if let Backend::Postgres(PgStore {
-                    kept: Some(kept),
-                    pool,
-                    ..
-                }) = &self.backend
+                if let Some(store) = self.postgres()
+                    && let Some(kept) = &store.kept
                 {
-                    kept.put_back(conn, pool);
+                    kept.put_back(conn, &store.pool);
                 }
             }
             #[cfg(feature = "sqlite")]
@@ -657,12 +636,24 @@ impl AuthStore {
                 .fetch_all(pool)
                 .await?
         });
-        Ok(rows.into_iter().filter_map(InfoRow::into_info).collect())
+        // A row whose id is not a session id (written by hand) is left out.
+        let info = |row: InfoRow| {
+            Some(SessionInfo {
+                id: SessionId::parse(&row.id)?,
+                created_at: row.created_at.0,
+                last_seen_at: row.last_seen_at.0,
+                idle_expires_at: row.idle_expires_at.0,
+                expires_at: row.expires_at.0,
+                user_agent: row.user_agent,
+                ip: row.ip.and_then(|ip| ip.parse().ok()),
+                current: false,
+            })
+        };
+        Ok(rows.into_iter().filter_map(info).collect())
     }
 
     /// Deletes one session of `user`, and the copy a rotation made of it; `false` if the user
-    /// has neither. The user's row is locked first, as [`ROTATE`] locks it, so that a rotation
-    /// committing meanwhile is waited for and its copy seen.
+    /// has neither.
     pub(crate) async fn delete_user_session(
         &self,
         user: UserId,
@@ -672,9 +663,7 @@ impl AuthStore {
         Ok(self.end_sessions_locked(sql, user, Some(id)).await? > 0)
     }
 
-    /// Deletes every session of `user` except `keep`; returns how many ended. The user's row is
-    /// locked first, as [`ROTATE`] locks it, so that a session copied by a rotation that
-    /// commits meanwhile is seen by the delete and ended too.
+    /// Deletes every session of `user` except `keep`; returns how many ended.
     pub(crate) async fn delete_user_sessions(
         &self,
         user: UserId,
@@ -684,8 +673,9 @@ impl AuthStore {
             .await
     }
 
-    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, after locking the
-    /// user's row, in one transaction; returns how many ended.
+    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, in one transaction;
+    /// returns how many ended. The user's row is locked first, as [`ROTATE`] locks it, so that a
+    /// rotation committing meanwhile is waited for and its copy seen by the delete (and ended).
     async fn end_sessions_locked(
         &self,
         sql: &'static str,

@@ -5,15 +5,15 @@
 //! Kinds of row: `ip` counts failures of one client address (a /64 for IPv6) within a fixed
 //! window; `user` counts the failures in a row of one account (`id:<user id>`) or of one name no
 //! account has (`name:<the database's case folding of it>`, or `name#<its SHA-256>` when that is
-//! longer than 200 bytes), and after the free ones blocks
-//! further attempts until `blocked_until`, a wait that doubles with each failure up to a cap;
-//! `reset` counts, within a window like `ip`, password-reset requests per address (`ip:…`) or
-//! account, address changes per user (`email:…`) and sign-ups per address (`signup:…`).
+//! longer than 200 bytes), and after the free ones blocks further attempts until
+//! `blocked_until`, a wait that doubles with each failure up to a cap; `reset` counts, within a
+//! window like `ip`, password-reset requests per address (`ip:…`) or account, address changes
+//! per user (`email:…`) and sign-ups per address (`signup:…`).
 
 use std::time::Duration;
 
 use super::{
-    AuthStore, Dialects, on_pool, repeating_conflicts,
+    AuthStore, Dialects, affected, on_pool, repeating_conflicts,
     types::{Span, Timestamp},
 };
 use crate::{Error, UserId};
@@ -82,7 +82,6 @@ SELECT (CASE WHEN kind <> 'user' THEN window_start + $3 ELSE blocked_until END
   FROM auth_login_attempts WHERE kind = $1 AND key = $2",
 };
 
-/// Forgets counters idle for longer than $1 (and no longer blocking).
 const PURGE: Dialects = Dialects {
     postgres: "\
 DELETE FROM auth_login_attempts
@@ -93,7 +92,6 @@ DELETE FROM auth_login_attempts
    AND blocked_until <= CAST(unixepoch('subsec') * 1000 AS INTEGER)",
 };
 
-/// The longest name kept as it is in a key; a longer one is kept as its SHA-256.
 const MAX_KEY_BYTES: usize = 200;
 
 /// What a login attempt is counted under.
@@ -237,48 +235,36 @@ impl AuthStore {
     /// Gives back one reserved attempt (the attempt succeeded, or never ran), unless its window
     /// has passed (it then no longer counts) or its row was cleared.
     pub(crate) async fn release_attempt(&self, reserved: &Reserved) -> Result<(), Error> {
-        self.write_key(
-            "UPDATE auth_login_attempts SET failures = failures - 1
+        let key = &reserved.key;
+        repeating_conflicts(|| async {
+            affected!(
+                self,
+                "UPDATE auth_login_attempts SET failures = failures - 1
               WHERE kind = $1 AND key = $2 AND failures > 0 AND window_start = $3",
-            &reserved.key,
-            Some(reserved.window),
-        )
+                key.kind,
+                &key.key,
+                reserved.window,
+            );
+            Ok(())
+        })
         .await
     }
 
     /// Forgets an account's or a name's failures in a row (after a successful login).
     pub(crate) async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), Error> {
-        self.write_key(
-            "DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2",
-            key,
-            None,
-        )
+        repeating_conflicts(|| async {
+            affected!(
+                self,
+                "DELETE FROM auth_login_attempts WHERE kind = $1 AND key = $2",
+                key.kind,
+                &key.key,
+            );
+            Ok(())
+        })
         .await
     }
 
-    /// Runs `statement` on the counter of `key` ($1 kind, $2 key; $3 `window` if given).
-    async fn write_key(
-        &self,
-        statement: &'static str,
-        key: &AttemptKey,
-        window: Option<Timestamp>,
-    ) -> Result<(), Error> {
-        on_pool!(self, |pool| {
-            repeating_conflicts(|| async {
-                let query = sqlx::query(statement).bind(key.kind).bind(&key.key);
-                match window {
-                    Some(window) => query.bind(window),
-                    None => query,
-                }
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
-            .await
-        })
-    }
-
-    /// Deletes counters idle for longer than `horizon`.
+    /// Deletes counters idle for longer than `horizon` (and no longer blocking).
     pub(crate) async fn purge_attempts(&self, horizon: Duration) -> Result<u64, Error> {
         Ok(on_pool!(self, |pool| {
             sqlx::query(PURGE.of(pool))

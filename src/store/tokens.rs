@@ -134,27 +134,23 @@ impl AuthStore {
         session: Option<&SessionId>,
     ) -> Result<bool, Error> {
         Ok(on_pool!(self, |pool| {
-            let statement = if session.is_some() {
-                CREATE_FOR_SESSION
-            } else {
-                CREATE
+            let query = |statement: Dialects| {
+                sqlx::query(statement.of(pool))
+                    .bind(token.id().as_str())
+                    .bind(token.secret_hash().as_bytes())
+                    .bind(user)
+                    .bind(purpose.as_str())
+                    .bind(email)
+                    .bind(Span(lifetime))
             };
-            let query = sqlx::query(statement.of(pool))
-                .bind(token.id().as_str())
-                .bind(token.secret_hash().as_bytes())
-                .bind(user)
-                .bind(purpose.as_str())
-                .bind(email)
-                .bind(Span(lifetime));
-            let query = match session {
-                Some(session) => query.bind(session.as_str()),
-                None => query,
-            };
-            query
-                .fetch_optional(pool)
-                .await
-                .map_err(|e| unique_or(e, Error::Conflict))?
-                .is_some()
+            match session {
+                Some(session) => query(CREATE_FOR_SESSION).bind(session.as_str()),
+                None => query(CREATE),
+            }
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| unique_or(e, Error::Conflict))?
+            .is_some()
         }))
     }
 

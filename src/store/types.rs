@@ -50,9 +50,7 @@ mod postgres {
 
     impl Decode<'_, Postgres> for Timestamp {
         fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
-            Ok(Self(<OffsetDateTime as Decode<'_, Postgres>>::decode(
-                value,
-            )?))
+            <OffsetDateTime as Decode<'_, Postgres>>::decode(value).map(Self)
         }
     }
 
@@ -72,7 +70,7 @@ mod postgres {
 
     impl Decode<'_, Postgres> for Names {
         fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
-            Ok(Self(<Vec<String> as Decode<'_, Postgres>>::decode(value)?))
+            <Vec<String> as Decode<'_, Postgres>>::decode(value).map(Self)
         }
     }
 }
@@ -90,10 +88,8 @@ mod sqlite {
 
     impl Decode<'_, Sqlite> for Timestamp {
         fn decode(value: SqliteValueRef<'_>) -> Result<Self, BoxDynError> {
-            let millis = <i64 as Decode<'_, Sqlite>>::decode(value)?;
-            Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(millis) * 1_000_000,
-            )?))
+            let nanos = i128::from(<i64 as Decode<'_, Sqlite>>::decode(value)?) * 1_000_000;
+            Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(nanos)?))
         }
     }
 

@@ -174,16 +174,14 @@ impl AuthStore {
                 }
             };
             // After the user's row, as deleting a user reaches its tokens: one lock order.
-            let spent = if adopted.rows_affected() == 1 {
-                sqlx::query(CONSUME_TOKEN)
+            if adopted.rows_affected() != 1
+                || sqlx::query(CONSUME_TOKEN)
                     .bind(token.as_str())
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
-            } else {
-                0
-            };
-            if spent != 1 {
+                    != 1
+            {
                 tx.rollback().await?;
                 return Ok(false);
             }
@@ -307,7 +305,7 @@ impl AuthStore {
     /// Lifts a ban, moving the credential epoch if there was one: whatever a ban made by hand
     /// left behind (sessions, links) stays ended.
     pub(crate) async fn enable_user(&self, user: UserId) -> Result<bool, Error> {
-        let enabled = affected!(
+        Ok(affected!(
             self,
             "UPDATE auth_users
                 SET disabled_at = NULL,
@@ -315,8 +313,7 @@ impl AuthStore {
                         + CASE WHEN disabled_at IS NULL THEN 0 ELSE 1 END
               WHERE id = $1",
             user
-        );
-        Ok(enabled == 1)
+        ) == 1)
     }
 
     /// Deletes the user; their sessions and grants go with them (foreign keys cascade).
@@ -348,13 +345,12 @@ impl AuthStore {
         user: UserId,
         permission: &str,
     ) -> Result<bool, Error> {
-        let done = affected!(
+        Ok(affected!(
             self,
             "DELETE FROM auth_user_permissions WHERE user_id = $1 AND permission = $2",
             user,
             permission
-        );
-        Ok(done > 0)
+        ) > 0)
     }
 
     /// Creates the role if it does not exist yet.
@@ -391,14 +387,13 @@ impl AuthStore {
         role: &str,
         permission: &str,
     ) -> Result<bool, Error> {
-        let done = affected!(
+        Ok(affected!(
             self,
             "DELETE FROM auth_role_permissions
               WHERE permission = $2 AND role_id IN (SELECT id FROM auth_roles WHERE name = $1)",
             role,
             permission
-        );
-        Ok(done > 0)
+        ) > 0)
     }
 
     /// Gives the user the role. `Err(RoleNotFound)` / `Err(UserNotFound)` when either is missing.
@@ -418,14 +413,13 @@ impl AuthStore {
     }
 
     pub(crate) async fn unassign_role(&self, user: UserId, role: &str) -> Result<bool, Error> {
-        let done = affected!(
+        Ok(affected!(
             self,
             "DELETE FROM auth_user_roles
               WHERE user_id = $1 AND role_id IN (SELECT id FROM auth_roles WHERE name = $2)",
             user,
             role
-        );
-        Ok(done > 0)
+        ) > 0)
     }
 
     /// `Err(UserNotFound)` or `Err(RoleNotFound)` for whichever is missing.
