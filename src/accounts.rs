@@ -15,7 +15,7 @@ use crate::{
     events::security,
     login::{PasswordCheck, typed_name},
     password::{self, Hasher},
-    recovery::Recovery,
+    recovery::{Recovery, WINDOW},
     shared::{Shared, Subscribers},
     store::{
         AttemptKey, GrantRow, PasswordSet, Reservation, Scope, ThrottleLimits, by,
@@ -23,8 +23,7 @@ use crate::{
     },
 };
 
-/// Sign-ups allowed per client address in a quarter of an hour, whether the name was free or
-/// taken.
+/// Sign-ups allowed per client address per [`WINDOW`], whether the name was free or taken.
 const SIGN_UPS_PER_ADDRESS: u32 = 10;
 
 /// Expired sessions deleted per statement by the [purge](Accounts::purge_expired_sessions).
@@ -170,7 +169,10 @@ impl Accounts {
         let mut reserved = None;
         if let Some(address) = client.address {
             let key = AttemptKey::sign_up(address.to_string());
-            match self.reserve_in_window(&key, SIGN_UPS_PER_ADDRESS).await? {
+            match self
+                .reserve_in_window(&key, SIGN_UPS_PER_ADDRESS, WINDOW)
+                .await?
+            {
                 Reservation::Granted(granted) => reserved = Some(granted),
                 Reservation::Refused(retry_after) => {
                     security::sign_up_throttled(client, retry_after);

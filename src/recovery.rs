@@ -18,10 +18,12 @@ use crate::{
     store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits, TokenRow},
 };
 
-/// Password-reset requests allowed per client address, and per account or name, per window.
+/// Password-reset requests allowed per client address, and per account or name, per
+/// [`WINDOW`] (per account: per reset lifetime if shorter).
 const RESET_PER_ADDRESS: u32 = 5;
 const RESET_PER_ACCOUNT: u32 = 3;
-const RESET_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The window of the counts of sign-ups, reset requests and address changes.
+pub(crate) const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Address changes allowed per user per window: each sends a verification message, and each
 /// answer says whether another user has the address.
 const EMAIL_CHANGES_PER_USER: u32 = 5;
@@ -191,10 +193,10 @@ impl Accounts {
     pub async fn request_password_reset(&self, name_or_email: &str) -> Result<(), Error> {
         self.messenger()?;
         // As at login: the decomposed spelling of a name is the same name.
-        let Some(name_or_email) = typed_name(name_or_email) else {
+        let Some(composed) = typed_name(name_or_email) else {
             return Ok(());
         };
-        let Some(user) = self.store().recipient(&name_or_email).await? else {
+        let Some(user) = self.recipient(name_or_email, &composed).await? else {
             return Ok(());
         };
         let message = self
@@ -345,8 +347,9 @@ impl Accounts {
     ) -> Result<bool, Error> {
         if let Some(address) = client.address {
             let key = AttemptKey::reset(&AttemptKey::address(address.to_string()));
-            if let Reservation::Refused(retry_after) =
-                self.reserve_in_window(&key, RESET_PER_ADDRESS).await?
+            if let Reservation::Refused(retry_after) = self
+                .reserve_in_window(&key, RESET_PER_ADDRESS, WINDOW)
+                .await?
             {
                 security::password_reset_throttled(client, retry_after);
                 return Err(Error::Throttled { retry_after });
@@ -354,21 +357,39 @@ impl Accounts {
         }
         // The spelling the reset will look up: another spelling of the name must not count
         // apart from it.
-        let Some(name_or_email) = typed_name(name_or_email) else {
+        let Some(composed) = typed_name(name_or_email) else {
             return Ok(false);
         };
-        let account = match self.store().recipient(&name_or_email).await? {
+        let account = match self.recipient(name_or_email, &composed).await? {
             Some(user) => AttemptKey::user(user.id),
-            None => AttemptKey::unknown_name(&name_or_email.to_lowercase()),
+            None => AttemptKey::unknown_name(&composed.to_lowercase()),
         };
         let key = AttemptKey::reset(&account);
-        match self.reserve_in_window(&key, RESET_PER_ACCOUNT).await? {
+        // No longer than a link lives: whenever the account's limit refuses, the links its
+        // requests mailed are still live, so a limit used up by someone else leaves the user one.
+        let window = WINDOW.min(self.recovery.reset_lifetime);
+        match self
+            .reserve_in_window(&key, RESET_PER_ACCOUNT, window)
+            .await?
+        {
             Reservation::Refused(retry_after) => {
                 security::password_reset_throttled(client, retry_after);
                 Ok(false)
             }
             Reservation::Granted(_) => Ok(true),
         }
+    }
+
+    /// The enabled user named `given` (a username or an address), found as the login finds a
+    /// name: as given (a name stored decomposed, before names had to be composed), else as
+    /// `composed`, its [`typed_name`]. Both are looked up whenever they differ, so that the
+    /// time taken depends on the input alone.
+    async fn recipient(&self, given: &str, composed: &str) -> Result<Option<Recipient>, Error> {
+        let as_composed = self.store().recipient(composed).await?;
+        if given == composed {
+            return Ok(as_composed);
+        }
+        Ok(self.store().recipient(given).await?.or(as_composed))
     }
 
     /// Counts a change of the user's address (`POST /email`); `Err(Throttled)` past the limit.
@@ -378,7 +399,10 @@ impl Accounts {
         user: UserId,
     ) -> Result<(), Error> {
         let key = AttemptKey::email_change(user);
-        match self.reserve_in_window(&key, EMAIL_CHANGES_PER_USER).await? {
+        match self
+            .reserve_in_window(&key, EMAIL_CHANGES_PER_USER, WINDOW)
+            .await?
+        {
             Reservation::Granted(_) => Ok(()),
             Reservation::Refused(retry_after) => {
                 security::email_change_throttled(client, user, retry_after);
@@ -387,15 +411,16 @@ impl Accounts {
         }
     }
 
-    /// Counts one request under `key`, at most `count` a window (a quarter of an hour).
+    /// Counts one request under `key`, at most `count` a `window`.
     pub(crate) async fn reserve_in_window(
         &self,
         key: &AttemptKey,
         count: u32,
+        window: Duration,
     ) -> Result<Reservation, Error> {
         let limits = ThrottleLimits {
             ip_failures: count,
-            ip_window: RESET_WINDOW,
+            ip_window: window,
             ..self.limits
         };
         self.store().reserve_attempt(key, &limits).await

@@ -23,10 +23,10 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// | `POST /reauth` | form `password`: proves the password again and rotates the session | `204`; `403 invalid_credentials` |
 /// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session, or of this user on this node; `503` too many on this node, or changes cannot reach it |
 /// | `POST /password-reset` | form `username` (a username or an email address): sends a reset link through the [`Messenger`](crate::Messenger), if there is such a user; no session needed | `202` whatever the account, also past the account's limit (3 in 15 minutes), when no message is sent; `429` too many requests from this address (5 in 15 minutes) |
-/// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`) | `200` HTML |
+/// | `GET /password-reset/confirm?token=…` | the form to choose a new password (`Referrer-Policy: strict-origin`, `Cache-Control: no-store`) | `200` HTML |
 /// | `POST /password-reset/confirm` | form `token`, `new_password`: sets it, ends every session of the user | `303` to the login page; `400` used, expired or unknown token, or a new password too short or long |
 /// | `POST /email` | form `email`: asks to change the user's address, sends a verification link to the new one (and to the current one, if any, a notice with a reset link) and ends the user's other sessions (needs [`RecentAuth`]); the address changes only when the link is confirmed; 5 requests a user per 15 minutes | `202`; `400` invalid; `409` taken; `403 reauth_required`; `429` too many requests |
-/// | `GET /email/verify?token=…` | the page that confirms the new address (`Referrer-Policy: no-referrer`, `Cache-Control: no-store`); it changes nothing, so a mail scanner that follows the link confirms nothing | `200` HTML |
+/// | `GET /email/verify?token=…` | the page that confirms the new address (`Referrer-Policy: strict-origin`, `Cache-Control: no-store`); it changes nothing, so a mail scanner that follows the link confirms nothing | `200` HTML |
 /// | `POST /email/verify` | form `token`: the address the link was sent to becomes the user's, verified; every link sent to the user before is spent | `200` HTML; `400` used, expired or unknown token; `409` taken meanwhile |
 ///
 /// Each session in the list is a [`SessionInfo`](crate::SessionInfo):
@@ -198,10 +198,13 @@ async fn verify_email(auth: Auth, Form(form): Form<TokenQuery>) -> Result<Respon
 }
 
 /// A page reached by a link with a token in it: the token must not leak through the
-/// `Referer` of the page's links, nor stay in a cache.
+/// `Referer` of the page's links and requests, nor stay in a cache. `strict-origin`, not
+/// `no-referrer`: under `no-referrer` a browser sends `Origin: null` with the form's post,
+/// which a browser without `Sec-Fetch-Site` (or any browser on plain HTTP away from
+/// localhost) then has refused as cross-site.
 fn secret_page_headers() -> [(header::HeaderName, &'static str); 2] {
     [
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "strict-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ]
 }

@@ -256,7 +256,7 @@ both_stores! {
         // The form: no referrer, not cached, the token posted back.
         let form = send(&app, get(&link, None)).await;
         assert_eq!(form.status, StatusCode::OK);
-        assert_eq!(form.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(form.headers[header::REFERRER_POLICY], "strict-origin");
         assert_eq!(form.headers[header::CACHE_CONTROL], "no-store");
         let token = form_token(&link);
         assert!(form.body.contains(&token));
@@ -305,6 +305,58 @@ both_stores! {
         assert_eq!(requested.status, StatusCode::ACCEPTED);
         let (message, _) = mail(&dir, 1).await;
         assert!(message.contains("Hello Jos\u{e9},"), "{message}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A name stored decomposed (before names had to be composed, or by SQL) is found as it
+    /// is typed, as the login finds it. (Before: only the composed spelling was looked up, and
+    /// nothing was sent.)
+    async fn a_reset_reaches_a_name_stored_decomposed(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        db.exec_each(
+            "INSERT INTO auth_users (username, password_hash)
+             SELECT 'Jose' || chr(769), password_hash FROM auth_users WHERE username = 'bob'",
+            "INSERT INTO auth_users (username, password_hash)
+             SELECT 'Jose' || char(769), password_hash FROM auth_users WHERE username = 'bob'",
+        )
+        .await;
+        let requested =
+            send(&app, post("/account/password-reset", "username=Jose%CC%81", None)).await;
+        assert_eq!(requested.status, StatusCode::ACCEPTED);
+        let (message, _) = mail(&dir, 1).await;
+        assert!(message.contains("Hello Jose\u{301},"), "{message}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With links that live less than the account's quarter of an hour, the account's limit
+    /// lasts no longer than its links: someone who used it up leaves the user a live link,
+    /// and once those are dead the user's own request is sent. (Before: no message until the
+    /// quarter of an hour was over.)
+    async fn an_accounts_reset_limit_lasts_no_longer_than_its_links(db: Db) {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "axum-live-auth-mail-short-{:?}",
+            std::time::SystemTime::now()
+        ));
+        let auth = AuthLayer::builder(db.store())
+            .allowed_origin(ORIGIN)
+            .password_reset_lifetime(Duration::from_secs(2))
+            .messenger(example::FileMessenger { dir: dir.clone() })
+            .build()
+            .unwrap();
+        example::seed(&auth.accounts()).await.unwrap();
+        let app = example::app(auth);
+        for i in 0..3 {
+            let reply = send(&app, post("/account/password-reset", "username=bob", None)).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "request {i}");
+        }
+        mail(&dir, 3).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let after = send(&app, post("/account/password-reset", "username=bob", None)).await;
+        assert_eq!(after.status, StatusCode::ACCEPTED);
+        let (_, link) = mail(&dir, 4).await;
+        let body = format!("token={}&new_password=bob-new-password", form_token(&link));
+        let reset = send(&app, post("/account/password-reset/confirm", &body, None)).await;
+        assert_eq!(reset.status, StatusCode::SEE_OTHER, "the fourth link is live");
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -650,13 +702,13 @@ both_stores! {
 
         let page = send(&app, get(&link, None)).await;
         assert_eq!(page.status, StatusCode::OK);
-        assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(page.headers[header::REFERRER_POLICY], "strict-origin");
         assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
         assert!(page.body.contains(&form_token(&link)));
         assert_eq!(address_of(&app, &alice).await, (None, false), "following the link changes nothing");
         let confirmed = confirm_address(&app, &link).await;
         assert_eq!(confirmed.status, StatusCode::OK);
-        assert_eq!(confirmed.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(confirmed.headers[header::REFERRER_POLICY], "strict-origin");
         assert_eq!(address_of(&app, &alice).await, (Some("Alice@Example.com".into()), true));
         assert_eq!(confirm_address(&app, &link).await.status, StatusCode::BAD_REQUEST, "single use");
 
