@@ -36,6 +36,15 @@ struct Picture {
     permissions: Vec<String>,
 }
 
+/// A task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The stream's state between events.
 struct Open {
     shared: Arc<Shared>,
@@ -142,14 +151,30 @@ impl Open {
 
     /// The session's picture as the database has it now (never the cache), or why it is no
     /// longer valid.
+    ///
+    /// The read runs as a task of its own, aborted if the stream is dropped first. The stream
+    /// runs only while the server polls its body, and a server stops polling a body its client
+    /// does not read (a full HTTP/2 window, full socket buffers); a read made inside the
+    /// stream would then keep its turn, and every other stream of the node would wait for it
+    /// forever. The task finishes and gives its turn back, polled or not.
     async fn read(&mut self) -> Result<Result<Picture, Missed>, sqlx::Error> {
-        // The wait for a turn is not the database's: the deadline starts after it.
-        let _turn = self.shared.hub.read_turn().await;
-        // Deadlines count from before the read: the database's clock was read during it, and
-        // a slow answer must not push the end of the session later.
-        let now = Instant::now();
-        let deadline = tokio::time::Instant::from_std(now + self.shared.config.lookup_timeout);
-        let row = by(deadline, self.shared.store.lookup(&self.session)).await?;
+        let shared = Arc::clone(&self.shared);
+        let session = self.session.clone();
+        let mut read = AbortOnDrop(tokio::spawn(async move {
+            // The wait for a turn is not the database's: the deadline starts after it.
+            let _turn = shared.hub.read_turn().await;
+            // Deadlines count from before the read: the database's clock was read during it,
+            // and a slow answer must not push the end of the session later.
+            let now = Instant::now();
+            let deadline = tokio::time::Instant::from_std(now + shared.config.lookup_timeout);
+            by(deadline, shared.store.lookup(&session))
+                .await
+                .map(|row| (now, row))
+        }));
+        // Only a panic in the read (or the runtime shutting down) fails the join.
+        let (now, row) = (&mut read.0)
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)??;
         Ok(row.map(|row| {
             let left = row
                 .now

@@ -456,6 +456,83 @@ async fn woken_streams_read_a_quarter_of_the_pool_at_a_time(
     lock.close().await;
 }
 
+/// Postgres: a stream whose client stops reading holds no turn to read. The body of stream A
+/// is polled only until its read after a change is waiting (at a lock on the sessions table),
+/// as a server stops polling a body whose client does not read; stream B, read normally on a
+/// node with one turn, must still get each new picture. (Before: A's read kept the node's one
+/// turn once it had it, unpolled, and B's second picture never came.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_stream_nobody_reads_keeps_no_turn_from_the_others(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    // A pool of 4: one turn to read for the node's streams.
+    let node = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let app = app_with(node, |b| b.lookup_connections(0)).await;
+    tokio::spawn(app.layer.background());
+    wait_until_streams_open(&app).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    let request = Request::get("/account/events")
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .body(Body::empty())
+        .unwrap();
+    let mut unread = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body();
+    let first = tokio::time::timeout(SOON, unread.frame()).await.unwrap();
+    assert!(
+        first.is_some_and(|frame| frame.is_ok()),
+        "A's first picture"
+    );
+    let (mut events, _) = stream(&app, &token).await;
+    principal(&events.next(SOON).await);
+
+    let lock = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    app.accounts
+        .grant_permission(app.bob, "first:read")
+        .await
+        .unwrap();
+    // A wakes and waits for its read (its turn, or the lock); then nothing polls it again.
+    let polled = tokio::time::timeout(Duration::from_millis(500), unread.frame()).await;
+    assert!(polled.is_err(), "A's read waits at the lock");
+    tx.rollback().await.unwrap();
+    let next = principal(&events.next(SOON).await);
+    assert_eq!(next["permissions"], json!(["first:read", "reports:read"]));
+
+    app.accounts
+        .grant_permission(app.bob, "second:read")
+        .await
+        .unwrap();
+    let next = principal(&events.next(SOON).await);
+    assert_eq!(
+        next["permissions"],
+        json!(["first:read", "reports:read", "second:read"]),
+        "B's read had a turn"
+    );
+    drop(unread);
+    lock.close().await;
+}
+
 /// Postgres: a stream whose first read of the session was slow (held 1.5 s by a lock on the
 /// sessions table; the request itself is served by the principal cache) still ends at the
 /// session's idle deadline, measured from before the read: a deleted expired session notifies
