@@ -22,6 +22,7 @@ use crate::common::{
     COOKIE,
     example::{Quickstart, free_port, wait_for_port},
     http::{client, open_events, send_from},
+    quickstart,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -38,6 +39,11 @@ struct Browser {
 impl Browser {
     /// `None` when Chromium or ChromeDriver is not installed.
     async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start), with more command-line switches for Chromium.
+    async fn start_with(switches: &[&str]) -> Option<Self> {
         if !std::path::Path::new(CHROMIUM).is_file()
             || !std::path::Path::new(CHROMEDRIVER).is_file()
         {
@@ -62,17 +68,22 @@ impl Browser {
             session: String::new(),
             _profile: profile.clone(),
         };
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(switches.iter().map(|&s| s.to_owned()));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            },
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
         }}});
         let created = browser.call("POST", "/session", Some(capabilities)).await;
         browser.session = created["sessionId"]
@@ -315,4 +326,81 @@ async fn a_refused_stream_is_tried_again_later_and_later(
     assert!((1..=3).contains(&reloads), "{reloads} reloads in 6 s");
     drop(held);
     browser.quit().await;
+}
+
+/// A reset link followed in a browser that sends no `Sec-Fetch-Site` (Chromium sends none to
+/// a plain-HTTP site other than localhost; older browsers send none at all): the form on the
+/// link's page posts the new password, and the CSRF check must find the site's `Origin` on that
+/// post. (Before: the page's `Referrer-Policy: no-referrer` made the browser send `Origin:
+/// null`, the post was refused `403`, and the password stayed as it was.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_reset_link_completes_in_a_browser_without_fetch_metadata(pool: sqlx::PgPool) {
+    let Some(browser) =
+        Browser::start_with(&["--host-resolver-rules=MAP app.test 127.0.0.1"]).await
+    else {
+        eprintln!(
+            "NOT RUN: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origin = format!("http://app.test:{}", addr.port());
+    let mail = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("axum-live-auth-mail-browser-{}", addr.port()));
+    let auth = axum_live_auth::AuthLayer::builder(axum_live_auth::AuthStore::from(pool))
+        .allowed_origin(&origin)
+        .login_redirect("/login")
+        .messenger(quickstart::FileMessenger { dir: mail.clone() })
+        .build()
+        .unwrap();
+    quickstart::seed(&auth.accounts()).await.unwrap();
+    let app = quickstart::app(auth.clone());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    auth.accounts().request_password_reset("bob").await.unwrap();
+    let started = Instant::now();
+    let link = loop {
+        let found = std::fs::read_dir(&mail).ok().and_then(|entries| {
+            let file = entries.flatten().next()?.path();
+            let text = std::fs::read_to_string(file).ok()?;
+            text.lines()
+                .find(|l| l.starts_with("http"))
+                .map(str::to_owned)
+        });
+        if let Some(link) = found {
+            break link;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reset message"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(link.starts_with(&origin), "{link}");
+
+    browser.go(&link).await;
+    browser
+        .run(
+            "document.querySelector('input[name=new_password]').value = 'bob-browser-password';
+             document.querySelector('form').submit(); return true;",
+        )
+        .await;
+    browser
+        .until("on the login page", "return location.pathname === '/login'")
+        .await;
+    let login = Request::post("/login")
+        .header(header::ORIGIN, &origin)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=bob&password=bob-browser-password"))
+        .unwrap();
+    let reply = send_from(addr, client(1), login).await;
+    assert!(reply.session_cookie().is_some(), "the new password works");
+    browser.quit().await;
+    let _ = std::fs::remove_dir_all(mail);
 }
