@@ -5,7 +5,7 @@
 //! only the public id and the secret's SHA-256 stored), single use, short-lived, and valid only
 //! while the user's credentials are those it was issued under.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use crate::{
     Accounts, Error, SessionId, SessionToken, UserId,
@@ -219,12 +219,24 @@ impl Accounts {
         token: &str,
         new_password: &str,
     ) -> Result<UserId, Error> {
+        self.reset_password_from(token, new_password, None).await
+    }
+
+    /// [`reset_password_with_token`](Self::reset_password_with_token) for a client at address
+    /// `from`, whose hash takes no more than the address's share of the hasher: many posts of
+    /// one live link at once cannot fill it.
+    pub(crate) async fn reset_password_from(
+        &self,
+        token: &str,
+        new_password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<UserId, Error> {
         password::validate_new(new_password)?;
         let (token, row) = self.check_token(token, Purpose::PasswordReset).await?;
         // Hashed before the token is spent, so that a hash refused for load leaves the link
         // working; then the token is spent and the password set in one transaction, only if no
         // other password was set since the token was checked.
-        let hash = self.hasher.hash(new_password, None).await?;
+        let hash = self.hasher.hash(new_password, from).await?;
         let epoch = Some(row.credential_epoch);
         if !self
             .store_password(row.user_id, &hash, epoch, Some(token.id()))

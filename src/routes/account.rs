@@ -143,7 +143,7 @@ fn token_form(title: &str, action: &str, token: &str, fields: &str, button: &str
 
 async fn confirm_reset(auth: Auth, Form(form): Form<ResetConfirmation>) -> Result<Redirect, Error> {
     Accounts::of_layer(auth.shared())
-        .reset_password_with_token(&form.token, &form.new_password)
+        .reset_password_from(&form.token, &form.new_password, auth.client().address)
         .await?;
     let login = auth
         .shared()

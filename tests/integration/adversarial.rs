@@ -108,6 +108,27 @@ async fn holding_the_hasher(
     slow_login
 }
 
+/// The token of the first message the file messenger wrote in `dir`.
+async fn reset_token(dir: &std::path::Path) -> String {
+    let started = Instant::now();
+    loop {
+        let found = std::fs::read_dir(dir).ok().and_then(|entries| {
+            let text = std::fs::read_to_string(entries.flatten().next()?.path()).ok()?;
+            let (_, token) = text.split_once("token=")?;
+            Some(token.lines().next()?.to_owned())
+        });
+        if let Some(token) = found {
+            return token;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no message in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 both_stores! {
     /// While the hasher is full, logins answered `503` count against no account: once the load
     /// has passed, the owner logs in at once. (Before, each `503` counted as a failure of the
@@ -175,6 +196,41 @@ both_stores! {
         let owner = send_from(server, client(2), login_request(ALICE, ALICE_PASSWORD)).await;
         assert_eq!(owner.status, StatusCode::SEE_OTHER);
         assert_eq!(slow_login.await.unwrap().status, StatusCode::UNAUTHORIZED);
+    }
+
+    /// Posts of one live reset link at once take no more than their address's share of the
+    /// hasher: with its place taken by a slow login from the same address, three posts of
+    /// alice's link are refused for load (and the link still works), and another address logs
+    /// in meanwhile. (Before: the posts took the three waiting places, and the other address got
+    /// `503`.)
+    async fn reset_posts_take_no_more_than_their_addresss_share_of_the_hasher(db: Db) {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("axum-live-auth-mail-share-{:?}", Instant::now()));
+        let messenger = crate::common::quickstart::FileMessenger { dir: dir.clone() };
+        let app = app_with(db, |b| b.password_hashing(1, 3).messenger(messenger)).await;
+        let server = serve(app.router.clone()).await;
+        app.accounts.request_password_reset(ALICE).await.unwrap();
+        let token = reset_token(&dir).await;
+        let confirm = |password: &str| {
+            Request::post("/account/password-reset/confirm")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from(format!("token={token}&new_password={password}")))
+                .unwrap()
+        };
+        let slow_login = holding_the_hasher(&app, server).await;
+        let posts = (0..3).map(|i| send_from(server, client(1), confirm(&format!("alice-new-{i}-password"))));
+        let posts = tokio::spawn(join_all(posts));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let other = send_from(server, client(2), login_request(BOB, "wrong-password")).await;
+        assert_eq!(other.status, StatusCode::UNAUTHORIZED, "served, not refused for load");
+        for reply in posts.await.unwrap() {
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(slow_login.await.unwrap().status, StatusCode::UNAUTHORIZED);
+        let reset = send_from(server, client(1), confirm("alice-new-password")).await;
+        assert_eq!(reset.status, StatusCode::SEE_OTHER, "the link still works");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// 30 sign-ups at once from one address, a third of them for a taken name: ten go through
