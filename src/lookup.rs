@@ -122,10 +122,13 @@ async fn resolve(
         Ok(resolved) => resolved,
         Err(missed) => {
             // A replaced token is told apart from an unknown one only with the replaced
-            // secret, and only while the copy keeps its hash (until the copy's first touch).
+            // secret, and only for requests on their way: for a touch interval after the
+            // rotation, and until the copy's first touch drops the hash. A token rotated away
+            // because it may have leaked cannot end the copy later on.
             let (missed, reason) = match missed {
                 Missed::Rotated(Some(successor))
-                    if token.secret_hash().matches(&successor.replaced_secret_hash) =>
+                    if token.secret_hash().matches(&successor.replaced_secret_hash)
+                        && successor.age <= config.touch_interval =>
                 {
                     (Missed::Rotated(Some(successor)), "rotated")
                 }

@@ -1,6 +1,7 @@
 //! `GET /check`: forward authentication for reverse proxies (nginx `auth_request`, Traefik
-//! `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`), so that services not written with
-//! this crate get the same live sessions.
+//! `ForwardAuth`, Caddy `forward_auth`), so that services not written with this crate get the
+//! same live sessions. (Envoy's `ext_authz` sends the original method and path to the check
+//! itself, which this route does not read.)
 
 use axum::{
     Router,
@@ -44,7 +45,8 @@ const MAX_PERMISSIONS: usize = 16;
 /// which proxies pass on. So does a WebSocket handshake: `Sec-Fetch-Mode: websocket`, or
 /// `Upgrade: websocket` where the proxy passes it on (nginx needs
 /// `proxy_set_header Upgrade $http_upgrade` in the check's location). Username and permissions
-/// are percent-encoded where they are not plain ASCII (or contain `,` or `%`). With the
+/// are percent-encoded where they are not plain ASCII (or contain `,`, `%` or `+`: decode them as
+/// a path, not as a form, which would read `+` as a space). With the
 /// principal cache a check makes no database round trip; without it, one. The proxy must
 /// overwrite every `X-Auth-*` header a client sends: the README's configurations for nginx,
 /// Traefik and Caddy do.
@@ -199,10 +201,12 @@ fn identity(user: &CurrentUser) -> Response {
     response
 }
 
-/// Percent-encodes what is not plain visible ASCII, and `,` and `%`, so that a header value
-/// is always valid and a comma always separates.
+/// Percent-encodes what is not plain visible ASCII, and `,`, `%` and `+`, so that a header value
+/// is always valid, a comma always separates, and a decoder that reads `+` as a space (form
+/// decoding: Java's `URLDecoder`, PHP's `urldecode`) cannot turn `John+Smith` into another
+/// user's `John Smith`.
 fn encode(text: &str) -> String {
-    const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%');
+    const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%').add(b'+');
     utf8_percent_encode(text, ENCODED).to_string()
 }
 
@@ -215,5 +219,6 @@ mod tests {
         assert_eq!(encode("reports:read"), "reports:read");
         assert_eq!(encode("Ålice"), "%C3%85lice");
         assert_eq!(encode("a,b c%"), "a%2Cb%20c%25");
+        assert_eq!(encode("John+Smith"), "John%2BSmith");
     }
 }

@@ -14,16 +14,21 @@ use super::{
 use super::{PgStore, held::Held};
 use crate::{Error, SessionId, SessionToken, UserId};
 
-/// [`LOOKUP`]'s second branch, the same on both databases: the copy a rotation made of the
-/// session, if any.
+/// [`LOOKUP`]'s second branch, the same on both databases but for the clock (`$now`): the copy
+/// a rotation made of the session, if any, with the time it was made (its `last_seen_at` until
+/// its first touch, which also drops the replaced secret's hash).
 macro_rules! rotated_branch {
-    () => {
-        "
+    ($now:literal) => {
+        concat!(
+            "
  UNION ALL
-SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, id
+SELECT true, rotated_from_secret_hash, user_id, NULL, NULL, NULL, NULL, NULL, last_seen_at, NULL,
+       NULL, ",
+            $now,
+            ", id
   FROM auth_sessions WHERE rotated_from = $1
  LIMIT 1"
+        )
     };
 }
 
@@ -51,7 +56,7 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
    AND s.idle_expires_at > now()
    AND u.disabled_at IS NULL
    AND u.credential_epoch = s.credential_epoch",
-        rotated_branch!()
+        rotated_branch!("now()")
     ),
     sqlite: concat!(
         "\
@@ -66,14 +71,15 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
    AND s.idle_expires_at > n.now
    AND u.disabled_at IS NULL
    AND u.credential_epoch = s.credential_epoch",
-        rotated_branch!()
+        rotated_branch!("CAST(unixepoch('subsec') * 1000 AS INTEGER)")
     ),
 };
 
 /// Pushes the idle deadline forward, never past the absolute one. The `last_seen_at` condition
 /// makes concurrent touches of one session write once. A rotation's copy forgets the replaced
 /// secret at its first touch: the token it replaced is told apart from an unknown one only for
-/// requests that were on their way (at least a touch interval), not for the copy's whole life.
+/// requests that were on their way (and never more than a touch interval after the rotation,
+/// which the lookup checks), not for the copy's whole life.
 ///
 /// Only a session still live is touched: a touch that waited for the row while someone ended
 /// the session by moving a deadline into the past must not move it back. On Postgres a row
@@ -266,6 +272,8 @@ pub(crate) struct Successor {
     /// The hash of the replaced session's secret, which a request must present to be told
     /// apart from one with an unknown token.
     pub(crate) replaced_secret_hash: Vec<u8>,
+    /// How long ago the rotation was, by the database's clock.
+    pub(crate) age: Duration,
 }
 
 /// A row of [`LOOKUP`].
@@ -284,6 +292,7 @@ macro_rules! session_row_by_position {
                             user: row.try_get(2)?,
                             id,
                             replaced_secret_hash,
+                            age: Timestamp::until(row.try_get(8)?, row.try_get(11)?),
                         }),
                         _ => None,
                     };

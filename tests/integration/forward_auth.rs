@@ -313,7 +313,8 @@ const UPSTREAM: &str = r#"
 import http.server, json, sys
 class Echo(http.server.BaseHTTPRequestHandler):
     def answer(self):
-        seen = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-auth-")}
+        seen = {k.lower(): v for k, v in self.headers.items()
+                if k.lower().replace("_", "-").startswith("x-auth-")}
         body = json.dumps({"method": self.command, "path": self.path, "auth": seen}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -520,11 +521,16 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
     let reply = get(
         "/service/hello",
         Some(bob.clone()),
-        &[("x-auth-user-id", "1")],
+        &[("x-auth-user-id", "1"), ("x-auth_user-id", "1")],
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        seen["auth"].as_object().unwrap().len(),
+        4,
+        "nginx drops a name with `_`: {seen}"
+    );
     assert_eq!(
         seen["auth"]["x-auth-user-id"],
         app.bob.to_string(),
@@ -680,7 +686,14 @@ async fn caddy_forwards_live_sessions_and_no_header_the_client_sent(
     );
     wait_for_port(port, Duration::from_secs(20)).await;
     let caddy = SocketAddr::from(([127, 0, 0, 1], port));
-    let forged = &[("x-auth-user-id", "1"), ("x-auth-permissions", "admin")];
+    // Also spelled with `_`, which many services read as the same header.
+    let forged = &[
+        ("x-auth-user-id", "1"),
+        ("x-auth-permissions", "admin"),
+        ("x-auth_user-id", "1"),
+        ("x_auth_permissions", "admin"),
+        ("X_Auth-Username", "alice"),
+    ];
     let get = |token: Option<String>| async move {
         send_from(
             caddy,
@@ -691,7 +704,10 @@ async fn caddy_forwards_live_sessions_and_no_header_the_client_sent(
     };
     let seen = |reply: Reply| {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["auth"].clone()
+        let auth = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["auth"].clone();
+        let names: Vec<&String> = auth.as_object().unwrap().keys().collect();
+        assert!(names.iter().all(|name| !name.contains('_')), "{names:?}");
+        auth
     };
 
     assert_eq!(get(None).await.status, StatusCode::UNAUTHORIZED);

@@ -132,6 +132,11 @@ both_stores! {
         for path in ["/orgs/7/projects/99", "/orgs/7/projects/7"] {
             assert_eq!(send(&router, request(path)).await.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
         }
+        // Also for a global holder, so that an administrator trying the route sees the fault.
+        // (Before: `200` for him.)
+        app.accounts.grant_permission(app.bob, "project:read").await.unwrap();
+        let global = send(&router, request("/orgs/7/projects/99")).await;
+        assert_eq!(global.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     /// Listings come in byte order, as documented, also where the database's collation is a

@@ -203,6 +203,22 @@ async fn a_replaced_token_is_told_apart_only_until_the_copys_first_touch(db: Db)
     assert_eq!(app.status("/me", &copy).await, StatusCode::OK, "the old token ends nothing");
 }
 
+/// Nor for longer than a touch interval after the rotation, when the copy is never used (the
+/// user left): a token rotated away then cannot end the new session hours later. (Before: the
+/// copy kept the replaced hash until its first touch, however late, and a logout with the old
+/// token signed the user out.)
+async fn a_replaced_token_is_told_apart_for_a_touch_interval_only(db: Db) {
+    let app = app_with(db, |b| b.touch_interval(std::time::Duration::from_secs(1))).await;
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
+    let copy = send(&app.router, reauth).await.session_cookie().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let late = app.get("/me", &old).await;
+    assert_eq!(late.session_cookie().as_deref(), Some(""), "now an unknown token");
+    send(&app.router, post_form("/logout", &old, "")).await;
+    assert_eq!(app.status("/me", &copy).await, StatusCode::OK, "the old token ends nothing");
+}
+
 async fn login_over_a_live_session_replaces_it(db: Db) {
     let app = app(db).await;
     let first = app.login(ALICE, ALICE_PASSWORD).await;
