@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{
-    AuthStore, BEGIN, Backend, Dialects, on_pool,
+    AuthStore, BEGIN, Backend, Dialects, StoreKind, on_pool,
     types::{Names, Span, Timestamp},
 };
 #[cfg(feature = "postgres")]
@@ -233,6 +233,11 @@ const DELETE_ALL: Dialects = Dialects {
     postgres: "TRUNCATE auth_sessions",
     sqlite: "DELETE FROM auth_sessions",
 };
+
+/// Postgres, before [`DELETE_ALL`]: `TRUNCATE` needs the table to itself, and while it waits
+/// for a transaction that reads the table (a backup, a report), every lookup waits behind it.
+/// It gives up after this, and nothing changed.
+const TRUNCATE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '2s'";
 
 /// What the per-request lookup returns for a live session of an enabled user.
 #[derive(Debug)]
@@ -711,7 +716,12 @@ impl AuthStore {
     /// Ends every session of every user.
     pub(crate) async fn delete_all_sessions(&self) -> Result<(), Error> {
         on_pool!(self, |pool| {
-            sqlx::query(DELETE_ALL.of(pool)).execute(pool).await?;
+            let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
+            if self.kind() == StoreKind::Postgres {
+                sqlx::query(TRUNCATE_LOCK_WAIT).execute(&mut *tx).await?;
+            }
+            sqlx::query(DELETE_ALL.of(pool)).execute(&mut *tx).await?;
+            tx.commit().await?;
         });
         Ok(())
     }

@@ -610,6 +610,35 @@ async fn a_spelling_the_database_folds_to_a_user_counts_against_that_user(pool: 
     );
 }
 
+/// Revoking every session while a long transaction reads the sessions table (a backup, a
+/// report): the `TRUNCATE` gives up within seconds, nothing changes, and requests are served
+/// meanwhile; once the table is free it ends every session. (Before: it waited for the reader,
+/// and every lookup waited behind it: `503`s until the reader was done.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn revoking_every_session_never_stalls_the_lookups_behind_a_reader(pool: sqlx::PgPool) {
+    let app = app_with(pool.clone(), |b| b).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM auth_sessions")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let revoked = tokio::time::timeout(Duration::from_secs(8), app.accounts.revoke_every_session())
+        .await
+        .expect("the revoke gave up while the reader held the table");
+    assert!(revoked.is_err(), "{revoked:?}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(
+        app.get("/me", &bob).await.status,
+        StatusCode::OK,
+        "nothing changed"
+    );
+    reader.rollback().await.unwrap();
+    app.accounts.revoke_every_session().await.unwrap();
+    assert_eq!(app.get("/me", &bob).await.status, StatusCode::UNAUTHORIZED);
+}
+
 /// Right passwords of one account arriving together, within its limits, all log in: a
 /// reservation is never refused because another one that started later committed first. A
 /// transaction pooler's pool makes that interleaving common (each checkout is a transaction,
