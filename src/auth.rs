@@ -314,7 +314,7 @@ impl Auth {
             shared.user_changed(user);
         }
         let mut response = self.response();
-        if self.0.source == Source::Cookie {
+        if self.0.source.cookie() {
             response.cookie = CookieChange::Clear;
         }
         response.clear_site_data = shared.config.clear_site_data;
@@ -564,24 +564,32 @@ impl Auth {
             );
         }
         let config = &self.0.shared.config.cookie;
-        let (name, value) = match (cookie, self.0.source) {
-            (CookieChange::Keep, _) => return,
-            // A bearer client gets a rotated token back in a header, not a cookie.
-            (CookieChange::Set(token), Source::Bearer) => (
-                HeaderName::from_static(SESSION_TOKEN_HEADER),
-                HeaderValue::try_from(token.to_string()).ok(),
-            ),
-            (CookieChange::Set(token), Source::Cookie) => {
-                (header::SET_COOKIE, credential::set_cookie(config, &token))
-            }
-            (CookieChange::Clear, _) => (header::SET_COOKIE, credential::clear_cookie(config)),
+        let source = self.0.source;
+        let changes = match cookie {
+            CookieChange::Keep => return,
+            // A bearer client gets a rotated token back in a header, a cookie in the cookie.
+            CookieChange::Set(token) => [
+                source.bearer().then(|| {
+                    let value = HeaderValue::try_from(token.to_string()).ok();
+                    (HeaderName::from_static(SESSION_TOKEN_HEADER), value)
+                }),
+                source
+                    .cookie()
+                    .then(|| (header::SET_COOKIE, credential::set_cookie(config, &token))),
+            ],
+            CookieChange::Clear => [
+                Some((header::SET_COOKIE, credential::clear_cookie(config))),
+                None,
+            ],
         };
-        match value {
-            Some(value) => {
-                headers.append(name, value);
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (name, value) in changes.into_iter().flatten() {
+            match value {
+                Some(value) => {
+                    headers.append(name, value);
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
+                None => tracing::error!("axum-live-auth: could not encode the session token"),
             }
-            None => tracing::error!("axum-live-auth: could not encode the session token"),
         }
     }
 }

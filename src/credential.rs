@@ -24,6 +24,21 @@ pub(crate) enum CookieChange {
 pub(crate) enum Source {
     Cookie,
     Bearer,
+    /// The same token in both: a new token goes back in both, and a logout clears the cookie.
+    Both,
+}
+
+impl Source {
+    /// Whether the request carried the token in a bearer header, which a cross-site page
+    /// cannot add.
+    pub(crate) fn bearer(self) -> bool {
+        self != Self::Cookie
+    }
+
+    /// Whether the request carried the token in the cookie, which the answer then keeps up.
+    pub(crate) fn cookie(self) -> bool {
+        self != Self::Bearer
+    }
 }
 
 /// The request's credential: what it presented, and where.
@@ -50,7 +65,7 @@ pub(crate) fn read(
         (cookie, Presented::None) => (cookie, Source::Cookie),
         (Presented::None, bearer) => (bearer, Source::Bearer),
         (Presented::Token(a), Presented::Token(b)) if a.to_string() == b.to_string() => {
-            (Presented::Token(b), Source::Bearer)
+            (Presented::Token(b), Source::Both)
         }
         _ => return Err(AuthRejection::ConflictingCredentials),
     };
@@ -378,7 +393,7 @@ mod tests {
             format!("Bearer {t}").parse().unwrap(),
         );
         let same = read(&h, NAME, true).unwrap();
-        assert_eq!(same.source, Source::Bearer);
+        assert_eq!(same.source, Source::Both);
         let other = SessionToken::generate().unwrap().to_string();
         h.insert(
             header::AUTHORIZATION,

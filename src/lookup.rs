@@ -8,7 +8,7 @@ use crate::{
     AuthState, CurrentUser, SessionId, SessionToken, UserId,
     cache::{Deadlines, Entry},
     client::Client,
-    credential::{CookieChange, Credential, Invalid, Presented, Source},
+    credential::{CookieChange, Credential, Invalid, Presented},
     events::security,
     principal::Principal,
     shared::Shared,
@@ -45,9 +45,10 @@ pub(crate) async fn authenticate(
     client: &Client,
 ) -> Decided {
     // Only a cookie can be cleared; a bearer client keeps its token itself.
-    let clear = match credential.source {
-        Source::Cookie => CookieChange::Clear,
-        Source::Bearer => CookieChange::Keep,
+    let clear = if credential.source.cookie() {
+        CookieChange::Clear
+    } else {
+        CookieChange::Keep
     };
     let token = match credential.presented {
         Presented::None => return Decided::anonymous(CookieChange::Keep),

@@ -275,7 +275,7 @@ where
             let csrf = (config.csrf.as_ref())
                 .filter(|csrf| csrf.applies(req.method(), req.headers(), path));
             if let Some(csrf) = csrf
-                && credential.source == Source::Cookie
+                && !credential.source.bearer()
                 && let Err(reason) = csrf.check(req.headers())
             {
                 return Ok(cross_site(&client, reason, path));
@@ -285,7 +285,7 @@ where
             let state = decided.state.clone();
             let authenticated = matches!(state, AuthState::Authenticated(_));
             if let Some(csrf) = csrf
-                && source == Source::Bearer
+                && source.bearer()
                 && !authenticated
                 && let Err(reason) = csrf.check_browser(req.headers())
             {
@@ -340,6 +340,7 @@ fn make_private(headers: &mut HeaderMap, source: Source) {
     let vary = match source {
         Source::Cookie => "Cookie",
         Source::Bearer => "Authorization",
+        Source::Both => "Cookie, Authorization",
     };
     headers.append(header::VARY, HeaderValue::from_static(vary));
 }

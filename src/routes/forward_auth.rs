@@ -13,9 +13,7 @@ use axum::{
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::{
-    Auth, AuthRejection, AuthState, CurrentUser, Resource, credential::Source, events::security,
-};
+use crate::{Auth, AuthRejection, AuthState, CurrentUser, Resource, events::security};
 
 /// The most distinct permissions one check on a resource may name in its query.
 const MAX_PERMISSIONS: usize = 16;
@@ -137,7 +135,7 @@ fn decodes_as_utf8(query: &str) -> bool {
 /// none, as on the layer's own routes.
 fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(), AuthRejection> {
     let csrf = match &auth.shared().config.csrf {
-        Some(csrf) if auth.source() != Source::Bearer => csrf,
+        Some(csrf) if !auth.source().bearer() => csrf,
         _ => return Ok(()),
     };
     let values = |names: [&str; 2]| -> Vec<String> {

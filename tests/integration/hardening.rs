@@ -291,6 +291,34 @@ both_stores! {
         assert_eq!(send(&app.router, bearer("/me", &token)).await.status, StatusCode::UNAUTHORIZED);
     }
 
+    /// A client that sends its token both in the cookie and in the bearer header (one HTTP
+    /// client with a cookie jar and an `Authorization` header) gets a rotated token back in
+    /// both, and its logout clears the cookie. (Before: in the header only, so that the jar
+    /// kept the old token and every later request was refused `400` as conflicting.)
+    async fn a_client_sending_both_gets_a_rotated_token_in_both(db: Db) {
+        let app = bearer_app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let both = |method: &str, path: &str, token: &str, body: &'static str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::COOKIE, format!("{COOKIE}={token}"))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let reauth = both("POST", "/account/reauth", &token, "password=alice-password");
+        let reply = send(&app.router, reauth).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        let in_header = reply.headers[axum_live_auth::SESSION_TOKEN_HEADER].to_str().unwrap();
+        let in_cookie = reply.session_cookie().expect("the new token in a cookie too");
+        assert_eq!(in_header, in_cookie);
+        assert_eq!(send(&app.router, both("GET", "/me", &in_cookie, "")).await.status, StatusCode::OK);
+        let logout = send(&app.router, both("POST", "/logout", &in_cookie, "")).await;
+        assert_eq!(logout.session_cookie().as_deref(), Some(""), "the cookie cleared");
+    }
+
     async fn a_cookie_and_a_bearer_token_that_disagree_are_refused(db: Db) {
         let app = bearer_app(db).await;
         let cookie = app.login(ALICE, ALICE_PASSWORD).await;
