@@ -309,13 +309,15 @@ impl Accounts {
         Ok(ended)
     }
 
-    /// Ends every session of the user ("log out everywhere"); returns how many ended.
+    /// Ends every session of the user ("log out everywhere"); returns how many ended. Address
+    /// changes the user asked for and has not confirmed are cancelled too (their links are
+    /// spent): whoever held one of the sessions may have asked.
     ///
     /// # Errors
     ///
     /// An infrastructure error.
     pub async fn revoke_all_sessions(&self, user: UserId) -> Result<u64, Error> {
-        let count = self.store.delete_user_sessions(user, None).await?;
+        let count = self.store.delete_user_sessions(user, None, true).await?;
         security::sessions_revoked_all(&Client::default(), user, None, count, "admin");
         self.changed(user);
         Ok(count)

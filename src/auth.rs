@@ -365,18 +365,29 @@ impl Auth {
     }
 
     /// Ends every session of the current user but this one ("log out other devices"); returns
-    /// how many ended.
+    /// how many ended. Address changes the user asked for and has not confirmed are cancelled
+    /// too (their links are spent): whoever held another session may have asked for one, to
+    /// take the account over by its reset links.
     ///
     /// # Errors
     ///
     /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn revoke_other_sessions(&self) -> Result<u64, Error> {
+        self.end_other_sessions(true).await
+    }
+
+    /// [`revoke_other_sessions`](Self::revoke_other_sessions), cancelling the pending address
+    /// changes only if `cancel_address_changes` (not when this session has just asked for one).
+    pub(crate) async fn end_other_sessions(
+        &self,
+        cancel_address_changes: bool,
+    ) -> Result<u64, Error> {
         let user = self.user()?;
         let kept = self.session_id(user);
         let shared = &self.0.shared;
         let count = shared
             .store
-            .delete_user_sessions(user.id(), Some(&kept))
+            .delete_user_sessions(user.id(), Some(&kept), cancel_address_changes)
             .await?;
         security::sessions_revoked_all(&self.0.client, user.id(), Some(&kept), count, "others");
         shared.user_changed(user.id());

@@ -18,7 +18,7 @@ use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, Sessi
 /// |---|---|---|
 /// | `GET /sessions` | the user's live sessions, most recent first | `200` JSON list |
 /// | `POST /sessions/{id}/revoke` | ends one session; another device's only with [`RecentAuth`] | `204`; `404` unknown id; `403 reauth_required` |
-/// | `POST /sessions/revoke-others` | ends every other session (needs [`RecentAuth`]) | `204`; `403 reauth_required` |
+/// | `POST /sessions/revoke-others` | ends every other session (needs [`RecentAuth`]) and cancels an address change not yet confirmed | `204`; `403 reauth_required` |
 /// | `POST /password` | form `current_password`, `new_password`: changes the password, ends the other sessions, rotates this one | `204`; `403 invalid_credentials`; `400` new password too short or long |
 /// | `POST /reauth` | form `password`: proves the password again and rotates the session | `204`; `403 invalid_credentials` |
 /// | `GET /events` | the session's live picture as Server-Sent Events (below) | `200 text/event-stream`; `429` too many streams of this session, or of this user on this node; `503` too many on this node, or changes cannot reach it |
@@ -170,7 +170,7 @@ async fn request_email_change(
     let messages = accounts
         .email_change_messages(user.id(), &form.email, Some(user.session_id()))
         .await?;
-    auth.revoke_other_sessions().await?;
+    auth.end_other_sessions(false).await?;
     for message in messages {
         accounts.send(message).await?;
     }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::{
     AuthStore, BEGIN, Backend, Dialects, StoreKind, on_pool,
+    tokens::FORGET_ADDRESS_CHANGES,
     types::{Names, Span, Timestamp},
 };
 #[cfg(feature = "postgres")]
@@ -674,27 +675,33 @@ impl AuthStore {
         id: &SessionId,
     ) -> Result<bool, Error> {
         let sql = "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)";
-        Ok(self.end_sessions_locked(sql, user, Some(id)).await? > 0)
+        Ok(self.end_sessions_locked(sql, user, Some(id), None).await? > 0)
     }
 
-    /// Deletes every session of `user` except `keep`; returns how many ended.
+    /// Deletes every session of `user` except `keep`; returns how many ended. With
+    /// `cancel_address_changes`, also spends the verification links of address changes the
+    /// user asked for, in the same transaction: whoever held one of the sessions may have asked.
     pub(crate) async fn delete_user_sessions(
         &self,
         user: UserId,
         keep: Option<&SessionId>,
+        cancel_address_changes: bool,
     ) -> Result<u64, Error> {
-        self.end_sessions_locked(END_OTHER_SESSIONS, user, keep)
+        let also = cancel_address_changes.then_some(FORGET_ADDRESS_CHANGES);
+        self.end_sessions_locked(END_OTHER_SESSIONS, user, keep, also)
             .await
     }
 
-    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, in one transaction;
-    /// returns how many ended. The user's row is locked first, as [`ROTATE`] locks it, so that a
-    /// rotation committing meanwhile is waited for and its copy seen by the delete (and ended).
+    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, and `also` of user
+    /// $1, in one transaction; returns how many sessions ended. The user's row is locked first,
+    /// as [`ROTATE`] locks it, so that a rotation committing meanwhile is waited for and its copy
+    /// seen by the delete (and ended).
     async fn end_sessions_locked(
         &self,
         sql: &'static str,
         user: UserId,
         id: Option<&SessionId>,
+        also: Option<&'static str>,
     ) -> Result<u64, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
@@ -708,6 +715,9 @@ impl AuthStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            if let Some(also) = also {
+                sqlx::query(also).bind(user).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(ended)
         })

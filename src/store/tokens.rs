@@ -87,6 +87,11 @@ SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
 /// Spends token $1: one row deleted for exactly one of any number of concurrent uses.
 pub(super) const CONSUME_TOKEN: &str = "DELETE FROM auth_tokens WHERE id = $1";
 
+/// Spends the pending address changes of user $1: the verification links sent to new
+/// addresses.
+pub(super) const FORGET_ADDRESS_CHANGES: &str =
+    "DELETE FROM auth_tokens WHERE user_id = $1 AND purpose = 'email_verification'";
+
 /// Spends every token of user $1.
 pub(super) const FORGET_TOKENS: &str = "DELETE FROM auth_tokens WHERE user_id = $1";
 

@@ -226,6 +226,38 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Logging out the other devices, or an operator's "log out everywhere", cancels an address
+    /// change not confirmed yet: whoever held another session may have asked for it, to take
+    /// the account over by the reset links that would then go there. (Before: the link still
+    /// confirmed, `200`.)
+    async fn ending_the_other_sessions_cancels_a_pending_address_change(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let change = |session: String, email: &'static str| {
+            let app = app.clone();
+            async move {
+                let body = format!("email={email}");
+                let reply = send(&app, post("/account/email", &body, Some(&session))).await;
+                assert_eq!(reply.status, StatusCode::ACCEPTED);
+            }
+        };
+        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        change(thief, "thief%40evil.example").await;
+        let (_, pending) = mail(&dir, 1).await;
+        let owner = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let revoked = send(&app, post("/account/sessions/revoke-others", "", Some(&owner))).await;
+        assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+        assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
+
+        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        change(thief, "thief2%40evil.example").await;
+        let (_, pending) = mail(&dir, 2).await;
+        let accounts = auth.accounts();
+        let alice = accounts.user_id("alice").await.unwrap().unwrap();
+        accounts.revoke_all_sessions(alice).await.unwrap();
+        assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Each address change sends a message and tells whether the address is taken: five a
     /// user per window, whatever the addresses; another user is not affected.
     async fn address_changes_are_limited_per_user(db: Db) {
