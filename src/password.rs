@@ -109,9 +109,10 @@ impl Hasher {
         .await
     }
 
-    /// Verifies `password` against `stored`. A missing hash, or one that does not parse (written
-    /// by hand, say), is checked against a dummy hash and fails, so that an unknown user costs
-    /// the same time as a wrong password.
+    /// Verifies `password` against `stored`. A missing hash, or one this hasher cannot check
+    /// (written by hand, another algorithm's, Argon2 asking for more than
+    /// [`MAX_IMPORTED_MEMORY_KIB`]), is checked against a dummy hash and fails, so that an
+    /// unknown user costs the same time as a wrong password.
     pub(crate) async fn verify(
         &self,
         password: &str,
@@ -120,8 +121,10 @@ impl Hasher {
     ) -> Result<bool, Error> {
         let password = password.to_owned();
         self.run(admission, move |memory| {
-            if let Some(Ok(hash)) = stored.as_deref().map(PasswordHash::new) {
-                return Ok(matches(&password, &hash, memory).unwrap_or(false));
+            if let Some(Ok(hash)) = stored.as_deref().map(PasswordHash::new)
+                && let Some(matched) = matches(&password, &hash, memory)
+            {
+                return Ok(matched);
             }
             let dummy = PasswordHash::new(dummy_hash()?).map_err(phc_error)?;
             std::hint::black_box(matches(&password, &dummy, memory));
@@ -260,15 +263,22 @@ fn phc_error(error: impl Into<argon2::password_hash::Error>) -> Error {
     InfrastructureError::PasswordHash(error.into()).into()
 }
 
+/// The most memory an imported Argon2 hash may ask for (256 MiB): each check of it allocates
+/// that much, and any client can ask for one by trying the account's name.
+const MAX_IMPORTED_MEMORY_KIB: u32 = 256 * 1024;
+
 /// Whether `password` hashes to `hash`, computed in `memory` (or, for a hash made with larger
-/// parameters than the crate's, in memory of its own); compared in constant time.
+/// parameters than the crate's, in memory of its own); compared in constant time. `None` for a
+/// hash this cannot check.
 fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<bool> {
     let algorithm = Algorithm::try_from(hash.algorithm.as_str()).ok()?;
     let version = match hash.version {
         Some(v) => Version::try_from(v).ok()?,
         None => Version::default(),
     };
-    let params = Params::try_from(hash).ok()?;
+    let params = Params::try_from(hash)
+        .ok()
+        .filter(|params| params.m_cost() <= MAX_IMPORTED_MEMORY_KIB)?;
     let (salt, expected) = (hash.salt.as_ref()?, hash.hash.as_ref()?);
     let mut own;
     let memory = if params.block_count() <= memory.len() {
@@ -329,6 +339,42 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(verify("correct horse", Some(theirs)).await);
+    }
+
+    /// A stored hash this hasher cannot check (another algorithm's, or Argon2 asking for 4 GiB)
+    /// costs what a missing one does: a dummy hash, not an instant `false` that tells the
+    /// account exists, and never an allocation of what the hash asks for.
+    #[tokio::test]
+    async fn a_hash_that_cannot_be_checked_costs_a_dummy_hash() {
+        let hasher = Hasher::new(1, 1);
+        let time = |stored: Option<&str>| {
+            let stored = stored.map(str::to_owned);
+            let hasher = &hasher;
+            async move {
+                let mut fastest = Duration::MAX;
+                for _ in 0..3 {
+                    let started = std::time::Instant::now();
+                    let admission = hasher.admit(None).unwrap();
+                    let ok = hasher.verify("x", stored.clone(), admission).await.unwrap();
+                    assert!(!ok);
+                    fastest = fastest.min(started.elapsed());
+                }
+                fastest
+            }
+        };
+        let missing = time(None).await;
+        for stored in [
+            "$scrypt$ln=16,r=8,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let unusable = time(Some(stored)).await;
+            assert!(
+                unusable * 2 > missing,
+                "{stored}: {unusable:?}, missing: {missing:?}"
+            );
+            let hash = PasswordHash::new(stored).unwrap();
+            assert_eq!(matches("x", &hash, &mut []), None, "not checked: {stored}");
+        }
     }
 
     #[test]
