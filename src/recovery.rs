@@ -191,19 +191,7 @@ impl Accounts {
     ///
     /// [`Error::NoMessenger`], or an infrastructure error (the messenger's included).
     pub async fn request_password_reset(&self, name_or_email: &str) -> Result<(), Error> {
-        self.messenger()?;
-        // As at login: the decomposed spelling of a name is the same name.
-        let Some(composed) = typed_name(name_or_email) else {
-            return Ok(());
-        };
-        let Some(user) = self.recipient(name_or_email, &composed).await? else {
-            return Ok(());
-        };
-        let message = self
-            .issue(&user, Purpose::PasswordReset, user.email.as_deref(), None)
-            .await?;
-        security::password_reset_requested(user.id);
-        self.send(message).await
+        self.send_reset(name_or_email, None).await
     }
 
     /// Uses a password-reset token: sets the new password, ends every session of the user and
@@ -343,20 +331,10 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Counts a password-reset request against the client's address, then against the account
-    /// it names (by username or address alike) or the name, if no account has it.
-    ///
-    /// Past the address's limit: `Err(Throttled)`, which says nothing about any account. Past
-    /// the account's limit: `Ok(false)`, answered like any other request, because a refusal
-    /// would tell whoever asked by username and then by address whether the two are one
-    /// account. A request refused for its address is not counted against the account, so that
-    /// one address cannot use up an account's requests. A name no user can have is counted
-    /// against the address only, and never reaches the database.
-    pub(crate) async fn reserve_reset(
-        &self,
-        client: &Client,
-        name_or_email: &str,
-    ) -> Result<bool, Error> {
+    /// Counts a password-reset request against the client's address: `Err(Throttled)` past the
+    /// limit, which says nothing about any account. `POST /password-reset` answers after this,
+    /// and sends the link afterwards ([`send_reset`](Self::send_reset)).
+    pub(crate) async fn reserve_reset(&self, client: &Client) -> Result<(), Error> {
         if let Some(address) = client.address {
             let key = AttemptKey::reset(&AttemptKey::address(address.to_string()));
             if let Reservation::Refused(retry_after) = self
@@ -367,29 +345,46 @@ impl Accounts {
                 return Err(Error::Throttled { retry_after });
             }
         }
-        // The spelling the reset will look up: another spelling of the name must not count
-        // apart from it.
+        Ok(())
+    }
+
+    /// [`request_password_reset`](Self::request_password_reset), counted against the account
+    /// (by username or address alike) when `throttled_for` a client: past the account's limit
+    /// nothing is sent. The route runs this after its answer, so that neither the answer nor
+    /// its timing says whether the account exists or has reached its limit (a refusal would
+    /// tell whoever asked by username and then by address whether the two are one account).
+    pub(crate) async fn send_reset(
+        &self,
+        name_or_email: &str,
+        throttled_for: Option<&Client>,
+    ) -> Result<(), Error> {
+        self.messenger()?;
+        // As at login: the decomposed spelling of a name is the same name.
         let Some(composed) = typed_name(name_or_email) else {
-            return Ok(false);
+            return Ok(());
         };
-        let account = match self.recipient(name_or_email, &composed).await? {
-            Some(user) => AttemptKey::user(user.id),
-            None => AttemptKey::unknown_name(&composed.to_lowercase()),
+        let Some(user) = self.recipient(name_or_email, &composed).await? else {
+            return Ok(());
         };
-        let key = AttemptKey::reset(&account);
-        // No longer than a link lives: whenever the account's limit refuses, the links its
-        // requests mailed are still live, so a limit used up by someone else leaves the user one.
-        let window = WINDOW.min(self.recovery.reset_lifetime);
-        match self
-            .reserve_in_window(&key, RESET_PER_ACCOUNT, window)
-            .await?
-        {
-            Reservation::Refused(retry_after) => {
+        if let Some(client) = throttled_for {
+            // No longer than a link lives: whenever the account's limit refuses, the links its
+            // requests mailed are still live, so a limit used up by someone else leaves the
+            // user one.
+            let window = WINDOW.min(self.recovery.reset_lifetime);
+            let key = AttemptKey::reset(&AttemptKey::user(user.id));
+            if let Reservation::Refused(retry_after) = self
+                .reserve_in_window(&key, RESET_PER_ACCOUNT, window)
+                .await?
+            {
                 security::password_reset_throttled(client, retry_after);
-                Ok(false)
+                return Ok(());
             }
-            Reservation::Granted(_) => Ok(true),
         }
+        let message = self
+            .issue(&user, Purpose::PasswordReset, user.email.as_deref(), None)
+            .await?;
+        security::password_reset_requested(user.id);
+        self.send(message).await
     }
 
     /// The enabled user named `given` (a username or an address), found as the login finds a

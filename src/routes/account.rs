@@ -97,19 +97,16 @@ struct TokenQuery {
 async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<StatusCode, Error> {
     let accounts = Accounts::of_layer(auth.shared());
     accounts.can_send()?;
-    if accounts
-        .reserve_reset(auth.client(), &form.username)
-        .await?
-    {
-        tokio::spawn(async move {
-            if let Err(error) = accounts.request_password_reset(&form.username).await {
-                tracing::error!(
-                    error = &error as &dyn std::error::Error,
-                    "axum-live-auth: sending a password-reset link failed"
-                );
-            }
-        });
-    }
+    accounts.reserve_reset(auth.client()).await?;
+    let client = auth.client().clone();
+    tokio::spawn(async move {
+        if let Err(error) = accounts.send_reset(&form.username, Some(&client)).await {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "axum-live-auth: sending a password-reset link failed"
+            );
+        }
+    });
     Ok(StatusCode::ACCEPTED)
 }
 

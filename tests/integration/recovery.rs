@@ -853,3 +853,35 @@ async fn an_address_change_racing_the_end_of_its_session_makes_no_link(pool: sql
     assert_eq!(links, 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The answer to a reset request reads nothing of the account: with the users table locked,
+/// requests for an account within its limit, past it, and for no account are all answered
+/// `202` at once, and the link goes out once the lock is gone. So neither the answer nor its
+/// timing can say whether the account exists or has used up its limit. (Before: the answer
+/// waited for the name's lookup and counted the account first, a round trip more past the
+/// limit: the request was still waiting after 3 s.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_reset_request_is_answered_without_reading_the_account(pool: sqlx::PgPool) {
+    let db = Db::from(pool.clone());
+    let (app, dir, _) = quickstart(&db).await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    for name in ["bob", "bob", "bob", "bob", "nobody"] {
+        let request = send(
+            &app,
+            post("/account/password-reset", &format!("username={name}"), None),
+        );
+        let reply = tokio::time::timeout(Duration::from_secs(3), request)
+            .await
+            .expect("answered while the users table is locked");
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    lock.rollback().await.unwrap();
+    mail(&dir, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mails(&dir).len(), 3, "bob's limit holds");
+    let _ = std::fs::remove_dir_all(dir);
+}
