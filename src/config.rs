@@ -958,6 +958,17 @@ impl AuthLayerBuilder {
         {
             config.recovery.account_url = format!("{}/account", normalize_origin(origin)?);
         }
+        // Origins and the links' base: https, but on this machine (where browsers treat plain
+        // http as secure) or in development.
+        if secure {
+            let urls = self.allowed_origins.iter();
+            if let Some(url) = urls
+                .chain([&config.recovery.account_url])
+                .find(|url| plain_http_elsewhere(url))
+            {
+                return Err(ConfigError::PlainHttp(url.clone()));
+            }
+        }
         if config.cache.is_some() && self.store.kind() != StoreKind::Postgres {
             return Err(ConfigError::NeedsPostgres("principal_cache"));
         }
@@ -1023,6 +1034,29 @@ impl AuthLayerBuilder {
         let csrf = Csrf::new(origins, self.allow_without_origin_headers, exempt);
         Ok(Some(csrf))
     }
+}
+
+/// Whether `url` is `http://` on a host other than this machine's.
+fn plain_http_elsewhere(url: &str) -> bool {
+    let Some(rest) = url
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    }
+    .to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 fn validate_cookie(cookie: &CookieConfig) -> Result<(), ConfigError> {
@@ -1237,6 +1271,29 @@ mod tests {
             builder().csrf_exempt("webhooks").build(),
             Err(ConfigError::InvalidExemption(_))
         ));
+        // Plain http only on this machine, or in development: anywhere else a page the network
+        // can rewrite, and reset links carrying their token in the clear.
+        let plain = |url: &str| ConfigError::PlainHttp(url.to_owned());
+        for origin in ["http://app.example.com", "HTTP://10.0.0.5:8080"] {
+            let refused = bare().allowed_origin(origin).build().unwrap_err();
+            assert_eq!(refused, plain(origin));
+            let dev = bare()
+                .allowed_origin(origin)
+                .insecure_dev_mode(true)
+                .build();
+            assert!(dev.is_ok(), "{origin}");
+        }
+        for origin in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "http://[::1]:8080",
+        ] {
+            assert!(bare().allowed_origin(origin).build().is_ok(), "{origin}");
+        }
+        let links = builder()
+            .account_url("http://app.example.com/account")
+            .build();
+        assert_eq!(links.unwrap_err(), plain("http://app.example.com/account"));
         let layer = bare()
             .dangerous_disable_csrf_protection(true)
             .build()

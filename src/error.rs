@@ -225,6 +225,16 @@ pub enum ConfigError {
     /// An allowed origin must be `http(s)://host[:port]`, without a path.
     #[error("invalid origin {0:?}: use scheme://host[:port], such as https://app.example.com")]
     InvalidOrigin(String),
+    /// An allowed origin, or the account URL that links in messages start with, is plain
+    /// `http://` on a host other than this machine's (`localhost`, `127.0.0.1`, `[::1]`): use
+    /// `https://`, or [`insecure_dev_mode`](crate::AuthLayerBuilder::insecure_dev_mode) for
+    /// development. Such a page can be rewritten by anyone on the network, and a reset link
+    /// to it carries its token in the clear.
+    #[error(
+        "{0:?} is plain http on a host other than localhost: use https, or insecure_dev_mode(true) \
+         for development"
+    )]
+    PlainHttp(String),
     /// A CSRF exemption must be a path such as `/webhooks/payments`.
     #[error("invalid CSRF exemption {0:?}: use a path such as /webhooks/payments")]
     InvalidExemption(String),
