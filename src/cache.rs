@@ -49,7 +49,7 @@ use crate::{Resource, SessionId, UserId, principal::Principal};
 pub struct CacheOptions {
     max_entries: u64,
     max_bytes: u64,
-    max_age: Duration,
+    pub(crate) max_age: Duration,
 }
 
 impl Default for CacheOptions {
@@ -78,7 +78,8 @@ impl CacheOptions {
     }
 
     /// How long an entry may serve before it is read from the database again, whatever the
-    /// notifications say. Default 5 seconds.
+    /// notifications say. Default 5 seconds; at least 1 ms and at most 400 days, or
+    /// [`build`](crate::AuthLayerBuilder::build) refuses it.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = age;
         self

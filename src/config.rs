@@ -920,6 +920,10 @@ impl AuthLayerBuilder {
             ("event_streams", config.streams.heartbeat),
             ("password_reset_lifetime", config.recovery.reset_lifetime),
             ("purge_expired_every", purge_every),
+            (
+                "principal_cache",
+                config.cache.as_ref().map_or(purge_every, |c| c.max_age),
+            ),
         ] {
             if value < Duration::from_millis(1) || value > MAX_TIMEOUT {
                 return Err(ConfigError::InvalidTimeout(what));
@@ -1244,6 +1248,14 @@ mod tests {
             b().reauth_window(Duration::ZERO).build().unwrap_err(),
             ConfigError::InvalidTimeout("reauth_window")
         );
+        // A cache whose entries never serve, or serve forever whatever the notifications say.
+        for age in [Duration::ZERO, Duration::MAX] {
+            let cache = CacheOptions::default().max_age(age);
+            assert_eq!(
+                b().principal_cache(cache).build().unwrap_err(),
+                ConfigError::InvalidTimeout("principal_cache")
+            );
+        }
         // An alert that could never fire, and hashing bounds no machine has.
         assert_eq!(
             b().invalid_token_alert(0, Duration::from_secs(60))

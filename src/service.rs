@@ -6,7 +6,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -146,7 +146,6 @@ impl AuthLayer {
     /// ```
     pub fn background(&self) -> impl Future<Output = ()> + Send + 'static {
         let shared = &self.shared;
-        shared.background_started.store(true, Ordering::Relaxed);
         let stopped = shared.stopped();
         #[cfg(feature = "postgres")]
         let listen = match &shared.config.listen_pool {

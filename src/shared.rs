@@ -74,8 +74,6 @@ pub(crate) struct Shared {
     pub(crate) alerts: TokenAlerts,
     /// Dropped with the last clone of the layer: tells the background work to stop.
     stop: watch::Sender<()>,
-    /// Whether the background work was asked for (the cache and Postgres streams need it).
-    pub(crate) background_started: AtomicBool,
     warned_no_peer: AtomicBool,
 }
 
@@ -99,7 +97,6 @@ impl Shared {
             config,
             store,
             stop: watch::Sender::new(()),
-            background_started: AtomicBool::new(false),
             warned_no_peer: AtomicBool::new(false),
         }
     }
