@@ -55,6 +55,8 @@ async fn build(pool: SqlitePool) -> Result<(Router, AuthLayer), Box<dyn std::err
         .allowed_origin("http://localhost:3000")
         .login_redirect("/login")
         .messenger(Stdout)
+        // Expired sessions and old throttle counters go (in `background()`), not pile up.
+        .purge_expired_every(Duration::from_secs(15 * 60))
         .build()?;
     let state = AppState {
         db: pool,
