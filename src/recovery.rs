@@ -7,6 +7,8 @@
 
 use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
+use tokio::sync::Semaphore;
+
 use crate::{
     Accounts, Error, SessionId, SessionToken, UserId,
     accounts::has_space_or_invisible,
@@ -131,7 +133,14 @@ pub(crate) struct Recovery {
     pub(crate) account_url: String,
     pub(crate) reset_lifetime: Duration,
     pub(crate) verification_lifetime: Duration,
+    /// Places for reset requests handled after their answer ([`RESETS_IN_FLIGHT`]).
+    in_flight: Arc<Semaphore>,
 }
+
+/// Reset requests handled at once after their answer (looked up, counted, sent): beyond, a
+/// request is answered alike and dropped, so that a flood (from clients without an address, which
+/// no per-address limit holds back) cannot queue work for the pool, or messages, without bound.
+const RESETS_IN_FLIGHT: usize = 16;
 
 impl Default for Recovery {
     fn default() -> Self {
@@ -140,6 +149,7 @@ impl Default for Recovery {
             account_url: String::new(),
             reset_lifetime: Duration::from_secs(30 * 60),
             verification_lifetime: Duration::from_secs(24 * 60 * 60),
+            in_flight: Arc::new(Semaphore::new(RESETS_IN_FLIGHT)),
         }
     }
 }
@@ -346,6 +356,26 @@ impl Accounts {
             }
         }
         Ok(())
+    }
+
+    /// Handles a reset request after its answer ([`send_reset`](Self::send_reset), throttled
+    /// for `client`), in a task of its own, if one of the [`RESETS_IN_FLIGHT`] places is free;
+    /// else drops it.
+    pub(crate) fn send_reset_later(&self, client: Client, name_or_email: String) {
+        let Ok(place) = Arc::clone(&self.recovery.in_flight).try_acquire_owned() else {
+            tracing::warn!("axum-live-auth: too many password-reset requests at once; one dropped");
+            return;
+        };
+        let accounts = self.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            if let Err(error) = accounts.send_reset(&name_or_email, Some(&client)).await {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "axum-live-auth: sending a password-reset link failed"
+                );
+            }
+        });
     }
 
     /// [`request_password_reset`](Self::request_password_reset), counted against the account

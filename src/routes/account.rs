@@ -98,15 +98,7 @@ async fn request_reset(auth: Auth, Form(form): Form<ResetRequest>) -> Result<Sta
     let accounts = Accounts::of_layer(auth.shared());
     accounts.can_send()?;
     accounts.reserve_reset(auth.client()).await?;
-    let client = auth.client().clone();
-    tokio::spawn(async move {
-        if let Err(error) = accounts.send_reset(&form.username, Some(&client)).await {
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "axum-live-auth: sending a password-reset link failed"
-            );
-        }
-    });
+    accounts.send_reset_later(auth.client().clone(), form.username);
     Ok(StatusCode::ACCEPTED)
 }
 

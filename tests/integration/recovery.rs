@@ -134,6 +134,16 @@ impl Messenger for HeldAfterFirst {
     }
 }
 
+/// A messenger that counts the messages it is given and never finishes sending one.
+struct NeverDone(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Messenger for NeverDone {
+    async fn send(&self, _: Message) -> Result<(), MessengerError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
 /// The address `/me` shows for `session`, and whether it is verified.
 async fn address_of(app: &Router, session: &str) -> (Option<String>, bool) {
     let reply = send(app, get("/me", Some(session))).await;
@@ -390,6 +400,34 @@ both_stores! {
         let reset = send(&app, post("/account/password-reset/confirm", &body, None)).await;
         assert_eq!(reset.status, StatusCode::SEE_OTHER, "the fourth link is live");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Reset requests handled after their answer are bounded: with a messenger that never
+    /// finishes, 24 requests for 24 accounts from clients without an address (which no
+    /// per-address limit holds back) reach it 16 times, and each is still answered `202`.
+    /// (Before: every request started a task, 24 messages.)
+    async fn reset_work_after_the_answer_is_bounded(db: Db) {
+        let given = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let auth = AuthLayer::builder(db.store())
+            .allowed_origin(ORIGIN)
+            .messenger(NeverDone(given.clone()))
+            .build()
+            .unwrap();
+        let accounts = auth.accounts();
+        for i in 0..24 {
+            accounts.create_user(&format!("user{i}"), "user-password").await.unwrap();
+        }
+        let app = example::app(auth);
+        for i in 0..24 {
+            let body = format!("username=user{i}");
+            assert_eq!(send(&app, post("/account/password-reset", &body, None)).await.status, StatusCode::ACCEPTED);
+        }
+        let started = std::time::Instant::now();
+        while given.load(std::sync::atomic::Ordering::SeqCst) < 16 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(given.load(std::sync::atomic::Ordering::SeqCst), 16);
     }
 
     /// The decomposed spelling of a name counts against the same account as the composed one:
