@@ -326,12 +326,12 @@ impl Accounts {
     /// Ends every session of every user at once, for incident response (a leaked database
     /// backup, a compromised server): everyone must log in again. On Postgres one `TRUNCATE`,
     /// one notification to every node whatever the number of sessions. The `TRUNCATE` needs the
-    /// sessions table to itself: it waits at most 2 seconds for a transaction that reads it (a
+    /// sessions table to itself: it waits at most a second for a transaction that reads it (a
     /// backup, a report), since every request's lookup waits behind it meanwhile.
     ///
     /// # Errors
     ///
-    /// An infrastructure error, also when the table was not free within 2 seconds; then
+    /// An infrastructure error, also when the table was not free within a second; then
     /// nothing changed: end that transaction, or call this again.
     pub async fn revoke_every_session(&self) -> Result<(), Error> {
         self.store.delete_all_sessions().await?;

@@ -398,9 +398,9 @@ impl Auth {
     /// once, the new one is set on the response, and the absolute deadline does not move. Use it
     /// when the session's privileges change. Later calls on this `Auth` act on the new session (a
     /// [`revoke_other_sessions`](Self::revoke_other_sessions) keeps it, and
-    /// [`sessions`](Self::sessions) lists it as current). Until the new session's first touch (at
-    /// least the touch interval), a request still carrying the old token (sent before the answer
-    /// came back) leaves the cookie alone, and a logout with it ends the new session.
+    /// [`sessions`](Self::sessions) lists it as current). For at most a touch interval, and until
+    /// the new session's first touch, a request still carrying the old token (sent before the
+    /// answer came back) leaves the cookie alone, and a logout with it ends the new session.
     ///
     /// # Errors
     ///

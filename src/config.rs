@@ -863,8 +863,9 @@ impl AuthLayerBuilder {
     /// `__Host-sid`), so that browsers send the session over unencrypted HTTP, where anyone on
     /// the network can read and reuse it. Only for local development over plain http on a host
     /// other than `localhost`, or for Safari, which unlike Chrome, Firefox and curl does not
-    /// send `Secure` cookies to `http://localhost`. Logs a warning each time a layer is built
-    /// with it.
+    /// send `Secure` cookies to `http://localhost`. Without it, `build()` refuses an `http://`
+    /// origin or account URL on a host other than this machine's ([`ConfigError::PlainHttp`]).
+    /// Logs a warning each time a layer is built with it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -920,11 +921,14 @@ impl AuthLayerBuilder {
             ("event_streams", config.streams.heartbeat),
             ("password_reset_lifetime", config.recovery.reset_lifetime),
             ("purge_expired_every", purge_every),
-            (
-                "principal_cache",
-                config.cache.as_ref().map_or(purge_every, |c| c.max_age),
-            ),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            config
+                .cache
+                .as_ref()
+                .map(|c| ("principal_cache", c.max_age)),
+        ) {
             if value < Duration::from_millis(1) || value > MAX_TIMEOUT {
                 return Err(ConfigError::InvalidTimeout(what));
             }

@@ -111,8 +111,8 @@ impl Hasher {
 
     /// Verifies `password` against `stored`. A missing hash, or one this hasher cannot check
     /// (written by hand, another algorithm's, Argon2 asking for more than
-    /// [`MAX_IMPORTED_MEMORY_KIB`]), is checked against a dummy hash and fails, so that an
-    /// unknown user costs the same time as a wrong password.
+    /// [`MAX_IMPORTED_MEMORY_KIB`] or [`MAX_IMPORTED_PASSES`]), is checked against a dummy hash
+    /// and fails, so that an unknown user costs the same time as a wrong password.
     pub(crate) async fn verify(
         &self,
         password: &str,
@@ -263,9 +263,11 @@ fn phc_error(error: impl Into<argon2::password_hash::Error>) -> Error {
     InfrastructureError::PasswordHash(error.into()).into()
 }
 
-/// The most memory an imported Argon2 hash may ask for (256 MiB): each check of it allocates
-/// that much, and any client can ask for one by trying the account's name.
+/// The most memory (256 MiB) and passes an imported Argon2 hash may ask for: each check of it
+/// allocates that much and holds a place at the hasher that long, and any client can ask for
+/// one by trying the account's name.
 const MAX_IMPORTED_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_IMPORTED_PASSES: u32 = 64;
 
 /// Whether `password` hashes to `hash`, computed in `memory` (or, for a hash made with larger
 /// parameters than the crate's, in memory of its own); compared in constant time. `None` for a
@@ -278,7 +280,7 @@ fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<
     };
     let params = Params::try_from(hash)
         .ok()
-        .filter(|params| params.m_cost() <= MAX_IMPORTED_MEMORY_KIB)?;
+        .filter(|p| p.m_cost() <= MAX_IMPORTED_MEMORY_KIB && p.t_cost() <= MAX_IMPORTED_PASSES)?;
     let (salt, expected) = (hash.salt.as_ref()?, hash.hash.as_ref()?);
     let mut own;
     let memory = if params.block_count() <= memory.len() {
@@ -366,6 +368,7 @@ mod tests {
         for stored in [
             "$scrypt$ln=16,r=8,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2id$v=19$m=8,t=100000,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             let unusable = time(Some(stored)).await;
             assert!(

@@ -20,8 +20,8 @@ use crate::{
     store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits, TokenRow},
 };
 
-/// Password-reset requests allowed per client address, and per account or name, per
-/// [`WINDOW`] (per account: per reset lifetime if shorter).
+/// Password-reset requests allowed per client address, and per account, per [`WINDOW`] (per
+/// account: per reset lifetime if shorter).
 const RESET_PER_ADDRESS: u32 = 5;
 const RESET_PER_ACCOUNT: u32 = 3;
 /// The window of the counts of sign-ups, reset requests and address changes.
@@ -257,8 +257,11 @@ impl Accounts {
     /// This is the step alone: `POST /account/email` in
     /// [`account_routes`](crate::account_routes) also requires a recent password check, limits
     /// requests per user, and ends the user's other sessions, which an app that serves this
-    /// itself must do too; and it makes the link only while the asking session is still live
-    /// (a request whose body comes after a reset changes nothing), which only the route does.
+    /// itself must do too, before calling this
+    /// ([`Auth::revoke_other_sessions`](crate::Auth::revoke_other_sessions) cancels pending
+    /// changes, this one included); and it makes the link only while the asking session is
+    /// still live (a request whose body comes after a reset changes nothing), which only the
+    /// route does.
     /// Prefer the route.
     ///
     /// # Errors

@@ -238,7 +238,7 @@ const DELETE_ALL: Dialects = Dialects {
 /// Postgres, before [`DELETE_ALL`]: `TRUNCATE` needs the table to itself, and while it waits
 /// for a transaction that reads the table (a backup, a report), every lookup waits behind it.
 /// It gives up after this, and nothing changed.
-const TRUNCATE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '2s'";
+const TRUNCATE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '1s'";
 
 /// What the per-request lookup returns for a live session of an enabled user.
 #[derive(Debug)]

@@ -111,8 +111,8 @@ impl AttemptKey {
         Self::new("ip", key)
     }
 
-    /// Password-reset requests of one address, or of one account or name (an `id:`/`name:`
-    /// key of [`user`](Self::user) or [`unknown_name`](Self::unknown_name)).
+    /// Password-reset requests of one address, or of one account (the key of
+    /// [`user`](Self::user)).
     pub(crate) fn reset(of: &Self) -> Self {
         let prefix = if of.kind == "ip" { "ip:" } else { "" };
         Self::new("reset", format!("{prefix}{}", of.key))
