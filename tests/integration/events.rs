@@ -59,6 +59,24 @@ async fn wait_until_streams_open(app: &TestApp) {
     panic!("event streams never opened");
 }
 
+/// A pool of its own (two connections), and a transaction on it that holds the sessions table
+/// against every read until it ends.
+async fn lock_sessions(
+    options: PgConnectOptions,
+) -> (sqlx::PgPool, sqlx::Transaction<'static, sqlx::Postgres>) {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    (pool, tx)
+}
+
 both_stores! {
     async fn the_first_event_is_the_user_and_their_sorted_permissions(db: Db) {
         let app = events_app(db).await;
@@ -416,16 +434,7 @@ async fn woken_streams_read_a_quarter_of_the_pool_at_a_time(
         principal(&stream.next(SOON).await);
         streams.push(stream);
     }
-    let lock = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let mut tx = lock.begin().await.unwrap();
-    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let (lock, tx) = lock_sessions(options).await;
     app.accounts
         .grant_permission(app.bob, "woken:read")
         .await
@@ -498,16 +507,7 @@ async fn a_stream_nobody_reads_keeps_no_turn_from_the_others(
     let (mut events, _) = stream(&app, &token).await;
     principal(&events.next(SOON).await);
 
-    let lock = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let mut tx = lock.begin().await.unwrap();
-    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let (lock, tx) = lock_sessions(options).await;
     app.accounts
         .grant_permission(app.bob, "first:read")
         .await

@@ -186,8 +186,8 @@ async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
     assert_eq!(app.sessions().await, 0);
 }
 
-/// The replaced token is told apart from an unknown one only until the copy's first touch (at
-/// least a touch interval): after it, its cookie is cleared as any unknown one, and a logout
+/// The replaced token is told apart from an unknown one only until the copy's first touch (a
+/// touch interval at the earliest): after it, its cookie is cleared as any unknown one, and a logout
 /// with it ends nothing. (Before: for the copy's whole life, so that a token an app rotated
 /// away because it may have leaked could still end the new session.)
 async fn a_replaced_token_is_told_apart_only_until_the_copys_first_touch(db: Db) {
