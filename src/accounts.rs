@@ -587,7 +587,9 @@ impl Accounts {
     /// scoped grant (directly or by a role on the resource), in byte order, at most `limit`
     /// after `after` (the last id of the previous page). A user who holds the permission
     /// globally may see every resource of the type: check
-    /// [`CurrentUser::has`](crate::CurrentUser::has) first.
+    /// [`CurrentUser::has`](crate::CurrentUser::has) first. The grants are listed whatever the
+    /// user's state: a disabled user holds none of them (unlike [`holders`](Self::holders),
+    /// this does not check).
     ///
     /// ```no_run
     /// # async fn f(accounts: axum_live_auth::Accounts, bob: i64) -> Result<(), axum_live_auth::Error> {

@@ -379,6 +379,11 @@ pub fn require_permission(permission: impl Into<Arc<str>>) -> RequirePermissionL
 /// or with more than one (nested routers may repeat a name, as in
 /// `/orgs/{id}/projects/{id}`), is refused with `500`: name each parameter once.
 ///
+/// # Panics
+///
+/// When `kind` cannot name a resource type (see [`Resource::new`]): a mistake in the app's
+/// code, which would otherwise answer `400` to every request, as if the client's.
+///
 /// ```
 /// use axum::{Router, routing::get};
 /// use axum_live_auth::require_permission_on;
@@ -392,7 +397,12 @@ pub fn require_permission_on(
     kind: impl Into<Arc<str>>,
     param: impl Into<Arc<str>>,
 ) -> RequirePermissionLayer {
-    RequirePermissionLayer::new(permission.into(), Some((kind.into(), param.into())))
+    let kind = kind.into();
+    assert!(
+        Resource::new(&*kind, "0").is_ok(),
+        "require_permission_on: {kind:?} cannot name a resource type"
+    );
+    RequirePermissionLayer::new(permission.into(), Some((kind, param.into())))
 }
 
 /// What a guard requires: a permission, globally or on the resource a path parameter names.

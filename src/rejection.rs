@@ -106,11 +106,8 @@ impl AuthRejection {
             Self::Conflict => (TEXT, "Conflict"),
             Self::Throttled(_) => (TEXT, "Too many requests"),
             Self::Busy(_) | Self::Unavailable => (TEXT, "Service unavailable"),
-            Self::MissingLayer => (
-                TEXT,
-                "Internal server error: AuthLayer is not installed on this route",
-            ),
-            Self::Internal => (TEXT, "Internal server error"),
+            // What is missing goes to the log, not to the client.
+            Self::MissingLayer | Self::Internal => (TEXT, "Internal server error"),
         }
     }
 
@@ -159,7 +156,9 @@ impl IntoResponse for AuthRejection {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Some(wait) = self.retry_after() {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let secs = wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0));
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if let Self::LoginRedirect(location) = &self

@@ -42,8 +42,8 @@ pub struct TestUser {
 }
 
 /// Creates `username` (with a random password) with the global `permissions`, and a session
-/// for them, in the layer's database. For tests only: it skips the login route, its throttling
-/// and its events.
+/// for them, in the layer's database. For tests only: it skips the login route and its
+/// throttling (the session's start is logged as a `login` event, as a login's is).
 ///
 /// # Errors
 ///

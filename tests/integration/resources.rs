@@ -242,3 +242,12 @@ async fn cached_scoped_answers_stay_live_across_nodes(_: PgPoolOptions, options:
     .unwrap();
     assert!(b.until("/projects/42", &bob, StatusCode::OK).await < Duration::from_secs(1));
 }
+
+/// A resource type no resource can have is the app's mistake: the guard is refused when built,
+/// rather than answer `400` to every request as if the client's. (Before: built, and every
+/// request, a global holder's too, got `400`.)
+#[test]
+#[should_panic(expected = "cannot name a resource type")]
+fn a_guard_on_a_type_no_resource_can_have_is_refused_when_built() {
+    let _ = axum_live_auth::require_permission_on("project:read", "project type", "id");
+}
