@@ -59,6 +59,21 @@ async fn wait_until_streams_open(app: &TestApp) {
     panic!("event streams never opened");
 }
 
+/// A node whose pool has `connections` (a quarter of them the streams' turns to read) and no
+/// kept connections, listening, and a session of bob's on it.
+async fn node(options: PgConnectOptions, connections: u32) -> (TestApp, String) {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let app = app_with(pool, |b| b.lookup_connections(0)).await;
+    tokio::spawn(app.layer.background());
+    wait_until_streams_open(&app).await;
+    let token = app.login(BOB, BOB_PASSWORD).await;
+    (app, token)
+}
+
 /// A pool of its own (two connections), and a transaction on it that holds the sessions table
 /// against every read until it ends.
 async fn lock_sessions(
@@ -417,15 +432,7 @@ async fn woken_streams_read_a_quarter_of_the_pool_at_a_time(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let node = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options.clone().application_name("woken-node"))
-        .await
-        .unwrap();
-    let app = app_with(node, |b| b.lookup_connections(0)).await;
-    tokio::spawn(app.layer.background());
-    wait_until_streams_open(&app).await;
-    let token = app.login(BOB, BOB_PASSWORD).await;
+    let (app, token) = node(options.clone().application_name("woken-node"), 8).await;
     let server = serve(app.router.clone()).await;
     let cookie = || (header::COOKIE, format!("{COOKIE}={token}"));
     let mut streams = Vec::new();
@@ -479,15 +486,7 @@ async fn a_stream_nobody_reads_keeps_no_turn_from_the_others(
     use tower::ServiceExt;
 
     // A pool of 4: one turn to read for the node's streams.
-    let node = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let app = app_with(node, |b| b.lookup_connections(0)).await;
-    tokio::spawn(app.layer.background());
-    wait_until_streams_open(&app).await;
-    let token = app.login(BOB, BOB_PASSWORD).await;
+    let (app, token) = node(options.clone(), 4).await;
     let request = Request::get("/account/events")
         .header(header::COOKIE, format!("{COOKIE}={token}"))
         .body(Body::empty())
