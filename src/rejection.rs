@@ -106,8 +106,12 @@ impl AuthRejection {
             Self::Conflict => (TEXT, "Conflict"),
             Self::Throttled(_) => (TEXT, "Too many requests"),
             Self::Busy(_) | Self::Unavailable => (TEXT, "Service unavailable"),
-            // What is missing goes to the log, not to the client.
-            Self::MissingLayer | Self::Internal => (TEXT, "Internal server error"),
+            // A mistake in the app's code, which its developer sees first.
+            Self::MissingLayer => (
+                TEXT,
+                "Internal server error: AuthLayer is not installed on this route",
+            ),
+            Self::Internal => (TEXT, "Internal server error"),
         }
     }
 
