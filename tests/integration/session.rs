@@ -6,8 +6,8 @@ use http::{StatusCode, header};
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, app, app_with, both_stores, login_request,
-    post_form, secs, send,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, TestApp, app, app_with, both_stores,
+    login_request, post_form, secs, send,
 };
 
 fn is_token(value: &str) -> bool {
@@ -19,6 +19,19 @@ fn is_token(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     id.len() == 22 && secret.len() == 43 && b64(id) && b64(secret)
+}
+
+/// Alice's session rotated by sudo mode: the replaced token and the copy's.
+async fn rotated(app: &TestApp) -> (String, String) {
+    let old = app.login(ALICE, ALICE_PASSWORD).await;
+    let reauth = post_form(
+        "/account/reauth",
+        &old,
+        &format!("password={ALICE_PASSWORD}"),
+    );
+    let rotated = send(&app.router, reauth).await;
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
+    (old, rotated.session_cookie().unwrap())
 }
 
 both_stores! {
@@ -140,11 +153,7 @@ async fn an_unknown_well_formed_token_is_401_and_cleared(db: Db) {
 /// other. (Before: `Set-Cookie: session=; Max-Age=0` at once.)
 async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: Db) {
     let app = app(db).await;
-    let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
-    let rotated = send(&app.router, reauth).await;
-    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
-    let new = rotated.session_cookie().unwrap();
+    let (old, new) = rotated(&app).await;
     assert_ne!(new, old);
 
     let late = app.get("/me", &old).await;
@@ -166,11 +175,7 @@ async fn a_token_a_rotation_replaced_is_refused_without_clearing_the_cookie(db: 
 /// and the copy stayed signed in.)
 async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
     let app = app(db).await;
-    let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
-    let rotated = send(&app.router, reauth).await;
-    assert_eq!(rotated.status, StatusCode::NO_CONTENT);
-    let copy = rotated.session_cookie().unwrap();
+    let (old, copy) = rotated(&app).await;
 
     let other_secret = axum_live_auth::SessionToken::generate().unwrap().to_string();
     let forged = format!("{}.{}", old.split_once('.').unwrap().0, other_secret.split_once('.').unwrap().1);
@@ -192,9 +197,7 @@ async fn a_logout_with_the_token_a_rotation_replaced_ends_the_copy(db: Db) {
 /// away because it may have leaked could still end the new session.)
 async fn a_replaced_token_is_told_apart_only_until_the_copys_first_touch(db: Db) {
     let app = app_with(db, |b| b.touch_interval(std::time::Duration::from_secs(1))).await;
-    let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
-    let copy = send(&app.router, reauth).await.session_cookie().unwrap();
+    let (old, copy) = rotated(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(app.status("/me", &copy).await, StatusCode::OK); // its first touch
     let late = app.get("/me", &old).await;
@@ -209,9 +212,7 @@ async fn a_replaced_token_is_told_apart_only_until_the_copys_first_touch(db: Db)
 /// token signed the user out.)
 async fn a_replaced_token_is_told_apart_for_a_touch_interval_only(db: Db) {
     let app = app_with(db, |b| b.touch_interval(std::time::Duration::from_secs(1))).await;
-    let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
-    let copy = send(&app.router, reauth).await.session_cookie().unwrap();
+    let (old, copy) = rotated(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let late = app.get("/me", &old).await;
     assert_eq!(late.session_cookie().as_deref(), Some(""), "now an unknown token");
@@ -239,9 +240,7 @@ async fn login_over_a_live_session_replaces_it(db: Db) {
 /// whichever answer the browser takes last. (Before: the copy stayed live.)
 async fn a_login_over_a_token_a_rotation_replaced_ends_the_copy(db: Db) {
     let app = app(db).await;
-    let old = app.login(ALICE, ALICE_PASSWORD).await;
-    let reauth = post_form("/account/reauth", &old, &format!("password={ALICE_PASSWORD}"));
-    let copy = send(&app.router, reauth).await.session_cookie().unwrap();
+    let (old, copy) = rotated(&app).await;
     let mut request = login_request(BOB, BOB_PASSWORD);
     request
         .headers_mut()
