@@ -295,7 +295,9 @@ impl Accounts {
         self.store.list_sessions(user).await
     }
 
-    /// Ends one session of the user; `false` if the user has no such session.
+    /// Ends one session of the user; `false` if the user has no such session. Address changes
+    /// the user asked for and has not confirmed are cancelled too (their links are spent):
+    /// whoever held the session may have asked.
     ///
     /// # Errors
     ///

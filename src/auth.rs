@@ -338,7 +338,9 @@ impl Auth {
     }
 
     /// Ends one of the current user's sessions; `false` if they have no such session. Ending
-    /// the request's own session is a [logout](Self::logout).
+    /// the request's own session is a [logout](Self::logout). Ending another one also cancels
+    /// the address changes the user asked for and has not confirmed (their links are spent):
+    /// whoever held that session may have asked for one.
     ///
     /// Ending *another* device's session is sensitive: put it behind [`RecentAuth`], as the
     /// [account routes](crate::account_routes) do.

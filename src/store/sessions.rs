@@ -668,14 +668,16 @@ impl AuthStore {
     }
 
     /// Deletes one session of `user`, and the copy a rotation made of it; `false` if the user
-    /// has neither.
+    /// has neither. Also spends the verification links of address changes the user asked for:
+    /// which session asked is not recorded, and this one may have.
     pub(crate) async fn delete_user_session(
         &self,
         user: UserId,
         id: &SessionId,
     ) -> Result<bool, Error> {
         let sql = "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)";
-        Ok(self.end_sessions_locked(sql, user, Some(id), None).await? > 0)
+        let also = Some(FORGET_ADDRESS_CHANGES);
+        Ok(self.end_sessions_locked(sql, user, Some(id), also).await? > 0)
     }
 
     /// Deletes every session of `user` except `keep`; returns how many ended. With

@@ -280,6 +280,33 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Ending one session (the thief's, from the sessions list) also cancels a pending address
+    /// change: which session asked is not recorded, and the one ended may have. By the owner
+    /// and by an operator alike. (Before: the link still confirmed, `200`.)
+    async fn ending_one_session_cancels_a_pending_address_change(db: Db) {
+        let (app, dir, auth) = quickstart(&db).await;
+        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let body = "email=thief%40evil.example";
+        assert_eq!(send(&app, post("/account/email", body, Some(&thief))).await.status, StatusCode::ACCEPTED);
+        let (_, pending) = mail(&dir, 1).await;
+        let owner = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let thiefs = thief.split_once('.').unwrap().0;
+        let path = format!("/account/sessions/{thiefs}/revoke");
+        assert_eq!(send(&app, post(&path, "", Some(&owner))).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
+
+        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let body = "email=thief2%40evil.example";
+        assert_eq!(send(&app, post("/account/email", body, Some(&thief))).await.status, StatusCode::ACCEPTED);
+        let (_, pending) = mail(&dir, 2).await;
+        let accounts = auth.accounts();
+        let alice = accounts.user_id("alice").await.unwrap().unwrap();
+        let thiefs = axum_live_auth::SessionId::parse(thief.split_once('.').unwrap().0).unwrap();
+        assert!(accounts.revoke_session(alice, &thiefs).await.unwrap());
+        assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Each address change sends a message and tells whether the address is taken: five a
     /// user per window, whatever the addresses; another user is not affected.
     async fn address_changes_are_limited_per_user(db: Db) {
