@@ -15,25 +15,37 @@ SELECT EXISTS (SELECT 1 FROM auth_user_resource_permissions
                 WHERE ur.user_id = $1 AND ur.resource_type = $2 AND ur.resource_id = $3)";
 
 /// The ids of resources of type $2 on which user $1 holds $3 by a scoped grant, after $4, $5
-/// at most, in byte order: compared in the collation given (the database's default may be a
-/// language's, as on Postgres; SQLite's is binary).
+/// at most, in byte order: compared in the collation given, which the columns have (Postgres
+/// since migration `20261208000001_grant_pages`; SQLite's text always), so each branch reads at
+/// most a page from its primary key, in order, and stops; a page costs the same however many
+/// grants the user has. Every id is longer than `''`, so no `$4` means from the first.
 macro_rules! resources_of {
     ($collate:literal) => {
         concat!(
             "\
 SELECT resource_id FROM (
-    SELECT resource_id FROM auth_user_resource_permissions
-     WHERE user_id = $1 AND resource_type = $2 AND permission = $3
+    SELECT resource_id FROM (
+        SELECT resource_id ",
+            $collate,
+            " AS resource_id FROM auth_user_resource_permissions
+         WHERE user_id = $1 AND resource_type = $2 AND permission = $3
+           AND resource_id ",
+            $collate,
+            " > coalesce($4, '')
+         ORDER BY 1 LIMIT $5) direct
     UNION
-    SELECT ur.resource_id FROM auth_user_resource_roles ur
-      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id
-     WHERE ur.user_id = $1 AND ur.resource_type = $2 AND rp.permission = $3) r
- WHERE $4 IS NULL OR resource_id ",
+    SELECT resource_id FROM (
+        SELECT DISTINCT ur.resource_id ",
             $collate,
-            " > $4
- ORDER BY resource_id ",
+            " AS resource_id
+          FROM auth_user_resource_roles ur
+          JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $3
+         WHERE ur.user_id = $1 AND ur.resource_type = $2
+           AND ur.resource_id ",
             $collate,
-            "
+            " > coalesce($4, '')
+         ORDER BY 1 LIMIT $5) by_role) r
+ ORDER BY resource_id
  LIMIT $5"
         )
     };
@@ -46,21 +58,30 @@ const RESOURCES_OF: Dialects = Dialects {
 
 /// The enabled users holding $1 on resource ($2, $3) — scoped or global — with ids above $4, $5
 /// at most, given how the database tests that a user's global permissions include $1. Each
-/// branch keeps only enabled users itself: joined once around the union, the users' table was
-/// read whole, in id order, on every call.
+/// branch keeps only enabled users itself. The scoped ones read at most a page, in id order,
+/// from the `_holders_idx` indexes: a page costs the same however many hold the permission on
+/// the resource. The global one is not bounded that way: walking users in id order, Postgres
+/// would read them all for a permission few hold (it cannot tell how few), where its index finds
+/// them at once; the price is a sort of the global holders, large only for a permission most
+/// users hold.
 macro_rules! holders {
     ($holds:literal) => {
         concat!(
             "\
 SELECT id FROM (
-    SELECT p.user_id AS id FROM auth_user_resource_permissions p
-      JOIN auth_users u ON u.id = p.user_id AND u.disabled_at IS NULL
-     WHERE p.resource_type = $2 AND p.resource_id = $3 AND p.permission = $1 AND p.user_id > $4
+    SELECT id FROM (
+        SELECT p.user_id AS id FROM auth_user_resource_permissions p
+          JOIN auth_users u ON u.id = p.user_id AND u.disabled_at IS NULL
+         WHERE p.resource_type = $2 AND p.resource_id = $3 AND p.permission = $1
+           AND p.user_id > $4
+         ORDER BY p.user_id LIMIT $5) direct
     UNION
-    SELECT ur.user_id FROM auth_user_resource_roles ur
-      JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
-      JOIN auth_users u ON u.id = ur.user_id AND u.disabled_at IS NULL
-     WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
+    SELECT id FROM (
+        SELECT DISTINCT ur.user_id AS id FROM auth_user_resource_roles ur
+          JOIN auth_role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = $1
+          JOIN auth_users u ON u.id = ur.user_id AND u.disabled_at IS NULL
+         WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
+         ORDER BY ur.user_id LIMIT $5) by_role
     UNION
     SELECT id FROM auth_users
      WHERE ",

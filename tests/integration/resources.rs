@@ -204,6 +204,40 @@ both_stores! {
             assert!(matches!(asked, Err(axum_live_auth::Error::InvalidName)), "{name:?}: {asked:?}");
         }
     }
+
+    /// Each page is read a page at a time from each way of holding: one held several ways
+    /// (two roles, and a direct grant) is listed once and still leaves a full page.
+    async fn pages_are_full_when_grants_overlap(db: Db) {
+        let app = app(db).await;
+        for role in ["viewer", "reader"] {
+            app.accounts.create_role(role).await.unwrap();
+            app.accounts.grant_role_permission(role, "project:read").await.unwrap();
+        }
+        let carol = app.accounts.create_user("carol", "carol-password").await.unwrap();
+        let mut users = vec![app.alice, app.bob, carol];
+        users.sort_unstable();
+        for id in ["01", "02", "03", "04", "05"] {
+            for user in &users {
+                for role in ["viewer", "reader"] {
+                    app.accounts.assign_role_on(*user, role, &project(id)).await.unwrap();
+                }
+            }
+        }
+        app.accounts.grant_permission_on(carol, "project:read", &project("03")).await.unwrap();
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = app.accounts.resource_ids(app.bob, "project:read", "project", after.as_deref(), 2).await.unwrap();
+            let Some(last) = page.last().cloned() else { break };
+            after = Some(last);
+            pages.push(page);
+        }
+        assert_eq!(pages, [vec!["01", "02"], vec!["03", "04"], vec!["05"]]);
+        let first = app.accounts.holders("project:read", &project("03"), 0, 2).await.unwrap();
+        assert_eq!(first, &users[..2]);
+        let rest = app.accounts.holders("project:read", &project("03"), first[1], 2).await.unwrap();
+        assert_eq!(rest, &users[2..]);
+    }
 }
 
 /// Two nodes with the cache: a scoped answer is served from memory, and a revoked scoped grant
