@@ -11,8 +11,10 @@ use crate::AuthRejection;
 /// password hashing), so an app tells "the database is down" from "the name is taken" by type.
 /// Sources are kept: [`std::error::Error::source`] leads to the underlying error. As a response
 /// (handlers may return it with `?`) it answers through [`AuthRejection`]: an infrastructure
-/// failure is `503` with `Retry-After` (the database) or `500`, bad input `400`, a missing
-/// user `404`, a taken name `409`; the body never carries details.
+/// failure is `503` with `Retry-After` when the database is unavailable for now (down,
+/// unreachable, too slow, overloaded) and `500` otherwise (a missing table, a violated
+/// constraint: a retry would not mend it), bad input `400`, a missing user `404`, a taken name
+/// `409`; the body never carries details.
 ///
 /// ```
 /// use axum::response::IntoResponse;
@@ -100,7 +102,8 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InfrastructureError {
-    /// The database failed, could not be reached, or did not answer in time.
+    /// The database failed, could not be reached, or did not answer in time. As a response:
+    /// `503` when a retry may succeed, `500` when the schema or a statement is at fault.
     #[error("database error")]
     Database(#[source] sqlx::Error),
     /// Applying the crate's migrations failed.
@@ -147,9 +150,66 @@ impl From<tokio::task::JoinError> for Error {
     }
 }
 
+/// Whether a database error means the database is unavailable for now (down, unreachable,
+/// slow, overloaded, shutting down or read-only in a failover, a transaction that lost a race):
+/// worth a retry. What a retry does not mend (a missing table or column, a violated constraint,
+/// a value that does not decode: the schema or the code is wrong) is not.
+fn database_unavailable(error: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match error {
+        E::Database(error) => database_code_unavailable(error.as_ref()),
+        E::Configuration(_)
+        | E::InvalidArgument(_)
+        | E::RowNotFound
+        | E::TypeNotFound { .. }
+        | E::ColumnIndexOutOfBounds { .. }
+        | E::ColumnNotFound(_)
+        | E::ColumnDecode { .. }
+        | E::Encode(_)
+        | E::Decode(_)
+        | E::Migrate(_)
+        | E::InvalidSavePointStatement => false,
+        _ => true,
+    }
+}
+
+/// [`database_unavailable`] for an error the database returned, by its code.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "sqlite")),
+    allow(unused_variables)
+)]
+fn database_code_unavailable(error: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "postgres")]
+    if let Some(error) = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        // SQLSTATE classes: connection exception, transaction rollback (serialization failure,
+        // deadlock), insufficient resources, object not in prerequisite state (lock not
+        // available), operator intervention (statement timeout, shutdown), system error; and a
+        // write on a server that has become read-only (a failover).
+        let code = error.code();
+        return matches!(code.get(..2), Some("08" | "40" | "53" | "55" | "57" | "58"))
+            || code == "25006";
+    }
+    #[cfg(feature = "sqlite")]
+    if let Some(error) = error.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        // Primary result codes (the extended code's low byte): BUSY, LOCKED, NOMEM, IOERR,
+        // FULL, CANTOPEN, PROTOCOL.
+        let code = sqlx::error::DatabaseError::code(error);
+        let primary = code
+            .and_then(|code| code.parse::<i32>().ok())
+            .map(|c| c & 0xff);
+        return matches!(primary, Some(5 | 6 | 7 | 10 | 13 | 14 | 15));
+    }
+    true
+}
+
 impl From<&Error> for AuthRejection {
     fn from(error: &Error) -> Self {
         match error {
+            Error::Infrastructure(InfrastructureError::Database(error))
+                if !database_unavailable(error) =>
+            {
+                Self::Internal
+            }
             Error::Infrastructure(
                 InfrastructureError::Database(_) | InfrastructureError::SessionUnavailable,
             ) => Self::Unavailable,

@@ -190,7 +190,8 @@ impl CurrentUser {
     ///
     /// # Errors
     ///
-    /// [`Error::Infrastructure`] when the database fails (answer `503`, never "allowed").
+    /// [`Error::Infrastructure`] when the database fails (answer with it: `503`, or `500` for a
+    /// fault a retry does not mend; never "allowed").
     pub async fn can(&self, permission: &str, resource: &Resource) -> Result<bool, Error> {
         if self.has(permission) {
             return Ok(true);
@@ -204,11 +205,12 @@ impl CurrentUser {
     }
 
     /// `Ok` if the user [`can`](Self::can) `permission` on `resource`, else the refusal: `403`,
-    /// or `503` when the database fails.
+    /// or `503` when the database is unavailable (`500` for a fault a retry does not mend).
     ///
     /// # Errors
     ///
-    /// [`AuthRejection::Forbidden`] or [`AuthRejection::Unavailable`].
+    /// [`AuthRejection::Forbidden`], [`AuthRejection::Unavailable`] or
+    /// [`AuthRejection::Internal`].
     pub async fn require_on(
         &self,
         permission: &str,

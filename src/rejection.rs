@@ -70,7 +70,8 @@ pub enum AuthRejection {
     Unavailable,
     /// The route has no [`AuthLayer`](crate::AuthLayer): `500`, a programming error.
     MissingLayer,
-    /// Something failed that a client cannot fix (the random source, a hashing task): `500`.
+    /// Something failed that a client cannot fix (the random source, a hashing task, a database
+    /// error a retry does not mend, such as a missing table): `500`.
     Internal,
 }
 

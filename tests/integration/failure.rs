@@ -18,7 +18,8 @@ use sqlx::{
 };
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, app, both_stores, get_with_cookie, login_request, router, send,
+    ALICE, ALICE_PASSWORD, COOKIE, ORIGIN, app, both_stores, get_with_cookie, login_request,
+    router, send,
 };
 
 /// An app on a store whose database cannot be reached.
@@ -120,6 +121,23 @@ async fn a_database_lost_after_login_is_503_not_anonymous(db: Db) {
     }
     assert_eq!(app.runs(), runs);
     assert_eq!(app.status("/public", &token).await, StatusCode::OK);
+}
+
+/// A database error a retry does not mend (here a table gone: the schema is wrong) answers
+/// `500`, without `Retry-After`: clients are not told to come back for a fault. (Before: `503`
+/// with `Retry-After`.)
+async fn a_schema_fault_is_500_not_503(db: Db) {
+    let app = app(db).await;
+    let token = app.login(ALICE, ALICE_PASSWORD).await;
+    app.db.exec("ALTER TABLE auth_user_resource_permissions RENAME TO moved").await;
+    let request = Request::post("/projects/7/edit")
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
+        .header(header::ORIGIN, ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app.router, request).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!reply.headers.contains_key(header::RETRY_AFTER));
 }
 }
 
