@@ -15,7 +15,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        Arc, Mutex, OnceLock, PoisonError,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -46,7 +46,6 @@ pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
 }
 
 /// Runs password hashes, at most `running` at once with at most `queue` waiting.
-#[derive(Debug)]
 pub(crate) struct Hasher {
     /// Held by each running hash until its blocking work ends, also when the request that
     /// asked for it is cancelled meanwhile.
@@ -58,6 +57,18 @@ pub(crate) struct Hasher {
     by_address: ByAddress,
     /// Argon2 working memory, one buffer per hash that may run at once.
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+impl std::fmt::Debug for Hasher {
+    /// The bounds only: the working memory is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("free", &self.permits.available_permits())
+            .field("queue", &self.queue)
+            .field("waiting", &self.waiting)
+            .field("share", &self.share)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Hasher {
@@ -126,7 +137,7 @@ impl Hasher {
             {
                 return Ok(matched);
             }
-            let dummy = PasswordHash::new(dummy_hash()?).map_err(phc_error)?;
+            let dummy = PasswordHash::new(DUMMY_HASH).map_err(phc_error)?;
             std::hint::black_box(matches(&password, &dummy, memory));
             Ok(false)
         })
@@ -160,6 +171,8 @@ impl Hasher {
             let mut memory =
                 taken.unwrap_or_else(|| vec![Block::default(); Params::DEFAULT.block_count()]);
             let done = work(&mut memory);
+            // Nothing of the password stays in memory between hashes.
+            memory.fill(Block::new());
             buffers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -282,7 +295,7 @@ fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<
         .ok()
         .filter(|p| p.m_cost() <= MAX_IMPORTED_MEMORY_KIB && p.t_cost() <= MAX_IMPORTED_PASSES)?;
     let (salt, expected) = (hash.salt.as_ref()?, hash.hash.as_ref()?);
-    let mut own;
+    let mut own = Vec::new();
     let memory = if params.block_count() <= memory.len() {
         &mut memory[..params.block_count()]
     } else {
@@ -290,26 +303,22 @@ fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<
         &mut own[..]
     };
     let mut out = vec![0u8; expected.len()];
-    Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
-        .ok()?;
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        &mut out,
+        memory,
+    );
+    own.fill(Block::new());
+    hashed.ok()?;
     Some(out.ct_eq(expected.as_bytes()).into())
 }
 
-/// A hash of a random password with the same parameters as real hashes, made once.
-fn dummy_hash() -> Result<&'static str, Error> {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    if let Some(hash) = DUMMY.get() {
-        return Ok(hash);
-    }
-    let random = random_bytes::<16>()?;
-    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    argon2id()
-        .hash_password_into(&random, &random, &mut out)
-        .map_err(phc_error)?;
-    let hash = phc_string(&random, &out)?;
-    Ok(DUMMY.get_or_init(|| hash))
-}
+/// What a missing hash, or one that cannot be checked, is checked against: the crate's
+/// parameters, so that it costs what a real check costs, from the first one on. Whatever it
+/// matches, the check fails.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$\
+                          AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 #[cfg(test)]
 mod tests {
@@ -378,6 +387,46 @@ mod tests {
             let hash = PasswordHash::new(stored).unwrap();
             assert_eq!(matches("x", &hash, &mut []), None, "not checked: {stored}");
         }
+    }
+
+    /// The hasher's `Debug` (reached from `Accounts` and `AuthLayer`, which an app may log)
+    /// shows its bounds, never the working memory; and no hash leaves anything of its password
+    /// there. (Before: tens of megabytes of the last hashes' memory.)
+    #[tokio::test]
+    async fn no_password_stays_in_the_working_memory_or_its_debug() {
+        let hasher = Hasher::new(1, 1);
+        let hash = hasher.hash("correct horse", None).await.unwrap();
+        let admission = hasher.admit(None).unwrap();
+        assert!(
+            hasher
+                .verify("correct horse", Some(hash), admission)
+                .await
+                .unwrap()
+        );
+        let shown = format!("{hasher:?}");
+        assert!(shown.len() < 200, "{} bytes", shown.len());
+        let zero = format!("{:?}", Block::new());
+        let buffers = hasher.buffers.lock().unwrap();
+        assert_eq!(buffers.len(), 1);
+        assert!(buffers[0].iter().all(|block| format!("{block:?}") == zero));
+    }
+
+    /// The dummy costs what a real check costs: the crate's parameters, parsed without a hash
+    /// made at the first use (which cost the first unknown name of a process two hashes).
+    #[test]
+    fn the_dummy_hash_has_the_crates_parameters() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        let made = phc_string(&[1; 16], &[2; Params::DEFAULT_OUTPUT_LEN]).unwrap();
+        let made = PasswordHash::new(&made).unwrap();
+        assert_eq!(
+            Params::try_from(&dummy).unwrap(),
+            Params::try_from(&made).unwrap()
+        );
+        assert_eq!(
+            (dummy.algorithm, dummy.version),
+            (made.algorithm, made.version)
+        );
+        assert_eq!(dummy.salt.unwrap().len(), made.salt.unwrap().len());
     }
 
     #[test]
