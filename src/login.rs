@@ -9,7 +9,7 @@ use crate::{
     client::Client,
     events::security,
     password::{Admission, Hasher, MAX_PASSWORD_BYTES},
-    store::{AttemptKey, Reservation, Reserved, Spellings, ThrottleLimits},
+    store::{AttemptKey, Reservation, Reserved, ThrottleLimits},
 };
 
 /// The longest username accepted at login, in bytes; longer input is refused without a query.
@@ -46,23 +46,19 @@ impl PasswordCheck<'_> {
         username: &str,
         password: &str,
     ) -> Result<Option<Verified>, Error> {
-        // One name, one account: either spelling of a name (accounts hold names in composed
-        // form, NFC; some were stored decomposed before that) finds the account and spends its
-        // failures. A name no user can have is refused without a query.
+        // One name, one account: the decomposed spelling of a name (accounts hold names in
+        // composed form, NFC) finds the account and spends its failures. A name no user can
+        // have is refused without a query.
         let typed = typed_name(username).filter(|_| password.len() <= MAX_PASSWORD_BYTES);
         let Some(composed) = typed else {
             security::login_failed(client, username);
             return Ok(None);
         };
-        let decomposed = decomposed(&composed);
-        let row = self
-            .store
-            .login_row(&Spellings {
-                typed: username,
-                composed: &composed,
-                decomposed: &decomposed,
-            })
-            .await?;
+        // A name stored as typed, before names had to be composed, is found as it is first.
+        let mut row = self.store.login_row(username).await?;
+        if row.id.is_none() && composed != username {
+            row = self.store.login_row(&composed).await?;
+        }
         let username = &*composed;
         let account = match row.id {
             Some(id) => AttemptKey::user(id),
@@ -144,13 +140,6 @@ impl PasswordCheck<'_> {
             }
         }
     }
-}
-
-/// The decomposed spelling (NFD) of a name, under which names were stored before they had to be
-/// composed.
-pub(crate) fn decomposed(name: &str) -> String {
-    use unicode_normalization::UnicodeNormalization as _;
-    name.nfd().collect()
 }
 
 /// A name (or address) as typed, in the form accounts hold names in, if a user could have it:

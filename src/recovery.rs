@@ -15,9 +15,9 @@ use crate::{
     client::Client,
     error::InfrastructureError,
     events::security,
-    login::{decomposed, typed_name},
+    login::typed_name,
     password,
-    store::{AttemptKey, Purpose, Recipient, Reservation, Spellings, ThrottleLimits, TokenRow},
+    store::{AttemptKey, Purpose, Recipient, Reservation, ThrottleLimits, TokenRow},
 };
 
 /// Password-reset requests allowed per client address, and per account, per [`WINDOW`] (per
@@ -392,17 +392,11 @@ impl Accounts {
         throttled_for: Option<&Client>,
     ) -> Result<(), Error> {
         self.messenger()?;
-        // As at login: either spelling of a name is the same name.
+        // As at login: the decomposed spelling of a name is the same name.
         let Some(composed) = typed_name(name_or_email) else {
             return Ok(());
         };
-        let decomposed = decomposed(&composed);
-        let spellings = Spellings {
-            typed: name_or_email,
-            composed: &composed,
-            decomposed: &decomposed,
-        };
-        let Some(user) = self.store().recipient(&spellings).await? else {
+        let Some(user) = self.recipient(name_or_email, &composed).await? else {
             return Ok(());
         };
         if let Some(client) = throttled_for {
@@ -424,6 +418,18 @@ impl Accounts {
             .await?;
         security::password_reset_requested(user.id);
         self.send(message).await
+    }
+
+    /// The enabled user named `given` (a username or an address), found as the login finds a
+    /// name: as given (a name stored decomposed, before names had to be composed), else as
+    /// `composed`, its [`typed_name`]. Both are looked up whenever they differ, so that the
+    /// time taken depends on the input alone.
+    async fn recipient(&self, given: &str, composed: &str) -> Result<Option<Recipient>, Error> {
+        let as_composed = self.store().recipient(composed).await?;
+        if given == composed {
+            return Ok(as_composed);
+        }
+        Ok(self.store().recipient(given).await?.or(as_composed))
     }
 
     /// Counts a change of the user's address (`POST /email`); `Err(Throttled)` past the limit.

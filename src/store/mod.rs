@@ -38,7 +38,7 @@ pub(crate) use self::{
     sessions::{Created, Missed, NewSession, Renewal, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, Reserved, ThrottleLimits},
     tokens::{Purpose, TokenRow},
-    users::{PasswordSet, Recipient, Spellings},
+    users::{PasswordSet, Recipient},
 };
 pub use self::{migrations::migrate, sessions::SessionInfo};
 use crate::{Error, error::InfrastructureError};

@@ -31,18 +31,12 @@ const ADOPT_EMAIL: Dialects = Dialects {
 
 /// An enabled user by name or address, for a recovery request: a verified address first, then
 /// a name, then an unverified address. (A name first would let anyone who takes another user's
-/// verified address as a username receive the resets that user asks for by address.) What was
-/// typed is $2; a name is also looked up by its composed ($1) and decomposed ($3) spellings,
-/// preferring the name as typed, then composed, as [`LOGIN_ROW`] does.
+/// verified address as a username receive the resets that user asks for by address.)
 const BY_NAME_OR_EMAIL: &str = "\
 SELECT id, username, email FROM auth_users
- WHERE (lower(username) IN (lower($1), lower($2), lower($3))
-        OR lower(email) IN (lower($1), lower($2)))
-   AND disabled_at IS NULL
- ORDER BY coalesce(lower(email) IN (lower($1), lower($2)) AND email_verified_at IS NOT NULL,
-                   false) DESC,
-          lower(username) = lower($2) DESC, lower(username) = lower($1) DESC,
-          lower(username) = lower($3) DESC
+ WHERE (lower(username) = lower($1) OR lower(email) = lower($1)) AND disabled_at IS NULL
+ ORDER BY coalesce(lower(email) = lower($1) AND email_verified_at IS NOT NULL, false) DESC,
+          lower(username) = lower($1) DESC
  LIMIT 1";
 
 /// What [`AuthStore::set_password`] did.
@@ -63,28 +57,13 @@ pub(crate) struct Recipient {
     pub(crate) email: Option<String>,
 }
 
-/// What a password check needs to know about a name: the database's case folding of its
-/// composed spelling $1 (the one fold for lookup and throttling), and the user it names, if
-/// any. Always one row. The name is looked up as typed ($2), composed and decomposed ($3) at
-/// once, preferring the spelling typed, then the composed one: a name stored decomposed (before
-/// names had to be composed) is found whichever spelling is typed, so that both spend the same
-/// account's failures.
+/// What a password check needs to know about a name as typed: the database's case folding of
+/// it (the one fold for lookup and throttling), and the user it names, if any. Always one row.
 const LOGIN_ROW: &str = "\
 SELECT lower($1) AS folded, u.id, u.password_hash, u.disabled_at IS NOT NULL AS disabled,
        u.credential_epoch
   FROM (SELECT 1) one
-  LEFT JOIN auth_users u ON lower(u.username) IN (lower($1), lower($2), lower($3))
- ORDER BY lower(u.username) = lower($2) DESC, lower(u.username) = lower($1) DESC
- LIMIT 1";
-
-/// A name as typed and the spellings it is looked up by: composed (NFC, as names are held) and
-/// decomposed (NFD, as some were held before that rule).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Spellings<'a> {
-    pub(crate) typed: &'a str,
-    pub(crate) composed: &'a str,
-    pub(crate) decomposed: &'a str,
-}
+  LEFT JOIN auth_users u ON lower(u.username) = lower($1)";
 
 /// What a password check needs to know about a user.
 #[derive(Debug, sqlx::FromRow)]
@@ -126,26 +105,19 @@ impl AuthStore {
         })
     }
 
-    pub(crate) async fn login_row(&self, name: &Spellings<'_>) -> Result<LoginRow, sqlx::Error> {
+    pub(crate) async fn login_row(&self, username: &str) -> Result<LoginRow, sqlx::Error> {
         on_pool!(self, |pool| {
             sqlx::query_as(LOGIN_ROW)
-                .bind(name.composed)
-                .bind(name.typed)
-                .bind(name.decomposed)
+                .bind(username)
                 .fetch_one(pool)
                 .await
         })
     }
 
-    pub(crate) async fn recipient(
-        &self,
-        given: &Spellings<'_>,
-    ) -> Result<Option<Recipient>, Error> {
+    pub(crate) async fn recipient(&self, name_or_email: &str) -> Result<Option<Recipient>, Error> {
         Ok(on_pool!(self, |pool| {
             sqlx::query_as(BY_NAME_OR_EMAIL)
-                .bind(given.composed)
-                .bind(given.typed)
-                .bind(given.decomposed)
+                .bind(name_or_email)
                 .fetch_optional(pool)
                 .await?
         }))

@@ -27,33 +27,6 @@ async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {
 }
 
 both_stores! {
-    /// A name stored decomposed (before names had to be composed) is one account whichever
-    /// spelling is typed: the composed one logs in, and both spend the account's failures, so
-    /// that failures under one spelling do not tell by the other whether the account exists.
-    /// (Before: the composed spelling found no one, so after it was locked out the decomposed one
-    /// answered `401` for an account and `429` for none.)
-    async fn both_spellings_of_a_name_stored_decomposed_are_one_account(db: Db) {
-        let app = crate::common::app_with(db, |b| {
-            b.login_backoff(1, std::time::Duration::from_secs(60))
-        })
-        .await;
-        app.db
-            .exec_each(
-                "INSERT INTO auth_users (username, password_hash)
-                 SELECT 'Jose' || chr(769), password_hash FROM auth_users WHERE username = 'bob'",
-                "INSERT INTO auth_users (username, password_hash)
-                 SELECT 'Jose' || char(769), password_hash FROM auth_users WHERE username = 'bob'",
-            )
-            .await;
-        let login = |name: &str, password: &str| {
-            crate::common::send(&app.router, login_request(name, password))
-        };
-        assert_eq!(login("Jos\u{e9}", BOB_PASSWORD).await.status, StatusCode::SEE_OTHER);
-        assert_eq!(login("Jos\u{e9}", "wrong-password").await.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(login("Jos\u{e9}", "wrong-password").await.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(login("Jose\u{301}", "wrong-password").await.status, StatusCode::TOO_MANY_REQUESTS);
-    }
-
     /// Names given before the rules were this strict (0.1.0 took decomposed names and
     /// invisible characters), or by SQL: a user stored decomposed is found and logs in as
     /// stored, also once the composed spelling is another user's; a role with an invisible
