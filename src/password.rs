@@ -51,7 +51,7 @@ pub(crate) struct Hasher {
     /// asked for it is cancelled meanwhile.
     permits: Arc<Semaphore>,
     queue: usize,
-    waiting: AtomicUsize,
+    waiting: Arc<AtomicUsize>,
     /// Hashes of one client address, running or waiting, past which it may not wait.
     share: usize,
     by_address: ByAddress,
@@ -85,7 +85,7 @@ impl Hasher {
         Self {
             permits: Arc::new(Semaphore::new(running)),
             queue,
-            waiting: AtomicUsize::new(0),
+            waiting: Arc::default(),
             share: (running.saturating_add(queue) / 4).max(1),
             by_address: Arc::default(),
             buffers: Arc::default(),
@@ -93,16 +93,18 @@ impl Hasher {
     }
 
     /// Admits a hash for a client at address `from` (`None`: the app's own call, not counted
-    /// per address): refused at once when the address has its share and no place is free. A
-    /// login is admitted after its address's attempt is reserved and before its account's, so
-    /// that such a refusal starts no block of the account.
+    /// per address), with its place: a running one if one is free, else one in the queue.
+    /// Refused at once when the queue is full, or when the address has its share and no
+    /// running place is free. A login is admitted after its address's attempt is reserved and
+    /// before its account's, so that a refusal for load writes nothing for the account.
     pub(crate) fn admit(&self, from: Option<IpAddr>) -> Result<Admission, Error> {
         let (share, before) = Share::join(&self.by_address, from);
-        let permit = (before >= self.share)
-            .then(|| Arc::clone(&self.permits).try_acquire_owned())
-            .transpose()
-            .map_err(|_| busy())?;
-        Ok(Admission { share, permit })
+        let place = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Place::Running(permit),
+            Err(_) if before >= self.share => return Err(busy()),
+            Err(_) => Place::Queued(Waiting::join(&self.waiting, self.queue)?),
+        };
+        Ok(Admission { share, place })
     }
 
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), for a
@@ -144,23 +146,19 @@ impl Hasher {
         .await
     }
 
-    /// Runs `work` on the blocking pool once a permit is free: the admission's, at once, after
-    /// a wait in the queue, or not at all when the queue is full.
+    /// Runs `work` on the blocking pool in the admission's running place, or in the first one
+    /// free after its wait in the queue.
     async fn run<T: Send + 'static>(
         &self,
-        Admission { share, permit }: Admission,
+        Admission { share, place }: Admission,
         work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = match permit.map_or_else(|| Arc::clone(&self.permits).try_acquire_owned(), Ok)
-        {
-            Ok(permit) => permit,
-            Err(_) => {
-                let _waiting = Waiting::join(&self.waiting, self.queue)?;
-                Arc::clone(&self.permits)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| busy())?
-            }
+        let permit = match place {
+            Place::Running(permit) => permit,
+            Place::Queued(_waiting) => Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| busy())?,
         };
         let buffers = Arc::clone(&self.buffers);
         // The permit goes with the work: a request cancelled while its hash runs (the client
@@ -186,15 +184,16 @@ impl Hasher {
 }
 
 /// A place in the queue, given back when dropped (also when the waiting request is cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
+#[derive(Debug)]
+struct Waiting(Arc<AtomicUsize>);
 
-impl<'a> Waiting<'a> {
-    fn join(waiting: &'a AtomicUsize, queue: usize) -> Result<Self, Error> {
+impl Waiting {
+    fn join(waiting: &Arc<AtomicUsize>, queue: usize) -> Result<Self, Error> {
         waiting
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < queue).then_some(n + 1)
             })
-            .map(|_| Self(waiting))
+            .map(|_| Self(Arc::clone(waiting)))
             .map_err(|_| busy())
     }
 }
@@ -206,12 +205,18 @@ fn busy() -> Error {
     }
 }
 
-/// A hash [admitted](Hasher::admit): counted for its address, and holding its place at once if
-/// the address is past its share.
+/// A hash [admitted](Hasher::admit): counted for its address, and holding its place.
 #[derive(Debug)]
 pub(crate) struct Admission {
     share: Share,
-    permit: Option<OwnedSemaphorePermit>,
+    place: Place,
+}
+
+/// Where an admitted hash waits to run, or runs.
+#[derive(Debug)]
+enum Place {
+    Running(OwnedSemaphorePermit),
+    Queued(Waiting),
 }
 
 /// A hash of one client address, counted until dropped: with the work, when it runs, so that a
@@ -249,7 +254,7 @@ impl Drop for Share {
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -485,7 +490,7 @@ mod tests {
                 let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
                 tokio::spawn(async move {
                     hasher
-                        .run(hasher.admit(None).unwrap(), move |_| {
+                        .run(hasher.admit(None)?, move |_| {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                             most.fetch_max(now, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(50));

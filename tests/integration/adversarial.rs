@@ -147,6 +147,24 @@ both_stores! {
         assert_eq!(after.status, StatusCode::SEE_OTHER);
     }
 
+    /// A login refused for load writes nothing for its name: a flood of unknown names while
+    /// the hasher is full leaves no rows behind. (Before: the refusal came after the name's
+    /// attempt was reserved, so each name left a row, kept until the purge, while the
+    /// address, given its attempts back, was never limited.)
+    async fn logins_refused_for_load_leave_no_rows(db: Db) {
+        let app = app_with(db, |b| b.password_hashing(1, 0)).await;
+        let server = serve(app.router.clone()).await;
+        let slow_login = holding_the_hasher(&app, server).await;
+        for i in 0..20 {
+            let request = login_request(&format!("nobody-{i}"), "any password");
+            let reply = send_from(server, client(2), request).await;
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "attempt {i}");
+        }
+        let rows = "SELECT count(*) FROM auth_login_attempts WHERE key LIKE 'name:%'";
+        assert_eq!(app.db.count(rows).await, 0);
+        assert_eq!(slow_login.await.unwrap().status, StatusCode::UNAUTHORIZED);
+    }
+
     /// One address looping logins with a password it knows (each success gives its attempt
     /// back, so the per-address limit never stops it) keeps four requests at the hasher at all
     /// times, more than its places (one running, three waiting); another address logging in
