@@ -15,10 +15,11 @@ SELECT EXISTS (SELECT 1 FROM auth_user_resource_permissions
                 WHERE ur.user_id = $1 AND ur.resource_type = $2 AND ur.resource_id = $3)";
 
 /// The ids of resources of type $2 on which user $1 holds $3 by a scoped grant, after $4, $5
-/// at most, in byte order: compared in the collation given, which the columns have (Postgres
-/// since migration `20261208000001_grant_pages`; SQLite's text always), so each branch reads at
-/// most a page from its primary key, in order, and stops; a page costs the same however many
-/// grants the user has. Every id is longer than `''`, so no `$4` means from the first.
+/// at most, in byte order: compared in the collation given, the one of the `_pages_idx`
+/// indexes (and of the roles' primary key on SQLite), so each branch reads a page from an
+/// index, in order, and stops. The direct branch reads only grants of $3; the role branch
+/// passes over the user's assignments of roles without $3 one by one. Every id is longer than
+/// `''`, so no `$4` means from the first.
 macro_rules! resources_of {
     ($collate:literal) => {
         concat!(

@@ -132,3 +132,30 @@ async fn concurrent_migrates_all_succeed(_: PgPoolOptions, options: PgConnectOpt
         i64::try_from(axum_live_auth::POSTGRES_MIGRATOR.iter().count()).unwrap()
     );
 }
+
+/// An upgrade leaves an app's views on the crate's tables working: the README's schema is a
+/// contract apps may query. (Before, migration `20261208000001_grant_pages` changed the type of
+/// `resource_id`, which a view on it refuses: `migrate` failed, and the app could not start.)
+#[sqlx::test(migrations = false)]
+async fn an_upgrade_keeps_an_apps_views_on_the_grant_tables(pool: sqlx::PgPool) {
+    let shipped = &*axum_live_auth::POSTGRES_MIGRATOR;
+    let earlier = shipped.iter().filter(|m| m.version < 20261208000001);
+    let mut before = Migrator::with_migrations(earlier.cloned().collect());
+    before.dangerous_set_table_name("_axum_live_auth_migrations");
+    before.run(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE VIEW app_project_members AS
+             SELECT user_id, resource_id AS project FROM auth_user_resource_roles;
+         CREATE VIEW app_project_grants AS
+             SELECT user_id, resource_id AS project FROM auth_user_resource_permissions",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    axum_live_auth::migrate(&pool).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _axum_live_auth_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, i64::try_from(shipped.iter().count()).unwrap());
+}
