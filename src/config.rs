@@ -820,6 +820,25 @@ impl AuthLayerBuilder {
         self.with(|b| b.config.recovery.set_messenger(messenger))
     }
 
+    /// How long the [`Messenger`] may take to send one message before it is given up (and the
+    /// failure logged). Default 30 seconds. Reset messages are sent after the request's answer,
+    /// at most 16 at once: a send that never finished would keep its place for good.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), axum_live_auth::Error> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
+    /// use std::time::Duration;
+    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .messenger_timeout(Duration::from_secs(10))
+    ///     .build()?;
+    /// # let _ = auth; Ok(()) }
+    /// ```
+    pub fn messenger_timeout(self, timeout: Duration) -> Self {
+        self.with(|b| b.config.recovery.send_timeout = timeout)
+    }
+
     /// Where the [account routes](crate::account_routes) are reachable, as the links in
     /// recovery messages start: default the first [allowed origin](Self::allowed_origin) and
     /// `/account`, such as `https://app.example.com/account`.
@@ -920,6 +939,7 @@ impl AuthLayerBuilder {
             ("lookup_timeout", config.lookup_timeout),
             ("event_streams", config.streams.heartbeat),
             ("password_reset_lifetime", config.recovery.reset_lifetime),
+            ("messenger_timeout", config.recovery.send_timeout),
             ("purge_expired_every", purge_every),
         ]
         .into_iter()

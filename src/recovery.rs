@@ -133,6 +133,8 @@ pub(crate) struct Recovery {
     pub(crate) account_url: String,
     pub(crate) reset_lifetime: Duration,
     pub(crate) verification_lifetime: Duration,
+    /// How long a send may take before it is given up.
+    pub(crate) send_timeout: Duration,
     /// Places for reset requests handled after their answer ([`RESETS_IN_FLIGHT`]).
     in_flight: Arc<Semaphore>,
 }
@@ -149,6 +151,7 @@ impl Default for Recovery {
             account_url: String::new(),
             reset_lifetime: Duration::from_secs(30 * 60),
             verification_lifetime: Duration::from_secs(24 * 60 * 60),
+            send_timeout: Duration::from_secs(30),
             in_flight: Arc::new(Semaphore::new(RESETS_IN_FLIGHT)),
         }
     }
@@ -312,11 +315,20 @@ impl Accounts {
         Ok(messages)
     }
 
+    /// Hands `message` to the messenger, for at most the send timeout: a send that never
+    /// finishes would keep its place among the [`RESETS_IN_FLIGHT`] for good.
     pub(crate) async fn send(&self, message: Message) -> Result<(), Error> {
-        self.messenger()?
-            .send(message)
-            .await
-            .map_err(|e| InfrastructureError::Messenger(e).into())
+        let sent = self.messenger()?.send(message);
+        match tokio::time::timeout(self.recovery.send_timeout, sent).await {
+            Ok(sent) => sent.map_err(|e| InfrastructureError::Messenger(e).into()),
+            Err(_) => {
+                let late = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the messenger did not finish in time",
+                );
+                Err(InfrastructureError::Messenger(late.into()).into())
+            }
+        }
     }
 
     /// Uses an email-verification token: the address it was sent to becomes the user's,

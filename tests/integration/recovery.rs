@@ -463,6 +463,43 @@ both_stores! {
         assert_eq!(given.load(std::sync::atomic::Ordering::SeqCst), 16);
     }
 
+    /// A send that never finishes is given up after `messenger_timeout`, and gives its place
+    /// back: once 16 such sends have filled the places for reset work, a later request reaches
+    /// the messenger again. (Without a bound, the 17th was dropped, and every later one.)
+    async fn a_send_that_never_finishes_gives_its_place_back(db: Db) {
+        let given = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let auth = AuthLayer::builder(db.store())
+            .allowed_origin(ORIGIN)
+            .messenger(NeverDone(given.clone()))
+            .messenger_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let accounts = auth.accounts();
+        for i in 0..17 {
+            accounts.create_user(&format!("user{i}"), "user-password").await.unwrap();
+        }
+        let app = example::app(auth);
+        let given_at_least = |n: usize| {
+            let given = given.clone();
+            async move {
+                let started = std::time::Instant::now();
+                while given.load(std::sync::atomic::Ordering::SeqCst) < n && started.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                given.load(std::sync::atomic::Ordering::SeqCst)
+            }
+        };
+        for i in 0..16 {
+            let body = format!("username=user{i}");
+            assert_eq!(send(&app, post("/account/password-reset", &body, None)).await.status, StatusCode::ACCEPTED);
+        }
+        assert_eq!(given_at_least(16).await, 16);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let late = send(&app, post("/account/password-reset", "username=user16", None)).await;
+        assert_eq!(late.status, StatusCode::ACCEPTED);
+        assert_eq!(given_at_least(17).await, 17);
+    }
+
     /// The decomposed spelling of a name counts against the same account as the composed one:
     /// it cannot buy three more messages. (Before: it counted apart, and a fourth link went
     /// out.)
