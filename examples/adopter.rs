@@ -71,6 +71,7 @@ async fn build(pool: SqlitePool) -> Result<(Router, AuthLayer), Box<dyn std::err
     let router = Router::new()
         .route("/signup", post(signup))
         .route("/login", get(login_page).post(login))
+        .route("/me", get(me))
         .route("/logout", post(logout))
         .merge(projects)
         .merge(admin)
@@ -114,7 +115,7 @@ struct Credentials {
 /// `Accounts::create_user`: logging in there would end the admin's own session.
 async fn signup(auth: Auth, Form(form): Form<Credentials>) -> Result<Redirect, Error> {
     auth.sign_up(&form.username, &form.password).await?;
-    Ok(Redirect::to("/projects"))
+    Ok(Redirect::to("/me"))
 }
 
 /// The login form: where `login_redirect` sends a browser that is not signed in, and where
@@ -137,7 +138,7 @@ async fn login(auth: Auth, Form(form): Form<Credentials>) -> Result<Response, Er
             .login_with_password(&form.username, &form.password)
             .await?
         {
-            Some(_) => Redirect::to("/projects").into_response(),
+            Some(_) => Redirect::to("/me").into_response(),
             None => AuthRejection::Unauthenticated.into_response(),
         },
     )
@@ -146,6 +147,12 @@ async fn login(auth: Auth, Form(form): Form<Credentials>) -> Result<Response, Er
 async fn logout(auth: Auth) -> Result<Redirect, Error> {
     auth.logout().await?;
     Ok(Redirect::to("/login"))
+}
+
+/// Where sign-up and login land: any signed-in user may see it. The project pages need
+/// `projects:read`, which a new user holds only once an admin grants it.
+async fn me(user: CurrentUser) -> String {
+    format!("Signed in as {}\n", user.username())
 }
 // README: end
 
@@ -327,5 +334,26 @@ mod tests {
             StatusCode::OK,
             "the admin's session is untouched"
         );
+    }
+
+    /// A new user lands on a page they may see, not on a `403`: they hold no permission yet.
+    /// (Before: sign-up and login sent them to `/projects`, which needs `projects:read`.)
+    #[tokio::test]
+    async fn a_new_user_lands_on_a_page_they_may_see() {
+        let (app, _) = app().await;
+        let signup = Request::post("/signup")
+            .header("origin", "http://localhost:3000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("username=erin&password=erin-password"))
+            .unwrap();
+        let reply = app.clone().oneshot(signup).await.unwrap();
+        let cookie = reply.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let landing = reply.headers()["location"].to_str().unwrap().to_owned();
+        let page = Request::get(landing)
+            .header("cookie", cookie)
+            .body(Body::empty());
+        let page = app.oneshot(page.unwrap()).await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
     }
 }

@@ -567,7 +567,13 @@ impl Messenger for FileMessenger {
             }
             _ => "A message from the quickstart",
         };
-        let to = message.email.as_deref().unwrap_or(&message.username);
+        // A real messenger sends to `message.email` only: a message without one must go
+        // nowhere (never to the username, which anyone may pick). Here, for development, the
+        // file says so.
+        let to = message
+            .email
+            .as_deref()
+            .unwrap_or("(no address: not to be sent)");
         let body = format!(
             "To: {to}\nSubject: {subject}\n\nHello {},\n\nFollow this link within {} minutes:\n{}\n",
             message.username,
