@@ -303,7 +303,7 @@ impl Accounts {
     ///
     /// An infrastructure error.
     pub async fn revoke_session(&self, user: UserId, session: &SessionId) -> Result<bool, Error> {
-        let ended = self.store.delete_user_session(user, session).await?;
+        let ended = self.store.delete_user_session(user, session, true).await?;
         if ended {
             security::session_revoked(&Client::default(), user, session.as_str(), "admin");
             self.changed(user);

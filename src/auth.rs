@@ -270,7 +270,10 @@ impl Auth {
         // replaced below, so no one keeps its token (and the login still works).
         if let Some((user, session)) = self.ending(self.current_user()) {
             let shared = &self.0.shared;
-            shared.store.delete_user_session(user, &session).await?;
+            shared
+                .store
+                .delete_user_session(user, &session, false)
+                .await?;
             // Its streams, and any of the copy's, end (on SQLite nothing else would tell them).
             shared.user_changed(user);
         }
@@ -308,7 +311,10 @@ impl Auth {
     pub async fn logout(&self) -> Result<(), Error> {
         let shared = &self.0.shared;
         if let Some((user, session)) = self.ending(self.session()?) {
-            shared.store.delete_user_session(user, &session).await?;
+            shared
+                .store
+                .delete_user_session(user, &session, false)
+                .await?;
             security::logout(&self.0.client, user, &session);
             // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).
             shared.user_changed(user);
@@ -358,7 +364,10 @@ impl Auth {
             return Ok(true);
         }
         let shared = &self.0.shared;
-        let ended = shared.store.delete_user_session(user.id(), id).await?;
+        let ended = shared
+            .store
+            .delete_user_session(user.id(), id, true)
+            .await?;
         if ended {
             security::session_revoked(&self.0.client, user.id(), id.as_str(), "user");
             shared.user_changed(user.id());

@@ -668,15 +668,17 @@ impl AuthStore {
     }
 
     /// Deletes one session of `user`, and the copy a rotation made of it; `false` if the user
-    /// has neither. Also spends the verification links of address changes the user asked for:
-    /// which session asked is not recorded, and this one may have.
+    /// has neither. With `cancel_address_changes` (another session than the request's: which
+    /// session asked for a change is not recorded, and that one may have), also spends the
+    /// verification links of address changes the user asked for.
     pub(crate) async fn delete_user_session(
         &self,
         user: UserId,
         id: &SessionId,
+        cancel_address_changes: bool,
     ) -> Result<bool, Error> {
         let sql = "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)";
-        let also = Some(FORGET_ADDRESS_CHANGES);
+        let also = cancel_address_changes.then_some(FORGET_ADDRESS_CHANGES);
         Ok(self.end_sessions_locked(sql, user, Some(id), also).await? > 0)
     }
 

@@ -307,6 +307,20 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Logging out, or logging in again, ends the request's own session, not another's: the
+    /// address change it asked for stays pending, and its link confirms without a session.
+    async fn logging_out_keeps_the_pending_address_change(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
+        let body = "email=alice-new%40example.com";
+        assert_eq!(send(&app, post("/account/email", body, Some(&alice))).await.status, StatusCode::ACCEPTED);
+        let (_, pending) = mail(&dir, 1).await;
+        assert_eq!(send(&app, post("/logout", "", Some(&alice))).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(login(&app, "alice", "alice-password").await.status, StatusCode::SEE_OTHER);
+        assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::OK);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Each address change sends a message and tells whether the address is taken: five a
     /// user per window, whatever the addresses; another user is not affected.
     async fn address_changes_are_limited_per_user(db: Db) {
