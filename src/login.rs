@@ -87,10 +87,10 @@ impl PasswordCheck<'_> {
                 Ok(None)
             }
             (Err(error), _, _) => {
-                // The check never ran (the hasher was busy): the address and the account get
-                // their attempts back, so that a flood of logins elsewhere does not put the
-                // accounts of everyone who tries to log in meanwhile into their backoff. (A
-                // block this attempt started, past the free failures, stays: it errs closed.)
+                // The check did not finish (its hashing task failed, or the runtime is
+                // shutting down): no password was judged, so the address and the account get
+                // their attempts back. (A block this attempt started, past the free failures,
+                // stays: it errs closed.) A refusal for load comes earlier, at admission.
                 if let Some(address) = &address {
                     self.store.release_attempt(address).await?;
                 }
@@ -135,6 +135,8 @@ impl PasswordCheck<'_> {
         match self.store.reserve_attempt(account, self.limits).await? {
             Reservation::Granted(reserved) => Ok((address, reserved, admission)),
             Reservation::Refused(wait) => {
+                // No hash: its place goes back before the database work below.
+                drop(admission);
                 give_back(&address).await?;
                 Err(refused(wait))
             }

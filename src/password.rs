@@ -27,6 +27,7 @@ use argon2::{
 };
 use subtle::ConstantTimeEq as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use zeroize::Zeroize;
 
 use crate::{Error, error::InfrastructureError, token::random_bytes};
 
@@ -45,13 +46,15 @@ pub(crate) fn validate_new(password: &str) -> Result<(), Error> {
     }
 }
 
-/// Runs password hashes, at most `running` at once with at most `queue` waiting.
+/// Runs password hashes, at most `running` at once with at most `queue` more admitted (waiting,
+/// or on their way to the hash: a login's account is counted in between).
 pub(crate) struct Hasher {
     /// Held by each running hash until its blocking work ends, also when the request that
     /// asked for it is cancelled meanwhile.
     permits: Arc<Semaphore>,
-    queue: usize,
-    waiting: Arc<AtomicUsize>,
+    /// Running and queue together: the most hashes admitted and not finished.
+    places: usize,
+    admitted: Arc<AtomicUsize>,
     /// Hashes of one client address, running or waiting, past which it may not wait.
     share: usize,
     by_address: ByAddress,
@@ -64,8 +67,8 @@ impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hasher")
             .field("free", &self.permits.available_permits())
-            .field("queue", &self.queue)
-            .field("waiting", &self.waiting)
+            .field("places", &self.places)
+            .field("admitted", &self.admitted)
             .field("share", &self.share)
             .finish_non_exhaustive()
     }
@@ -84,8 +87,8 @@ impl Hasher {
         let running = running.max(1);
         Self {
             permits: Arc::new(Semaphore::new(running)),
-            queue,
-            waiting: Arc::default(),
+            places: running.saturating_add(queue),
+            admitted: Arc::default(),
             share: (running.saturating_add(queue) / 4).max(1),
             by_address: Arc::default(),
             buffers: Arc::default(),
@@ -93,18 +96,23 @@ impl Hasher {
     }
 
     /// Admits a hash for a client at address `from` (`None`: the app's own call, not counted
-    /// per address), with its place: a running one if one is free, else one in the queue.
-    /// Refused at once when the queue is full, or when the address has its share and no
-    /// running place is free. A login is admitted after its address's attempt is reserved and
-    /// before its account's, so that a refusal for load writes nothing for the account.
+    /// per address): refused at once when every place (running and queue) is taken, or when
+    /// the address has its share and no hash can run at once (it then holds that running
+    /// place). A login is admitted after its address's attempt is reserved and before its
+    /// account's, so that a refusal for load writes nothing for the account; a running place
+    /// is taken only when the hash is about to run, so none sits idle meanwhile.
     pub(crate) fn admit(&self, from: Option<IpAddr>) -> Result<Admission, Error> {
         let (share, before) = Share::join(&self.by_address, from);
-        let place = match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => Place::Running(permit),
-            Err(_) if before >= self.share => return Err(busy()),
-            Err(_) => Place::Queued(Waiting::join(&self.waiting, self.queue)?),
-        };
-        Ok(Admission { share, place })
+        let place = Place::take(&self.admitted, self.places)?;
+        let permit = (before >= self.share)
+            .then(|| Arc::clone(&self.permits).try_acquire_owned())
+            .transpose()
+            .map_err(|_| busy())?;
+        Ok(Admission {
+            share,
+            place,
+            permit,
+        })
     }
 
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), for a
@@ -146,16 +154,20 @@ impl Hasher {
         .await
     }
 
-    /// Runs `work` on the blocking pool in the admission's running place, or in the first one
-    /// free after its wait in the queue.
+    /// Runs `work` on the blocking pool once a running place is the admission's: at once if it
+    /// holds one, else after a wait in the queue (in order).
     async fn run<T: Send + 'static>(
         &self,
-        Admission { share, place }: Admission,
+        Admission {
+            share,
+            place,
+            permit,
+        }: Admission,
         work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = match place {
-            Place::Running(permit) => permit,
-            Place::Queued(_waiting) => Arc::clone(&self.permits)
+        let permit = match permit {
+            Some(permit) => permit,
+            None => Arc::clone(&self.permits)
                 .acquire_owned()
                 .await
                 .map_err(|_| busy())?,
@@ -176,6 +188,7 @@ impl Hasher {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(memory);
             drop(permit);
+            drop(place);
             drop(share);
             done
         })
@@ -183,17 +196,18 @@ impl Hasher {
     }
 }
 
-/// A place in the queue, given back when dropped (also when the waiting request is cancelled).
+/// One of the hasher's places (running or queue), given back when dropped: when the hash ends,
+/// or when the request is cancelled before.
 #[derive(Debug)]
-struct Waiting(Arc<AtomicUsize>);
+struct Place(Arc<AtomicUsize>);
 
-impl Waiting {
-    fn join(waiting: &Arc<AtomicUsize>, queue: usize) -> Result<Self, Error> {
-        waiting
+impl Place {
+    fn take(admitted: &Arc<AtomicUsize>, places: usize) -> Result<Self, Error> {
+        admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < queue).then_some(n + 1)
+                (n < places).then_some(n + 1)
             })
-            .map(|_| Self(Arc::clone(waiting)))
+            .map(|_| Self(Arc::clone(admitted)))
             .map_err(|_| busy())
     }
 }
@@ -205,18 +219,13 @@ fn busy() -> Error {
     }
 }
 
-/// A hash [admitted](Hasher::admit): counted for its address, and holding its place.
+/// A hash [admitted](Hasher::admit): counted for its address, holding its place, and its
+/// running place at once if the address is past its share.
 #[derive(Debug)]
 pub(crate) struct Admission {
     share: Share,
     place: Place,
-}
-
-/// Where an admitted hash waits to run, or runs.
-#[derive(Debug)]
-enum Place {
-    Running(OwnedSemaphorePermit),
-    Queued(Waiting),
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A hash of one client address, counted until dropped: with the work, when it runs, so that a
@@ -254,7 +263,7 @@ impl Drop for Share {
     }
 }
 
-impl Drop for Waiting {
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -314,7 +323,8 @@ fn matches(password: &str, hash: &PasswordHash, memory: &mut [Block]) -> Option<
         &mut out,
         memory,
     );
-    own.fill(Block::new());
+    // Volatile writes: `own` is freed next, and a plain fill of it may be left out.
+    own.iter_mut().for_each(Zeroize::zeroize);
     hashed.ok()?;
     Some(out.ct_eq(expected.as_bytes()).into())
 }
@@ -509,6 +519,6 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
         assert_eq!(busy, 7, "one running, two queued, the rest refused");
-        assert_eq!(hasher.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(hasher.admitted.load(Ordering::SeqCst), 0);
     }
 }
