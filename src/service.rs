@@ -15,7 +15,7 @@ use axum::{
     extract::ConnectInfo,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use tower::{Layer, Service};
 
 use crate::{
@@ -299,6 +299,9 @@ where
             extensions.insert(auth.clone());
 
             let mut response = inner.call(req).await?;
+            if config.bearer {
+                challenge(&mut response, source.bearer());
+            }
             let headers = response.headers_mut();
             if authenticated && config.private_responses {
                 make_private(headers, source);
@@ -306,6 +309,24 @@ where
             auth.write_response_headers(headers);
             Ok(response)
         })
+    }
+}
+
+/// The challenge on a `401` for want of a session ([`AuthRejection::Unauthenticated`]), where
+/// bearer tokens are on (RFC 6750): `Bearer`, with `error="invalid_token"` when the request
+/// presented one.
+fn challenge(response: &mut Response, presented: bool) {
+    let unauthenticated = Some(&AuthRejection::Unauthenticated);
+    if response.status() == StatusCode::UNAUTHORIZED
+        && response.extensions().get::<AuthRejection>() == unauthenticated
+    {
+        let value = if presented {
+            r#"Bearer error="invalid_token""#
+        } else {
+            "Bearer"
+        };
+        (response.headers_mut().entry(header::WWW_AUTHENTICATE))
+            .or_insert(HeaderValue::from_static(value));
     }
 }
 

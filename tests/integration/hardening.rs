@@ -339,7 +339,32 @@ both_stores! {
         assert!(same.body.contains(ALICE));
     }
 
-async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
+/// With bearer tokens on, a `401` for want of a session carries the challenge RFC 6750 asks
+    /// for: `Bearer`, with `error="invalid_token"` when a token was presented; the token
+    /// route's `401` for a wrong password is left as it is, and with bearer tokens off there is
+    /// no challenge. (Before: no `WWW-Authenticate`, which RFC 9110 requires on a `401`.)
+    async fn a_401_challenges_bearer_clients(db: Db) {
+        let app = bearer_app(db).await;
+        let anonymous = Request::get("/me").body(Body::empty()).unwrap();
+        let anonymous = send(&app.router, anonymous).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(anonymous.headers[header::WWW_AUTHENTICATE], "Bearer");
+        let stale = axum_live_auth::SessionToken::generate().unwrap().to_string();
+        let stale = send(&app.router, bearer("/me", &stale)).await;
+        assert_eq!(stale.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(stale.headers[header::WWW_AUTHENTICATE], r#"Bearer error="invalid_token""#);
+        let wrong = issue_token(&app, ALICE, "wrong-password").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(!wrong.headers.contains_key(header::WWW_AUTHENTICATE));
+
+        let cookies_only = app_with(app.db.clone(), |b| b).await;
+        let anonymous = Request::get("/me").body(Body::empty()).unwrap();
+        let anonymous = send(&cookies_only.router, anonymous).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        assert!(!anonymous.headers.contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    async fn bearer_headers_are_ignored_unless_enabled(db: Db) {
         let app = app_with(db, |b| b.csrf_exempt("/auth/token")).await;
         let issued = issue_token(&app, ALICE, ALICE_PASSWORD).await;
         assert_eq!(issued.status, StatusCode::NOT_FOUND);
