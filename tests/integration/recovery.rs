@@ -110,6 +110,25 @@ fn form_token(link_path: &str) -> String {
 }
 
 /// Confirms an email-verification link as its page does: the token, posted.
+/// Alice logs in and asks for her address to become `email` (form-encoded): her session, and
+/// the verification link that went out as the `n`th message in `dir`.
+async fn ask_for_address(
+    app: &Router,
+    dir: &std::path::Path,
+    email: &str,
+    n: usize,
+) -> (String, String) {
+    let session = login(app, "alice", "alice-password")
+        .await
+        .session_cookie()
+        .unwrap();
+    let body = format!("email={email}");
+    let reply = send(app, post("/account/email", &body, Some(&session))).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let (_, pending) = mail(dir, n).await;
+    (session, pending)
+}
+
 async fn confirm_address(app: &Router, link_path: &str) -> Reply {
     let body = format!("token={}", form_token(link_path));
     send(app, post("/account/email/verify", &body, None)).await
@@ -254,25 +273,13 @@ both_stores! {
     /// confirmed, `200`.)
     async fn ending_the_other_sessions_cancels_a_pending_address_change(db: Db) {
         let (app, dir, auth) = quickstart(&db).await;
-        let change = |session: String, email: &'static str| {
-            let app = app.clone();
-            async move {
-                let body = format!("email={email}");
-                let reply = send(&app, post("/account/email", &body, Some(&session))).await;
-                assert_eq!(reply.status, StatusCode::ACCEPTED);
-            }
-        };
-        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        change(thief, "thief%40evil.example").await;
-        let (_, pending) = mail(&dir, 1).await;
+        let (_, pending) = ask_for_address(&app, &dir, "thief%40evil.example", 1).await;
         let owner = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
         let revoked = send(&app, post("/account/sessions/revoke-others", "", Some(&owner))).await;
         assert_eq!(revoked.status, StatusCode::NO_CONTENT);
         assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
 
-        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        change(thief, "thief2%40evil.example").await;
-        let (_, pending) = mail(&dir, 2).await;
+        let (_, pending) = ask_for_address(&app, &dir, "thief2%40evil.example", 2).await;
         let accounts = auth.accounts();
         let alice = accounts.user_id("alice").await.unwrap().unwrap();
         accounts.revoke_all_sessions(alice).await.unwrap();
@@ -285,20 +292,14 @@ both_stores! {
     /// and by an operator alike. (Before: the link still confirmed, `200`.)
     async fn ending_one_session_cancels_a_pending_address_change(db: Db) {
         let (app, dir, auth) = quickstart(&db).await;
-        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        let body = "email=thief%40evil.example";
-        assert_eq!(send(&app, post("/account/email", body, Some(&thief))).await.status, StatusCode::ACCEPTED);
-        let (_, pending) = mail(&dir, 1).await;
+        let (thief, pending) = ask_for_address(&app, &dir, "thief%40evil.example", 1).await;
         let owner = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
         let thiefs = thief.split_once('.').unwrap().0;
         let path = format!("/account/sessions/{thiefs}/revoke");
         assert_eq!(send(&app, post(&path, "", Some(&owner))).await.status, StatusCode::NO_CONTENT);
         assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::BAD_REQUEST);
 
-        let thief = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        let body = "email=thief2%40evil.example";
-        assert_eq!(send(&app, post("/account/email", body, Some(&thief))).await.status, StatusCode::ACCEPTED);
-        let (_, pending) = mail(&dir, 2).await;
+        let (thief, pending) = ask_for_address(&app, &dir, "thief2%40evil.example", 2).await;
         let accounts = auth.accounts();
         let alice = accounts.user_id("alice").await.unwrap().unwrap();
         let thiefs = axum_live_auth::SessionId::parse(thief.split_once('.').unwrap().0).unwrap();
@@ -311,10 +312,7 @@ both_stores! {
     /// address change it asked for stays pending, and its link confirms without a session.
     async fn logging_out_keeps_the_pending_address_change(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
-        let alice = login(&app, "alice", "alice-password").await.session_cookie().unwrap();
-        let body = "email=alice-new%40example.com";
-        assert_eq!(send(&app, post("/account/email", body, Some(&alice))).await.status, StatusCode::ACCEPTED);
-        let (_, pending) = mail(&dir, 1).await;
+        let (alice, pending) = ask_for_address(&app, &dir, "alice-new%40example.com", 1).await;
         assert_eq!(send(&app, post("/logout", "", Some(&alice))).await.status, StatusCode::SEE_OTHER);
         assert_eq!(login(&app, "alice", "alice-password").await.status, StatusCode::SEE_OTHER);
         assert_eq!(confirm_address(&app, &pending).await.status, StatusCode::OK);
