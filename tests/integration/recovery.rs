@@ -175,6 +175,39 @@ impl Messenger for NeverDone {
     }
 }
 
+/// The quickstart's routes with a [`NeverDone`] messenger, as `configure` leaves the builder,
+/// and `users` users named `user0`, `user1`, …; and how many messages the messenger was given.
+async fn with_a_messenger_never_done(
+    db: &Db,
+    users: usize,
+    configure: impl FnOnce(axum_live_auth::AuthLayerBuilder) -> axum_live_auth::AuthLayerBuilder,
+) -> (Router, Arc<std::sync::atomic::AtomicUsize>) {
+    let given = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let builder = AuthLayer::builder(db.store())
+        .allowed_origin(ORIGIN)
+        .messenger(NeverDone(given.clone()));
+    let auth = configure(builder).build().unwrap();
+    let accounts = auth.accounts();
+    for i in 0..users {
+        accounts
+            .create_user(&format!("user{i}"), "user-password")
+            .await
+            .unwrap();
+    }
+    (example::app(auth), given)
+}
+
+/// `counter` once it reaches `n`, or after 10 seconds.
+async fn reaches(counter: &std::sync::atomic::AtomicUsize, n: usize) -> usize {
+    let started = std::time::Instant::now();
+    while counter.load(std::sync::atomic::Ordering::SeqCst) < n
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    counter.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The address `/me` shows for `session`, and whether it is verified.
 async fn address_of(app: &Router, session: &str) -> (Option<String>, bool) {
     let reply = send(app, get("/me", Some(session))).await;
@@ -452,25 +485,12 @@ both_stores! {
     /// per-address limit holds back) reach it 16 times, and each is still answered `202`.
     /// (Before: every request started a task, 24 messages.)
     async fn reset_work_after_the_answer_is_bounded(db: Db) {
-        let given = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let auth = AuthLayer::builder(db.store())
-            .allowed_origin(ORIGIN)
-            .messenger(NeverDone(given.clone()))
-            .build()
-            .unwrap();
-        let accounts = auth.accounts();
-        for i in 0..24 {
-            accounts.create_user(&format!("user{i}"), "user-password").await.unwrap();
-        }
-        let app = example::app(auth);
+        let (app, given) = with_a_messenger_never_done(&db, 24, |b| b).await;
         for i in 0..24 {
             let body = format!("username=user{i}");
             assert_eq!(send(&app, post("/account/password-reset", &body, None)).await.status, StatusCode::ACCEPTED);
         }
-        let started = std::time::Instant::now();
-        while given.load(std::sync::atomic::Ordering::SeqCst) < 16 && started.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        reaches(&given, 16).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(given.load(std::sync::atomic::Ordering::SeqCst), 16);
     }
@@ -479,37 +499,17 @@ both_stores! {
     /// back: once 16 such sends have filled the places for reset work, a later request reaches
     /// the messenger again. (Without a bound, the 17th was dropped, and every later one.)
     async fn a_send_that_never_finishes_gives_its_place_back(db: Db) {
-        let given = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let auth = AuthLayer::builder(db.store())
-            .allowed_origin(ORIGIN)
-            .messenger(NeverDone(given.clone()))
-            .messenger_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
-        let accounts = auth.accounts();
-        for i in 0..17 {
-            accounts.create_user(&format!("user{i}"), "user-password").await.unwrap();
-        }
-        let app = example::app(auth);
-        let given_at_least = |n: usize| {
-            let given = given.clone();
-            async move {
-                let started = std::time::Instant::now();
-                while given.load(std::sync::atomic::Ordering::SeqCst) < n && started.elapsed() < Duration::from_secs(10) {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                given.load(std::sync::atomic::Ordering::SeqCst)
-            }
-        };
+        let timeout = |b: axum_live_auth::AuthLayerBuilder| b.messenger_timeout(Duration::from_millis(300));
+        let (app, given) = with_a_messenger_never_done(&db, 17, timeout).await;
         for i in 0..16 {
             let body = format!("username=user{i}");
             assert_eq!(send(&app, post("/account/password-reset", &body, None)).await.status, StatusCode::ACCEPTED);
         }
-        assert_eq!(given_at_least(16).await, 16);
+        assert_eq!(reaches(&given, 16).await, 16);
         tokio::time::sleep(Duration::from_millis(600)).await;
         let late = send(&app, post("/account/password-reset", "username=user16", None)).await;
         assert_eq!(late.status, StatusCode::ACCEPTED);
-        assert_eq!(given_at_least(17).await, 17);
+        assert_eq!(reaches(&given, 17).await, 17);
     }
 
     /// The decomposed spelling of a name counts against the same account as the composed one:
