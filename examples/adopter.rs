@@ -316,16 +316,22 @@ mod tests {
         assert_eq!(after.status(), StatusCode::OK);
     }
 
+    /// A sign-up form post from the app's own page, as `name` with the password `name-password`.
+    fn signup(name: &str) -> Request<Body> {
+        Request::post("/signup")
+            .header("origin", "http://localhost:3000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "username={name}&password={name}-password"
+            )))
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn sign_up_logs_the_new_user_in_without_touching_other_sessions() {
         let (app, auth) = app().await;
         let admin = testing::signed_in(&auth, "root", &["admin"]).await.unwrap();
-        let signup = Request::post("/signup")
-            .header("origin", "http://localhost:3000")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from("username=dave&password=dave-password"))
-            .unwrap();
-        let reply = app.clone().oneshot(signup).await.unwrap();
+        let reply = app.clone().oneshot(signup("dave")).await.unwrap();
         assert_eq!(reply.status(), StatusCode::SEE_OTHER);
         assert!(reply.headers().contains_key("set-cookie"));
         let still = app.oneshot(admin.get("/account/sessions")).await.unwrap();
@@ -341,12 +347,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_user_lands_on_a_page_they_may_see() {
         let (app, _) = app().await;
-        let signup = Request::post("/signup")
-            .header("origin", "http://localhost:3000")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from("username=erin&password=erin-password"))
-            .unwrap();
-        let reply = app.clone().oneshot(signup).await.unwrap();
+        let reply = app.clone().oneshot(signup("erin")).await.unwrap();
         let cookie = reply.headers()["set-cookie"].to_str().unwrap();
         let cookie = cookie.split(';').next().unwrap().to_owned();
         let landing = reply.headers()["location"].to_str().unwrap().to_owned();
