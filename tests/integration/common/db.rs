@@ -64,11 +64,24 @@ impl Db {
         .unwrap();
     }
 
-    /// Runs `postgres` or `sqlite`, whichever fits; `NOW` in the SQLite text is its clock.
+    /// Runs `postgres` or `sqlite`, whichever fits; `NOW` in the SQLite text is its clock,
+    /// outside string literals only: a session id written into the text may hold `NOW`.
     pub async fn exec_each(&self, postgres: &str, sqlite: &str) {
         match self {
             Self::Postgres(_) => self.exec(postgres).await,
-            Self::Sqlite(_) => self.exec(&sqlite.replace("NOW", SQLITE_NOW)).await,
+            Self::Sqlite(_) => {
+                let parts = sqlite.split('\'').enumerate();
+                let parts: Vec<String> = parts
+                    .map(|(i, part)| {
+                        if i % 2 == 0 {
+                            part.replace("NOW", SQLITE_NOW)
+                        } else {
+                            part.to_owned()
+                        }
+                    })
+                    .collect();
+                self.exec(&parts.join("'")).await
+            }
         }
     }
 
