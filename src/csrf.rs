@@ -31,8 +31,7 @@ impl Csrf {
     /// Whether the request must pass the check: an unsafe method or a WebSocket handshake, on a
     /// path not exempted.
     pub(crate) fn applies(&self, method: &Method, headers: &HeaderMap, path: &str) -> bool {
-        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        (!safe || is_websocket_upgrade(headers)) && !self.exempt.contains(path)
+        may_act(method, headers) && !self.exempt.contains(path)
     }
 
     /// `Err(reason)` for a request a browser may have sent on another site's behalf.
@@ -73,6 +72,13 @@ impl Csrf {
             (None, _) => Err("neither Sec-Fetch-Site nor Origin"),
         }
     }
+}
+
+/// Whether a request may act on the session's behalf: an unsafe method (anything but `GET`,
+/// `HEAD`, `OPTIONS`) or a WebSocket handshake.
+pub(crate) fn may_act(method: &Method, headers: &HeaderMap) -> bool {
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    !safe || is_websocket_upgrade(headers)
 }
 
 /// A WebSocket handshake: `Upgrade: websocket`, or `Sec-Fetch-Mode: websocket`, which browsers

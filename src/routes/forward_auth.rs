@@ -13,7 +13,9 @@ use axum::{
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::{Auth, AuthRejection, AuthState, CurrentUser, Resource, events::security};
+use crate::{
+    Auth, AuthRejection, AuthState, CurrentUser, Resource, csrf::may_act, events::security,
+};
 
 /// The most distinct permissions one check on a resource may name in its query.
 const MAX_PERMISSIONS: usize = 16;
@@ -131,44 +133,36 @@ fn decodes_as_utf8(query: &str) -> bool {
 }
 
 /// The CSRF check of the original request: needed unless every method the proxy names is safe
-/// (and none names a WebSocket upgrade) or every URI it names is exempt. A bearer request needs
-/// none, as on the layer's own routes.
+/// (and none names a WebSocket upgrade). The app's exempt paths name its own routes, not those
+/// of the services behind the proxy, so they exempt nothing here. A bearer request needs none,
+/// as on the layer's own routes.
 fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(), AuthRejection> {
     let csrf = match &auth.shared().config.csrf {
         Some(csrf) if !auth.source().bearer() => csrf,
         _ => return Ok(()),
     };
-    let values = |names: [&str; 2]| -> Vec<String> {
+    let values = |names: [&str; 2]| -> Vec<&str> {
         names
             .iter()
             .flat_map(|name| headers.get_all(*name).iter())
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .filter_map(|v| v.to_str().ok())
             .collect()
     };
-    let mut methods = values(["x-forwarded-method", "x-original-method"]);
-    let uris = values(["x-forwarded-uri", "x-original-uri"]);
+    let methods = values(["x-forwarded-method", "x-original-method"]);
     // Without a method the request may be unsafe: check it.
-    if methods.is_empty() {
-        methods.push(Method::POST.to_string());
-    }
-    let paths: Vec<&str> = if uris.is_empty() {
-        vec!["/"]
-    } else {
-        uris.iter()
-            .map(|uri| uri.split(['?', '#']).next().unwrap_or(uri))
-            .collect()
-    };
-    let applies = methods.iter().any(|method| {
-        let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
-        paths
-            .iter()
-            .any(|path| csrf.applies(&method, headers, path))
-    });
+    let applies = methods.is_empty()
+        || methods.iter().any(|method| {
+            let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
+            may_act(&method, headers)
+        });
     if !applies {
         return Ok(());
     }
     csrf.check(headers).map_err(|reason| {
-        let path = paths.first().copied().unwrap_or("/");
+        let uri = values(["x-forwarded-uri", "x-original-uri"])
+            .first()
+            .copied();
+        let path = uri.map_or("/", |uri| uri.split(['?', '#']).next().unwrap_or(uri));
         security::csrf_rejected(auth.client(), reason, path);
         AuthRejection::CrossSite
     })

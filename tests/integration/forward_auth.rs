@@ -159,6 +159,21 @@ both_stores! {
         );
     }
 
+    /// The app's CSRF-exempt paths name its own routes, not those of the services behind the
+    /// proxy: a cross-site POST to a service's `/auth/token` (or with no path given) is refused.
+    async fn the_apps_exempt_paths_exempt_nothing_behind_the_proxy(db: Db) {
+        let app = app_with(db, |b| b.csrf_exempt("/auth/token").csrf_exempt("/")).await;
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let post = [("x-original-method", "POST"), ("sec-fetch-site", "same-site")];
+        for uri in [Some("/auth/token"), Some("/auth/token?next=1"), None] {
+            let mut headers = post.to_vec();
+            headers.extend(uri.map(|uri| ("x-original-uri", uri)));
+            assert_eq!(ask(&app, "", Some(&bob), &headers).await.status, StatusCode::FORBIDDEN, "{uri:?}");
+        }
+        let same = [("x-original-method", "POST"), ("x-original-uri", "/auth/token"), ("sec-fetch-site", "same-origin")];
+        assert_eq!(ask(&app, "", Some(&bob), &same).await.status, StatusCode::OK);
+    }
+
     async fn an_unavailable_database_is_503_never_200(db: Db) {
         let app = app(db).await;
         let bob = app.login(BOB, BOB_PASSWORD).await;
