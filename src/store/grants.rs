@@ -61,14 +61,23 @@ const RESOURCES_OF: Dialects = Dialects {
 /// at most, given how the database tests that a user's global permissions include $1. Each
 /// branch keeps only enabled users itself. The scoped ones read at most a page, in id order,
 /// from the `_holders_idx` indexes: a page costs the same however many hold the permission on
-/// the resource. The global one is not bounded that way: walking users in id order, Postgres
-/// would read them all for a permission few hold (it cannot tell how few), where its index finds
-/// them at once; the price is a sort of the global holders, large only for a permission most
-/// users hold.
+/// the resource. The global one first walks the next 1 000 users in id order (`probe`): for a
+/// permission that many hold, that finds the page at once. Only when it does not is the whole
+/// set of global holders read (on Postgres from its index, which finds a rare permission's
+/// holders at once) and sorted, which is large only for a permission held by some 5% of users
+/// or fewer yet many of them: walking in id order alone, Postgres would read every user for a
+/// permission few hold, since it cannot tell how few.
 macro_rules! holders {
     ($holds:literal) => {
         concat!(
             "\
+WITH probe AS (
+    SELECT id FROM (SELECT id, permissions, disabled_at FROM auth_users
+                     WHERE id > $4 ORDER BY id LIMIT 1000) ahead
+     WHERE ",
+            $holds,
+            " AND disabled_at IS NULL
+     ORDER BY id LIMIT $5)
 SELECT id FROM (
     SELECT id FROM (
         SELECT p.user_id AS id FROM auth_user_resource_permissions p
@@ -84,11 +93,14 @@ SELECT id FROM (
          WHERE ur.resource_type = $2 AND ur.resource_id = $3 AND ur.user_id > $4
          ORDER BY ur.user_id LIMIT $5) by_role
     UNION
+    SELECT id FROM probe
+    UNION
     SELECT id FROM auth_users
      WHERE ",
             $holds,
             "
-       AND disabled_at IS NULL AND id > $4) h
+       AND disabled_at IS NULL AND id > $4
+       AND (SELECT count(*) FROM probe) < $5) h
  ORDER BY id
  LIMIT $5"
         )

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use axum_live_auth::UserId;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::common::{BOB, BOB_PASSWORD, Db, both_stores, counted_app};
@@ -31,6 +32,44 @@ async fn seed_expired(db: &Db, count: u32) {
     .await;
 }
 
+/// `count` users `u1` … (no password), inserted in one statement.
+async fn seed_users(db: &Db, count: u32) {
+    db.exec_each(
+        &format!(
+            "INSERT INTO auth_users (username) SELECT 'u' || g FROM generate_series(1, {count}) g"
+        ),
+        &format!(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {count})
+             INSERT INTO auth_users (username) SELECT 'u' || n FROM g"
+        ),
+    )
+    .await;
+}
+
+/// Every page of the global holders of `permission`, `size` at a time; each page but the last is
+/// full.
+async fn every_holder(
+    accounts: &axum_live_auth::Accounts,
+    permission: &str,
+    size: u32,
+) -> Vec<UserId> {
+    let project = axum_live_auth::Resource::new("project", "1").unwrap();
+    let (mut all, mut after, mut full) = (Vec::new(), 0, true);
+    loop {
+        let page = accounts
+            .holders(permission, &project, after, size)
+            .await
+            .unwrap();
+        assert!(page.len() <= size as usize, "{page:?}");
+        let Some(&last) = page.last() else { return all };
+        // Only the last page may be short.
+        assert!(full, "a short page before {page:?}");
+        full = page.len() == size as usize;
+        all.extend_from_slice(&page);
+        after = last;
+    }
+}
+
 both_stores! {
     /// 1 100 expired sessions go in five statements of at most 250 rows; a live session stays.
     async fn the_purge_deletes_in_bounded_batches(db: Db) {
@@ -44,6 +83,34 @@ both_stores! {
         assert_eq!(app.sessions().await, 1);
         assert_eq!(app.status("/me", &bob).await, StatusCode::OK);
         assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 0);
+    }
+
+    /// The global holders of a permission, paged: a page of one most users hold is found among
+    /// the next users in id order; one that few hold, farther apart than that walk reaches, is
+    /// found all the same. Disabled users are left out either way.
+    async fn global_holders_are_paged_however_many_hold_the_permission(db: Db) {
+        let app = counted_app(db).await;
+        seed_users(&app.db, 1_300).await;
+        // Most users hold `common:read`; `rare:read` is held by one user in 400.
+        app.db.exec(
+            "INSERT INTO auth_user_permissions (user_id, permission)
+             SELECT id, 'common:read' FROM auth_users WHERE id % 7 <> 0
+             UNION ALL
+             SELECT id, 'rare:read' FROM auth_users WHERE id % 400 = 0",
+        )
+        .await;
+        app.db.exec("UPDATE auth_users SET disabled_at = created_at WHERE id IN (8, 800)").await;
+        for (permission, held) in [("common:read", "id % 7 <> 0"), ("rare:read", "id % 400 = 0")] {
+            let expected = app.db.count(&format!(
+                "SELECT count(*) FROM auth_users WHERE {held} AND disabled_at IS NULL"
+            )).await;
+            for size in [1, 50, 1_000] {
+                let all = every_holder(&app.accounts, permission, size).await;
+                assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+                assert_eq!(all.len() as i64, expected, "{permission}, pages of {size}");
+                assert!(!all.contains(&8) && !all.contains(&800), "{permission}: {all:?}");
+            }
+        }
     }
 }
 
