@@ -83,7 +83,9 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
 /// which the lookup checks), not for the copy's whole life.
 ///
 /// Only a session still live is touched: a touch that waited for the row while someone ended
-/// the session by moving a deadline into the past must not move it back. On Postgres a row
+/// the session by moving a deadline into the past must not move it back. Live as of the touch
+/// (`clock_timestamp()`), not as of its transaction's start: through a transaction pooler the
+/// lookup and the touch share one transaction. On Postgres a row
 /// another transaction holds is skipped, not waited for: the touch is only a hint, and a wait
 /// would hold the request up to the lookup's bound and leave, once given up, a backend waiting
 /// on the lock for every request of the session.
@@ -94,7 +96,7 @@ UPDATE auth_sessions s
        rotated_from_secret_hash = NULL
   FROM (SELECT id FROM auth_sessions
          WHERE id = $1 AND last_seen_at <= now() - $3
-           AND idle_expires_at > now() AND expires_at > now()
+           AND idle_expires_at > clock_timestamp() AND expires_at > clock_timestamp()
            FOR NO KEY UPDATE SKIP LOCKED) due
  WHERE s.id = due.id",
     sqlite: "\
@@ -148,7 +150,11 @@ RETURNING id";
 /// in the same transaction. On Postgres the user's row stays locked until then, as in
 /// [`CREATE_SESSION`], so that a ban or a password reset that ends the user's sessions cannot
 /// miss the copy; the old session's row too, so that a change to it committed meanwhile (its
-/// deadline moved into the past) is read, not copied over.
+/// deadline moved into the past) is read, not copied over. Liveness is judged on Postgres by
+/// `clock_timestamp()`, the time when the row is read (again, after a wait for a lock), never by
+/// `now()`, when the transaction began: a deadline that someone moved into the past while this
+/// waited for the user's row, or earlier in a password change's transaction, would be later than
+/// that, and the ended session would be copied.
 pub(super) const ROTATE: Dialects = Dialects {
     postgres: "\
 INSERT INTO auth_sessions (id, secret_hash, user_id, created_at, last_seen_at, idle_expires_at,
@@ -158,7 +164,7 @@ SELECT $2, $3, s.user_id, s.created_at, now(), LEAST(now() + $4, s.expires_at), 
        CASE WHEN $5 THEN now() ELSE s.authenticated_at END, s.user_agent, s.ip, s.credential_epoch,
        s.id, s.secret_hash
   FROM auth_sessions s JOIN auth_users u ON u.id = s.user_id
- WHERE s.id = $1 AND s.expires_at > now() AND s.idle_expires_at > now()
+ WHERE s.id = $1 AND s.expires_at > clock_timestamp() AND s.idle_expires_at > clock_timestamp()
    AND u.disabled_at IS NULL AND ($6::bigint IS NULL OR s.credential_epoch = $6)
    FOR NO KEY UPDATE OF u, s",
     sqlite: "\

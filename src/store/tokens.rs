@@ -43,14 +43,17 @@ const CREATE: Dialects = Dialects {
 /// epoch. A request checked when its head came can send its body much later: a reset, a ban,
 /// a revocation or a logout in between must not let it mint a link. On Postgres the session's
 /// row is held too: an ending still committing is waited for, and its deleted row then yields
-/// nothing (a moved epoch, re-read with the user's row, no longer matches the session's).
+/// nothing (a moved epoch, re-read with the user's row, no longer matches the session's), and
+/// its deadlines are compared with the clock when they are read (`clock_timestamp()`, as in
+/// the sessions' `ROTATE`).
 const CREATE_FOR_SESSION: Dialects = Dialects {
     postgres: create!(
         "now()",
         "auth_users u
   JOIN auth_sessions s ON s.id = $7 AND s.user_id = u.id
                       AND s.credential_epoch = u.credential_epoch
-                      AND s.expires_at > now() AND s.idle_expires_at > now()
+                      AND s.expires_at > clock_timestamp()
+                      AND s.idle_expires_at > clock_timestamp()
  WHERE u.id = $3 AND u.disabled_at IS NULL
    FOR SHARE OF u, s"
     ),

@@ -625,6 +625,72 @@ async fn a_rotation_waiting_on_a_session_being_ended_does_not_copy_it(pool: sqlx
     assert_eq!(live, 0, "the rotation answered {}", rotated.status);
 }
 
+/// An operator ends bob's session by moving its deadline into the past while a rotation (a
+/// reauthentication), or a password change that keeps the session, waits for bob's row: the
+/// session is not copied. The ending comes more than a second after the waiting transaction
+/// began, so its deadline is later than that transaction's `now()`. (Before: both copied the
+/// ended session, live for another 30 minutes.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_session_ended_by_hand_while_its_renewal_waits_is_not_copied(pool: sqlx::PgPool) {
+    let app = app(pool.clone()).await;
+    let renewals = [
+        ("/account/reauth", format!("password={BOB_PASSWORD}")),
+        (
+            "/account/password",
+            format!("current_password={BOB_PASSWORD}&new_password=a-new-long-password"),
+        ),
+    ];
+    for (path, form) in renewals {
+        sqlx::query("DELETE FROM auth_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let bob = app.login(BOB, BOB_PASSWORD).await;
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM auth_users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(app.bob)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let request = {
+            let renewal = axum::http::Request::post(path)
+                .header(http::header::COOKIE, format!("{COOKIE}={bob}"))
+                .header("sec-fetch-site", "same-origin")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(axum::body::Body::from(form))
+                .unwrap();
+            let app = app.clone();
+            tokio::spawn(async move { send(&app.router, renewal).await })
+        };
+        finished_or_waiting(&pool, &request).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let ending = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                sqlx::query(
+                    "UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'",
+                )
+                .execute(&pool)
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        holder.commit().await.unwrap();
+        ending.await.unwrap().unwrap();
+        let renewed = request.await.unwrap();
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM auth_sessions WHERE idle_expires_at > now() AND expires_at > now()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(live, 0, "{path} answered {}", renewed.status);
+    }
+}
+
 /// Every session of a user ends while one of them is being rotated: the rotation's copy ends
 /// too. (Without the user's lock, the delete's snapshot did not hold the uncommitted copy, and
 /// the copy outlived "log out everywhere".)

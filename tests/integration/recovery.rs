@@ -974,6 +974,48 @@ async fn an_address_change_racing_the_end_of_its_session_makes_no_link(pool: sql
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The same with the session ended by hand, its deadline moved into the past more than a second
+/// after the address change began waiting for the user's row: the deadline is later than that
+/// transaction's `now()`, yet the session is over. (Before: `202` and a live link.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn an_address_change_racing_an_ending_by_hand_makes_no_link(pool: sqlx::PgPool) {
+    let db = Db::from(pool.clone());
+    let (app, dir, _) = quickstart(&db).await;
+    let thief = login(&app, "alice", "alice-password")
+        .await
+        .session_cookie()
+        .unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM auth_users WHERE username = 'alice' FOR NO KEY UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let change = tokio::spawn({
+        let app = app.clone();
+        async move {
+            send(
+                &app,
+                post("/account/email", "email=thief%40evil.example", Some(&thief)),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    holder.commit().await.unwrap();
+    assert_ne!(change.await.unwrap().status, StatusCode::ACCEPTED);
+    let links: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM auth_tokens WHERE purpose = 'email_verification'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(links, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The answer to a reset request reads nothing of the account: with the users table locked,
 /// requests for an account within its limit, past it, and for no account are all answered
 /// `202` at once, and the link goes out once the lock is gone. So neither the answer nor its
