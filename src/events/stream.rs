@@ -52,6 +52,10 @@ struct Open {
     subscription: Subscription,
     /// What the client was last told.
     sent: Option<Picture>,
+    /// The session's secret (hashed) and user at the first read: a row found later with
+    /// another one is another session (its secret or user replaced by hand), which the
+    /// stream's token no longer opens.
+    opened: Option<(Vec<u8>, UserId)>,
     /// When the session expires unless something changes (idle or absolute deadline).
     expires: Instant,
     done: bool,
@@ -68,6 +72,7 @@ pub(crate) fn open(shared: &Arc<Shared>, user: &CurrentUser) -> Response {
         session: user.session_id().clone(),
         subscription,
         sent: None,
+        opened: None,
         expires: Instant::now(),
         done: false,
     };
@@ -175,7 +180,13 @@ impl Open {
         let (now, row) = (&mut read.0)
             .await
             .map_err(|_| sqlx::Error::WorkerCrashed)??;
-        Ok(row.map(|row| {
+        Ok(row.and_then(|row| {
+            let (secret_hash, user) = self
+                .opened
+                .get_or_insert_with(|| (row.secret_hash.clone(), row.user_id));
+            if *secret_hash != row.secret_hash || *user != row.user_id {
+                return Err(Missed::Unknown);
+            }
             let left = row
                 .now
                 .until(row.idle_expires_at)
@@ -184,11 +195,11 @@ impl Open {
             let mut permissions = row.permissions.0;
             permissions.sort_unstable();
             permissions.dedup();
-            Picture {
+            Ok(Picture {
                 id: row.user_id,
                 username: row.username,
                 permissions,
-            }
+            })
         }))
     }
 

@@ -398,6 +398,28 @@ async fn plain_sql_and_other_nodes_reach_the_stream(_: PgPoolOptions, options: P
     ended(&mut events).await;
 }
 
+/// Postgres: a session whose secret or user is replaced by hand is another session, which the
+/// stream's token no longer opens: its stream ends rather than go on with the row's new picture.
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_session_replaced_by_hand_ends_its_stream(_: PgPoolOptions, options: PgConnectOptions) {
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let app = events_app(pool.clone()).await;
+    for change in [
+        "UPDATE auth_sessions SET secret_hash = sha256(secret_hash)",
+        "UPDATE auth_sessions SET user_id = (SELECT id FROM auth_users WHERE username = 'alice')",
+    ] {
+        sqlx::query("DELETE FROM auth_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let token = app.login(BOB, BOB_PASSWORD).await;
+        let (mut events, _) = stream(&app, &token).await;
+        principal(&events.next(SOON).await);
+        sqlx::query(change).execute(&pool).await.unwrap();
+        ended(&mut events).await;
+    }
+}
+
 /// Postgres: when the node's listener connection is lost, open streams are told to reconnect.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_lost_listener_tells_open_streams(_: PgPoolOptions, options: PgConnectOptions) {
