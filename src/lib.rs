@@ -4,7 +4,10 @@
 //! `SameSite=Lax`). On every request the [`AuthLayer`] looks the session up in the database in
 //! one round trip and hands handlers the [`CurrentUser`] with their permissions as they are
 //! *now*: a ban, a logout, a revoked session or a removed permission is enforced on the next
-//! request, on every node, also when the change is made with plain SQL (Postgres).
+//! request, on every node, also when the change is made with plain SQL (Postgres). With the
+//! [principal cache](AuthLayerBuilder::principal_cache), other nodes (and plain SQL) reach a
+//! node once the change's notification does, within a millisecond or so, and a node that
+//! cannot be sure it hears them reads the database.
 //!
 //! # Quick start
 //!
