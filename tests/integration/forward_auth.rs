@@ -323,14 +323,17 @@ async fn a_check_looks_each_permission_up_once_and_only_a_few(pool: sqlx::PgPool
 // --- through a real nginx ------------------------------------------------------------------
 
 /// An upstream that is not this crate: a few lines of Python's `http.server` that answer every
-/// request with the `X-Auth-*` headers it received, as JSON.
+/// request with the `X-Auth-*` headers it received, and its `Cookie` and `Authorization`, as
+/// JSON.
 const UPSTREAM: &str = r#"
 import http.server, json, sys
 class Echo(http.server.BaseHTTPRequestHandler):
     def answer(self):
         seen = {k.lower(): v for k, v in self.headers.items()
                 if k.lower().replace("_", "-").startswith("x-auth-")}
-        body = json.dumps({"method": self.command, "path": self.path, "auth": seen}).encode()
+        body = json.dumps({"method": self.command, "path": self.path, "auth": seen,
+                           "cookie": self.headers.get_all("Cookie"),
+                           "authorization": self.headers.get_all("Authorization")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -557,6 +560,35 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
         app.bob, 1,
         "the forged id would be indistinguishable otherwise"
     );
+    // The service gets the client's other cookies, never the session's token.
+    assert_eq!(seen["cookie"], serde_json::Value::Null, "{seen}");
+    for (cookies, left) in [
+        (
+            format!("theme=dark; {COOKIE}={bob}; lang=en"),
+            "theme=dark; lang=en",
+        ),
+        (format!("{COOKIE}={bob}; lang=en"), "lang=en"),
+        (format!("theme=dark; {COOKIE}={bob}"), "theme=dark"),
+    ] {
+        let request = through("/service/hello", None, &[]);
+        let (mut parts, body) = request.into_parts();
+        parts
+            .headers
+            .insert(header::COOKIE, cookies.parse().unwrap());
+        parts.headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {bob}").parse().unwrap(),
+        );
+        let reply = send_from(nginx, client(3), Request::from_parts(parts, body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            seen["cookie"],
+            serde_json::json!([left]),
+            "{cookies}: {seen}"
+        );
+        assert_eq!(seen["authorization"], serde_json::Value::Null, "{seen}");
+    }
 
     // A location that requires reports:read: bob passes, alice without it does not.
     assert_eq!(
