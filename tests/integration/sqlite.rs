@@ -122,6 +122,49 @@ async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::Sqlite
     assert!(alice_permissions.is_empty(), "{alice_permissions:?}");
 }
 
+/// Rows replaced from the sqlite3 shell (foreign keys off, and `REPLACE` fires no delete
+/// trigger there): a replaced role stays the role it was, so taking it away still takes its
+/// permissions; a user row is never replaced by id, so a password set by hand that way cannot
+/// leave the user's sessions alive. (Before: the role got a new id, `unassign_role` found
+/// nothing and alice kept the role's permissions; bob's row was replaced with a new password at
+/// the same credential epoch, and his cookie still answered `200`.)
+#[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
+async fn replacing_rows_from_the_shell_keeps_revocations(pool: sqlx::SqlitePool) {
+    let app = crate::common::app(pool.clone()).await;
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let shell = shell(&pool).await;
+    sqlx::query("INSERT OR REPLACE INTO auth_roles (name) VALUES ('admin')")
+        .execute(&shell)
+        .await
+        .unwrap();
+    assert!(
+        app.accounts
+            .unassign_role(app.alice, "admin")
+            .await
+            .unwrap()
+    );
+    let (alice_permissions, _) = app.db.permissions_column_and_grants(app.alice).await;
+    assert!(alice_permissions.is_empty(), "{alice_permissions:?}");
+
+    // A password set by hand ends every session: replacing the row is no way around that.
+    let replaced = sqlx::query(
+        "REPLACE INTO auth_users (id, username, password_hash)
+         SELECT id, username, 'set by hand' FROM auth_users WHERE username = 'bob'",
+    )
+    .execute(&shell)
+    .await;
+    let status = app.status("/me", &bob).await;
+    assert!(
+        replaced.is_err() || status == StatusCode::UNAUTHORIZED,
+        "{replaced:?}, then {status}"
+    );
+    sqlx::query("UPDATE auth_users SET password_hash = 'set by hand' WHERE username = 'bob'")
+        .execute(&shell)
+        .await
+        .unwrap();
+    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+}
+
 /// A session is ended by moving its idle deadline into the past, in a write transaction still
 /// open while a request of that session, which read it as live, writes its due touch: the touch
 /// waits for the writer, then finds the session ended and leaves it so. (Without the touch's
