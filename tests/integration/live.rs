@@ -559,6 +559,16 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
     );
 }
 
+/// How many sessions are live now (neither deadline passed).
+async fn live_sessions(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM auth_sessions WHERE idle_expires_at > now() AND expires_at > now()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// A transaction, left open, that ends every session by moving its idle deadline into the past.
 async fn ending_every_session(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut end = pool.begin().await.unwrap();
@@ -616,12 +626,7 @@ async fn a_rotation_waiting_on_a_session_being_ended_does_not_copy_it(pool: sqlx
     finished_or_waiting(&pool, &request).await;
     end.commit().await.unwrap();
     let rotated = request.await.unwrap();
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM auth_sessions WHERE idle_expires_at > now() AND expires_at > now()",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let live = live_sessions(&pool).await;
     assert_eq!(live, 0, "the rotation answered {}", rotated.status);
 }
 
@@ -681,12 +686,7 @@ async fn a_session_ended_by_hand_while_its_renewal_waits_is_not_copied(pool: sql
         holder.commit().await.unwrap();
         ending.await.unwrap().unwrap();
         let renewed = request.await.unwrap();
-        let live: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM auth_sessions WHERE idle_expires_at > now() AND expires_at > now()",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let live = live_sessions(&pool).await;
         assert_eq!(live, 0, "{path} answered {}", renewed.status);
     }
 }

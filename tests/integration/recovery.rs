@@ -930,11 +930,14 @@ both_stores! {
     }
 }
 
-/// An address change whose session is being ended meanwhile (a logout still committing when the
-/// change asks for its link) makes no link: the link's insert waits for the ending and finds the
-/// session gone. (Before: it read the session from before the ending, `202`, and a live link.)
-#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
-async fn an_address_change_racing_the_end_of_its_session_makes_no_link(pool: sqlx::PgPool) {
+/// Alice's session ends while her address change waits for her row, which another transaction
+/// holds: deleted in that transaction, or (`by_hand`) its deadline moved into the past in a
+/// statement of its own more than a second after the change began waiting. The change's answer,
+/// and how many verification links exist afterwards.
+async fn address_change_while_its_session_ends(
+    pool: &sqlx::PgPool,
+    by_hand: bool,
+) -> (StatusCode, i64) {
     let db = Db::from(pool.clone());
     let (app, dir, _) = quickstart(&db).await;
     let thief = login(&app, "alice", "alice-password")
@@ -942,54 +945,18 @@ async fn an_address_change_racing_the_end_of_its_session_makes_no_link(pool: sql
         .session_cookie()
         .unwrap();
     let id = thief.split('.').next().unwrap().to_owned();
-    let mut ending = pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM auth_users WHERE username = 'alice' FOR NO KEY UPDATE")
-        .execute(&mut *ending)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
-        .bind(&id)
-        .execute(&mut *ending)
-        .await
-        .unwrap();
-    let change = tokio::spawn({
-        let app = app.clone();
-        async move {
-            send(
-                &app,
-                post("/account/email", "email=thief%40evil.example", Some(&thief)),
-            )
-            .await
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ending.commit().await.unwrap();
-    assert_eq!(change.await.unwrap().status, StatusCode::UNAUTHORIZED);
-    let links: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM auth_tokens WHERE purpose = 'email_verification'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(links, 0);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The same with the session ended by hand, its deadline moved into the past more than a second
-/// after the address change began waiting for the user's row: the deadline is later than that
-/// transaction's `now()`, yet the session is over. (Before: `202` and a live link.)
-#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
-async fn an_address_change_racing_an_ending_by_hand_makes_no_link(pool: sqlx::PgPool) {
-    let db = Db::from(pool.clone());
-    let (app, dir, _) = quickstart(&db).await;
-    let thief = login(&app, "alice", "alice-password")
-        .await
-        .session_cookie()
-        .unwrap();
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM auth_users WHERE username = 'alice' FOR NO KEY UPDATE")
         .execute(&mut *holder)
         .await
         .unwrap();
+    if !by_hand {
+        sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+    }
     let change = tokio::spawn({
         let app = app.clone();
         async move {
@@ -1000,20 +967,43 @@ async fn an_address_change_racing_an_ending_by_hand_makes_no_link(pool: sqlx::Pg
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    holder.commit().await.unwrap();
-    assert_ne!(change.await.unwrap().status, StatusCode::ACCEPTED);
-    let links: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM auth_tokens WHERE purpose = 'email_verification'")
-            .fetch_one(&pool)
+    if by_hand {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+            .execute(pool)
             .await
             .unwrap();
-    assert_eq!(links, 0);
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    holder.commit().await.unwrap();
+    let status = change.await.unwrap().status;
+    let links: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM auth_tokens WHERE purpose = 'email_verification'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     let _ = std::fs::remove_dir_all(dir);
+    (status, links)
+}
+
+/// An address change whose session is being ended meanwhile (a logout still committing when the
+/// change asks for its link) makes no link: the link's insert waits for the ending and finds the
+/// session gone. (Before: it read the session from before the ending, `202`, and a live link.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn an_address_change_racing_the_end_of_its_session_makes_no_link(pool: sqlx::PgPool) {
+    let (status, links) = address_change_while_its_session_ends(&pool, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(links, 0);
+}
+
+/// The same with the session ended by hand: its deadline is later than the `now()` of the
+/// change's transaction, yet the session is over. (Before: `202` and a live link.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn an_address_change_racing_an_ending_by_hand_makes_no_link(pool: sqlx::PgPool) {
+    let (status, links) = address_change_while_its_session_ends(&pool, true).await;
+    assert_ne!(status, StatusCode::ACCEPTED);
+    assert_eq!(links, 0);
 }
 
 /// The answer to a reset request reads nothing of the account: with the users table locked,
