@@ -609,12 +609,21 @@ async fn connect(url: &str) -> Result<Db, Failure> {
             })?;
         Ok(Db::Sqlite(pool))
     } else {
-        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        // Only what reads as a URL scheme is shown: the rest may hold a password (a libpq
+        // `host=db password=…` string has no scheme at all).
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme).filter(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        let shown = scheme.map_or_else(
+            || "something else".to_owned(),
+            |s| quote(&format!("{s}://")),
+        );
         Err(Failure::new(
             USAGE,
             format!(
-                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:, not {}",
-                quote(&format!("{scheme}:"))
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:, not {shown}"
             ),
         ))
     }

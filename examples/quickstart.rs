@@ -386,17 +386,15 @@ async fn admin() -> &'static str {
 #[derive(Deserialize)]
 struct PermissionForm {
     permission: String,
-    /// `type:id`, such as `project:42`, to grant or revoke on that resource only.
+    /// `type:id`, such as `project:42`, to grant or revoke on that resource only. Left out for
+    /// every resource; given but empty (a form's field left blank) is refused, never taken as
+    /// every resource.
     resource: Option<String>,
 }
 
 impl PermissionForm {
     fn resource(&self) -> Result<Option<Resource>, Error> {
-        self.resource
-            .as_deref()
-            .filter(|r| !r.is_empty())
-            .map(str::parse)
-            .transpose()
+        self.resource.as_deref().map(str::parse).transpose()
     }
 }
 
@@ -447,24 +445,31 @@ async fn grant_permission(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `204` once the grant is gone; `404` when the user had no such grant to revoke, so that an
+/// admin is not told "done" while the access stays.
 async fn revoke_permission(
     State(accounts): State<Accounts>,
     Path(username): Path<String>,
     Form(form): Form<PermissionForm>,
-) -> Result<StatusCode, Error> {
+) -> Result<(StatusCode, &'static str), Error> {
     // Only a direct grant is revoked; a permission that also comes from a role stays.
     let user = find_user(&accounts, &username).await?;
-    match form.resource()? {
+    let revoked = match form.resource()? {
         Some(resource) => {
             accounts
                 .revoke_permission_on(user, &form.permission, &resource)
-                .await?;
+                .await?
         }
-        None => {
-            accounts.revoke_permission(user, &form.permission).await?;
-        }
-    }
-    Ok(StatusCode::NO_CONTENT)
+        None => accounts.revoke_permission(user, &form.permission).await?,
+    };
+    Ok(if revoked {
+        (StatusCode::NO_CONTENT, "")
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "no such grant to revoke (a role may give the permission)",
+        )
+    })
 }
 
 /// Only a user with `project:read` on this project (or on every project) gets here.

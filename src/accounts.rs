@@ -166,26 +166,26 @@ impl Accounts {
         // such, or a sign-up refused for load, counts for nothing.
         validate_username(username)?;
         password::validate_new(password)?;
-        let mut reserved = None;
-        if let Some(address) = client.address {
-            let key = AttemptKey::sign_up(address.to_string());
-            match self
-                .reserve_in_window(&key, SIGN_UPS_PER_ADDRESS, WINDOW)
-                .await?
-            {
-                Reservation::Granted(granted) => reserved = Some(granted),
-                Reservation::Refused(retry_after) => {
-                    security::sign_up_throttled(client, retry_after);
-                    return Err(Error::Throttled { retry_after });
-                }
+        // Without the client's address (an app served without connect info), every such
+        // sign-up shares one budget: fewer sign-ups, never unlimited ones.
+        let address = client
+            .address
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let key = AttemptKey::sign_up(address);
+        let reserved = match self
+            .reserve_in_window(&key, SIGN_UPS_PER_ADDRESS, WINDOW)
+            .await?
+        {
+            Reservation::Granted(granted) => granted,
+            Reservation::Refused(retry_after) => {
+                security::sign_up_throttled(client, retry_after);
+                return Err(Error::Throttled { retry_after });
             }
-        }
+        };
         let created = self.create(username, password, client.address).await;
-        match (&created, &reserved) {
-            (Ok(user), _) => security::signed_up(client, *user),
-            (Err(Error::Busy { .. }), Some(reserved)) => {
-                self.store.release_attempt(reserved).await?
-            }
+        match &created {
+            Ok(user) => security::signed_up(client, *user),
+            Err(Error::Busy { .. }) => self.store.release_attempt(&reserved).await?,
             _ => {}
         }
         created

@@ -168,9 +168,9 @@ impl Auth {
     /// name was free or taken, so that one client can neither create accounts in bulk nor find
     /// out at speed which names are taken (each [`Error::UsernameTaken`] tells one). Input
     /// refused as such (an invalid name or password) and a sign-up refused for load
-    /// ([`Error::Busy`]) count for nothing. Without the client's address (see
-    /// [`trusted_proxies`](crate::AuthLayerBuilder::trusted_proxies) and connect info) no
-    /// per-address limit applies. An admin page that creates users for others calls
+    /// ([`Error::Busy`]) count for nothing. Sign-ups without the client's address (see
+    /// [`trusted_proxies`](crate::AuthLayerBuilder::trusted_proxies) and connect info) all
+    /// share one such budget, never an unlimited one. An admin page that creates users for others calls
     /// `create_user` instead: logging in there would end the admin's own session.
     ///
     /// ```

@@ -133,7 +133,8 @@ impl Shared {
         if !self.warned_no_peer.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "axum-live-auth: a request came without the client's address, so per-address \
-                 login limits do not apply to it; serve the app with \
+                 login and reset limits do not apply to it, and sign-ups without an address \
+                 share one budget (10 in 15 minutes); serve the app with \
                  `into_make_service_with_connect_info::<SocketAddr>()`"
             );
         }

@@ -200,6 +200,13 @@ fn usage_errors_exit_2_without_touching_a_database() {
         !run.stderr.contains("hunter2"),
         "the URL's password leaked: {run:#?}"
     );
+    // A libpq key=value string has no scheme: nothing of it is shown.
+    let run = cli(Some("host=db password=se:cret"), &["sessions", "bob"], None);
+    run.code(2);
+    assert!(
+        !run.stderr.contains("password=se"),
+        "the password leaked: {run:#?}"
+    );
     let run = cli(url, &["sessions", "bob"], None);
     run.code(2);
     assert!(run.stderr.contains("does not exist"), "{run:#?}");

@@ -513,7 +513,8 @@ both_stores! {
     }
 
     /// A request without the client's address (served without connect info) is told about,
-    /// once, at WARN.
+    /// once, at WARN; sign-ups without one share one budget, never an unlimited one. (Before:
+    /// no sign-up without an address was ever refused.)
     async fn serving_without_connect_info_is_warned_about_once(db: Db) {
         let logs = Logs::default();
         let _guard = tracing::subscriber::set_default(logs.subscriber());
@@ -523,6 +524,17 @@ both_stores! {
         }
         let warnings = logs.text().matches("without the client's address").count();
         assert_eq!(warnings, 1, "{}", logs.text());
+        // Sign-ups without an address share one budget: the eleventh is refused.
+        for i in 0..11 {
+            let request = Request::post("/signup")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::from(format!("username=user{i}&password=new-user-password")))
+                .unwrap();
+            let status = crate::common::send(&app.router, request).await.status;
+            let expected = if i < 10 { StatusCode::SEE_OTHER } else { StatusCode::TOO_MANY_REQUESTS };
+            assert_eq!(status, expected, "sign-up {i}");
+        }
     }
 
     /// A session cookie without the `__Host-` prefix, which a sibling subdomain can plant, is

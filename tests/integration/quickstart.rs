@@ -160,6 +160,14 @@ let auth = AuthLayer::builder(db.store())
     assert_eq!((edited.status, edited.body.as_str()), (StatusCode::OK, "Project 7 edited by bob"));
     assert_eq!(status(call("POST", "/admin/users/bob/revoke", a(), form).await), StatusCode::NO_CONTENT);
     assert_eq!(status(call("POST", "/projects/7/edit", b(), None).await), StatusCode::FORBIDDEN);
+    // Nothing left to revoke (or a permission that comes from a role): not "done".
+    assert_eq!(status(call("POST", "/admin/users/bob/revoke", a(), form).await), StatusCode::NOT_FOUND);
+    let by_role = Some("permission=admin");
+    assert_eq!(status(call("POST", "/admin/users/alice/revoke", a(), by_role).await), StatusCode::NOT_FOUND);
+    // A resource field left blank is refused, never a grant on every resource.
+    let blank = Some("permission=project%3Awrite&resource=");
+    assert_eq!(status(call("POST", "/admin/users/bob/grant", a(), blank).await), StatusCode::BAD_REQUEST);
+    assert_eq!(status(call("POST", "/projects/7/edit", b(), None).await), StatusCode::FORBIDDEN);
     // A resource that is not `type:id`: a clean 400.
     for bad in ["project", "project%3A", "pro%20ject%3A1", "%3A1"] {
         let form = format!("permission=project%3Aread&resource={bad}");
