@@ -7,7 +7,7 @@ pub use tower_cookies::cookie::SameSite;
 
 use crate::{
     AuthStore, CacheOptions, ConfigError, Messenger, StoreKind,
-    csrf::{Csrf, normalize_origin},
+    csrf::{Csrf, normalize_origin, plain_http_elsewhere},
     events::StreamLimits,
     recovery::Recovery,
     store::ThrottleLimits,
@@ -1062,29 +1062,6 @@ impl AuthLayerBuilder {
         let csrf = Csrf::new(origins, self.allow_without_origin_headers, exempt);
         Ok(Some(csrf))
     }
-}
-
-/// Whether `url` is `http://` on a host other than this machine's.
-fn plain_http_elsewhere(url: &str) -> bool {
-    let Some(rest) = url
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
-        .map(|_| &url[7..])
-    else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    }
-    .to_ascii_lowercase();
-    let loopback = host == "localhost"
-        || host.ends_with(".localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    !loopback
 }
 
 fn validate_cookie(cookie: &CookieConfig) -> Result<(), ConfigError> {

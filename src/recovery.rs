@@ -10,9 +10,10 @@ use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 use tokio::sync::Semaphore;
 
 use crate::{
-    Accounts, Error, SessionId, SessionToken, UserId,
+    Accounts, ConfigError, Error, SessionId, SessionToken, UserId,
     accounts::has_space_or_invisible,
     client::Client,
+    csrf::plain_http_elsewhere,
     error::InfrastructureError,
     events::security,
     login::typed_name,
@@ -177,19 +178,34 @@ impl Accounts {
     /// #     async fn send(&self, _: axum_live_auth::Message) -> Result<(), axum_live_auth::MessengerError> { Ok(()) }
     /// # }
     /// let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
-    /// let accounts = axum_live_auth::Accounts::new(pool)
-    ///     .with_messenger(Mailer, "https://app.example.com/account");
+    /// let accounts = axum_live_auth::Accounts::new(pool.clone())
+    ///     .with_messenger(Mailer, "https://app.example.com/account")?;
+    ///
+    /// // Links that carry their token in the clear, across the network: refused.
+    /// let clear = axum_live_auth::Accounts::new(pool)
+    ///     .with_messenger(Mailer, "http://app.example.com/account");
+    /// assert!(matches!(clear, Err(axum_live_auth::ConfigError::PlainHttp(_))));
     /// # let _ = accounts; Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::PlainHttp`](crate::ConfigError::PlainHttp) for a plain `http://` URL on
+    /// a host other than this machine's, as [`AuthLayerBuilder::build`](crate::AuthLayerBuilder::build)
+    /// refuses it.
     pub fn with_messenger(
         mut self,
         messenger: impl Messenger,
         account_url: impl Into<String>,
-    ) -> Self {
+    ) -> Result<Self, ConfigError> {
+        let account_url = account_url.into();
+        if plain_http_elsewhere(&account_url) {
+            return Err(ConfigError::PlainHttp(account_url));
+        }
         let recovery = Arc::make_mut(&mut self.recovery);
         recovery.set_messenger(messenger);
-        recovery.account_url = account_url.into().trim_end_matches('/').to_owned();
-        self
+        recovery.account_url = account_url.trim_end_matches('/').to_owned();
+        Ok(self)
     }
 
     /// Sends a password-reset link to the user called `name_or_email` (a username, or the
