@@ -172,9 +172,9 @@ async fn read(
     now: Instant,
     deadline: tokio::time::Instant,
 ) -> Result<Result<(Entry, RequestConnection), Missed>, sqlx::Error> {
-    let mut conn = by(deadline, shared.store.connection()).await?;
     // Given up on, the connection is closed when dropped, never handed back mid-statement.
-    let mut row = match by(deadline, conn.lookup(token.id())).await? {
+    let (conn, row) = by(deadline, shared.store.connection_with_lookup(token.id())).await?;
+    let mut row = match row {
         Ok(row) => row,
         Err(missed) => {
             shared.store.release(conn);

@@ -246,6 +246,22 @@ const DELETE_ALL: Dialects = Dialects {
 /// It gives up after this, and nothing changed.
 const TRUNCATE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '1s'";
 
+/// How many connections found closed one lookup passes over before it gives up.
+const LOST_CONNECTION_RETRIES: usize = 8;
+
+/// Whether `error` says that the connection itself is gone (its socket broken, or the server
+/// ending it: SQLSTATE classes 08 and 57P), so that another connection may well work.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        #[cfg(feature = "postgres")]
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|error| error.code().starts_with("08") || error.code().starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// What the per-request lookup returns for a live session of an enabled user.
 #[derive(Debug)]
 pub(crate) struct SessionRow {
@@ -584,10 +600,30 @@ impl AuthStore {
         &self,
         id: &SessionId,
     ) -> Result<Result<SessionRow, Missed>, sqlx::Error> {
-        let mut conn = self.connection().await?;
-        let row = conn.lookup(id).await?;
+        let (conn, row) = self.connection_with_lookup(id).await?;
         self.release(conn);
         Ok(row)
+    }
+
+    /// A connection for a request's statements, and the session `id` read on it. A connection
+    /// the server closed while it sat idle (a restart, a failover, `idle_session_timeout`)
+    /// shows only when used: it is dropped and the lookup tried on another, a few times at
+    /// most, so that such connections cost no request a `503`.
+    pub(crate) async fn connection_with_lookup(
+        &self,
+        id: &SessionId,
+    ) -> Result<(RequestConnection, Result<SessionRow, Missed>), sqlx::Error> {
+        let mut tries = 0;
+        loop {
+            let mut conn = self.connection().await?;
+            match conn.lookup(id).await {
+                Ok(row) => return Ok((conn, row)),
+                Err(error) if tries < LOST_CONNECTION_RETRIES && connection_lost(&error) => {
+                    tries += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Inserts a session and ends the user's least recently used ones beyond the cap, in one

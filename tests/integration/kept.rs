@@ -142,6 +142,42 @@ async fn a_lookup_cut_short_does_not_keep_its_connection(watch: PgPool) {
     }
 }
 
+/// The server ends the kept connections while they sit idle (a restart, a failover, an
+/// operator's `pg_terminate_backend`, `idle_session_timeout`): the next requests are answered
+/// on other connections, none with `503`. (Before: each dead kept connection cost one request a
+/// `503`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn kept_connections_ended_by_the_server_cost_no_request(watch: PgPool) {
+    let app = app_with(named_pool(&watch.connect_options(), 4).await, |b| {
+        b.lookup_connections(2)
+    })
+    .await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    let server = serve(app.router.clone()).await;
+    for _ in 0..3 {
+        let replies =
+            join_all((0..8).map(|i| send_from(server, client(i), get_with_cookie("/me", &alice))))
+                .await;
+        assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+    }
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = $1 AND datname = current_database()) t",
+    )
+    .bind(NAME)
+    .fetch_one(&watch)
+    .await
+    .unwrap();
+    assert!(ended >= 2, "{ended} connections ended");
+    for i in 0..6 {
+        assert_eq!(
+            app.status("/me", &alice).await,
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+}
+
 /// A session whose row someone holds locked (an operator's transaction left open): its requests'
 /// touches skip the row instead of waiting on it, so they neither wait out the lookup's bound
 /// nor leave a backend behind each time. (Before, each touch waited 300 ms, was given up, and
