@@ -84,17 +84,17 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
             transaction.commit().await?;
         }
         // One SQLite migration switches foreign keys off on its connection and runs its own
-        // transaction: a connection it fails on is closed, not handed back to the pool so.
+        // transaction, which sqlx does not know of: the connection is closed afterwards, never
+        // handed back to the pool, so that one the migration failed on, or that a caller gave
+        // up on mid-migration (dropping this future), cannot go on holding the database's
+        // write lock.
         #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => {
             let mut connection = pool.acquire().await?;
-            if let Err(error) = SQLITE_MIGRATOR
+            connection.close_on_drop();
+            SQLITE_MIGRATOR
                 .run_direct(None, &mut *connection, false)
-                .await
-            {
-                connection.close_on_drop();
-                return Err(error.into());
-            }
+                .await?;
         }
     }
     Ok(())

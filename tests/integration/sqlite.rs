@@ -236,6 +236,52 @@ async fn migrate_before(pool: &sqlx::SqlitePool, version: i64) {
     before.run(pool).await.unwrap();
 }
 
+/// `migrate` given up (its future dropped) while the migration that rebuilds the users table
+/// runs its own transaction: the connection is closed, so the write lock goes with it, and the
+/// database takes writes again. (Before: the connection went back to the pool inside that
+/// transaction, and every other writer got "database is locked" until the pool closed it.)
+#[sqlx::test(migrations = false)]
+async fn a_migrate_given_up_mid_rebuild_leaves_no_write_lock(pool: sqlx::SqlitePool) {
+    migrate_before(&pool, IDS_NEVER_REUSED).await;
+    // Enough users that the rebuild takes far longer than the caller waits.
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 300000)
+         INSERT INTO auth_users (username) SELECT 'user' || n FROM g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let cut =
+        tokio::time::timeout(Duration::from_millis(100), axum_live_auth::migrate(&pool)).await;
+    assert!(
+        cut.is_err(),
+        "the migration ended within 100 ms: seed more users"
+    );
+    let writer = sqlx::SqlitePool::connect_with(
+        pool.connect_options()
+            .as_ref()
+            .clone()
+            .busy_timeout(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let write = sqlx::query("UPDATE auth_users SET username = username WHERE id = 1")
+            .execute(&writer)
+            .await;
+        match write {
+            Ok(_) => break,
+            Err(error) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still no write after 10 s: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    axum_live_auth::migrate(&pool).await.unwrap();
+}
+
 /// A database made before ids were never reused, upgraded: every row stays (a session goes on
 /// working, a role's permissions stay with its members), an app's table that references
 /// `auth_users` still cascades, foreign keys stay on, and a deleted user's id is not given to
