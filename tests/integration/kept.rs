@@ -178,6 +178,52 @@ async fn kept_connections_ended_by_the_server_cost_no_request(watch: PgPool) {
     }
 }
 
+/// Lookups given up while a table lock holds them (a migration, `VACUUM FULL`): Postgres does
+/// not see a client leave while its statement waits for a lock, so each closed connection's
+/// server process stays, and the pool opens another. With a `lock_timeout` under the lookup's
+/// bound on the layer's pool, as the README advises, each statement ends with its request and
+/// the server processes stay within the pool and the kept connections. (Without it: one more
+/// for every request, 20 here.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_lock_timeout_bounds_lookups_held_up_by_a_table_lock(watch: PgPool) {
+    let options = watch
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name(NAME)
+        .options([("lock_timeout", "250ms")]);
+    let pool = PgPoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let app = app_with(pool, |b| {
+        b.lookup_connections(1)
+            .lookup_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let alice = app.login(ALICE, ALICE_PASSWORD).await;
+    let mut lock = watch.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            app.status("/me", &alice).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let held = backends(&watch).await.len();
+    lock.commit().await.unwrap();
+    assert!(
+        held <= 3,
+        "{held} server processes for a pool of 2 and 1 kept"
+    );
+    assert_eq!(app.status("/me", &alice).await, StatusCode::OK);
+}
+
 /// A session whose row someone holds locked (an operator's transaction left open): its requests'
 /// touches skip the row instead of waiting on it, so they neither wait out the lookup's bound
 /// nor leave a backend behind each time. (Before, each touch waited 300 ms, was given up, and
