@@ -660,7 +660,7 @@ impl AuthLayerBuilder {
     /// Whether responses to authenticated requests get `Cache-Control: private, no-store`
     /// (unless the handler set its own `Cache-Control`) and `Vary: Cookie` (or `Authorization`
     /// for a bearer request), so that no shared cache keeps one user's page for another.
-    /// Default: on.
+    /// Default: on. Switched off, `build()` logs a warning.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1018,6 +1018,13 @@ impl AuthLayerBuilder {
                 "axum-live-auth: the session cookie's name has no __Host- prefix, so a sibling \
                  subdomain can set a cookie of that name (fixing a user into its session, or \
                  signing them out); keep the prefix unless the cookie needs a Domain"
+            );
+        }
+        if !config.private_responses {
+            tracing::warn!(
+                "axum-live-auth: private_responses is off: responses to authenticated requests \
+                 get no Cache-Control: private, no-store and no Vary unless the app sets them, so \
+                 a shared cache (a CDN, a proxy) may serve one user's page to another"
             );
         }
         if self.store.pings_on_checkout() {

@@ -553,6 +553,21 @@ both_stores! {
         assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
     }
 
+    /// Responses no longer marked private are warned about at build; the default is not.
+    async fn private_responses_off_are_warned_about(db: Db) {
+        let logs = Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let warning = "private_responses is off";
+        let _default = AuthLayer::builder(db.store()).allowed_origin(ORIGIN).build().unwrap();
+        assert!(!logs.text().contains(warning), "{}", logs.text());
+        let _off = AuthLayer::builder(db.store())
+            .allowed_origin(ORIGIN)
+            .private_responses(false)
+            .build()
+            .unwrap();
+        assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
+    }
+
     /// Logout clears the cookie and the browser's cache of the session's pages.
     async fn logout_clears_the_site_cache(db: Db) {
         let app = app_with(db, |b| b).await;
