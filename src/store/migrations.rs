@@ -84,20 +84,41 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
             transaction.commit().await?;
         }
         // One SQLite migration switches foreign keys off on its connection and runs its own
-        // transaction, which sqlx does not know of: the connection is closed afterwards, never
-        // handed back to the pool, so that one the migration failed on, or that a caller gave
-        // up on mid-migration (dropping this future), cannot go on holding the database's
-        // write lock.
+        // transaction, which sqlx does not know of: a connection the migrator did not finish
+        // on (it failed, or the caller gave up and dropped this future) is closed, never
+        // handed back to the pool, where it would go on holding the database's write lock.
+        // One it finished on goes back (an in-memory database lives only as long as its
+        // connections).
         #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => {
-            let mut connection = pool.acquire().await?;
-            connection.close_on_drop();
+            let mut migration = ClosedUnlessFinished {
+                connection: pool.acquire().await?,
+                finished: false,
+            };
             SQLITE_MIGRATOR
-                .run_direct(None, &mut *connection, false)
+                .run_direct(None, &mut *migration.connection, false)
                 .await?;
+            migration.finished = true;
         }
     }
     Ok(())
+}
+
+/// A connection closed when dropped, rather than handed back to its pool, unless the work on
+/// it finished.
+#[cfg(feature = "sqlite")]
+struct ClosedUnlessFinished {
+    connection: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    finished: bool,
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for ClosedUnlessFinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.connection.close_on_drop();
+        }
+    }
 }
 
 /// Applies the Postgres migrations on `conn`, in its transaction (each migration a savepoint),
