@@ -3,19 +3,28 @@
 -- shell sets), and with foreign keys off, the shell's default, nothing cascades either.
 -- Replacing a role left its grants and members behind under its old id, which the role's name
 -- no longer reaches: its members kept its permissions, and neither unassign_role nor
--- revoke_role_permission could take them away. Replacing a user by id reset its credential
--- epoch, which brought back the sessions a password change had ended. So a role is never
--- replaced (the insert is ignored, as ON CONFLICT DO NOTHING would do: the role stays as it
--- was), and a user row is never replaced by id (refused: UPDATE it instead). A user replaced
--- by name gets a new id, which no old session or grant names.
-CREATE TRIGGER auth_roles_never_replaced BEFORE INSERT ON auth_roles
-WHEN EXISTS (SELECT 1 FROM auth_roles WHERE name = NEW.name OR id = NEW.id)
-BEGIN
-    SELECT RAISE(IGNORE);
+-- revoke_role_permission could take them away. Replacing a user by id started the row again at
+-- the first credential epoch, with the sessions of the row it replaced still there: they went
+-- on after a password set that way. So an inserted row finishes what such a delete left
+-- undone, as the delete triggers would have: whatever still names the new row's id (a user's,
+-- for an id given by hand) or a role that no longer exists goes. An insert of a new id finds
+-- nothing to delete; an insert that a conflict turns into nothing (ON CONFLICT DO NOTHING, an
+-- upsert's UPDATE, INSERT OR IGNORE) fires no insert trigger. A migration that rebuilds these
+-- tables must create these triggers again.
+CREATE TRIGGER auth_users_insert_replaces AFTER INSERT ON auth_users BEGIN
+    DELETE FROM auth_sessions WHERE user_id = NEW.id;
+    DELETE FROM auth_tokens WHERE user_id = NEW.id;
+    DELETE FROM auth_user_roles WHERE user_id = NEW.id;
+    DELETE FROM auth_user_permissions WHERE user_id = NEW.id;
+    DELETE FROM auth_user_resource_roles WHERE user_id = NEW.id;
+    DELETE FROM auth_user_resource_permissions WHERE user_id = NEW.id;
 END;
 
-CREATE TRIGGER auth_users_never_replaced BEFORE INSERT ON auth_users
-WHEN EXISTS (SELECT 1 FROM auth_users WHERE id = NEW.id)
-BEGIN
-    SELECT RAISE(ABORT, 'auth_users: a user row is never replaced; UPDATE it instead');
+CREATE TRIGGER auth_roles_insert_replaces AFTER INSERT ON auth_roles BEGIN
+    DELETE FROM auth_role_permissions
+     WHERE role_id = NEW.id OR role_id NOT IN (SELECT id FROM auth_roles);
+    DELETE FROM auth_user_roles
+     WHERE role_id = NEW.id OR role_id NOT IN (SELECT id FROM auth_roles);
+    DELETE FROM auth_user_resource_roles
+     WHERE role_id = NEW.id OR role_id NOT IN (SELECT id FROM auth_roles);
 END;

@@ -123,28 +123,26 @@ async fn deleting_with_foreign_keys_off_leaves_nothing_behind(pool: sqlx::Sqlite
 }
 
 /// Rows replaced from the sqlite3 shell (foreign keys off, and `REPLACE` fires no delete
-/// trigger there): a replaced role stays the role it was, so taking it away still takes its
-/// permissions; a user row is never replaced by id, so a password set by hand that way cannot
-/// leave the user's sessions alive. (Before: the role got a new id, `unassign_role` found
-/// nothing and alice kept the role's permissions; bob's row was replaced with a new password at
-/// the same credential epoch, and his cookie still answered `200`.)
+/// trigger there) take what named them along, as a delete does: a replaced role's members no
+/// longer hold its permissions, and a user row replaced by id, with a password set that way,
+/// keeps none of its sessions. The SQL an app may run on these tables (upserts by id,
+/// `INSERT OR IGNORE`, a duplicate name refused) behaves as it did. (Before: alice kept the
+/// replaced role's permissions, which `unassign_role` could no longer take away; bob's cookie
+/// still answered `200`.)
 #[sqlx::test(migrator = "axum_live_auth::SQLITE_MIGRATOR")]
 async fn replacing_rows_from_the_shell_keeps_revocations(pool: sqlx::SqlitePool) {
     let app = crate::common::app(pool.clone()).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
     let shell = shell(&pool).await;
+    let (alice_before, _) = app.db.permissions_column_and_grants(app.alice).await;
+    assert!(!alice_before.is_empty());
     sqlx::query("INSERT OR REPLACE INTO auth_roles (name) VALUES ('admin')")
         .execute(&shell)
         .await
         .unwrap();
-    assert!(
-        app.accounts
-            .unassign_role(app.alice, "admin")
-            .await
-            .unwrap()
-    );
     let (alice_permissions, _) = app.db.permissions_column_and_grants(app.alice).await;
     assert!(alice_permissions.is_empty(), "{alice_permissions:?}");
+    assert_no_broken_reference(&pool).await;
 
     // A password set by hand ends every session: replacing the row is no way around that.
     let replaced = sqlx::query(
@@ -158,11 +156,32 @@ async fn replacing_rows_from_the_shell_keeps_revocations(pool: sqlx::SqlitePool)
         replaced.is_err() || status == StatusCode::UNAUTHORIZED,
         "{replaced:?}, then {status}"
     );
-    sqlx::query("UPDATE auth_users SET password_hash = 'set by hand' WHERE username = 'bob'")
+
+    // An app's own SQL on these tables is left as it was.
+    for sql in [
+        "INSERT INTO auth_users (id, username) SELECT id, 'bob' FROM auth_users
+          WHERE username = 'bob' ON CONFLICT (id) DO UPDATE SET username = excluded.username",
+        "INSERT OR IGNORE INTO auth_users (id, username)
+         SELECT id, 'bob' FROM auth_users WHERE username = 'bob'",
+        "INSERT OR IGNORE INTO auth_roles (name) VALUES ('admin')",
+    ] {
+        sqlx::query(sql).execute(&shell).await.unwrap();
+    }
+    let duplicate = sqlx::query("INSERT INTO auth_roles (name) VALUES ('admin')")
         .execute(&shell)
+        .await;
+    assert!(duplicate.is_err(), "{duplicate:?}");
+    let new_password = "a-new-long-password";
+    app.accounts
+        .reset_password(app.bob, new_password)
         .await
         .unwrap();
-    assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
+    let bob_again = app.login(BOB, new_password).await;
+    app.accounts
+        .grant_permission(app.bob, "reports:read")
+        .await
+        .unwrap();
+    assert_eq!(app.status("/reports", &bob_again).await, StatusCode::OK);
 }
 
 /// A session is ended by moving its idle deadline into the past, in a write transaction still
