@@ -170,7 +170,7 @@ impl Auth {
     /// refused as such (an invalid name or password) and a sign-up refused for load
     /// ([`Error::Busy`]) count for nothing. Sign-ups without the client's address (see
     /// [`trusted_proxies`](crate::AuthLayerBuilder::trusted_proxies) and connect info) all
-    /// share one such budget, never an unlimited one. An admin page that creates users for others calls
+    /// share one such budget, never an unlimited one, which one client can use up for all. An admin page that creates users for others calls
     /// `create_user` instead: logging in there would end the admin's own session.
     ///
     /// ```

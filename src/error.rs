@@ -291,8 +291,8 @@ pub enum ConfigError {
     /// development. Such a page can be rewritten by anyone on the network, and a reset link
     /// to it carries its token in the clear.
     #[error(
-        "{0:?} is plain http on a host other than localhost: use https, or insecure_dev_mode(true) \
-         for development"
+        "{0:?} is plain http on a host other than localhost: use https (a layer's \
+         insecure_dev_mode(true) allows it for development)"
     )]
     PlainHttp(String),
     /// A CSRF exemption must be a path such as `/webhooks/payments`.

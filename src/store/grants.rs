@@ -63,12 +63,13 @@ const RESOURCES_OF: Dialects = Dialects {
 /// from the `_holders_idx` indexes: a page costs the same however many hold the permission on
 /// the resource. The global one first walks the next 1 000 users in id order (`probe`): for a
 /// permission that many hold, that finds the page at once. Only when it does not is the whole
-/// set of global holders read (on Postgres from its index, which finds a rare permission's
-/// holders at once) and sorted, which is large only for a permission held by some 5% of users
-/// or fewer yet many of them: walking in id order alone, Postgres would read every user for a
-/// permission few hold, since it cannot tell how few.
+/// set of global holders above $4 read (on Postgres from its index, which finds a rare
+/// permission's holders at once) and sorted, which is large only for a permission held by fewer
+/// than a page in 1 000 users (5% for pages of 50) yet by many of them: walking in id order
+/// alone, Postgres would read every user for a permission few hold, since it cannot tell how
+/// few.
 macro_rules! holders {
-    ($holds:literal) => {
+    ($holds:literal, $unless_walked:literal) => {
         concat!(
             "\
 WITH probe AS (
@@ -99,19 +100,29 @@ SELECT id FROM (
      WHERE ",
             $holds,
             "
-       AND disabled_at IS NULL AND id > $4
-       AND (SELECT count(*) FROM probe) < $5) h
+       AND disabled_at IS NULL AND ",
+            $unless_walked,
+            ") h
  ORDER BY id
  LIMIT $5"
         )
     };
 }
 
-/// `holders!` on each database. On Postgres the global holders come from index
-/// `auth_users_permissions`.
+/// `holders!` on each database: how a user's global permissions include $1, and how the read of
+/// every global holder above $4 is skipped when the walk filled the page. On Postgres the
+/// global holders come from index `auth_users_permissions`, and a condition on the walk alone
+/// is tested once, before that read; SQLite would test it on each row of a scan of every user
+/// above $4, so there the walk's outcome moves the scan's start past the last id instead.
 const HOLDERS: Dialects = Dialects {
-    postgres: holders!("permissions @> ARRAY[$1]"),
-    sqlite: holders!("instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0"),
+    postgres: holders!(
+        "permissions @> ARRAY[$1]",
+        "id > $4 AND (SELECT count(*) FROM probe) < $5"
+    ),
+    sqlite: holders!(
+        "instr(char(10) || permissions || char(10), char(10) || $1 || char(10)) > 0",
+        "id > CASE WHEN (SELECT count(*) FROM probe) < $5 THEN $4 ELSE 9223372036854775807 END"
+    ),
 };
 
 /// A resource in a statement: its type and id.

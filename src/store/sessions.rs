@@ -250,14 +250,19 @@ const TRUNCATE_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '1s'";
 const LOST_CONNECTION_RETRIES: usize = 8;
 
 /// Whether `error` says that the connection itself is gone (its socket broken, or the server
-/// ending it: SQLSTATE classes 08 and 57P), so that another connection may well work.
+/// ending it: SQLSTATE classes 08 and 57P), so that another connection may well work. Not
+/// `08P01`, a protocol violation, which a pooler also sends when it is overloaded (PgBouncer's
+/// `query_wait_timeout`): another connection would only add to its load.
 fn connection_lost(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         #[cfg(feature = "postgres")]
         sqlx::Error::Database(error) => error
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|error| error.code().starts_with("08") || error.code().starts_with("57P")),
+            .is_some_and(|error| {
+                let code = error.code();
+                (code.starts_with("08") && code != "08P01") || code.starts_with("57P")
+            }),
         _ => false,
     }
 }

@@ -85,9 +85,10 @@ both_stores! {
         assert_eq!(app.accounts.purge_expired_sessions().await.unwrap(), 0);
     }
 
-    /// The global holders of a permission, paged: a page of one most users hold is found among
-    /// the next users in id order; one that few hold, farther apart than that walk reaches, is
-    /// found all the same. Disabled users are left out either way.
+    /// The holders of a permission on a resource, paged: a page of a global permission most
+    /// users hold is found among the next users in id order; one that few hold, farther apart
+    /// than that walk reaches, is found all the same; a scoped holder is listed among them.
+    /// Disabled users are left out either way.
     async fn global_holders_are_paged_however_many_hold_the_permission(db: Db) {
         let app = counted_app(db).await;
         seed_users(&app.db, 1_300).await;
@@ -100,8 +101,16 @@ both_stores! {
         )
         .await;
         app.db.exec("UPDATE auth_users SET disabled_at = created_at WHERE id IN (8, 800)").await;
+        // Rows out of id order in the table, and one scoped holder of each among the pages.
+        app.db.exec("UPDATE auth_users SET username = username || '' WHERE id % 2 = 0").await;
+        app.db.exec(
+            "INSERT INTO auth_user_resource_permissions
+                    (user_id, permission, resource_type, resource_id)
+             VALUES (14, 'common:read', 'project', '1'), (401, 'rare:read', 'project', '1')",
+        )
+        .await;
         for (permission, held) in [("common:read", "id % 7 <> 0"), ("rare:read", "id % 400 = 0")] {
-            let expected = app.db.count(&format!(
+            let expected = 1 + app.db.count(&format!(
                 "SELECT count(*) FROM auth_users WHERE {held} AND disabled_at IS NULL"
             )).await;
             for size in [1, 50, 1_000] {
