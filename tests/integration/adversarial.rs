@@ -129,6 +129,25 @@ async fn reset_token(dir: &std::path::Path) -> String {
     }
 }
 
+/// A layer built with the defaults logs no `warning`; one built `configured` logs it once.
+fn warned_about_only_when(
+    db: &crate::common::Db,
+    warning: &str,
+    configured: impl FnOnce(axum_live_auth::AuthLayerBuilder) -> axum_live_auth::AuthLayerBuilder,
+) {
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let _default = AuthLayer::builder(db.store())
+        .allowed_origin(ORIGIN)
+        .build()
+        .unwrap();
+    assert!(!logs.text().contains(warning), "{}", logs.text());
+    let _configured = configured(AuthLayer::builder(db.store()).allowed_origin(ORIGIN))
+        .build()
+        .unwrap();
+    assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
+}
+
 both_stores! {
     /// While the hasher is full, logins answered `503` count against no account: once the load
     /// has passed, the owner logs in at once. (Before, each `503` counted as a failure of the
@@ -540,32 +559,12 @@ both_stores! {
     /// A session cookie without the `__Host-` prefix, which a sibling subdomain can plant, is
     /// warned about at build; the default name is not.
     async fn a_cookie_without_the_host_prefix_is_warned_about(db: Db) {
-        let logs = Logs::default();
-        let _guard = tracing::subscriber::set_default(logs.subscriber());
-        let warning = "has no __Host- prefix";
-        let _default = AuthLayer::builder(db.store()).allowed_origin(ORIGIN).build().unwrap();
-        assert!(!logs.text().contains(warning), "{}", logs.text());
-        let _sid = AuthLayer::builder(db.store())
-            .allowed_origin(ORIGIN)
-            .cookie_name("sid")
-            .build()
-            .unwrap();
-        assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
+        warned_about_only_when(&db, "has no __Host- prefix", |b| b.cookie_name("sid"));
     }
 
     /// Responses no longer marked private are warned about at build; the default is not.
     async fn private_responses_off_are_warned_about(db: Db) {
-        let logs = Logs::default();
-        let _guard = tracing::subscriber::set_default(logs.subscriber());
-        let warning = "private_responses is off";
-        let _default = AuthLayer::builder(db.store()).allowed_origin(ORIGIN).build().unwrap();
-        assert!(!logs.text().contains(warning), "{}", logs.text());
-        let _off = AuthLayer::builder(db.store())
-            .allowed_origin(ORIGIN)
-            .private_responses(false)
-            .build()
-            .unwrap();
-        assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
+        warned_about_only_when(&db, "private_responses is off", |b| b.private_responses(false));
     }
 
     /// Logout clears the cookie and the browser's cache of the session's pages.
