@@ -85,10 +85,10 @@ SELECT false AS rotated, s.secret_hash, s.user_id, u.username, u.permissions, u.
 /// Only a session still live is touched: a touch that waited for the row while someone ended
 /// the session by moving a deadline into the past must not move it back. Live as of the touch
 /// (`clock_timestamp()`), not as of its transaction's start: through a transaction pooler the
-/// lookup and the touch share one transaction. On Postgres a row
-/// another transaction holds is skipped, not waited for: the touch is only a hint, and a wait
-/// would hold the request up to the lookup's bound and leave, once given up, a backend waiting
-/// on the lock for every request of the session.
+/// lookup and the touch share one transaction. On Postgres a row another transaction holds is
+/// skipped, not waited for: the touch is only a hint, and a wait would hold the request up to
+/// the lookup's bound and leave, once given up, a backend waiting on the lock for every request
+/// of the session.
 const TOUCH: Dialects = Dialects {
     postgres: "\
 UPDATE auth_sessions s
