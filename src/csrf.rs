@@ -1,5 +1,6 @@
 //! Cross-site request forgery protection for cookie-authenticated requests, without tokens:
-//! Fetch Metadata (`Sec-Fetch-Site`) first, the exact `Origin` as a fallback.
+//! Fetch Metadata (`Sec-Fetch-Site`) first, the exact `Origin` as a fallback; and the rules for
+//! the origins and URLs it and the recovery links name.
 
 use std::collections::HashSet;
 
