@@ -780,6 +780,37 @@ async fn caddy_forwards_live_sessions_and_no_header_the_client_sent(
             .is_none_or(|p| p == ""),
         "the client's permissions passed on: {auth_headers}"
     );
+    // The service gets the client's other cookies, never the session's token.
+    for (cookies, left) in [
+        (
+            format!("theme=dark; {COOKIE}={bob}; lang=en"),
+            "theme=dark; lang=en",
+        ),
+        (format!("{COOKIE}={bob}; lang=en"), "lang=en"),
+        (format!("theme=dark; {COOKIE}={bob}"), "theme=dark"),
+        (format!("{COOKIE}={bob}"), ""),
+    ] {
+        let (mut parts, body) = through("/service/hello", None, &[]).into_parts();
+        parts
+            .headers
+            .insert(header::COOKIE, cookies.parse().unwrap());
+        parts.headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {bob}").parse().unwrap(),
+        );
+        let reply = send_from(caddy, client(5), Request::from_parts(parts, body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let cookie = seen["cookie"].as_array().map_or(String::new(), |values| {
+            values
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        assert_eq!(cookie, left, "{cookies}: {seen}");
+        assert_eq!(seen["authorization"], serde_json::Value::Null, "{seen}");
+    }
     app.accounts.disable_user(app.bob).await.unwrap();
     assert_eq!(get(Some(bob)).await.status, StatusCode::UNAUTHORIZED);
     let _ = std::fs::remove_dir_all(dir);
