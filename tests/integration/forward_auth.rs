@@ -511,6 +511,43 @@ fn through(path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Request
     request.body(Body::empty()).unwrap()
 }
 
+/// Through `proxy`, from client `from`: the service behind it gets the client's other cookies
+/// and never `token`, whether the session cookie comes first, in the middle, last or alone,
+/// nor the bearer token.
+async fn service_gets_no_session_token(proxy: SocketAddr, from: u32, token: &str) {
+    for (cookies, left) in [
+        (
+            format!("theme=dark; {COOKIE}={token}; lang=en"),
+            "theme=dark; lang=en",
+        ),
+        (format!("{COOKIE}={token}; lang=en"), "lang=en"),
+        (format!("theme=dark; {COOKIE}={token}"), "theme=dark"),
+        (format!("{COOKIE}={token}"), ""),
+    ] {
+        let (mut parts, body) = through("/service/hello", None, &[]).into_parts();
+        parts
+            .headers
+            .insert(header::COOKIE, cookies.parse().unwrap());
+        parts.headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let reply = send_from(proxy, client(from), Request::from_parts(parts, body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        // No header, or an empty one, when only the session cookie was sent.
+        let cookie = seen["cookie"].as_array().map_or(String::new(), |values| {
+            values
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        assert_eq!(cookie, left, "{cookies}: {seen}");
+        assert_eq!(seen["authorization"], serde_json::Value::Null, "{seen}");
+    }
+}
+
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
     _: PgPoolOptions,
@@ -562,33 +599,7 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
     );
     // The service gets the client's other cookies, never the session's token.
     assert_eq!(seen["cookie"], serde_json::Value::Null, "{seen}");
-    for (cookies, left) in [
-        (
-            format!("theme=dark; {COOKIE}={bob}; lang=en"),
-            "theme=dark; lang=en",
-        ),
-        (format!("{COOKIE}={bob}; lang=en"), "lang=en"),
-        (format!("theme=dark; {COOKIE}={bob}"), "theme=dark"),
-    ] {
-        let request = through("/service/hello", None, &[]);
-        let (mut parts, body) = request.into_parts();
-        parts
-            .headers
-            .insert(header::COOKIE, cookies.parse().unwrap());
-        parts.headers.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {bob}").parse().unwrap(),
-        );
-        let reply = send_from(nginx, client(3), Request::from_parts(parts, body)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-        assert_eq!(
-            seen["cookie"],
-            serde_json::json!([left]),
-            "{cookies}: {seen}"
-        );
-        assert_eq!(seen["authorization"], serde_json::Value::Null, "{seen}");
-    }
+    service_gets_no_session_token(nginx, 3, &bob).await;
 
     // A location that requires reports:read: bob passes, alice without it does not.
     assert_eq!(
@@ -781,36 +792,7 @@ async fn caddy_forwards_live_sessions_and_no_header_the_client_sent(
         "the client's permissions passed on: {auth_headers}"
     );
     // The service gets the client's other cookies, never the session's token.
-    for (cookies, left) in [
-        (
-            format!("theme=dark; {COOKIE}={bob}; lang=en"),
-            "theme=dark; lang=en",
-        ),
-        (format!("{COOKIE}={bob}; lang=en"), "lang=en"),
-        (format!("theme=dark; {COOKIE}={bob}"), "theme=dark"),
-        (format!("{COOKIE}={bob}"), ""),
-    ] {
-        let (mut parts, body) = through("/service/hello", None, &[]).into_parts();
-        parts
-            .headers
-            .insert(header::COOKIE, cookies.parse().unwrap());
-        parts.headers.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {bob}").parse().unwrap(),
-        );
-        let reply = send_from(caddy, client(5), Request::from_parts(parts, body)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-        let cookie = seen["cookie"].as_array().map_or(String::new(), |values| {
-            values
-                .iter()
-                .filter_map(|v| v.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
-        assert_eq!(cookie, left, "{cookies}: {seen}");
-        assert_eq!(seen["authorization"], serde_json::Value::Null, "{seen}");
-    }
+    service_gets_no_session_token(caddy, 5, &bob).await;
     app.accounts.disable_user(app.bob).await.unwrap();
     assert_eq!(get(Some(bob)).await.status, StatusCode::UNAUTHORIZED);
     let _ = std::fs::remove_dir_all(dir);
