@@ -18,7 +18,7 @@ use crate::{
     recovery::{Recovery, WINDOW},
     shared::{Shared, Subscribers},
     store::{
-        AttemptKey, GrantRow, PasswordSet, Reservation, Scope, ThrottleLimits, by,
+        AddressChanges, AttemptKey, GrantRow, PasswordSet, Reservation, Scope, ThrottleLimits, by,
         repeating_conflicts,
     },
 };
@@ -303,7 +303,10 @@ impl Accounts {
     ///
     /// An infrastructure error.
     pub async fn revoke_session(&self, user: UserId, session: &SessionId) -> Result<bool, Error> {
-        let ended = self.store.delete_user_session(user, session, true).await?;
+        let ended = self
+            .store
+            .delete_user_session(user, session, AddressChanges::Spent)
+            .await?;
         if ended {
             security::session_revoked(&Client::default(), user, session.as_str(), "admin");
             self.changed(user);
@@ -319,7 +322,10 @@ impl Accounts {
     ///
     /// An infrastructure error.
     pub async fn revoke_all_sessions(&self, user: UserId) -> Result<u64, Error> {
-        let count = self.store.delete_user_sessions(user, None, true).await?;
+        let count = self
+            .store
+            .delete_user_sessions(user, None, AddressChanges::Spent)
+            .await?;
         security::sessions_revoked_all(&Client::default(), user, None, count, "admin");
         self.changed(user);
         Ok(count)

@@ -15,7 +15,7 @@ use crate::{
     lookup::Decided,
     password,
     shared::Shared,
-    store::{Created, NewSession, PasswordSet, Renewal},
+    store::{AddressChanges, Created, NewSession, PasswordSet, Renewal},
 };
 
 /// The response header that carries a rotated token back to a bearer client.
@@ -272,7 +272,7 @@ impl Auth {
             let shared = &self.0.shared;
             shared
                 .store
-                .delete_user_session(user, &session, false)
+                .delete_user_session(user, &session, AddressChanges::Kept)
                 .await?;
             // Its streams, and any of the copy's, end (on SQLite nothing else would tell them).
             shared.user_changed(user);
@@ -313,7 +313,7 @@ impl Auth {
         if let Some((user, session)) = self.ending(self.session()?) {
             shared
                 .store
-                .delete_user_session(user, &session, false)
+                .delete_user_session(user, &session, AddressChanges::Kept)
                 .await?;
             security::logout(&self.0.client, user, &session);
             // Its streams, and any of the copy's, look again (on SQLite nothing else tells them).
@@ -366,7 +366,7 @@ impl Auth {
         let shared = &self.0.shared;
         let ended = shared
             .store
-            .delete_user_session(user.id(), id, true)
+            .delete_user_session(user.id(), id, AddressChanges::Spent)
             .await?;
         if ended {
             security::session_revoked(&self.0.client, user.id(), id.as_str(), "user");
@@ -384,21 +384,21 @@ impl Auth {
     ///
     /// [`Error::Unauthenticated`] without a session; an infrastructure error.
     pub async fn revoke_other_sessions(&self) -> Result<u64, Error> {
-        self.end_other_sessions(true).await
+        self.end_other_sessions(AddressChanges::Spent).await
     }
 
-    /// [`revoke_other_sessions`](Self::revoke_other_sessions), cancelling the pending address
-    /// changes only if `cancel_address_changes` (not when this session has just asked for one).
+    /// [`revoke_other_sessions`](Self::revoke_other_sessions), doing `changes` to the pending
+    /// address changes (sparing the one this session has just asked for).
     pub(crate) async fn end_other_sessions(
         &self,
-        cancel_address_changes: bool,
+        changes: AddressChanges<'_>,
     ) -> Result<u64, Error> {
         let user = self.user()?;
         let kept = self.session_id(user);
         let shared = &self.0.shared;
         let count = shared
             .store
-            .delete_user_sessions(user.id(), Some(&kept), cancel_address_changes)
+            .delete_user_sessions(user.id(), Some(&kept), changes)
             .await?;
         security::sessions_revoked_all(&self.0.client, user.id(), Some(&kept), count, "others");
         shared.user_changed(user.id());

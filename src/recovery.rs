@@ -288,7 +288,7 @@ impl Accounts {
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
     /// [`Error::NoMessenger`], or an infrastructure error.
     pub async fn request_email_change(&self, user: UserId, email: &str) -> Result<(), Error> {
-        for message in self.email_change_messages(user, email, None).await? {
+        for message in self.email_change_messages(user, email, None).await?.0 {
             self.send(message).await?;
         }
         Ok(())
@@ -298,13 +298,14 @@ impl Accounts {
     /// address and makes its messages, without sending them. The notice to the current address
     /// comes first, so that a request dropped between the two sends (or a failed send) never
     /// delivers the link without it. With `session`, the link is made only while that session
-    /// still holds at the user's credential epoch (else [`Error::Unauthenticated`]).
+    /// still holds at the user's credential epoch (else [`Error::Unauthenticated`]). Also
+    /// returns the link's token id, which ending the other sessions spares.
     pub(crate) async fn email_change_messages(
         &self,
         user: UserId,
         email: &str,
         session: Option<&SessionId>,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<(Vec<Message>, SessionId), Error> {
         self.messenger()?;
         validate_email(email)?;
         let recipient = self
@@ -315,12 +316,12 @@ impl Accounts {
         if self.store().email_taken(user, email).await? {
             return Err(Error::EmailTaken);
         }
-        let link = self
+        let (link, id) = self
             .issue(&recipient, Purpose::EmailVerification, Some(email), session)
             .await?;
         let mut messages = Vec::with_capacity(2);
         if let Some(current) = recipient.email.as_deref() {
-            let mut notice = self
+            let (mut notice, _) = self
                 .issue(&recipient, Purpose::PasswordReset, Some(current), None)
                 .await?;
             notice.kind = MessageKind::EmailChangeRequested;
@@ -328,7 +329,7 @@ impl Accounts {
         }
         messages.push(link);
         security::email_change_requested(user);
-        Ok(messages)
+        Ok((messages, id))
     }
 
     /// Hands `message` to the messenger, for at most the send timeout: a send that never
@@ -441,7 +442,7 @@ impl Accounts {
                 return Ok(());
             }
         }
-        let message = self
+        let (message, _) = self
             .issue(&user, Purpose::PasswordReset, user.email.as_deref(), None)
             .await?;
         security::password_reset_requested(user.id);
@@ -503,14 +504,14 @@ impl Accounts {
         self.recovery.messenger.as_ref().ok_or(Error::NoMessenger)
     }
 
-    /// Stores a new token for `user` and makes the message that carries it.
+    /// Stores a new token for `user` and makes the message that carries it; and the token's id.
     async fn issue(
         &self,
         user: &Recipient,
         purpose: Purpose,
         email: Option<&str>,
         session: Option<&SessionId>,
-    ) -> Result<Message, Error> {
+    ) -> Result<(Message, SessionId), Error> {
         let recovery = &self.recovery;
         let (kind, lifetime, path) = match purpose {
             Purpose::PasswordReset => (
@@ -532,14 +533,15 @@ impl Accounts {
         if !stored {
             return Err(session.map_or(Error::UserNotFound, |_| Error::Unauthenticated));
         }
-        Ok(Message {
+        let message = Message {
             kind,
             user_id: user.id,
             username: user.username.clone(),
             email: email.map(str::to_owned),
             link: format!("{}/{path}?token={token}", recovery.account_url),
             expires_in: lifetime,
-        })
+        };
+        Ok((message, token.id().clone()))
     }
 
     /// The live token of `purpose` that `token` is, secret checked; not spent yet.

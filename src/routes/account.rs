@@ -9,7 +9,9 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, SessionId};
+use crate::{
+    Accounts, Auth, AuthRejection, CurrentUser, Error, RecentAuth, SessionId, store::AddressChanges,
+};
 
 /// The account routes, to nest under a path of the app's choosing (behind the
 /// [`AuthLayer`](crate::AuthLayer)):
@@ -144,7 +146,8 @@ async fn confirm_reset(auth: Auth, Form(form): Form<ResetConfirmation>) -> Resul
 }
 
 /// The address a reset link goes to is a credential: asking to change it needs the password
-/// proven recently, and ends the user's other sessions (whoever else holds one cannot keep it).
+/// proven recently, and ends the user's other sessions (whoever else holds one cannot keep it),
+/// with the changes they asked for: only this request's stays pending.
 async fn request_email_change(
     auth: Auth,
     RecentAuth(user): RecentAuth,
@@ -156,10 +159,11 @@ async fn request_email_change(
         .await?;
     // Once the links are issued, the other sessions end, whether or not the messages then go
     // out.
-    let messages = accounts
+    let (messages, link) = accounts
         .email_change_messages(user.id(), &form.email, Some(user.session_id()))
         .await?;
-    auth.end_other_sessions(false).await?;
+    auth.end_other_sessions(AddressChanges::SpentBut(&link))
+        .await?;
     for message in messages {
         accounts.send(message).await?;
     }

@@ -37,7 +37,7 @@ pub(crate) use self::{
     grants::{GrantRow, Scope},
     sessions::{Created, Missed, NewSession, Renewal, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, Reserved, ThrottleLimits},
-    tokens::{Purpose, TokenRow},
+    tokens::{AddressChanges, Purpose, TokenRow},
     users::{PasswordSet, Recipient},
 };
 pub use self::{migrations::migrate, sessions::SessionInfo};

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{
     AuthStore, BEGIN, Backend, Dialects, StoreKind, on_pool,
-    tokens::FORGET_ADDRESS_CHANGES,
+    tokens::{AddressChanges, FORGET_ADDRESS_CHANGES},
     types::{Names, Span, Timestamp},
 };
 #[cfg(feature = "postgres")]
@@ -714,45 +714,44 @@ impl AuthStore {
         Ok(rows.into_iter().filter_map(info).collect())
     }
 
-    /// Deletes one session of `user`, and the copy a rotation made of it; `false` if the user
-    /// has neither. With `cancel_address_changes` (another session than the request's: which
-    /// session asked for a change is not recorded, and that one may have), also spends the
-    /// verification links of address changes the user asked for.
+    /// Deletes one session of `user`, and the copy a rotation made of it, doing `changes` to
+    /// the user's pending address changes; `false` if the user has neither.
     pub(crate) async fn delete_user_session(
         &self,
         user: UserId,
         id: &SessionId,
-        cancel_address_changes: bool,
+        changes: AddressChanges<'_>,
     ) -> Result<bool, Error> {
         let sql = "DELETE FROM auth_sessions WHERE user_id = $1 AND (id = $2 OR rotated_from = $2)";
-        let also = cancel_address_changes.then_some(FORGET_ADDRESS_CHANGES);
-        Ok(self.end_sessions_locked(sql, user, Some(id), also).await? > 0)
+        Ok(self
+            .end_sessions_locked(sql, user, Some(id), changes)
+            .await?
+            > 0)
     }
 
-    /// Deletes every session of `user` except `keep`; returns how many ended. With
-    /// `cancel_address_changes`, also spends the verification links of address changes the
-    /// user asked for, in the same transaction: whoever held one of the sessions may have asked.
+    /// Deletes every session of `user` except `keep`, doing `changes` to the user's pending
+    /// address changes; returns how many ended.
     pub(crate) async fn delete_user_sessions(
         &self,
         user: UserId,
         keep: Option<&SessionId>,
-        cancel_address_changes: bool,
+        changes: AddressChanges<'_>,
     ) -> Result<u64, Error> {
-        let also = cancel_address_changes.then_some(FORGET_ADDRESS_CHANGES);
-        self.end_sessions_locked(END_OTHER_SESSIONS, user, keep, also)
+        self.end_sessions_locked(END_OTHER_SESSIONS, user, keep, changes)
             .await
     }
 
-    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, and `also` of user
-    /// $1, in one transaction; returns how many sessions ended. The user's row is locked first,
-    /// as [`ROTATE`] locks it, so that a rotation committing meanwhile is waited for and its copy
-    /// seen by the delete (and ended).
+    /// Runs `sql`, a delete of sessions of user $1 given a session id $2, and does `changes` to
+    /// the user's pending address changes, in one transaction; returns how many sessions ended.
+    /// The user's row is locked first, as [`ROTATE`] locks it, so that a rotation committing
+    /// meanwhile is waited for and its copy seen by the delete (and ended); and so is the
+    /// making of a link for a session of the user, which holds that row until it commits.
     async fn end_sessions_locked(
         &self,
         sql: &'static str,
         user: UserId,
         id: Option<&SessionId>,
-        also: Option<&'static str>,
+        changes: AddressChanges<'_>,
     ) -> Result<u64, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
@@ -766,8 +765,17 @@ impl AuthStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if let Some(also) = also {
-                sqlx::query(also).bind(user).execute(&mut *tx).await?;
+            let spared = match changes {
+                AddressChanges::Kept => None,
+                AddressChanges::Spent => Some(None),
+                AddressChanges::SpentBut(link) => Some(Some(link.as_str())),
+            };
+            if let Some(spared) = spared {
+                sqlx::query(FORGET_ADDRESS_CHANGES)
+                    .bind(user)
+                    .bind(spared)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(ended)

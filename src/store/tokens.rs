@@ -90,10 +90,23 @@ SELECT t.secret_hash, t.user_id, t.email, t.credential_epoch
 /// Spends token $1: one row deleted for exactly one of any number of concurrent uses.
 pub(super) const CONSUME_TOKEN: &str = "DELETE FROM auth_tokens WHERE id = $1";
 
-/// Spends the pending address changes of user $1: the verification links sent to new
-/// addresses.
-pub(super) const FORGET_ADDRESS_CHANGES: &str =
-    "DELETE FROM auth_tokens WHERE user_id = $1 AND purpose = 'email_verification'";
+/// Spends the pending address changes of user $1 (the verification links sent to new
+/// addresses) but link $2, when given.
+pub(super) const FORGET_ADDRESS_CHANGES: &str = "\
+DELETE FROM auth_tokens
+ WHERE user_id = $1 AND purpose = 'email_verification' AND id <> coalesce($2, '')";
+
+/// What ending sessions does to the user's pending address changes. Which session asked for a
+/// change is not recorded, so ending another session than the request's spends them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AddressChanges<'a> {
+    /// Kept: only the request's own session ends.
+    Kept,
+    /// Spent.
+    Spent,
+    /// Spent, but the link the request's session has just asked for.
+    SpentBut(&'a SessionId),
+}
 
 /// Spends every token of user $1.
 pub(super) const FORGET_TOKENS: &str = "DELETE FROM auth_tokens WHERE user_id = $1";

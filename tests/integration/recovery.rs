@@ -341,6 +341,19 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Asking for an address change ends the user's other sessions, and so cancels what they
+    /// asked for: a thief's pending change does not outlive the owner's own request, which
+    /// ends the thief's session from the list and leaves the owner no reason to look further.
+    /// The owner's new link still confirms. (Before: the thief's link confirmed, `200`.)
+    async fn a_new_address_change_cancels_the_pending_ones(db: Db) {
+        let (app, dir, _) = quickstart(&db).await;
+        let (_, thiefs) = ask_for_address(&app, &dir, "thief%40evil.example", 1).await;
+        let (_, owners) = ask_for_address(&app, &dir, "alice-new%40example.com", 2).await;
+        assert_eq!(confirm_address(&app, &thiefs).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(confirm_address(&app, &owners).await.status, StatusCode::OK);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Logging out, or logging in again, ends the request's own session, not another's: the
     /// address change it asked for stays pending, and its link confirms without a session.
     async fn logging_out_keeps_the_pending_address_change(db: Db) {
