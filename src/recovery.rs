@@ -5,7 +5,7 @@
 //! only the public id and the secret's SHA-256 stored), single use, short-lived, and valid only
 //! while the user's credentials are those it was issued under.
 
-use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
@@ -236,24 +236,27 @@ impl Accounts {
         token: &str,
         new_password: &str,
     ) -> Result<UserId, Error> {
-        self.reset_password_from(token, new_password, None).await
+        self.reset_password_from(token, new_password, &Client::default())
+            .await
     }
 
-    /// [`reset_password_with_token`](Self::reset_password_with_token) for a client at address
-    /// `from`, whose hash takes no more than the address's share of the hasher: many posts of
-    /// one live link at once cannot fill it.
+    /// [`reset_password_with_token`](Self::reset_password_with_token) for `client`, whose hash
+    /// takes no more than its address's share of the hasher (many posts of one live link at
+    /// once cannot fill it), and whom the security events name.
     pub(crate) async fn reset_password_from(
         &self,
         token: &str,
         new_password: &str,
-        from: Option<IpAddr>,
+        client: &Client,
     ) -> Result<UserId, Error> {
         password::validate_new(new_password)?;
-        let (token, row) = self.check_token(token, Purpose::PasswordReset).await?;
+        let (token, row) = self
+            .check_token(token, Purpose::PasswordReset, client)
+            .await?;
         // Hashed before the token is spent, so that a hash refused for load leaves the link
         // working; then the token is spent and the password set in one transaction, only if no
         // other password was set since the token was checked.
-        let hash = self.hasher.hash(new_password, from).await?;
+        let hash = self.hasher.hash(new_password, client.address).await?;
         let epoch = Some(row.credential_epoch);
         if !self
             .store_password(row.user_id, &hash, epoch, Some(token.id()))
@@ -261,7 +264,7 @@ impl Accounts {
         {
             return Err(Error::InvalidToken);
         }
-        security::password_reset(row.user_id);
+        security::password_reset(client, row.user_id);
         Ok(row.user_id)
     }
 
@@ -288,7 +291,10 @@ impl Accounts {
     /// [`Error::InvalidEmail`], [`Error::EmailTaken`], [`Error::UserNotFound`],
     /// [`Error::NoMessenger`], or an infrastructure error.
     pub async fn request_email_change(&self, user: UserId, email: &str) -> Result<(), Error> {
-        for message in self.email_change_messages(user, email, None).await?.0 {
+        let (messages, _) = self
+            .email_change_messages(user, email, None, &Client::default())
+            .await?;
+        for message in messages {
             self.send(message).await?;
         }
         Ok(())
@@ -299,12 +305,14 @@ impl Accounts {
     /// comes first, so that a request dropped between the two sends (or a failed send) never
     /// delivers the link without it. With `session`, the link is made only while that session
     /// still holds at the user's credential epoch (else [`Error::Unauthenticated`]). Also
-    /// returns the link's token id, which ending the other sessions spares.
+    /// returns the link's token id, which ending the other sessions spares. `client` is who
+    /// asked, for the security event.
     pub(crate) async fn email_change_messages(
         &self,
         user: UserId,
         email: &str,
         session: Option<&SessionId>,
+        client: &Client,
     ) -> Result<(Vec<Message>, SessionId), Error> {
         self.messenger()?;
         validate_email(email)?;
@@ -328,7 +336,7 @@ impl Accounts {
             messages.push(notice);
         }
         messages.push(link);
-        security::email_change_requested(user);
+        security::email_change_requested(client, user);
         Ok((messages, id))
     }
 
@@ -358,7 +366,18 @@ impl Accounts {
     /// user's password changed; [`Error::EmailTaken`] if another user has the address by now;
     /// or an infrastructure error.
     pub async fn verify_email(&self, token: &str) -> Result<UserId, Error> {
-        let (token, row) = self.check_token(token, Purpose::EmailVerification).await?;
+        self.verify_email_from(token, &Client::default()).await
+    }
+
+    /// [`verify_email`](Self::verify_email) for `client`, whom the security events name.
+    pub(crate) async fn verify_email_from(
+        &self,
+        token: &str,
+        client: &Client,
+    ) -> Result<UserId, Error> {
+        let (token, row) = self
+            .check_token(token, Purpose::EmailVerification, client)
+            .await?;
         let email = row.email.ok_or(Error::InvalidToken)?;
         let user = row.user_id;
         if !self
@@ -368,7 +387,7 @@ impl Accounts {
         {
             return Err(Error::InvalidToken);
         }
-        security::email_changed(user);
+        security::email_changed(client, user);
         self.changed(user);
         Ok(user)
     }
@@ -445,7 +464,7 @@ impl Accounts {
         let (message, _) = self
             .issue(&user, Purpose::PasswordReset, user.email.as_deref(), None)
             .await?;
-        security::password_reset_requested(user.id);
+        security::password_reset_requested(throttled_for.unwrap_or(&Client::default()), user.id);
         self.send(message).await
     }
 
@@ -545,19 +564,26 @@ impl Accounts {
     }
 
     /// The live token of `purpose` that `token` is, secret checked; not spent yet.
+    /// A refusal is logged as `client`'s.
     async fn check_token(
         &self,
         token: &str,
         purpose: Purpose,
+        client: &Client,
     ) -> Result<(SessionToken, TokenRow), Error> {
-        let token = SessionToken::parse(token.as_bytes()).ok_or(Error::InvalidToken)?;
-        let row = self
-            .store()
-            .find_token(token.id(), purpose)
-            .await?
-            .filter(|row| token.secret_hash().matches(&row.secret_hash))
-            .ok_or(Error::InvalidToken)?;
-        Ok((token, row))
+        let live = match SessionToken::parse(token.as_bytes()) {
+            Some(token) => self
+                .store()
+                .find_token(token.id(), purpose)
+                .await?
+                .filter(|row| token.secret_hash().matches(&row.secret_hash))
+                .map(|row| (token, row)),
+            None => None,
+        };
+        live.ok_or_else(|| {
+            security::invalid_link(client, purpose.as_str());
+            Error::InvalidToken
+        })
     }
 }
 

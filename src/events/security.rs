@@ -1,11 +1,12 @@
 //! Security events, as `tracing` events with stable names and fields.
 //!
-//! Every event has target `axum_live_auth::security`, level INFO (WARN for refusals and
-//! alerts), and the field `event` set to one of: `login`, `login_failed`, `login_throttled`,
-//! `logout`, `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
+//! Every event has target `axum_live_auth::security`, level INFO (WARN for refusals and alerts),
+//! and the field `event` set to one of: `login`, `login_failed`, `login_throttled`, `logout`,
+//! `session_revoked`, `sessions_revoked_all`, `every_session_revoked`, `rotated`,
 //! `password_changed`, `password_reset_requested`, `password_reset`, `email_change_requested`,
-//! `email_changed`, `email_change_throttled`, `signed_up`, `sign_up_throttled`, `reauth`,
-//! `expired`, `csrf_rejected`, `invalid_token`, `unknown_session`, `invalid_tokens_alert`.
+//! `email_changed`, `password_reset_throttled`, `email_change_throttled`, `invalid_link`,
+//! `signed_up`, `sign_up_throttled`, `reauth`, `expired`, `csrf_rejected`, `invalid_token`,
+//! `unknown_session`, `invalid_tokens_alert`.
 //! Other fields, where known: `user_id`, `session_id` (the public id, never the token),
 //! `previous_session_id` (rotation), `ip`, `user_agent`, `reason`, `count`, `username` (failed
 //! or throttled logins), `retry_after_secs`, `path`. Header values are fields (Debug-formatted,
@@ -173,39 +174,50 @@ pub(crate) fn reauth(client: &Client, user: UserId, session: &SessionId) {
     security_event!("reauth", client, user_id = user, session_id = %session, "reauthenticated");
 }
 
-pub(crate) fn password_reset_requested(user: UserId) {
+pub(crate) fn password_reset_requested(client: &Client, user: UserId) {
     security_event!(
         "password_reset_requested",
-        Client::default(),
+        client,
         user_id = user,
         "password reset link sent"
     );
 }
 
-pub(crate) fn password_reset(user: UserId) {
+pub(crate) fn password_reset(client: &Client, user: UserId) {
     security_event!(
         "password_reset",
-        Client::default(),
+        client,
         user_id = user,
         "password reset by link"
     );
 }
 
-pub(crate) fn email_change_requested(user: UserId) {
+pub(crate) fn email_change_requested(client: &Client, user: UserId) {
     security_event!(
         "email_change_requested",
-        Client::default(),
+        client,
         user_id = user,
         "email address change requested; a link went to the new address"
     );
 }
 
-pub(crate) fn email_changed(user: UserId) {
+pub(crate) fn email_changed(client: &Client, user: UserId) {
     security_event!(
         "email_changed",
-        Client::default(),
+        client,
         user_id = user,
         "email address changed by its verification link"
+    );
+}
+
+/// A reset or verification link refused: unknown, spent, expired, or no longer valid.
+pub(crate) fn invalid_link(client: &Client, purpose: &str) {
+    security_event!(
+        warn,
+        "invalid_link",
+        client,
+        reason = purpose,
+        "invalid or spent link"
     );
 }
 

@@ -134,7 +134,7 @@ fn token_form(title: &str, action: &str, token: &str, fields: &str, button: &str
 
 async fn confirm_reset(auth: Auth, Form(form): Form<ResetConfirmation>) -> Result<Redirect, Error> {
     Accounts::of_layer(auth.shared())
-        .reset_password_from(&form.token, &form.new_password, auth.client().address)
+        .reset_password_from(&form.token, &form.new_password, auth.client())
         .await?;
     let login = auth
         .shared()
@@ -160,7 +160,12 @@ async fn request_email_change(
     // Once the links are issued, the other sessions end, whether or not the messages then go
     // out.
     let (messages, link) = accounts
-        .email_change_messages(user.id(), &form.email, Some(user.session_id()))
+        .email_change_messages(
+            user.id(),
+            &form.email,
+            Some(user.session_id()),
+            auth.client(),
+        )
         .await?;
     auth.end_other_sessions(AddressChanges::SpentBut(&link))
         .await?;
@@ -183,7 +188,7 @@ async fn verify_form(Query(query): Query<TokenQuery>) -> Response {
 
 async fn verify_email(auth: Auth, Form(form): Form<TokenQuery>) -> Result<Response, Error> {
     Accounts::of_layer(auth.shared())
-        .verify_email(&form.token)
+        .verify_email_from(&form.token, auth.client())
         .await?;
     let page = "<!doctype html>\n<meta charset=\"utf-8\">\n<title>Address verified</title>\n\
                 <h1>Your email address is verified.</h1>\n";

@@ -124,7 +124,7 @@ pub(crate) enum Purpose {
 }
 
 impl Purpose {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::PasswordReset => "password_reset",
             Self::EmailVerification => "email_verification",

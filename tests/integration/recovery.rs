@@ -354,6 +354,47 @@ both_stores! {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Recovery's security events name the client that asked and the one that used the link,
+    /// and a refused link is logged: after a takeover by a reset link or a confirmed address
+    /// change, the logs say where it came from. (Before: `ip=None` on each, and no event for
+    /// the refused link.)
+    async fn recovery_events_name_the_client(db: Db) {
+        let logs = crate::account::Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let (app, dir, _) = quickstart(&db).await;
+        let server = serve(app).await;
+        let from = |n: u32, request| send_from(server, client(n), request);
+        let asked = from(11, post("/account/password-reset", "username=bob", None)).await;
+        assert_eq!(asked.status, StatusCode::ACCEPTED);
+        let token = form_token(&mail(&dir, 1).await.1);
+        let confirm = "/account/password-reset/confirm";
+        let form = "token=bogus&new_password=bob-new-password";
+        assert_eq!(from(12, post(confirm, form, None)).await.status, StatusCode::BAD_REQUEST);
+        let form = format!("token={token}&new_password=bob-new-password");
+        assert_eq!(from(13, post(confirm, &form, None)).await.status, StatusCode::SEE_OTHER);
+        let mut login = login_request("alice", "alice-password");
+        login.headers_mut().insert(header::ORIGIN, ORIGIN.parse().unwrap());
+        let alice = from(14, login).await.session_cookie().unwrap();
+        let ask = post("/account/email", "email=alice-new%40example.com", Some(&alice));
+        assert_eq!(from(14, ask).await.status, StatusCode::ACCEPTED);
+        let form = format!("token={}", form_token(&mail(&dir, 2).await.1));
+        assert_eq!(from(15, post("/account/email/verify", &form, None)).await.status, StatusCode::OK);
+
+        let text = logs.text();
+        for (event, n) in [
+            ("password_reset_requested", 11),
+            ("invalid_link", 12),
+            ("password_reset", 13),
+            ("email_change_requested", 14),
+            ("email_changed", 15),
+        ] {
+            let (event, ip) = (format!("event=\"{event}\""), format!("ip=Some({})", client(n)));
+            let logged = text.lines().any(|l| l.contains(&event) && l.contains(&ip));
+            assert!(logged, "no {event} with {ip} in:\n{text}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Logging out, or logging in again, ends the request's own session, not another's: the
     /// address change it asked for stays pending, and its link confirms without a session.
     async fn logging_out_keeps_the_pending_address_change(db: Db) {
