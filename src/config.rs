@@ -7,7 +7,7 @@ pub use tower_cookies::cookie::SameSite;
 
 use crate::{
     AuthStore, CacheOptions, ConfigError, Messenger, StoreKind,
-    csrf::{Csrf, normalize_origin, plain_http_elsewhere},
+    csrf::{Csrf, link_base, normalize_origin, plain_http_elsewhere},
     events::StreamLimits,
     recovery::Recovery,
     store::ThrottleLimits,
@@ -281,7 +281,10 @@ impl AuthLayerBuilder {
     }
 
     /// How often, at most, a session's idle deadline is written back; requests in between make
-    /// no write. Must be shorter than the idle timeout; default `min(idle_timeout / 10, 1 hour)`.
+    /// no write. At least 1 ms and shorter than the idle timeout; default
+    /// `min(idle_timeout / 10, 1 hour)`. It is also how long after a
+    /// [rotation](crate::Auth::rotate) a request still carrying the replaced token (sent before
+    /// the new cookie arrived) is told apart from an unknown token, and its cookie left alone.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -841,20 +844,31 @@ impl AuthLayerBuilder {
 
     /// Where the [account routes](crate::account_routes) are reachable, as the links in
     /// recovery messages start: default the first [allowed origin](Self::allowed_origin) and
-    /// `/account`, such as `https://app.example.com/account`.
+    /// `/account`, such as `https://app.example.com/account`. An absolute `https://` URL (plain
+    /// `http://` only on this machine, or in [`insecure_dev_mode`](Self::insecure_dev_mode))
+    /// without user info, query or fragment; else [`build`](Self::build) refuses it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), axum_live_auth::Error> {
     /// # let pool = sqlx::PgPool::connect_lazy("postgres://localhost/app")?;
-    /// let auth = axum_live_auth::AuthLayer::builder(pool)
+    /// use axum_live_auth::{AuthLayer, ConfigError};
+    ///
+    /// let auth = AuthLayer::builder(pool.clone())
     ///     .allowed_origin("https://app.example.com")
     ///     .account_url("https://app.example.com/me/account")
     ///     .build()?;
+    ///
+    /// // Mail clients would take it to `evil.example`, over plain http.
+    /// let refused = AuthLayer::builder(pool)
+    ///     .allowed_origin("https://app.example.com")
+    ///     .account_url("http://localhost:1@evil.example/account")
+    ///     .build();
+    /// assert!(matches!(refused, Err(ConfigError::InvalidAccountUrl(_))));
     /// # let _ = auth; Ok(()) }
     /// ```
     pub fn account_url(mut self, url: impl Into<String>) -> Self {
-        self.config.recovery.account_url = url.into().trim_end_matches('/').to_owned();
+        self.config.recovery.account_url = url.into();
         self
     }
 
@@ -956,6 +970,9 @@ impl AuthLayerBuilder {
         config.touch_interval = self
             .touch_interval
             .unwrap_or_else(|| (config.idle_timeout / 10).min(MAX_TOUCH));
+        if config.touch_interval < Duration::from_millis(1) {
+            return Err(ConfigError::InvalidTimeout("touch_interval"));
+        }
         if config.touch_interval >= config.idle_timeout {
             return Err(ConfigError::TouchIntervalTooLong);
         }
@@ -988,14 +1005,16 @@ impl AuthLayerBuilder {
         }
         // Origins and the links' base: https, but on this machine (where browsers treat plain
         // http as secure) or in development.
-        if secure {
-            let urls = self.allowed_origins.iter();
-            if let Some(url) = urls
-                .chain([&config.recovery.account_url])
-                .find(|url| plain_http_elsewhere(url))
-            {
-                return Err(ConfigError::PlainHttp(url.clone()));
-            }
+        if secure
+            && let Some(url) = self
+                .allowed_origins
+                .iter()
+                .find(|o| plain_http_elsewhere(o))
+        {
+            return Err(ConfigError::PlainHttp(url.clone()));
+        }
+        if !config.recovery.account_url.is_empty() {
+            config.recovery.account_url = link_base(&config.recovery.account_url, !secure)?;
         }
         if config.cache.is_some() && self.store.kind() != StoreKind::Postgres {
             return Err(ConfigError::NeedsPostgres("principal_cache"));
@@ -1223,6 +1242,12 @@ mod tests {
                 .unwrap_err(),
             ConfigError::TouchIntervalTooLong
         );
+        // Zero never told a token a rotation replaced from an unknown one, so the answer to
+        // a request on its way cleared the new cookie. (Before: taken.)
+        assert_eq!(
+            b().touch_interval(Duration::ZERO).build().unwrap_err(),
+            ConfigError::InvalidTimeout("touch_interval")
+        );
     }
 
     #[test]
@@ -1325,6 +1350,38 @@ mod tests {
     impl AuthLayerBuilder {
         fn shared_csrf_is_on(self) -> bool {
             self.build().unwrap().shared().config.csrf.is_some()
+        }
+    }
+
+    /// The links' base is read as a browser reads a link: one that would take the user to
+    /// another host over plain http, or that is not a URL at all, is refused, in development
+    /// too. (Before: each of these was taken.)
+    #[tokio::test]
+    async fn refuses_an_account_url_that_hides_where_links_go() {
+        for url in [
+            "http://localhost:x@evil.example/account",
+            "http://[::1]@evil.example/account",
+            "https://user@app.example.com/account",
+            "http:/\\evil.example/account",
+            "http:evil.example/account",
+            "app.example.com/account",
+            "https://app.example.com/account?next=x",
+            "https://app.example.com/acc ount",
+        ] {
+            for dev in [false, true] {
+                let built = builder().account_url(url).insecure_dev_mode(dev).build();
+                let refused = ConfigError::InvalidAccountUrl(url.to_owned());
+                assert_eq!(built.unwrap_err(), refused, "{url}");
+            }
+        }
+        let built = builder()
+            .account_url("HTTPS://App.Example.com:443/Account/")
+            .build()
+            .unwrap();
+        let base = &built.shared().config.recovery.account_url;
+        assert_eq!(base, "https://app.example.com/Account");
+        for url in ["http://localhost:3000/account", "http://127.0.0.1/a/b"] {
+            assert!(builder().account_url(url).build().is_ok(), "{url}");
         }
     }
 

@@ -188,8 +188,9 @@ fn base(config: &CookieConfig, value: String) -> Cookie<'static> {
 
 fn header_value(cookie: Cookie<'_>) -> Option<HeaderValue> {
     // Names and domains were validated by the builder and tokens are base64url, so this holds;
-    // a failure would drop the header rather than panic.
-    HeaderValue::try_from(cookie.encoded().to_string()).ok()
+    // a failure would drop the header rather than panic. Not percent-encoded: a name is read
+    // back as configured, and some characters a name may have (`|`, `^`, `#`) would be encoded.
+    HeaderValue::try_from(cookie.to_string()).ok()
 }
 
 #[cfg(test)]

@@ -127,6 +127,35 @@ pub(crate) fn normalize_origin(origin: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// Checks the URL the links sent to users start with (where the account routes are): an
+/// origin as [`normalize_origin`] takes it, then a path without a query, fragment, backslash,
+/// whitespace or control character. A browser reads `http://localhost:x@evil.example/` as a
+/// link to `evil.example` and `http:/\\evil.example/` as `http://evil.example/`, so no
+/// looser form is taken. Plain `http://` only on this machine, unless `plain_http_anywhere`.
+/// Returns it normalised, without a trailing `/`.
+pub(crate) fn link_base(url: &str, plain_http_anywhere: bool) -> Result<String, ConfigError> {
+    let invalid = || ConfigError::InvalidAccountUrl(url.to_owned());
+    let base = url.trim_end_matches('/');
+    let origin_ends = base
+        .find("://")
+        .map(|scheme| {
+            base[scheme + 3..]
+                .find('/')
+                .map_or(base.len(), |p| scheme + 3 + p)
+        })
+        .ok_or_else(invalid)?;
+    let (origin, path) = base.split_at(origin_ends);
+    let origin = normalize_origin(origin).map_err(|_| invalid())?;
+    let odd = |c: char| c.is_whitespace() || c.is_control() || "?#\\".contains(c);
+    if path.contains(odd) {
+        return Err(invalid());
+    }
+    if !plain_http_anywhere && plain_http_elsewhere(&origin) {
+        return Err(ConfigError::PlainHttp(url.to_owned()));
+    }
+    Ok(format!("{origin}{path}"))
+}
+
 /// Whether `url` is `http://` on a host other than this machine's.
 pub(crate) fn plain_http_elsewhere(url: &str) -> bool {
     let Some(rest) = url

@@ -295,6 +295,12 @@ pub enum ConfigError {
          insecure_dev_mode(true) allows it for development)"
     )]
     PlainHttp(String),
+    /// The account URL that links in messages start with must be an absolute `https://` URL
+    /// without user info, query or fragment, such as `https://app.example.com/account`.
+    #[error(
+        "invalid account URL {0:?}: use an absolute URL such as https://app.example.com/account"
+    )]
+    InvalidAccountUrl(String),
     /// A CSRF exemption must be a path such as `/webhooks/payments`.
     #[error("invalid CSRF exemption {0:?}: use a path such as /webhooks/payments")]
     InvalidExemption(String),

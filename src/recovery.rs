@@ -13,7 +13,7 @@ use crate::{
     Accounts, ConfigError, Error, SessionId, SessionToken, UserId,
     accounts::has_space_or_invisible,
     client::Client,
-    csrf::plain_http_elsewhere,
+    csrf::link_base,
     error::InfrastructureError,
     events::security,
     login::typed_name,
@@ -191,20 +191,19 @@ impl Accounts {
     /// # Errors
     ///
     /// [`ConfigError::PlainHttp`](crate::ConfigError::PlainHttp) for a plain `http://` URL on
-    /// a host other than this machine's, as [`AuthLayerBuilder::build`](crate::AuthLayerBuilder::build)
-    /// refuses it.
+    /// a host other than this machine's, and
+    /// [`ConfigError::InvalidAccountUrl`](crate::ConfigError::InvalidAccountUrl) for one that
+    /// is not an absolute URL without user info, query or fragment, as
+    /// [`AuthLayerBuilder::build`](crate::AuthLayerBuilder::build) refuses them.
     pub fn with_messenger(
         mut self,
         messenger: impl Messenger,
         account_url: impl Into<String>,
     ) -> Result<Self, ConfigError> {
-        let account_url = account_url.into();
-        if plain_http_elsewhere(&account_url) {
-            return Err(ConfigError::PlainHttp(account_url));
-        }
+        let account_url = link_base(&account_url.into(), false)?;
         let recovery = Arc::make_mut(&mut self.recovery);
         recovery.set_messenger(messenger);
-        recovery.account_url = account_url.trim_end_matches('/').to_owned();
+        recovery.account_url = account_url;
         Ok(self)
     }
 
