@@ -191,7 +191,7 @@ impl Dialect for sqlx::Sqlite {
 }
 
 /// Runs a single-statement write again when Postgres refused it as a serialization failure
-/// (SQLSTATE 40001), up to 16 times. Such a statement runs in the database's default isolation:
+/// (SQLSTATE 40001): 16 tries in all. Such a statement runs in the database's default isolation:
 /// under REPEATABLE READ or SERIALIZABLE one that finds its row changed by a transaction
 /// committed after it began fails, where READ COMMITTED would have applied it to the row as
 /// left; run again, it sees the change. Each failure means another change of the row committed.

@@ -266,6 +266,34 @@ async fn memory_stays_within_the_bound_with_many_sessions(
     assert!(status.entries > 0, "{status:?}");
 }
 
+/// A cached session ends at its absolute deadline, with no notification and well within the
+/// entry's `max_age`, also after a touch of the entry (which moves its idle deadline, never
+/// past the absolute one). (With the entry's absolute check removed and its touch not capped:
+/// `200`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn a_cached_session_ends_at_its_absolute_deadline(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = node_pool(&options).await;
+    let absolute = |builder: axum_live_auth::AuthLayerBuilder| {
+        builder
+            .absolute_timeout(Duration::from_secs(3))
+            .touch_interval(Duration::from_secs(1))
+    };
+    let b = Node::new(pool.clone(), absolute).await;
+    wait_listening(|| b.status()).await;
+    let a = app_with(pool, absolute).await;
+    let token = a.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
+    let before = b.statements();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::OK);
+    assert_eq!(b.statements(), before + 1, "cached, and touched once");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(b.status_of("/me", &token).await, StatusCode::UNAUTHORIZED);
+}
+
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn cached_sessions_still_expire_and_are_still_touched(
     _: PgPoolOptions,
