@@ -28,8 +28,10 @@ const RESET_PER_ACCOUNT: u32 = 3;
 /// The window of the counts of sign-ups, reset requests and address changes.
 pub(crate) const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Address changes allowed per user per window: each sends a verification message, and each
-/// answer says whether another user has the address.
+/// answer says whether another user has the address. Per client address too, so that accounts
+/// signed up for the purpose do not multiply the answers one client gets.
 const EMAIL_CHANGES_PER_USER: u32 = 5;
+const EMAIL_CHANGES_PER_ADDRESS: u32 = 10;
 
 /// The error a [`Messenger`] reports.
 pub type MessengerError = Box<dyn std::error::Error + Send + Sync>;
@@ -479,23 +481,27 @@ impl Accounts {
         Ok(self.store().recipient(given).await?.or(as_composed))
     }
 
-    /// Counts a change of the user's address (`POST /email`); `Err(Throttled)` past the limit.
+    /// Counts a change of the user's address (`POST /email`) against the user and the client's
+    /// address; `Err(Throttled)` past either limit.
     pub(crate) async fn reserve_email_change(
         &self,
         client: &Client,
         user: UserId,
     ) -> Result<(), Error> {
-        let key = AttemptKey::email_change(user);
-        match self
-            .reserve_in_window(&key, EMAIL_CHANGES_PER_USER, WINDOW)
-            .await?
-        {
-            Reservation::Granted(_) => Ok(()),
-            Reservation::Refused(retry_after) => {
+        let from = client.address.map(|address| {
+            let key = AttemptKey::email_change_from(address.to_string());
+            (key, EMAIL_CHANGES_PER_ADDRESS)
+        });
+        let of_user = (AttemptKey::email_change(user), EMAIL_CHANGES_PER_USER);
+        for (key, count) in from.into_iter().chain([of_user]) {
+            if let Reservation::Refused(retry_after) =
+                self.reserve_in_window(&key, count, WINDOW).await?
+            {
                 security::email_change_throttled(client, user, retry_after);
-                Err(Error::Throttled { retry_after })
+                return Err(Error::Throttled { retry_after });
             }
         }
+        Ok(())
     }
 
     /// Counts one request under `key`, at most `count` a `window`.

@@ -130,6 +130,12 @@ impl AttemptKey {
         Self::new("reset", format!("email:id:{user}"))
     }
 
+    /// Address changes asked for from one client address (as [`address`](Self::address) takes
+    /// it), by any user.
+    pub(crate) fn email_change_from(address: String) -> Self {
+        Self::new("reset", format!("email:ip:{address}"))
+    }
+
     /// An existing account.
     pub(crate) fn user(id: UserId) -> Self {
         Self::new("user", format!("id:{id}"))
