@@ -754,7 +754,8 @@ async fn a_session_rotated_at_once_many_times_has_one_successor(pool: sqlx::PgPo
 
 /// A ban that lands while the user's session is being rotated ends the new session too (it
 /// would live on, refused while the user is disabled and valid again once enabled). The
-/// rotation's commit is held for 500 ms; the ban comes in the middle of it.
+/// rotation's commit is held for 500 ms; the ban is sent once it is held, and the rotation
+/// still succeeds (`204`), so that the ban really raced a rotation that went through.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_ban_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPool) {
     let app = app_with(pool.clone(), |b| b).await;
@@ -762,10 +763,15 @@ async fn a_ban_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPool) {
     slow_commits(&pool, 500).await;
     let reauth = call(&app, "/account/reauth", &phone, "password=alice-password");
     let ban = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        wait_for_held_commit(&pool).await;
         app.accounts.disable_user(app.alice).await.unwrap();
     };
-    tokio::join!(reauth, ban);
+    let (rotated, ()) = tokio::join!(reauth, ban);
+    assert_eq!(rotated.status, StatusCode::NO_CONTENT, "{}", rotated.body);
+    assert!(
+        rotated.session_cookie().is_some(),
+        "the rotation made a new session"
+    );
     assert_eq!(
         app.sessions().await,
         0,
@@ -773,17 +779,28 @@ async fn a_ban_during_a_rotation_ends_the_new_session_too(pool: sqlx::PgPool) {
     );
 }
 
-/// The same for a login: a ban that lands while the login's session is being created ends it.
+/// The same for a login: a ban that lands while the login's session is being created (its
+/// commit held) ends it; the login itself went through (`303`).
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_ban_during_a_login_ends_the_new_session_too(pool: sqlx::PgPool) {
     let app = app_with(pool.clone(), |b| b).await;
     slow_commits(&pool, 500).await;
     let login = send(&app.router, login_request(ALICE, ALICE_PASSWORD));
     let ban = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        wait_for_held_commit(&pool).await;
         app.accounts.disable_user(app.alice).await.unwrap();
     };
-    tokio::join!(login, ban);
+    let (logged_in, ()) = tokio::join!(login, ban);
+    assert_eq!(
+        logged_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        logged_in.body
+    );
+    assert!(
+        logged_in.session_cookie().is_some(),
+        "the login made a session"
+    );
     assert_eq!(
         app.sessions().await,
         0,
@@ -945,9 +962,11 @@ async fn wait_for_backends(pool: &sqlx::PgPool, condition: &str, n: i64) -> bool
     false
 }
 
-/// Waits (at most 5 s) until a commit is held by the test's trigger (see `slow_commits`).
+/// Waits (at most 5 s) until a commit is held by the test's trigger (see `slow_commits`);
+/// fails the test if none ever is (the race it sets up did not happen).
 async fn wait_for_held_commit(pool: &sqlx::PgPool) {
-    wait_for_backends(pool, "wait_event = 'PgSleep'", 1).await;
+    let held = wait_for_backends(pool, "wait_event = 'PgSleep'", 1).await;
+    assert!(held, "no commit was ever held by the test's trigger");
 }
 
 /// Revoking one device while its session is being rotated (its commit held for 500 ms; the

@@ -508,6 +508,38 @@ both_stores! {
         assert_eq!(ok.status, StatusCode::SEE_OTHER);
     }
 
+    /// The wait after a failure is the one the statement computes, not only "some wait": with
+    /// the defaults (5 free failures, a base of 1 s, a cap of 15 minutes) the `k`th failure in
+    /// a row (k ≥ 5) blocks for min(1 s × 2^(k − 4), 900 s). Seeded with `k − 1` failures and a
+    /// wait already over, one wrong password makes the `k`th: 4 seeded → 2 s, 5 → 4 s, 6 → 8 s,
+    /// and 100 → the cap, 900 s (uncapped it would be 2^40 s). The next attempt's
+    /// `Retry-After` says so (rounded up, so `w` or, on a slow run, `w − 1`).
+    async fn the_backoff_doubles_per_failure_up_to_its_cap(db: Db) {
+        let app = app(db).await;
+        let key = format!("id:{}", app.alice);
+        for (i, (seeded, wait)) in [(4, 2), (5, 4), (6, 8), (100, 900)].into_iter().enumerate() {
+            app.db.exec("DELETE FROM auth_login_attempts WHERE kind = 'user'").await;
+            app.db
+                .exec_each(
+                    &format!("INSERT INTO auth_login_attempts (kind, key, failures, blocked_until)
+                              VALUES ('user', '{key}', {seeded}, now() - interval '1 second')"),
+                    &format!("INSERT INTO auth_login_attempts (kind, key, failures, blocked_until)
+                              VALUES ('user', '{key}', {seeded}, NOW - 1000)"),
+                )
+                .await;
+            let wrong = send(&app.router, login_from(&format!("192.0.2.{}", 70 + 2 * i), ALICE, "wrong-password")).await;
+            assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{seeded} seeded: the wait was over");
+            let next = send(&app.router, login_from(&format!("192.0.2.{}", 71 + 2 * i), ALICE, ALICE_PASSWORD)).await;
+            assert_eq!(next.status, StatusCode::TOO_MANY_REQUESTS, "{seeded} seeded: failure {} waits", seeded + 1);
+            let retry: u64 = next.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+            assert!(
+                (wait - 1..=wait).contains(&retry),
+                "failure {} in a row: a wait of {wait} s expected, Retry-After {retry}",
+                seeded + 1
+            );
+        }
+    }
+
     async fn invalid_tokens_from_one_address_raise_one_alert_and_refuse_nothing(db: Db) {
         let logs = crate::account::Logs::default();
         let _guard = tracing::subscriber::set_default(logs.subscriber());
