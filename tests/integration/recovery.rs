@@ -792,10 +792,12 @@ both_stores! {
 
     /// A name no user can have (a NUL, which Postgres text cannot hold) is counted against the
     /// client's address like any other and never reaches the database: `202`, then `429`,
-    /// never a `503`.
+    /// never a `503`. No message is checked for once the work the requests spawned after their
+    /// answers (and their connections) has ended.
     async fn a_reset_for_an_impossible_name_is_counted_and_never_fails(db: Db) {
         let (app, dir, _) = quickstart(&db).await;
         let server = serve(app).await;
+        let before = settled_tasks().await;
         let long = "x".repeat(300);
         for (i, name) in ["a%00b", long.as_str(), "a%00b", "a%00b", "a%00b"].into_iter().enumerate() {
             let request = post("/account/password-reset", &format!("username={name}"), None);
@@ -803,7 +805,7 @@ both_stores! {
         }
         let request = post("/account/password-reset", "username=a%00b", None);
         assert_eq!(send_from(server, client(7), request).await.status, StatusCode::TOO_MANY_REQUESTS);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        spawned_work_ended(before).await;
         assert!(mails(&dir).is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -1018,9 +1020,11 @@ both_stores! {
         let (message, link) = mail(&dir, 1).await;
         assert!(message.starts_with("To: Alice@Example.com"), "{message}");
         assert_eq!(address_of(&app, &alice).await, (None, false), "nothing changes before the link is confirmed");
-        // Nobody has the address yet: a reset asked for by it goes nowhere.
+        // Nobody has the address yet: a reset asked for by it goes nowhere, checked once the
+        // work it spawned after its answer has ended (it ends with no event or message).
+        let before = settled_tasks().await;
         send(&app, post("/account/password-reset", "username=Alice%40Example.com", None)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        spawned_work_ended(before).await;
         assert_eq!(mails(&dir).len(), 1, "no reset goes to an address nobody has");
 
         let page = send(&app, get(&link, None)).await;
@@ -1185,6 +1189,8 @@ async fn an_address_change_racing_an_ending_by_hand_makes_no_link(pool: sqlx::Pg
 /// limit: the request was still waiting after 3 s.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_reset_request_is_answered_without_reading_the_account(pool: sqlx::PgPool) {
+    let logs = crate::account::Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
     let db = Db::from(pool.clone());
     let (app, dir, _) = quickstart(&db).await;
     let mut lock = pool.begin().await.unwrap();
@@ -1192,6 +1198,7 @@ async fn a_reset_request_is_answered_without_reading_the_account(pool: sqlx::PgP
         .execute(&mut *lock)
         .await
         .unwrap();
+    let before = settled_tasks().await;
     for name in ["bob", "bob", "bob", "bob", "nobody"] {
         let request = send(
             &app,
@@ -1204,7 +1211,14 @@ async fn a_reset_request_is_answered_without_reading_the_account(pool: sqlx::PgP
     }
     lock.rollback().await.unwrap();
     mail(&dir, 3).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Checked once the work after the answers is over: bob's fourth refused for his account,
+    // nobody's ended.
+    assert_eq!(
+        resets_handled(&logs, 4).await,
+        (3, 1),
+        "(sent, refused): bob's limit held"
+    );
+    spawned_work_ended(before).await;
     assert_eq!(mails(&dir).len(), 3, "bob's limit holds");
     let _ = std::fs::remove_dir_all(dir);
 }
