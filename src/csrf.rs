@@ -130,7 +130,7 @@ pub(crate) fn normalize_origin(origin: &str) -> Result<String, ConfigError> {
 /// Checks the URL the links sent to users start with (where the account routes are): an
 /// origin as [`normalize_origin`] takes it, then a path without a query, fragment, backslash,
 /// whitespace or control character. A browser reads `http://localhost:x@evil.example/` as a
-/// link to `evil.example` and `http:/\\evil.example/` as `http://evil.example/`, so no
+/// link to `evil.example` and `http:/\evil.example/` as `http://evil.example/`, so no
 /// looser form is taken. Plain `http://` only on this machine, unless `plain_http_anywhere`.
 /// Returns it normalised, without a trailing `/`.
 pub(crate) fn link_base(url: &str, plain_http_anywhere: bool) -> Result<String, ConfigError> {
