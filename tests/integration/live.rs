@@ -348,7 +348,9 @@ async fn verification_costs_the_same_whether_or_not_the_user_exists(db: Db) {
 
 /// Waits until `task` has finished or some connection of this test's database waits for a
 /// lock (at most 2 seconds): as far as a statement racing an open transaction can get.
-async fn finished_or_waiting<T>(pool: &sqlx::PgPool, task: &tokio::task::JoinHandle<T>) {
+/// `true` if a connection was seen waiting while `task` had not finished: the task is held up
+/// by the open transaction (nothing else of the test runs), so the race is really run.
+async fn finished_or_waiting<T>(pool: &sqlx::PgPool, task: &tokio::task::JoinHandle<T>) -> bool {
     for _ in 0..100 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
@@ -357,11 +359,15 @@ async fn finished_or_waiting<T>(pool: &sqlx::PgPool, task: &tokio::task::JoinHan
         .fetch_one(pool)
         .await
         .unwrap();
-        if task.is_finished() || waiting > 0 {
-            return;
+        if task.is_finished() {
+            return false;
+        }
+        if waiting > 0 {
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    false
 }
 
 /// A role's permissions change in a transaction that stays open while bob is given the role:
@@ -382,7 +388,10 @@ async fn a_role_change_racing_an_assignment_reaches_the_new_member(pool: sqlx::P
     let accounts = app.accounts.clone();
     let bob = app.bob;
     let assign = tokio::spawn(async move { accounts.assign_role(bob, "admin").await });
-    finished_or_waiting(&pool, &assign).await;
+    assert!(
+        finished_or_waiting(&pool, &assign).await,
+        "the assignment did not wait for the role's change"
+    );
     change.commit().await.unwrap();
     assign.await.unwrap().unwrap();
     let (column, _) = app.db.permissions_column_and_grants(bob).await;
@@ -444,7 +453,10 @@ async fn a_snapshot_assignment_racing_a_role_change_is_never_stale(pool: sqlx::P
     let accounts = snapshot_node.accounts.clone();
     let bob = app.bob;
     let assign = tokio::spawn(async move { accounts.assign_role(bob, "admin").await });
-    finished_or_waiting(&pool, &assign).await;
+    assert!(
+        finished_or_waiting(&pool, &assign).await,
+        "the snapshot assignment did not wait for the role's change"
+    );
     change.commit().await.unwrap();
     let assigned = assign.await.unwrap();
     let (column, _) = app.db.permissions_column_and_grants(bob).await;
@@ -506,7 +518,10 @@ async fn a_snapshot_role_change_racing_an_assignment_is_never_stale(pool: sqlx::
             .await?;
         tx.commit().await
     });
-    finished_or_waiting(&pool, &change).await;
+    assert!(
+        finished_or_waiting(&pool, &change).await,
+        "the snapshot role change did not wait for the assignment"
+    );
     assign.commit().await.unwrap();
     let changed = change.await.unwrap();
     let (column, _) = app.db.permissions_column_and_grants(app.bob).await;
@@ -537,7 +552,10 @@ async fn a_role_change_racing_a_scoped_assignment_is_notified_after_it(pool: sql
     let resource = axum_live_auth::Resource::new("project", "42").unwrap();
     let assign =
         tokio::spawn(async move { accounts.assign_role_on(bob, "admin", &resource).await });
-    finished_or_waiting(&pool, &assign).await;
+    assert!(
+        finished_or_waiting(&pool, &assign).await,
+        "the scoped assignment did not wait for the role's change"
+    );
     change.commit().await.unwrap();
     assign.await.unwrap().unwrap();
     let mut after_commit = Vec::new();
@@ -581,24 +599,39 @@ async fn ending_every_session(pool: &sqlx::PgPool) -> sqlx::Transaction<'static,
 
 /// A session is ended by moving its idle deadline into the past, in a transaction still open
 /// while a request of that session, which read it as live, writes its due touch: the touch
-/// skips the row (or, were it to wait, would find the session ended) and must not move the
-/// deadline forward again. (Before, it waited, matched on `last_seen_at` alone and brought the
-/// session back for another 30 minutes.) SQLite's touch waits for the writer: see
+/// (made to wait by a lock on the table, as it would skip the locked row) finds the session
+/// ended and must not move the deadline forward again. (Before, it waited, matched on
+/// `last_seen_at` alone and brought the session back for another 30 minutes.) SQLite's touch
+/// waits for the writer: see
 /// `sqlite::a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back`.
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_touch_waiting_on_a_session_being_ended_does_not_bring_it_back(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;
     let bob = app.login(BOB, BOB_PASSWORD).await;
     app.db.age_sessions(600, false).await; // a touch is due
-    let end = ending_every_session(&pool).await;
+    let mut end = ending_every_session(&pool).await;
+    // The touch skips a locked row: a table lock, which the lookup's read does not need but
+    // the touch's UPDATE does, makes it wait for the ending, then evaluate its deadline check
+    // against the ended row.
+    sqlx::query("LOCK TABLE auth_sessions IN SHARE MODE")
+        .execute(&mut *end)
+        .await
+        .unwrap();
     let request = {
         let app = app.clone();
         let bob = bob.clone();
         tokio::spawn(async move { app.status("/me", &bob).await })
     };
-    finished_or_waiting(&pool, &request).await;
+    assert!(
+        finished_or_waiting(&pool, &request).await,
+        "the request's touch did not wait for the ending"
+    );
     end.commit().await.unwrap();
-    request.await.unwrap();
+    assert_eq!(
+        request.await.unwrap(),
+        StatusCode::OK,
+        "it read the session as live"
+    );
     assert_eq!(app.status("/me", &bob).await, StatusCode::UNAUTHORIZED);
 }
 
@@ -623,11 +656,16 @@ async fn a_rotation_waiting_on_a_session_being_ended_does_not_copy_it(pool: sqlx
             .unwrap();
         tokio::spawn(async move { send(&app.router, reauth).await })
     };
-    finished_or_waiting(&pool, &request).await;
+    assert!(
+        finished_or_waiting(&pool, &request).await,
+        "the rotation did not wait for the ending"
+    );
     end.commit().await.unwrap();
     let rotated = request.await.unwrap();
     let live = live_sessions(&pool).await;
     assert_eq!(live, 0, "the rotation answered {}", rotated.status);
+    // The session ended before it could be copied: the reauthentication has none to go on.
+    assert_eq!(rotated.status, StatusCode::UNAUTHORIZED);
 }
 
 /// An operator ends bob's session by moving its deadline into the past while a rotation (a
@@ -638,14 +676,21 @@ async fn a_rotation_waiting_on_a_session_being_ended_does_not_copy_it(pool: sqlx
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_session_ended_by_hand_while_its_renewal_waits_is_not_copied(pool: sqlx::PgPool) {
     let app = app(pool.clone()).await;
+    // With what each answers once the session ended under it: the reauthentication has no
+    // session to go on; the password is changed all the same, the session not renewed.
     let renewals = [
-        ("/account/reauth", format!("password={BOB_PASSWORD}")),
+        (
+            "/account/reauth",
+            format!("password={BOB_PASSWORD}"),
+            StatusCode::UNAUTHORIZED,
+        ),
         (
             "/account/password",
             format!("current_password={BOB_PASSWORD}&new_password=a-new-long-password"),
+            StatusCode::NO_CONTENT,
         ),
     ];
-    for (path, form) in renewals {
+    for (path, form, answer) in renewals {
         sqlx::query("DELETE FROM auth_sessions")
             .execute(&pool)
             .await
@@ -670,24 +715,26 @@ async fn a_session_ended_by_hand_while_its_renewal_waits_is_not_copied(pool: sql
             let app = app.clone();
             tokio::spawn(async move { send(&app.router, renewal).await })
         };
-        finished_or_waiting(&pool, &request).await;
+        assert!(
+            finished_or_waiting(&pool, &request).await,
+            "{path} did not wait for bob's row"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        let ending = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                sqlx::query(
-                    "UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'",
-                )
-                .execute(&pool)
-                .await
-            }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Committed before the renewal goes on: it waits on the user's row, holding no lock on
+        // the session, so the ending does not wait (a timeout fails the test).
+        let ending =
+            sqlx::query("UPDATE auth_sessions SET idle_expires_at = now() - interval '1 second'")
+                .execute(&pool);
+        tokio::time::timeout(std::time::Duration::from_secs(2), ending)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!request.is_finished(), "{path} did not wait for bob's row");
         holder.commit().await.unwrap();
-        ending.await.unwrap().unwrap();
         let renewed = request.await.unwrap();
         let live = live_sessions(&pool).await;
         assert_eq!(live, 0, "{path} answered {}", renewed.status);
+        assert_eq!(renewed.status, answer, "{path}");
     }
 }
 
@@ -720,7 +767,10 @@ async fn ending_every_session_while_one_rotates_ends_the_copy_too(pool: sqlx::Pg
     let accounts = app.accounts.clone();
     let bob = app.bob;
     let everywhere = tokio::spawn(async move { accounts.revoke_all_sessions(bob).await });
-    finished_or_waiting(&pool, &everywhere).await;
+    assert!(
+        finished_or_waiting(&pool, &everywhere).await,
+        "the revocation did not wait for the rotation"
+    );
     rotation.commit().await.unwrap();
     everywhere.await.unwrap().unwrap();
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_sessions WHERE user_id = $1")

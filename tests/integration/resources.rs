@@ -1,7 +1,13 @@
 //! Permissions on a resource: scoped grants and roles, checked live, through the API, the route
 //! guard and the cache.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -12,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{
     ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, ORIGIN, TestApp, app, app_with, both_stores,
-    send,
+    get_with_cookie, send,
 };
 
 fn project(id: &str) -> Resource {
@@ -106,7 +112,8 @@ both_stores! {
         assert!(Resource::new("project", "42\u{202E}").is_err());
         // Bytes that are not UTF-8: the client's mistake too, not a 500.
         assert_eq!(app.status("/projects/%FF", &bob).await, StatusCode::BAD_REQUEST);
-        // The database gone: 503, never allowed.
+        // The database gone: 503, never allowed. (The session's lookup fails first here, so the
+        // guard's own check is not reached: `the_guards_own_check_failing_answers_503` covers it.)
         app.db.close().await;
         let reply = app.get("/projects/42", &bob).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -275,6 +282,87 @@ async fn cached_scoped_answers_stay_live_across_nodes(_: PgPoolOptions, options:
     .await
     .unwrap();
     assert!(b.until("/projects/42", &bob, StatusCode::OK).await < Duration::from_secs(1));
+}
+
+/// The guard's own check failing, not the session's lookup: the lookup (which reads no grant
+/// table) succeeds while the scoped check waits on a locked `auth_user_resource_permissions`
+/// past the lookup's bound, which also bounds that check: `503` with `Retry-After`, and the
+/// handler does not run. (A guard failing open on a database error: `200`.)
+#[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
+async fn the_guards_own_check_failing_answers_503(_: PgPoolOptions, options: PgConnectOptions) {
+    let bound = Duration::from_millis(300);
+    let app = app_with(crate::common::node_pool(&options).await, |b| {
+        b.lookup_timeout(bound)
+    })
+    .await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            "project"
+        }
+    };
+    let router = axum::Router::new()
+        .route("/projects/{id}", axum::routing::get(handler))
+        .route_layer(axum_live_auth::require_permission_on(
+            "project:read",
+            "project",
+            "id",
+        ))
+        .layer(app.layer.clone());
+    let bob = app.login(BOB, BOB_PASSWORD).await;
+    let get = |path: &str| send(&router, get_with_cookie(path, &bob));
+    assert_eq!(get("/projects/42").await.status, StatusCode::FORBIDDEN);
+
+    let lock = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth_user_resource_permissions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(10), get("/projects/42"))
+        .await
+        .expect("the guard's check is bounded");
+    let elapsed = started.elapsed();
+    // The check given up is still at the lock (Postgres does not see a client leave while its
+    // statement waits): the `503` came from the guard's query, not from the session's lookup.
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'
+            AND query LIKE '%FROM auth_user_resource_permissions%'",
+    )
+    .fetch_one(&lock)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert!(reply.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the handler ran");
+    assert!(waiting >= 1, "the scoped check never waited at the lock");
+    assert!(
+        elapsed >= bound && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+
+    // The lock gone: the guard answers again, and lets the holder through.
+    app.accounts
+        .grant_permission_on(app.bob, "project:read", &project("42"))
+        .await
+        .unwrap();
+    assert_eq!(get("/projects/42").await.status, StatusCode::OK);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    lock.close().await;
 }
 
 /// A resource type no resource can have is the app's mistake: the guard is refused when built,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum_live_auth::UserId;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest as _, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::common::{BOB, BOB_PASSWORD, Db, both_stores, counted_app};
@@ -124,7 +126,9 @@ both_stores! {
 }
 
 /// Two nodes listening: revoking a session and revoking a permission each send exactly one
-/// notification (not one per node); purging 2 500 expired sessions sends none, and the nodes still refuse them.
+/// notification (not one per node); purging 2 500 expired sessions sends none, and the nodes still
+/// refuse them (three that b cached while live, past their idle deadline without a
+/// notification; with the cache's deadline check gone: `200`).
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn one_change_sends_one_notification_and_the_purge_none(
     _: PgPoolOptions,
@@ -152,18 +156,40 @@ async fn one_change_sends_one_notification_and_the_purge_none(
     };
 
     let bob = b.login(BOB, BOB_PASSWORD).await;
-    seed_expired(&a.db, 2500).await;
+    // Three of the 2 500 with known tokens, live for a second: b caches them meanwhile.
+    let mut tokens = Vec::new();
+    for i in 1..=3u8 {
+        let (id, secret) = (URL_SAFE_NO_PAD.encode([i; 16]), [i; 32]);
+        sqlx::query(
+            "INSERT INTO auth_sessions (id, secret_hash, user_id, idle_expires_at, expires_at)
+             VALUES ($1, $2, $3, now() + interval '1 second', now() + interval '1 hour')",
+        )
+        .bind(&id)
+        .bind(Sha256::digest(secret).to_vec())
+        .bind(a.bob)
+        .execute(a.db.postgres())
+        .await
+        .unwrap();
+        let token = format!("{id}.{}", URL_SAFE_NO_PAD.encode(secret));
+        assert_eq!(b.status("/me", &token).await, StatusCode::OK);
+        tokens.push(token);
+    }
+    seed_expired(&a.db, 2497).await;
     assert_eq!(
         heard().await,
         Vec::<String>::new(),
         "logins and new sessions notify no one"
     );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(a.accounts.purge_expired_sessions().await.unwrap(), 2500);
     assert_eq!(
         heard().await,
         Vec::<String>::new(),
         "the purge notifies no one"
     );
+    for token in &tokens {
+        assert_eq!(b.status("/me", token).await, StatusCode::UNAUTHORIZED);
+    }
     assert_eq!(b.status("/me", &bob).await, StatusCode::OK);
 
     let session = a.accounts.list_sessions(a.bob).await.unwrap()[0].id.clone();
