@@ -204,8 +204,9 @@ impl Open {
     }
 
     /// The last event: `ended` (the session is over) or `reconnect` (the picture may be stale).
+    /// Its data is `{}`: a browser's `EventSource` never dispatches an event without data.
     fn end(&mut self, event: &'static str) -> Event {
         self.done = true;
-        Event::default().event(event).data("")
+        Event::default().event(event).data("{}")
     }
 }

@@ -277,6 +277,16 @@ async fn the_menu_follows_live_permissions_in_a_real_browser(
     browser
         .until("on the login page", "return location.pathname === '/login'")
         .await;
+    // By the `ended` event, not by the page's fallback (a failed stream reloads the page, which
+    // the layer then sends to the login form too), which counts its failures. (Before: `"1"`,
+    // since Chromium dropped `ended`, sent without data, as every browser does.)
+    assert_eq!(
+        browser
+            .run("return sessionStorage.getItem('eventFailures')")
+            .await,
+        serde_json::Value::Null,
+        "the page left by a failed stream, not by its ended event"
+    );
     browser.quit().await;
 }
 

@@ -146,11 +146,10 @@ impl EventStream {
                         data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
                     }
                 }
-                if block
-                    .lines()
-                    .all(|l| l.is_empty() || l.starts_with(':') || l.starts_with("retry:"))
-                {
-                    continue; // a heartbeat comment or a lone retry
+                if data.is_empty() {
+                    // A heartbeat comment, a lone retry, or an event without a data line,
+                    // which a browser's EventSource never dispatches either.
+                    continue;
                 }
                 return Some(Event {
                     name,
