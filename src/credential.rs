@@ -341,6 +341,24 @@ mod tests {
         let clear = clear.to_str().unwrap();
         assert!(clear.starts_with(&format!("{NAME}=; HttpOnly; SameSite=Lax; Secure; Path=/")));
         assert!(clear.contains("Max-Age=0"));
+
+        // With a Domain, the clearing cookie names it too: a browser keeps a cookie set for a
+        // domain when told to clear the host-only one.
+        let config = CookieConfig {
+            name: "__Secure-sid".into(),
+            domain: Some("example.com".into()),
+            ..config
+        };
+        let set = set_cookie(&config, &t).unwrap();
+        assert!(
+            set.to_str().unwrap().contains("; Domain=example.com"),
+            "{set:?}"
+        );
+        let clear = clear_cookie(&config).unwrap();
+        assert!(
+            clear.to_str().unwrap().contains("; Domain=example.com"),
+            "{clear:?}"
+        );
     }
 
     fn read_value(values: &[&str]) -> Presented {

@@ -213,9 +213,13 @@ both_stores! {
         assert_eq!(revoke_others(token.clone()).await, StatusCode::NO_CONTENT);
         app.db.age_authentication(public_id(&token), 14 * 60).await;
         assert_eq!(revoke_others(token.clone()).await, StatusCode::NO_CONTENT);
-        // Using the session does not extend the window.
-        assert_eq!(app.status("/me", &token).await, StatusCode::OK);
+        // Using the session does not extend the window: not even a use that touches it (a
+        // touch that set `authenticated_at` too would reopen the window here).
         app.db.age_authentication(public_id(&token), 16 * 60).await;
+        app.db.age_sessions(600, false).await;
+        let before = app.db.deadlines().await;
+        assert_eq!(app.status("/me", &token).await, StatusCode::OK);
+        assert!(app.db.deadlines().await.0 > before.0, "the use touched the session");
         assert_eq!(revoke_others(token.clone()).await, StatusCode::FORBIDDEN);
         let reauth = call(&app, "/account/reauth", &token, "password=alice-password").await;
         let token = reauth.session_cookie().unwrap();
@@ -300,6 +304,11 @@ both_stores! {
         assert_eq!(app.sessions().await, 3);
         let bob = app.login(BOB, BOB_PASSWORD).await;
         assert_eq!(app.status("/me", &bob).await, StatusCode::OK, "the cap is per user");
+        // And bob's login ended none of alice's (a cap counted across users would have).
+        for live in [&t1, &t3, &t4] {
+            assert_eq!(app.status("/me", live).await, StatusCode::OK, "alice's session ended");
+        }
+        assert_eq!(app.sessions().await, 4);
     }
 
     async fn the_purge_deletes_only_expired_sessions(db: Db) {
