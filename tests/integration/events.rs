@@ -74,10 +74,11 @@ async fn node(options: PgConnectOptions, connections: u32) -> (TestApp, String) 
     (app, token)
 }
 
-/// A pool of its own (two connections), and a transaction on it that holds the sessions table
-/// against every read until it ends.
-async fn lock_sessions(
+/// A pool of its own (two connections), and a transaction on it that holds `table` against
+/// every read until it ends.
+pub(crate) async fn lock_table(
     options: PgConnectOptions,
+    table: &str,
 ) -> (sqlx::PgPool, sqlx::Transaction<'static, sqlx::Postgres>) {
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -85,10 +86,12 @@ async fn lock_sessions(
         .await
         .unwrap();
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     (pool, tx)
 }
 
@@ -463,7 +466,7 @@ async fn woken_streams_read_a_quarter_of_the_pool_at_a_time(
         principal(&stream.next(SOON).await);
         streams.push(stream);
     }
-    let (lock, tx) = lock_sessions(options).await;
+    let (lock, tx) = lock_table(options, "auth_sessions").await;
     app.accounts
         .grant_permission(app.bob, "woken:read")
         .await
@@ -528,7 +531,7 @@ async fn a_stream_nobody_reads_keeps_no_turn_from_the_others(
     let (mut events, _) = stream(&app, &token).await;
     principal(&events.next(SOON).await);
 
-    let (lock, tx) = lock_sessions(options).await;
+    let (lock, tx) = lock_table(options, "auth_sessions").await;
     app.accounts
         .grant_permission(app.bob, "first:read")
         .await

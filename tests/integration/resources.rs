@@ -315,16 +315,8 @@ async fn the_guards_own_check_failing_answers_503(_: PgPoolOptions, options: PgC
     let get = |path: &str| send(&router, get_with_cookie(path, &bob));
     assert_eq!(get("/projects/42").await.status, StatusCode::FORBIDDEN);
 
-    let lock = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let mut tx = lock.begin().await.unwrap();
-    sqlx::query("LOCK TABLE auth_user_resource_permissions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let (lock, tx) =
+        crate::events::lock_table(options.clone(), "auth_user_resource_permissions").await;
     let started = std::time::Instant::now();
     let reply = tokio::time::timeout(Duration::from_secs(10), get("/projects/42"))
         .await
