@@ -98,11 +98,16 @@ async fn mail(dir: &std::path::Path, n: usize) -> (String, String) {
 }
 
 async fn login(app: &Router, username: &str, password: &str) -> Reply {
+    send(app, login_form(username, password)).await
+}
+
+/// The login form posted from the app's origin.
+fn login_form(username: &str, password: &str) -> Request<Body> {
     let mut request = login_request(username, password);
     request
         .headers_mut()
         .insert(header::ORIGIN, ORIGIN.parse().unwrap());
-    send(app, request).await
+    request
 }
 
 fn form_token(link_path: &str) -> String {
@@ -424,9 +429,7 @@ both_stores! {
         let mut used = post(confirm, &form, None);
         used.headers_mut().insert(header::USER_AGENT, "link-user/1.0".parse().unwrap());
         assert_eq!(from(13, used).await.status, StatusCode::SEE_OTHER);
-        let mut login = login_request("alice", "alice-password");
-        login.headers_mut().insert(header::ORIGIN, ORIGIN.parse().unwrap());
-        let alice = from(14, login).await.session_cookie().unwrap();
+        let alice = from(14, login_form("alice", "alice-password")).await.session_cookie().unwrap();
         let ask = post("/account/email", "email=alice-new%40example.com", Some(&alice));
         assert_eq!(from(14, ask).await.status, StatusCode::ACCEPTED);
         let form = format!("token={}", form_token(&mail(&dir, 2).await.1));
@@ -485,8 +488,7 @@ both_stores! {
         let (app, dir, auth) = quickstart(&db).await;
         let server = serve(app).await;
         let log_in = |name: String, from| async move {
-            let mut login = login_request(&name, "prober-password");
-            login.headers_mut().insert(header::ORIGIN, ORIGIN.parse().unwrap());
+            let login = login_form(&name, "prober-password");
             send_from(server, client(from), login).await.session_cookie().unwrap()
         };
         let ask = |session: &str, email: String, from| {
