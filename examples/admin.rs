@@ -452,9 +452,12 @@ fn session_id(arg: &str) -> Result<SessionId, Failure> {
     SessionId::parse(arg).ok_or_else(|| {
         Failure::new(
             USAGE,
+            // Not echoed: an operator who pasted the token's secret part alone would have it
+            // written to a log.
             format!(
-                "{} is not a session id (22 characters, as `admin sessions <username>` lists them)",
-                quote(arg)
+                "the argument of {} characters is not a session id (22 characters, as \
+                 `admin sessions <username>` lists them)",
+                arg.chars().count()
             ),
         )
     })

@@ -592,7 +592,9 @@ impl Auth {
             // A bearer client gets a rotated token back in a header, a cookie in the cookie.
             CookieChange::Set(token) => [
                 source.bearer().then(|| {
-                    let value = HeaderValue::try_from(token.to_string()).ok();
+                    let value = HeaderValue::try_from(token.to_string())
+                        .ok()
+                        .map(credential::sensitive);
                     (HeaderName::from_static(SESSION_TOKEN_HEADER), value)
                 }),
                 source

@@ -190,7 +190,26 @@ fn header_value(cookie: Cookie<'_>) -> Option<HeaderValue> {
     // Names and domains were validated by the builder and tokens are base64url, so this holds;
     // a failure would drop the header rather than panic. Not percent-encoded: a name is read
     // back as configured, and some characters a name may have (`|`, `^`, `#`) would be encoded.
-    HeaderValue::try_from(cookie.to_string()).ok()
+    HeaderValue::try_from(cookie.to_string())
+        .ok()
+        .map(sensitive)
+}
+
+/// `value` marked sensitive, so that logging middleware (tower-http's `Trace`) prints
+/// `Sensitive` instead of the token, and HTTP/2 never indexes it.
+pub(crate) fn sensitive(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
+/// Marks every header of the request that may carry a token (`Cookie`, `Authorization`) as
+/// sensitive, for the layers and handlers inside this one.
+pub(crate) fn hide_tokens(headers: &mut HeaderMap) {
+    for (name, value) in headers.iter_mut() {
+        if name == header::COOKIE || name == header::AUTHORIZATION {
+            value.set_sensitive(true);
+        }
+    }
 }
 
 #[cfg(test)]

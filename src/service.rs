@@ -255,6 +255,7 @@ where
 
         Box::pin(async move {
             let config = &shared.config;
+            credential::hide_tokens(req.headers_mut());
             let client = client_of(&shared, &req);
             let credential =
                 match credential::read(req.headers(), &config.cookie.name, config.bearer) {

@@ -184,6 +184,15 @@ fn usage_errors_exit_2_without_touching_a_database() {
     run.code(2);
     assert!(!run.stderr.contains("the-secret-part"), "{run:#?}");
     cli(url, &["revoke-session", "bob", "not-an-id"], None).code(2);
+    // So is a token's secret part pasted alone.
+    let token = axum_live_auth::SessionToken::generate()
+        .unwrap()
+        .to_string();
+    let (_, secret) = token.split_once('.').unwrap();
+    let run = cli(url, &["revoke-session", "bob", secret], None);
+    run.code(2);
+    assert!(run.stderr.contains("not a session id"), "{run:#?}");
+    assert!(!run.stderr.contains(secret), "{run:#?}");
 
     // DATABASE_URL: unset, empty, another database, an SQLite file that is not there.
     let run = cli(None, &["sessions", "bob"], None);

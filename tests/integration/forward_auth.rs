@@ -610,10 +610,21 @@ async fn nginx_forwards_live_sessions_to_a_service_in_another_language(
         .revoke_permission(app.bob, "reports:read")
         .await
         .unwrap();
-    assert_eq!(
-        get("/reports/q1", Some(bob.clone()), &[]).await.status,
-        StatusCode::FORBIDDEN
-    );
+    // Nor past the location by a path that nginx reads as another one and a service (Express,
+    // Spring) as the same. (Before: `location /reports/` left these to `location /`, 200.)
+    for path in [
+        "/reports/q1",
+        "/REPORTS/q1",
+        "/Reports;v=1/q1",
+        "/reports;x",
+        "/reports",
+    ] {
+        assert_eq!(
+            get(path, Some(bob.clone()), &[]).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
     assert_eq!(
         get("/service/hello", Some(bob.clone()), &[]).await.status,
         StatusCode::OK

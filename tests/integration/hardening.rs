@@ -291,6 +291,56 @@ both_stores! {
         assert_eq!(send(&app.router, bearer("/me", &token)).await.status, StatusCode::UNAUTHORIZED);
     }
 
+    /// Every header that carries a token is marked sensitive, so that logging middleware
+    /// (tower-http's `Trace` with headers on) prints `Sensitive`, never the token: the
+    /// `Set-Cookie` of a login, the `x-session-token` of a bearer rotation, and, for the layers
+    /// and handlers inside the layer, the request's `Cookie` and `Authorization`. (Before:
+    /// none was, and `{:?}` of the headers printed the token.)
+    async fn headers_that_carry_a_token_are_marked_sensitive(db: Db) {
+        let app = bearer_app(db).await;
+        let login = send(&app.router, login_request(ALICE, ALICE_PASSWORD)).await;
+        let set_cookie = &login.headers[header::SET_COOKIE];
+        assert!(set_cookie.is_sensitive());
+        let cookie = login.session_cookie().unwrap();
+        assert!(!format!("{:?}", login.headers).contains(&cookie), "{:?}", login.headers);
+
+        let issued = issue_token(&app, BOB, BOB_PASSWORD).await;
+        let body: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
+        let token = body["token"].as_str().unwrap().to_owned();
+        let reauth = Request::post("/account/reauth")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("password=bob-password"))
+            .unwrap();
+        let reply = send(&app.router, reauth).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        let rotated = &reply.headers[axum_live_auth::SESSION_TOKEN_HEADER];
+        assert!(rotated.is_sensitive());
+        assert!(!format!("{:?}", reply.headers).contains(rotated.to_str().unwrap()));
+
+        // What a handler (or a layer inside this one) sees of the request.
+        let probe = axum::Router::new()
+            .route(
+                "/probe",
+                axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                    let sensitive = |name| headers.get_all(name).iter().all(|v| v.is_sensitive());
+                    let present = headers.contains_key(header::COOKIE)
+                        && headers.contains_key(header::AUTHORIZATION);
+                    format!("{present} {} {}", sensitive(header::COOKIE), sensitive(header::AUTHORIZATION))
+                }),
+            )
+            .layer(app.layer.clone());
+        let request = Request::get("/probe")
+            .header(header::COOKIE, "theme=dark")
+            .header(header::COOKIE, format!("{COOKIE}={cookie}"))
+            .header(header::AUTHORIZATION, format!("Bearer {cookie}"))
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&probe, request).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "true true true");
+    }
+
     /// A client that sends its token both in the cookie and in the bearer header (one HTTP
     /// client with a cookie jar and an `Authorization` header) gets a rotated token back in
     /// both, and its logout clears the cookie. (Before: in the header only, so that the jar
