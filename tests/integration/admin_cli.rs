@@ -380,6 +380,12 @@ async fn sessions_are_listed_and_revoked_and_bans_take_effect_at_once() {
     let alice = app.login(ALICE, ALICE_PASSWORD).await;
     let (bob_1_id, bob_1_secret) = bob_1.split_once('.').unwrap();
     let (bob_2_id, bob_2_secret) = bob_2.split_once('.').unwrap();
+    // bob_1 last seen a minute ago: the listing puts bob_2 first.
+    sqlx::query("UPDATE auth_sessions SET last_seen_at = last_seen_at - 60000 WHERE id = $1")
+        .bind(bob_1_id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
     // The listing: public ids, never secrets.
     let run = db.run(&["sessions", BOB]);
@@ -402,7 +408,12 @@ async fn sessions_are_listed_and_revoked_and_bans_take_effect_at_once() {
         assert!(header.contains(column), "{header}");
     }
     assert_eq!(run.stdout.lines().count(), 4, "{}", run.stdout);
-    assert!(run.stdout.contains(bob_1_id) && run.stdout.contains(bob_2_id));
+    let rows: Vec<&str> = run.stdout.lines().skip(2).collect();
+    assert!(
+        rows[0].starts_with(bob_2_id) && rows[1].starts_with(bob_1_id),
+        "{}",
+        run.stdout
+    );
     assert!(!run.stdout.contains(bob_1_secret) && !run.stdout.contains(bob_2_secret));
     assert!(!run.stdout.contains(alice.split_once('.').unwrap().0));
     assert!(

@@ -241,8 +241,21 @@ async fn a_check_costs_one_round_trip_or_none_with_the_cache(pool: sqlx::PgPool)
 /// (Before: one statement, and one cached answer keyed by the whole header, per request.)
 #[sqlx::test(migrator = "axum_live_auth::POSTGRES_MIGRATOR")]
 async fn a_permission_no_grant_can_hold_costs_no_round_trip(pool: sqlx::PgPool) {
-    let app = counted_app_with(pool, |b| b).await;
+    let app = counted_app_with(pool.clone(), |b| b).await;
+    // The longest a grant may have is still looked up.
+    let longest = "p".repeat(128);
+    let project = "project:42".parse().unwrap();
+    (app.accounts
+        .grant_permission_on(app.bob, &longest, &project))
+    .await
+    .unwrap();
     let token = app.login(BOB, BOB_PASSWORD).await;
+    let held = format!("?permission={longest}&resource=project:42");
+    assert_eq!(
+        ask(&app, &held, Some(&token), &[]).await.status,
+        StatusCode::OK
+    );
+
     let long = "p".repeat(129);
     let query = format!("?permission={long}&resource=project:42");
     ask(&app, &query, Some(&token), &[]).await; // prepares the lookup
@@ -250,6 +263,26 @@ async fn a_permission_no_grant_can_hold_costs_no_round_trip(pool: sqlx::PgPool) 
     let reply = ask(&app, &query, Some(&token), &[]).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(app.statements() - before, 1, "the session lookup alone");
+
+    // With the cache: no cached answer, where a permission a grant can hold takes one.
+    let cached = counted_app_with(pool, |b| {
+        b.principal_cache(axum_live_auth::CacheOptions::default())
+    })
+    .await;
+    cached.listen().await;
+    for _ in 0..3 {
+        assert_eq!(
+            ask(&cached, &query, Some(&token), &[]).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let answers = || cached.layer.cache_status().unwrap().answers;
+    assert_eq!(answers(), 0);
+    assert_eq!(
+        ask(&cached, &held, Some(&token), &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(answers(), 1);
 }
 
 /// A permission holding a NUL (which no Postgres text can hold) is refused without asking the

@@ -11,9 +11,10 @@ use axum_live_auth::CacheOptions;
 use futures_util::future::join_all;
 use http::StatusCode;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tower::ServiceExt as _;
 
 use crate::common::{
-    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, TestApp, app_on,
+    ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD, COOKIE, TestApp, app_on,
     example::{free_port, wait_for_port},
 };
 
@@ -368,14 +369,42 @@ async fn through_a_pooler_only_a_direct_pool_listens(_: PgPoolOptions, options: 
             .is_ok()
     );
 
-    let app = app_on(direct.into(), pooled().into(), |b| b).await;
+    let app = app_on(direct.clone().into(), pooled().into(), |b| b).await;
+    // The same pooled store given a direct listener pool: its streams open once it listens.
+    let twin = AuthLayer::builder(pooled())
+        .allowed_origin(crate::common::ORIGIN)
+        .listen_pool(direct)
+        .build()
+        .unwrap();
+    let twin_router =
+        crate::common::router(twin.accounts(), Default::default()).layer(twin.clone());
     tokio::spawn(app.layer.background());
+    tokio::spawn(twin.background());
     let bob = app.login(BOB, BOB_PASSWORD).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // A stream that opened would not end: bounded, a timeout counts as opened.
-    let answer =
-        tokio::time::timeout(Duration::from_secs(5), app.status("/account/events", &bob)).await;
-    assert_eq!(answer.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    // Only the answer's status: a stream that opened would not end.
+    let events = |router: axum::Router| {
+        let request = http::Request::get("/account/events")
+            .header(http::header::COOKIE, format!("{COOKIE}={bob}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        async move { router.oneshot(request).await.unwrap().status() }
+    };
+    let started = std::time::Instant::now();
+    while events(twin_router.clone()).await != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the direct listener never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // By now a listener started beside the twin's would listen too.
+    for _ in 0..5 {
+        assert_eq!(
+            events(app.router.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A listener that can hear only itself is never trusted: with the listener pool pointed at a

@@ -227,6 +227,8 @@ async fn giving_access_needs_a_recent_password_check(db: Db) {
     assert_eq!(grant.status, StatusCode::FORBIDDEN);
     assert!(grant.body.contains("reauth_required"), "{}", grant.body);
     assert_eq!(call("/admin/users/bob/disable", alice.clone(), None).await.status, StatusCode::NO_CONTENT);
+    let revoke = call("/admin/users/bob/revoke", alice.clone(), Some("permission=reports%3Aread")).await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT);
     let enable = call("/admin/users/bob/enable", alice.clone(), None).await;
     assert_eq!(enable.status, StatusCode::FORBIDDEN);
 

@@ -134,8 +134,10 @@ async fn one_change_sends_one_notification_and_the_purge_none(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
+    // Entries kept far longer than the test runs, so that only their deadline check can
+    // refuse the purged tokens (the default 5 s age would refuse them on a slow run too).
     let cached = |b: axum_live_auth::AuthLayerBuilder| {
-        b.principal_cache(axum_live_auth::CacheOptions::default())
+        b.principal_cache(axum_live_auth::CacheOptions::default().max_age(Duration::from_secs(600)))
     };
     let a = crate::common::app_with(crate::common::node_pool(&options).await, cached).await;
     let b = crate::common::app_with(crate::common::node_pool(&options).await, cached).await;
