@@ -18,7 +18,7 @@ use crate::{
     recovery::{Recovery, WINDOW},
     shared::{Shared, Subscribers},
     store::{
-        AddressChanges, AttemptKey, GrantRow, PasswordSet, Reservation, Scope, ThrottleLimits, by,
+        AddressChanges, AttemptKey, GrantRow, PasswordSet, Reservation, ThrottleLimits, by,
         repeating_conflicts,
     },
 };
@@ -462,7 +462,7 @@ impl Accounts {
     ) -> Result<(), Error> {
         validate_name(permission)?;
         let grant = GrantRow::Permission(permission);
-        repeating_conflicts(|| self.store.grant_on(user, grant, scope(resource))).await?;
+        repeating_conflicts(|| self.store.grant_on(user, grant, resource)).await?;
         self.scoped_changed(user);
         Ok(())
     }
@@ -480,8 +480,7 @@ impl Accounts {
     ) -> Result<bool, Error> {
         queryable(&[permission])?;
         let grant = GrantRow::Permission(permission);
-        let revoked =
-            repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
+        let revoked = repeating_conflicts(|| self.store.revoke_on(user, grant, resource)).await?;
         self.scoped_changed(user);
         refused_if_invalid(revoked, &[permission])
     }
@@ -567,7 +566,7 @@ impl Accounts {
     ) -> Result<(), Error> {
         validate_name(role)?;
         let grant = GrantRow::Role(role);
-        repeating_conflicts(|| self.store.grant_on(user, grant, scope(resource))).await?;
+        repeating_conflicts(|| self.store.grant_on(user, grant, resource)).await?;
         self.scoped_changed(user);
         Ok(())
     }
@@ -585,8 +584,7 @@ impl Accounts {
     ) -> Result<bool, Error> {
         queryable(&[role])?;
         let grant = GrantRow::Role(role);
-        let removed =
-            repeating_conflicts(|| self.store.revoke_on(user, grant, scope(resource))).await?;
+        let removed = repeating_conflicts(|| self.store.revoke_on(user, grant, resource)).await?;
         self.scoped_changed(user);
         refused_if_invalid(removed, &[role])
     }
@@ -649,16 +647,7 @@ impl Accounts {
         // SQLite keeps a user's permissions as lines of text: an empty name or one with a line
         // break would match there what no one holds.
         validate_name(permission)?;
-        self.store
-            .holders(permission, scope(resource), after, limit)
-            .await
-    }
-}
-
-fn scope(resource: &Resource) -> Scope<'_> {
-    Scope {
-        kind: resource.kind(),
-        id: resource.id(),
+        self.store.holders(permission, resource, after, limit).await
     }
 }
 

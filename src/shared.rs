@@ -20,7 +20,7 @@ use crate::{
     events::{Hub, TokenAlerts},
     password::Hasher,
     principal::ScopedGrants,
-    store::{Scope, by},
+    store::by,
 };
 
 /// Who hears of a change: the principal cache and the open event streams. The listener tells
@@ -149,12 +149,8 @@ impl ScopedGrants for Shared {
         resource: &'a Resource,
     ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
         Box::pin(async move {
-            let scope = Scope {
-                kind: resource.kind(),
-                id: resource.id(),
-            };
             let deadline = tokio::time::Instant::now() + self.config.lookup_timeout;
-            let ask = by(deadline, self.store.can(user, permission, scope));
+            let ask = by(deadline, self.store.can(user, permission, resource));
             Ok(match &self.cache {
                 Some(cache) => {
                     let now = std::time::Instant::now();

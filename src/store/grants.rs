@@ -2,7 +2,7 @@
 //! role assignments. Global grants live in `users.rs` and reach `auth_users.permissions`.
 
 use super::{AuthStore, Dialects, affected, on_pool};
-use crate::{Error, UserId};
+use crate::{Error, Resource, UserId};
 
 /// Whether the user holds the permission on the resource through a scoped grant or a scoped
 /// role: one statement, two primary-key probes.
@@ -125,13 +125,6 @@ const HOLDERS: Dialects = Dialects {
     ),
 };
 
-/// A resource in a statement: its type and id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Scope<'a> {
-    pub(crate) kind: &'a str,
-    pub(crate) id: &'a str,
-}
-
 /// A scoped grant or role assignment, to add or remove.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum GrantRow<'a> {
@@ -144,13 +137,13 @@ impl AuthStore {
         &self,
         user: UserId,
         permission: &str,
-        scope: Scope<'_>,
+        resource: &Resource,
     ) -> Result<bool, sqlx::Error> {
         on_pool!(self, |pool| {
             sqlx::query_scalar(CAN)
                 .bind(user)
-                .bind(scope.kind)
-                .bind(scope.id)
+                .bind(resource.kind())
+                .bind(resource.id())
                 .bind(permission)
                 .fetch_one(pool)
                 .await
@@ -180,15 +173,15 @@ impl AuthStore {
     pub(crate) async fn holders(
         &self,
         permission: &str,
-        scope: Scope<'_>,
+        resource: &Resource,
         after: UserId,
         limit: u32,
     ) -> Result<Vec<UserId>, Error> {
         Ok(on_pool!(self, |pool| {
             sqlx::query_scalar(HOLDERS.of(pool))
                 .bind(permission)
-                .bind(scope.kind)
-                .bind(scope.id)
+                .bind(resource.kind())
+                .bind(resource.id())
                 .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
@@ -202,7 +195,7 @@ impl AuthStore {
         &self,
         user: UserId,
         grant: GrantRow<'_>,
-        scope: Scope<'_>,
+        resource: &Resource,
     ) -> Result<(), Error> {
         let (sql, name) = match grant {
             GrantRow::Permission(permission) => (
@@ -220,7 +213,7 @@ impl AuthStore {
                 role,
             ),
         };
-        let done = affected!(self, sql, user, name, scope.kind, scope.id);
+        let done = affected!(self, sql, user, name, resource.kind(), resource.id());
         match (done, grant) {
             (0, GrantRow::Role(role)) => self.user_and_role_exist(user, role).await,
             (0, GrantRow::Permission(_)) if !self.user_exists(user).await? => {
@@ -235,7 +228,7 @@ impl AuthStore {
         &self,
         user: UserId,
         grant: GrantRow<'_>,
-        scope: Scope<'_>,
+        resource: &Resource,
     ) -> Result<bool, Error> {
         let (sql, name) = match grant {
             GrantRow::Permission(permission) => (
@@ -251,6 +244,6 @@ impl AuthStore {
                 role,
             ),
         };
-        Ok(affected!(self, sql, user, name, scope.kind, scope.id) > 0)
+        Ok(affected!(self, sql, user, name, resource.kind(), resource.id()) > 0)
     }
 }

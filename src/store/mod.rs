@@ -34,7 +34,7 @@ pub(crate) use self::pooler::PgStore;
 #[cfg(feature = "postgres")]
 pub use self::pooler::{ThroughPooler, through_transaction_pooler};
 pub(crate) use self::{
-    grants::{GrantRow, Scope},
+    grants::GrantRow,
     sessions::{Created, Missed, NewSession, Renewal, RequestConnection, SessionRow},
     throttle::{AttemptKey, Reservation, Reserved, ThrottleLimits},
     tokens::{AddressChanges, Purpose, TokenRow},
@@ -106,17 +106,19 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// Runs `$sql` with the given parameters on the store's pool, whichever database it is, and
-/// evaluates to the number of rows it affected; a database error returns from the function.
+/// Runs `$sql` with the given parameters on `$on` (a pool, or `&mut *tx`) and evaluates to the
+/// number of rows it affected; a database error returns from the function.
+macro_rules! execute {
+    ($on:expr, $sql:expr $(, $param:expr)* $(,)?) => {
+        sqlx::query($sql)$(.bind($param))*.execute($on).await?.rows_affected()
+    };
+}
+pub(crate) use execute;
+
+/// [`execute!`] on the store's pool, whichever database it is.
 macro_rules! affected {
     ($store:expr, $sql:expr $(, $param:expr)* $(,)?) => {
-        $crate::store::on_pool!($store, |pool| {
-            sqlx::query($sql)
-                $(.bind($param))*
-                .execute(pool)
-                .await?
-                .rows_affected()
-        })
+        $crate::store::on_pool!($store, |pool| $crate::store::execute!(pool, $sql $(, $param)*))
     };
 }
 pub(crate) use affected;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{
-    AuthStore, BEGIN, Backend, Dialects, StoreKind, on_pool,
+    AuthStore, BEGIN, Backend, Dialects, StoreKind, execute, on_pool,
     tokens::{AddressChanges, FORGET_ADDRESS_CHANGES},
     types::{Names, Span, Timestamp},
 };
@@ -423,24 +423,24 @@ pub(crate) struct Renewal<'a> {
 macro_rules! renew {
     ($tx:expr, $pool:expr, $renewal:expr, $epoch:expr) => {{
         let renewal: $crate::store::Renewal<'_> = $renewal;
-        let copied = sqlx::query($crate::store::sessions::ROTATE.of($pool))
-            .bind(renewal.old.as_str())
-            .bind(renewal.new.id().as_str())
-            .bind(renewal.new.secret_hash().as_bytes())
-            .bind($crate::store::types::Span(renewal.idle_timeout))
-            .bind(renewal.reauthenticated)
-            .bind($epoch)
-            .execute(&mut *$tx)
-            .await?;
+        let copied = $crate::store::execute!(
+            &mut *$tx,
+            $crate::store::sessions::ROTATE.of($pool),
+            renewal.old.as_str(),
+            renewal.new.id().as_str(),
+            renewal.new.secret_hash().as_bytes(),
+            $crate::store::types::Span(renewal.idle_timeout),
+            renewal.reauthenticated,
+            $epoch,
+        );
         // Only the rotation that ends the old session keeps its copy: a concurrent one waits
         // here for the first to commit, finds the row gone, and rolls back.
-        copied.rows_affected() == 1
-            && sqlx::query("DELETE FROM auth_sessions WHERE id = $1")
-                .bind(renewal.old.as_str())
-                .execute(&mut *$tx)
-                .await?
-                .rows_affected()
-                == 1
+        copied == 1
+            && $crate::store::execute!(
+                &mut *$tx,
+                "DELETE FROM auth_sessions WHERE id = $1",
+                renewal.old.as_str()
+            ) == 1
     }};
 }
 pub(super) use renew;
@@ -755,27 +755,15 @@ impl AuthStore {
     ) -> Result<u64, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
-            sqlx::query(LOCK_USER.of(pool))
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            let ended = sqlx::query(sql)
-                .bind(user)
-                .bind(id.map(SessionId::as_str))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            execute!(&mut *tx, LOCK_USER.of(pool), user);
+            let ended = execute!(&mut *tx, sql, user, id.map(SessionId::as_str));
             let spared = match changes {
                 AddressChanges::Kept => None,
                 AddressChanges::Spent => Some(None),
                 AddressChanges::SpentBut(link) => Some(Some(link.as_str())),
             };
             if let Some(spared) = spared {
-                sqlx::query(FORGET_ADDRESS_CHANGES)
-                    .bind(user)
-                    .bind(spared)
-                    .execute(&mut *tx)
-                    .await?;
+                execute!(&mut *tx, FORGET_ADDRESS_CHANGES, user, spared);
             }
             tx.commit().await?;
             Ok(ended)

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::{
-    AuthStore, Dialects, affected, on_pool, repeating_conflicts,
+    AuthStore, Dialects, affected, execute, on_pool, repeating_conflicts,
     types::{Span, Timestamp},
 };
 use crate::{Error, UserId};
@@ -272,12 +272,10 @@ impl AuthStore {
 
     /// Deletes counters idle for longer than `horizon` (and no longer blocking).
     pub(crate) async fn purge_attempts(&self, horizon: Duration) -> Result<u64, Error> {
-        Ok(on_pool!(self, |pool| {
-            sqlx::query(PURGE.of(pool))
-                .bind(Span(horizon))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+        Ok(on_pool!(self, |pool| execute!(
+            pool,
+            PURGE.of(pool),
+            Span(horizon)
+        )))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{AuthStore, Dialects, on_pool, types::Span, unique_or};
+use super::{AuthStore, Dialects, execute, on_pool, types::Span, unique_or};
 use crate::{Error, SessionId, SessionToken, UserId};
 
 /// Inserts a token for an enabled user, under the user's current credential epoch, expiring
@@ -190,11 +190,6 @@ impl AuthStore {
     }
 
     pub(crate) async fn purge_tokens(&self) -> Result<u64, Error> {
-        Ok(on_pool!(self, |pool| {
-            sqlx::query(PURGE.of(pool))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+        Ok(on_pool!(self, |pool| execute!(pool, PURGE.of(pool))))
     }
 }

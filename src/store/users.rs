@@ -1,7 +1,7 @@
 //! Users, roles, global grants and passwords.
 
 use super::{
-    AuthStore, BEGIN, Dialects, affected, on_pool,
+    AuthStore, BEGIN, Dialects, affected, execute, on_pool,
     sessions::{END_OTHER_SESSIONS, Renewal, renew},
     tokens::{CONSUME_TOKEN, FORGET_TOKENS},
     unique_or,
@@ -175,20 +175,12 @@ impl AuthStore {
             };
             // After the user's row, as deleting a user reaches its tokens: one lock order.
             if adopted.rows_affected() != 1
-                || sqlx::query(CONSUME_TOKEN)
-                    .bind(token.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    != 1
+                || execute!(&mut *tx, CONSUME_TOKEN, token.as_str()) != 1
             {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            sqlx::query(FORGET_TOKENS)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
+            execute!(&mut *tx, FORGET_TOKENS, user);
             tx.commit().await?;
             Ok(true)
         })
@@ -228,52 +220,38 @@ impl AuthStore {
                 return Ok(PasswordSet::Refused);
             };
             // After the user's row, as deleting a user reaches its tokens: one lock order.
-            if let Some(token) = token {
-                let spent = sqlx::query(CONSUME_TOKEN)
-                    .bind(token.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                if spent.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(PasswordSet::Refused);
-                }
+            if let Some(token) = token
+                && execute!(&mut *tx, CONSUME_TOKEN, token.as_str()) != 1
+            {
+                tx.rollback().await?;
+                return Ok(PasswordSet::Refused);
             }
-            sqlx::query(END_OTHER_SESSIONS)
-                .bind(user)
-                .bind(keep.map(|keep| keep.old.as_str()))
-                .execute(&mut *tx)
-                .await?;
+            execute!(
+                &mut *tx,
+                END_OTHER_SESSIONS,
+                user,
+                keep.map(|keep| keep.old.as_str())
+            );
             let renewed = match keep {
                 Some(keep) => {
-                    sqlx::query(
-                        "UPDATE auth_sessions SET credential_epoch = $2
-                          WHERE user_id = $3 AND id = $1",
-                    )
-                    .bind(keep.old.as_str())
-                    .bind(epoch)
-                    .bind(user)
-                    .execute(&mut *tx)
-                    .await?;
+                    let moved = "UPDATE auth_sessions SET credential_epoch = $2
+                                  WHERE user_id = $3 AND id = $1";
+                    execute!(&mut *tx, moved, keep.old.as_str(), epoch, user);
                     let renewed = renew!(tx, pool, keep, None::<i64>);
                     // The old token is what the change may be shutting out: the copy does not
                     // remember it, so no request with it is told apart from an unknown token,
                     // and no logout with it ends the copy.
                     if renewed {
-                        sqlx::query(
-                            "UPDATE auth_sessions SET rotated_from_secret_hash = NULL WHERE id = $1",
-                        )
-                        .bind(keep.new.id().as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                        let forget = "UPDATE auth_sessions SET rotated_from_secret_hash = NULL WHERE id = $1";
+                        execute!(&mut *tx, forget, keep.new.id().as_str());
                     }
                     renewed
                 }
                 None => false,
             };
-            sqlx::query("DELETE FROM auth_login_attempts WHERE kind = 'user' AND key = $1")
-                .bind(super::AttemptKey::user(user).as_str())
-                .execute(&mut *tx)
-                .await?;
+            let attempts = super::AttemptKey::user(user);
+            let forget = "DELETE FROM auth_login_attempts WHERE kind = 'user' AND key = $1";
+            execute!(&mut *tx, forget, attempts.as_str());
             tx.commit().await?;
             Ok(PasswordSet::Set { renewed })
         })
@@ -284,21 +262,16 @@ impl AuthStore {
     pub(crate) async fn disable_user(&self, user: UserId) -> Result<bool, Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
-            let done = sqlx::query(DISABLE.of(pool))
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
+            let done = execute!(&mut *tx, DISABLE.of(pool), user);
+            execute!(
+                &mut *tx,
+                "DELETE FROM auth_sessions WHERE user_id = $1",
+                user
+            );
             // Links sent before do not come back to life if the user is enabled again.
-            sqlx::query(FORGET_TOKENS)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
+            execute!(&mut *tx, FORGET_TOKENS, user);
             tx.commit().await?;
-            Ok(done.rows_affected() == 1)
+            Ok(done == 1)
         })
     }
 
