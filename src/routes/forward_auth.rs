@@ -159,11 +159,18 @@ fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(),
         return Ok(());
     }
     csrf.check(headers).map_err(|reason| {
-        let uri = values(["x-forwarded-uri", "x-original-uri"])
-            .first()
-            .copied();
-        let path = uri.map_or("/", |uri| uri.split(['?', '#']).next().unwrap_or(uri));
-        security::csrf_rejected(auth.client(), reason, path);
+        // Every path the headers name: a proxy sets one of the two, and the client may have
+        // sent the other.
+        let paths: Vec<&str> = values(["x-forwarded-uri", "x-original-uri"])
+            .into_iter()
+            .filter_map(|uri| uri.split(['?', '#']).next())
+            .collect();
+        let path = if paths.is_empty() {
+            "/".to_owned()
+        } else {
+            paths.join(", ")
+        };
+        security::csrf_rejected(auth.client(), reason, &path);
         AuthRejection::CrossSite
     })
 }

@@ -42,6 +42,26 @@ async fn ask(app: &TestApp, query: &str, token: Option<&str>, headers: &[(&str, 
 }
 
 both_stores! {
+    /// A refused cross-site request logs every path the headers name, so that a client's own
+    /// `X-Forwarded-Uri` beside the proxy's `X-Original-URI` cannot hide which one it was.
+    /// (Before: the first header only, the client's.)
+    async fn a_cross_site_refusal_logs_every_path_named(db: Db) {
+        let logs = crate::account::Logs::default();
+        let _guard = tracing::subscriber::set_default(logs.subscriber());
+        let app = app(db).await;
+        let token = app.login(ALICE, ALICE_PASSWORD).await;
+        let headers = [
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/service/admin/wipe?all=1"),
+            ("x-forwarded-uri", "/harmless"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert_eq!(ask(&app, "", Some(&token), &headers).await.status, StatusCode::FORBIDDEN);
+        let text = logs.text();
+        assert!(text.contains("event=\"csrf_rejected\""), "{text}");
+        assert!(text.contains("/service/admin/wipe") && !text.contains("all=1"), "{text}");
+    }
+
     async fn the_check_names_the_user_and_refuses_without_a_session(db: Db) {
         let app = app(db).await;
         assert_eq!(ask(&app, "", None, &[]).await.status, StatusCode::UNAUTHORIZED);
