@@ -52,7 +52,10 @@ pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// own `_sqlx_migrations`, so both migrators run on one database without seeing each other.
 /// On Postgres they are applied in one transaction, under a transaction-level advisory lock on
 /// the key sqlx's migrator locks: nodes starting together apply each migration once, and a
-/// failed run leaves neither part of the migrations nor the lock behind.
+/// failed run leaves neither part of the migrations nor the lock behind. On SQLite one run at
+/// a time applies them, under an operating-system lock on a file beside the database
+/// (`<database>-migrate-lock`), so that processes starting together (the app and the admin
+/// tool) apply each migration once.
 ///
 /// # Errors
 ///
@@ -89,12 +92,19 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
         // handed back to the pool, where it would go on holding the database's write lock.
         // One it finished on goes back (an in-memory database lives only as long as its
         // connections).
+        //
+        // sqlx takes no lock on SQLite, and reads which migrations are applied once, before
+        // the first: two runs at once would both apply the pending ones, and the second run
+        // of a migration with its own transaction (the rebuild of `auth_users`) would succeed,
+        // dropping the triggers made after it. So one run at a time, under a lock on a file
+        // beside the database.
         #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => {
             let mut migration = ClosedUnlessFinished {
                 connection: pool.acquire().await?,
                 finished: false,
             };
+            let _one_at_a_time = lock_beside(&mut migration.connection).await?;
             SQLITE_MIGRATOR
                 .run_direct(None, &mut *migration.connection, false)
                 .await?;
@@ -102,6 +112,35 @@ pub async fn migrate(store: impl IntoAuthStore) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// An exclusive lock on `<database>-migrate-lock`, beside the database `connection` is on,
+/// once no other `migrate` (of this process or another) holds it; the operating system lets go
+/// of it when the file is dropped or the process ends. `None` for a database without a file
+/// (in memory), which no other process can open.
+#[cfg(feature = "sqlite")]
+async fn lock_beside(
+    connection: &mut sqlx::SqliteConnection,
+) -> Result<Option<std::fs::File>, Error> {
+    // The main database's file, as SQLite resolved it: empty for one in memory.
+    let (_, _, file): (i64, String, String) = sqlx::query_as("PRAGMA database_list")
+        .fetch_one(connection)
+        .await?;
+    if file.is_empty() {
+        return Ok(None);
+    }
+    let locked = tokio::task::spawn_blocking(move || {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("{file}-migrate-lock"))?;
+        lock.lock()?;
+        Ok(lock)
+    })
+    .await?
+    .map_err(|error| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(error)))?;
+    Ok(Some(locked))
 }
 
 /// A connection closed when dropped, rather than handed back to its pool, unless the work on

@@ -301,6 +301,51 @@ async fn a_migrate_given_up_mid_rebuild_leaves_no_write_lock(pool: sqlx::SqliteP
     axum_live_auth::migrate(&pool).await.unwrap();
 }
 
+/// Four `migrate` at once (the app and the admin tool starting together) on a database made
+/// before the users table was rebuilt: every run succeeds and each migration runs once, so the
+/// triggers made after the rebuild stay. (Before: sqlx takes no lock on SQLite; a second run
+/// rebuilt the table again, which dropped three triggers (and the id counter, for a user
+/// deleted meanwhile), and the runs that lost failed.)
+#[sqlx::test(migrations = false)]
+async fn concurrent_migrates_apply_each_migration_once(pool: sqlx::SqlitePool) {
+    migrate_before(&pool, IDS_NEVER_REUSED).await;
+    // Enough users that the rebuild takes a while, and the runs overlap.
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO auth_users (username) SELECT 'user' || n FROM g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let runs = futures_util::future::join_all((0..4).map(|_| axum_live_auth::migrate(&pool))).await;
+
+    let triggers = async |pool: &sqlx::SqlitePool| -> Vec<String> {
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    };
+    let fresh = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    axum_live_auth::migrate(fresh.clone()).await.unwrap();
+    assert_eq!(triggers(&pool).await, triggers(&fresh).await);
+    for run in runs {
+        run.unwrap();
+    }
+    // The pool's connections are in normal locking mode again: another one writes.
+    let other = SqlitePoolOptions::new()
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE auth_users SET username = username WHERE id = 1")
+        .execute(&other)
+        .await
+        .unwrap();
+}
+
 /// A database made before ids were never reused, upgraded: every row stays (a session goes on
 /// working, a role's permissions stay with its members), an app's table that references
 /// `auth_users` still cascades, foreign keys stay on, and a deleted user's id is not given to
