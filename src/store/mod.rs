@@ -228,9 +228,12 @@ const BEGIN: Dialects = Dialects {
 };
 
 /// Connection options for an SQLite database used by this crate: the file is created if
-/// missing, and it runs in WAL mode with `synchronous=NORMAL`, a 5-second busy timeout and
-/// foreign keys on, so that many concurrent requests wait for the one writer instead of
-/// failing with "database is locked".
+/// missing, and it runs in WAL mode with a 5-second busy timeout and foreign keys on, so that
+/// many concurrent requests wait for the one writer instead of failing with "database is
+/// locked"; and with `synchronous=FULL`, so that a commit the crate reported (a ban, a
+/// revocation, a spent reset link) survives a power loss, which `NORMAL` may roll back. An app
+/// that prefers fewer syncs to that says so: `.synchronous(SqliteSynchronous::Normal)` on the
+/// returned options.
 ///
 /// # Errors
 ///
@@ -254,7 +257,7 @@ pub fn sqlite_connect_options(url: &str) -> Result<sqlx::sqlite::SqliteConnectOp
         .parse::<SqliteConnectOptions>()?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(SqliteSynchronous::Full)
         .busy_timeout(std::time::Duration::from_secs(5))
         .foreign_keys(true))
 }

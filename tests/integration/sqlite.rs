@@ -33,6 +33,12 @@ async fn two_hundred_concurrent_requests_never_see_a_locked_database() {
         .await
         .unwrap();
     assert_eq!(timeout, 5000);
+    // FULL: a reported commit survives a power loss.
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2);
     axum_live_auth::migrate(&pool).await.unwrap();
     // Fifty logins of one account at once: each reserves a failure before its check, so the
     // per-account backoff must allow them all (this test is about the database, not the limit).
