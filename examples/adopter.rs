@@ -43,18 +43,24 @@ impl FromRef<AppState> for Accounts {
 // README: end
 
 // README: setup
-/// The app's router on `pool`: the crate's tables and the app's own in one database.
-async fn build(pool: SqlitePool) -> Result<(Router, AuthLayer), Box<dyn std::error::Error>> {
+/// The app's router on `pool`: the crate's tables and the app's own in one database. Reset and
+/// verification links go to `messenger` (the app's mailer; the tests' own collects them).
+async fn build(
+    pool: SqlitePool,
+    messenger: impl Messenger,
+) -> Result<(Router, AuthLayer), Box<dyn std::error::Error>> {
     // The crate's migrations keep their own bookkeeping table: both migrators can run.
     axum_live_auth::migrate(&pool).await?;
+    // The app's own migrations (in your crate, usually `sqlx::migrate!()`, from `migrations/`).
     sqlx::migrate!("examples/adopter_migrations")
         .run(&pool)
         .await?;
 
     let auth = AuthLayer::builder(pool.clone())
+        // The site's origin: links in messages start with it. In production, `https://…`.
         .allowed_origin("http://localhost:3000")
         .login_redirect("/login")
-        .messenger(Stdout)
+        .messenger(messenger)
         // Expired sessions and old throttle counters go (in `background()`), not pile up.
         .purge_expired_every(Duration::from_secs(15 * 60))
         .build()?;
@@ -89,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .acquire_timeout(Duration::from_secs(2))
         .connect_with(options)
         .await?;
-    let (app, auth) = build(pool).await?;
+    let (app, auth) = build(pool, Stdout).await?;
     tokio::spawn(auth.background());
     // README: serve
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -195,6 +201,7 @@ async fn create_project(
 }
 // README: end
 
+// README: grant
 #[derive(Deserialize)]
 struct Grant {
     username: String,
@@ -216,6 +223,7 @@ async fn grant(
     accounts.grant_permission(user, &form.permission).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+// README: end
 
 // README: messenger
 /// Where password-reset and email-verification links go. A real app hands them to its mailer;
@@ -246,7 +254,7 @@ mod tests {
             .connect("sqlite::memory:")
             .await
             .unwrap();
-        build(pool).await.unwrap()
+        build(pool, Stdout).await.unwrap()
     }
 
     #[tokio::test]
@@ -356,5 +364,171 @@ mod tests {
             .body(Body::empty());
         let page = app.oneshot(page.unwrap()).await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
+    }
+
+    /// Collects the app's messages, links included, for a test to follow.
+    struct Collect(tokio::sync::mpsc::UnboundedSender<Message>);
+
+    impl Messenger for Collect {
+        async fn send(&self, message: Message) -> Result<(), MessengerError> {
+            self.0
+                .send(message)
+                .map_err(|_| "the test stopped listening")?;
+            Ok(())
+        }
+    }
+
+    /// The app on a fresh database, with its pool and the messages it sends.
+    async fn app_with_messages() -> (
+        Router,
+        AuthLayer,
+        SqlitePool,
+        tokio::sync::mpsc::UnboundedReceiver<Message>,
+    ) {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let (sent, received) = tokio::sync::mpsc::unbounded_channel();
+        let (app, auth) = build(pool.clone(), Collect(sent)).await.unwrap();
+        (app, auth, pool, received)
+    }
+
+    /// The next message's token (its link's `token` parameter), waiting at most 5 s.
+    async fn next_token(messages: &mut tokio::sync::mpsc::UnboundedReceiver<Message>) -> String {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.recv())
+            .await
+            .expect("a message within 5 s")
+            .unwrap();
+        let (_, token) = message.link.split_once("token=").unwrap();
+        token.to_owned()
+    }
+
+    /// A form post from the app's own page, without a session.
+    fn form(uri: &str, body: &str) -> Request<Body> {
+        Request::post(uri)
+            .header("origin", "http://localhost:3000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    /// Only an admin grants, and only with their password proven in the last 15 minutes: a
+    /// user cannot make themself admin, and a stolen admin session alone cannot either.
+    #[tokio::test]
+    async fn a_grant_needs_an_admin_who_proved_their_password_recently() {
+        let (app, auth, pool, _) = app_with_messages().await;
+        let carol = testing::signed_in(&auth, "carol", &[]).await.unwrap();
+        let own = carol.post_form("/admin/grant", "username=carol&permission=admin");
+        let own = app.clone().oneshot(own).await.unwrap();
+        assert_eq!(own.status(), StatusCode::FORBIDDEN);
+
+        let admin = testing::signed_in(&auth, "root", &["admin"]).await.unwrap();
+        sqlx::query(
+            "UPDATE auth_sessions SET authenticated_at = authenticated_at - 16 * 60 * 1000",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let form = "username=carol&permission=projects:read";
+        let stale = app
+            .clone()
+            .oneshot(admin.post_form("/admin/grant", form))
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(stale.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], br#"{"error":"reauth_required"}"#);
+        let after = app.oneshot(carol.get("/projects")).await.unwrap();
+        assert_eq!(
+            after.status(),
+            StatusCode::FORBIDDEN,
+            "carol was granted nothing"
+        );
+    }
+
+    /// The login form starts a session only for the right password; logout ends it; a ban
+    /// ends a session on its next request.
+    #[tokio::test]
+    async fn login_logout_and_a_ban_take_effect_at_once() {
+        let (app, auth, _, _) = app_with_messages().await;
+        let bob = testing::signed_in(&auth, "bob", &[]).await.unwrap();
+        let wrong = app
+            .clone()
+            .oneshot(form("/login", "username=bob&password=wrong-password"));
+        let wrong = wrong.await.unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert!(!wrong.headers().contains_key("set-cookie"));
+        let right = format!("username=bob&password={}", bob.password);
+        let right = app.clone().oneshot(form("/login", &right)).await.unwrap();
+        assert_eq!(right.status(), StatusCode::SEE_OTHER);
+        assert_eq!(right.headers()["location"], "/me");
+        let cookie = right.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let me = |cookie: &str| {
+            let request = Request::get("/me").header("cookie", cookie);
+            app.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+        assert_eq!(me(&cookie).await.unwrap().status(), StatusCode::OK);
+
+        let out = app
+            .clone()
+            .oneshot(bob.post_form("/logout", ""))
+            .await
+            .unwrap();
+        assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        assert_eq!(out.headers()["location"], "/login");
+        let ended = app.clone().oneshot(bob.get("/me")).await.unwrap();
+        assert_eq!(ended.status(), StatusCode::UNAUTHORIZED);
+
+        auth.accounts().disable_user(bob.id).await.unwrap();
+        assert_eq!(
+            me(&cookie).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    /// Account recovery as a user meets it: they add an address and confirm it from the mail,
+    /// later ask for a reset by that address and set a new password from the mail; every
+    /// session ends, and the new password logs them in.
+    #[tokio::test]
+    async fn a_user_adds_an_address_and_resets_their_password() {
+        let (app, auth, _, mut messages) = app_with_messages().await;
+        let bob = testing::signed_in(&auth, "bob", &[]).await.unwrap();
+        let asked = bob.post_form("/account/email", "email=bob%40example.com");
+        assert_eq!(
+            app.clone().oneshot(asked).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+        let token = next_token(&mut messages).await;
+        let verify = bob.post_form("/account/email/verify", &format!("token={token}"));
+        let verified = app.clone().oneshot(verify).await.unwrap();
+        assert!(verified.status().is_success(), "{}", verified.status());
+
+        let reset = form("/account/password-reset", "username=bob%40example.com");
+        assert_eq!(
+            app.clone().oneshot(reset).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+        let token = next_token(&mut messages).await;
+        let confirm = format!("token={token}&new_password=a-new-password");
+        let confirmed = app
+            .clone()
+            .oneshot(form("/account/password-reset/confirm", &confirm));
+        let confirmed = confirmed.await.unwrap();
+        assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+        assert_eq!(confirmed.headers()["location"], "/login");
+
+        let ended = app.clone().oneshot(bob.get("/me")).await.unwrap();
+        assert_eq!(ended.status(), StatusCode::UNAUTHORIZED);
+        let old = format!("username=bob&password={}", bob.password);
+        let old = app.clone().oneshot(form("/login", &old)).await.unwrap();
+        assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+        let new = form("/login", "username=bob&password=a-new-password");
+        assert_eq!(
+            app.oneshot(new).await.unwrap().status(),
+            StatusCode::SEE_OTHER
+        );
     }
 }

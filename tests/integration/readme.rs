@@ -50,6 +50,12 @@ fn the_readme_snippets_are_the_example_code() {
         .filter_map(|line| line.trim_start().strip_prefix("// README: "))
         .filter(|name| *name != "end")
         .collect();
+    // And the app's own migration, which the handlers' SQL needs.
+    let migration = include_str!("../../examples/adopter_migrations/20261201000000_projects.sql");
+    assert!(
+        README.contains(&format!("```sql\n{migration}```")),
+        "the README's adopter migration differs from the example's"
+    );
     checked.sort_unstable();
     regions.sort_unstable();
     assert_eq!(checked, regions, "the README quotes each region once");
