@@ -161,9 +161,11 @@ fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(),
     csrf.check(headers).map_err(|reason| {
         // Every path the headers name: a proxy sets one of the two, and the client may have
         // sent the other.
-        let paths: Vec<&str> = values(["x-forwarded-uri", "x-original-uri"])
-            .into_iter()
-            .filter_map(|uri| uri.split(['?', '#']).next())
+        // Lossy: nginx passes a path's bytes as the client sent them.
+        let uris = ["x-forwarded-uri", "x-original-uri"].into_iter();
+        let paths: Vec<String> = (uris.flat_map(|name| headers.get_all(name).iter()))
+            .map(|uri| String::from_utf8_lossy(uri.as_bytes()))
+            .filter_map(|uri| uri.split(['?', '#']).next().map(str::to_owned))
             .collect();
         let path = if paths.is_empty() {
             "/".to_owned()

@@ -59,8 +59,8 @@ pub static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 ///
 /// # Errors
 ///
-/// [`Error::Infrastructure`] when a migration fails or the applied ones differ from the
-/// shipped ones.
+/// [`Error::Infrastructure`] when a migration fails, the applied ones differ from the shipped
+/// ones, or (SQLite) the lock file cannot be opened or locked.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -129,17 +129,32 @@ async fn lock_beside(
     if file.is_empty() {
         return Ok(None);
     }
-    let locked = tokio::task::spawn_blocking(move || {
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(format!("{file}-migrate-lock"))?;
-        lock.lock()?;
-        Ok(lock)
-    })
-    .await?
-    .map_err(|error| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(error)))?;
+    let io = |error| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(error));
+    let path = format!("{file}-migrate-lock");
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path);
+    // Made by another user (the admin tool run as root): a lock needs no write access.
+    let locked = match opened {
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::File::open(&path)
+        }
+        opened => opened,
+    }
+    .map_err(io)?;
+    // Tried again every 50 ms rather than waited for on a blocking thread, so that a caller
+    // who gives up on `migrate` stops waiting.
+    loop {
+        match locked.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(io(error).into()),
+        }
+    }
     Ok(Some(locked))
 }
 

@@ -775,9 +775,9 @@ impl AuthStore {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(BEGIN.of(pool)).await?;
             if self.kind() == StoreKind::Postgres {
-                sqlx::query(TRUNCATE_LOCK_WAIT).execute(&mut *tx).await?;
+                execute!(&mut *tx, TRUNCATE_LOCK_WAIT);
             }
-            sqlx::query(DELETE_ALL.of(pool)).execute(&mut *tx).await?;
+            execute!(&mut *tx, DELETE_ALL.of(pool));
             tx.commit().await?;
         });
         Ok(())

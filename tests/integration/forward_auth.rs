@@ -60,6 +60,16 @@ both_stores! {
         let text = logs.text();
         assert!(text.contains("event=\"csrf_rejected\""), "{text}");
         assert!(text.contains("/service/admin/wipe") && !text.contains("all=1"), "{text}");
+        assert!(text.contains("/harmless"), "{text}");
+        // A path that is not UTF-8 (nginx passes its bytes on) is logged too.
+        let raw = axum::http::HeaderValue::from_bytes(b"/service/caf\xe9").unwrap();
+        let request = check("", Some(&token), &[("x-original-method", "POST"), ("sec-fetch-site", "cross-site")]);
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert("x-original-uri", raw);
+        parts.headers.insert("x-forwarded-uri", "/harmless-too".parse().unwrap());
+        let reply = send(&app.router, Request::from_parts(parts, body)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert!(logs.text().contains("/service/caf"), "{}", logs.text());
     }
 
     async fn the_check_names_the_user_and_refuses_without_a_session(db: Db) {

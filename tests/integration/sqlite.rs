@@ -310,8 +310,8 @@ async fn a_migrate_given_up_mid_rebuild_leaves_no_write_lock(pool: sqlx::SqliteP
 /// Four `migrate` at once (the app and the admin tool starting together) on a database made
 /// before the users table was rebuilt: every run succeeds and each migration runs once, so the
 /// triggers made after the rebuild stay. (Before: sqlx takes no lock on SQLite; a second run
-/// rebuilt the table again, which dropped three triggers (and the id counter, for a user
-/// deleted meanwhile), and the runs that lost failed.)
+/// rebuilt `auth_users` and `auth_roles` again, which dropped four triggers (and the id
+/// counter, for a user deleted meanwhile), and the runs that lost failed.)
 #[sqlx::test(migrations = false)]
 async fn concurrent_migrates_apply_each_migration_once(pool: sqlx::SqlitePool) {
     migrate_before(&pool, IDS_NEVER_REUSED).await;
@@ -350,6 +350,34 @@ async fn concurrent_migrates_apply_each_migration_once(pool: sqlx::SqlitePool) {
         .execute(&other)
         .await
         .unwrap();
+}
+
+/// `migrate` waits while another process holds the migration lock, applying nothing; a caller
+/// may give up meanwhile; once the lock is free, it migrates.
+#[sqlx::test(migrations = false)]
+async fn a_migrate_waits_for_the_lock_and_can_be_given_up(pool: sqlx::SqlitePool) {
+    let (_, _, file): (i64, String, String) = sqlx::query_as("PRAGMA database_list")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{file}-migrate-lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let waited =
+        tokio::time::timeout(Duration::from_millis(300), axum_live_auth::migrate(&pool)).await;
+    assert!(waited.is_err(), "migrate ran beside the lock's holder");
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'auth_users'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0, "nothing was applied");
+    held.unlock().unwrap();
+    axum_live_auth::migrate(&pool).await.unwrap();
 }
 
 /// A database made before ids were never reused, upgraded: every row stays (a session goes on
