@@ -83,6 +83,19 @@ async fn forwarded_clients_count_apart(db: crate::common::Db, proxy: &str) {
     }
 }
 
+/// A token issued to `username`, and the answer to a reauthentication with it as a bearer.
+async fn bearer_reauth(app: &TestApp, username: &str, password: &str) -> (String, Reply) {
+    let issued = issue_token(app, username, password).await;
+    let body: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    let reauth = Request::post("/account/reauth")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("password={password}")))
+        .unwrap();
+    (token, send(&app.router, reauth).await)
+}
+
 async fn bearer_app(db: crate::common::Db) -> TestApp {
     app_with(db, |b| b.bearer_tokens(true).csrf_exempt("/auth/token")).await
 }
@@ -275,15 +288,7 @@ both_stores! {
 
     async fn a_bearer_client_gets_its_rotated_token_in_a_header(db: Db) {
         let app = bearer_app(db).await;
-        let issued = issue_token(&app, ALICE, ALICE_PASSWORD).await;
-        let body: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
-        let token = body["token"].as_str().unwrap().to_owned();
-        let reauth = Request::post("/account/reauth")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from("password=alice-password"))
-            .unwrap();
-        let reply = send(&app.router, reauth).await;
+        let (token, reply) = bearer_reauth(&app, ALICE, ALICE_PASSWORD).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT);
         assert!(reply.set_cookies().is_empty());
         let rotated = reply.headers[axum_live_auth::SESSION_TOKEN_HEADER].to_str().unwrap();
@@ -304,15 +309,7 @@ both_stores! {
         let cookie = login.session_cookie().unwrap();
         assert!(!format!("{:?}", login.headers).contains(&cookie), "{:?}", login.headers);
 
-        let issued = issue_token(&app, BOB, BOB_PASSWORD).await;
-        let body: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
-        let token = body["token"].as_str().unwrap().to_owned();
-        let reauth = Request::post("/account/reauth")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from("password=bob-password"))
-            .unwrap();
-        let reply = send(&app.router, reauth).await;
+        let (_, reply) = bearer_reauth(&app, BOB, BOB_PASSWORD).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT);
         let rotated = &reply.headers[axum_live_auth::SESSION_TOKEN_HEADER];
         assert!(rotated.is_sensitive());

@@ -248,6 +248,18 @@ async fn assert_no_broken_reference(pool: &sqlx::SqlitePool) {
     );
 }
 
+/// Adds `count` users (`user1`, `user2`, …) by SQL.
+async fn add_users(pool: &sqlx::SqlitePool, count: u32) {
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $1)
+         INSERT INTO auth_users (username) SELECT 'user' || n FROM g",
+    )
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// Runs the crate's migrations older than `version` on `pool`, as a database made before it.
 async fn migrate_before(pool: &sqlx::SqlitePool, version: i64) {
     let mut before = sqlx::migrate::Migrator::with_migrations(
@@ -269,13 +281,7 @@ async fn migrate_before(pool: &sqlx::SqlitePool, version: i64) {
 async fn a_migrate_given_up_mid_rebuild_leaves_no_write_lock(pool: sqlx::SqlitePool) {
     migrate_before(&pool, IDS_NEVER_REUSED).await;
     // Enough users that the rebuild takes far longer than the caller waits.
-    sqlx::query(
-        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 300000)
-         INSERT INTO auth_users (username) SELECT 'user' || n FROM g",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_users(&pool, 300000).await;
     let cut =
         tokio::time::timeout(Duration::from_millis(100), axum_live_auth::migrate(&pool)).await;
     assert!(
@@ -316,13 +322,7 @@ async fn a_migrate_given_up_mid_rebuild_leaves_no_write_lock(pool: sqlx::SqliteP
 async fn concurrent_migrates_apply_each_migration_once(pool: sqlx::SqlitePool) {
     migrate_before(&pool, IDS_NEVER_REUSED).await;
     // Enough users that the rebuild takes a while, and the runs overlap.
-    sqlx::query(
-        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
-         INSERT INTO auth_users (username) SELECT 'user' || n FROM g",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_users(&pool, 20000).await;
     let runs = futures_util::future::join_all((0..4).map(|_| axum_live_auth::migrate(&pool))).await;
 
     let triggers = async |pool: &sqlx::SqlitePool| -> Vec<String> {
