@@ -8,7 +8,7 @@ use crate::{
     AuthStore, Error, UserId,
     client::Client,
     events::security,
-    password::{Admission, Hasher, MAX_PASSWORD_BYTES},
+    password::{self, Admission, Hasher, MAX_PASSWORD_BYTES},
     store::{AttemptKey, Reservation, Reserved, ThrottleLimits},
 };
 
@@ -65,6 +65,8 @@ impl PasswordCheck<'_> {
             None => AttemptKey::unknown_name(&row.folded),
         };
         let (address, account, admission) = self.reserve(client, username, &account).await?;
+        // A hash with other parameters than the crate's, kept to be replaced if it verifies.
+        let outdated = (row.password_hash.clone()).filter(|hash| !password::is_current(hash));
         let verified = self
             .hasher
             .verify(password, row.password_hash, admission)
@@ -77,6 +79,10 @@ impl PasswordCheck<'_> {
                     self.store.release_attempt(address).await?;
                 }
                 self.store.clear_attempts(account.key()).await?;
+                if let Some(outdated) = outdated {
+                    self.rehash(client, user, credential_epoch, password, &outdated)
+                        .await;
+                }
                 Ok(Some(Verified {
                     user,
                     credential_epoch,
@@ -97,6 +103,29 @@ impl PasswordCheck<'_> {
                 self.store.release_attempt(&account).await?;
                 Err(error)
             }
+        }
+    }
+
+    /// Stores the right `password` of `user` again with the crate's parameters, in place of
+    /// the `outdated` hash, keeping the credential epoch. Best effort: when the hasher is busy
+    /// or the database fails, the login goes on and the next one tries again.
+    async fn rehash(
+        &self,
+        client: &Client,
+        user: UserId,
+        epoch: i64,
+        password: &str,
+        outdated: &str,
+    ) {
+        let stored = match self.hasher.hash(password, client.address).await {
+            Ok(hash) => (self.store)
+                .rehash_password(user, epoch, outdated, &hash)
+                .await
+                .map(|_| ()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = stored {
+            tracing::debug!(user = %user, %error, "password hash not renewed");
         }
     }
 

@@ -269,6 +269,27 @@ impl Drop for Place {
     }
 }
 
+/// Whether `stored` is an Argon2id hash with the crate's parameters; any other hash that
+/// verifies is stored again with them at the next login.
+pub(crate) fn is_current(stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        let params = Params::try_from(&hash);
+        hash.algorithm == Algorithm::Argon2id.ident()
+            && hash.version == Some(Version::V0x13.into())
+            && params.is_ok_and(|p| {
+                (p.m_cost(), p.t_cost(), p.p_cost())
+                    == (
+                        Params::DEFAULT.m_cost(),
+                        Params::DEFAULT.t_cost(),
+                        Params::DEFAULT.p_cost(),
+                    )
+            })
+            && hash
+                .hash
+                .is_some_and(|out| out.len() == Params::DEFAULT_OUTPUT_LEN)
+    })
+}
+
 /// Argon2id with the crate's parameters.
 fn argon2id() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)

@@ -114,6 +114,30 @@ impl AuthStore {
         })
     }
 
+    /// Replaces the user's password hash `old` with `new`, a hash of the same password with the
+    /// crate's parameters, if it is still `old` at credential epoch `epoch`; `false` if the
+    /// password changed meanwhile. The epoch stays (the `auth_users_password_epoch` trigger
+    /// leaves a counted rehash alone): the sessions and links issued under it go on.
+    pub(crate) async fn rehash_password(
+        &self,
+        user: UserId,
+        epoch: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, Error> {
+        let rehashed = affected!(
+            self,
+            "UPDATE auth_users
+                SET password_hash = $4, password_rehashes = password_rehashes + 1
+              WHERE id = $1 AND credential_epoch = $2 AND password_hash = $3",
+            user,
+            epoch,
+            old,
+            new
+        );
+        Ok(rehashed == 1)
+    }
+
     pub(crate) async fn recipient(&self, name_or_email: &str) -> Result<Option<Recipient>, Error> {
         Ok(on_pool!(self, |pool| {
             sqlx::query_as(BY_NAME_OR_EMAIL)

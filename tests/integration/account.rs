@@ -26,7 +26,56 @@ async fn call(app: &TestApp, path: &str, token: &str, form: &str) -> Reply {
     send(&app.router, post(path, token, form)).await
 }
 
+/// An Argon2id hash of `password` with far weaker parameters than the crate's (m=1024, t=1),
+/// as an import from another system might hold.
+fn weak_hash(password: &str) -> String {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
+    let salt = b"an-imported-salt";
+    let mut out = [0u8; 32];
+    let params = Params::new(1024, 1, 1, Some(32)).unwrap();
+    (Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+        .hash_password_into(password.as_bytes(), salt, &mut out)
+        .unwrap();
+    let (salt, out) = (STANDARD_NO_PAD.encode(salt), STANDARD_NO_PAD.encode(out));
+    format!("$argon2id$v=19$m=1024,t=1,p=1${salt}${out}")
+}
+
 both_stores! {
+    /// A login whose password verifies against a hash with other parameters than the crate's
+    /// (an imported one) stores it again with the crate's: the user's sessions stay (same
+    /// password, same credential epoch), and the new hash logs in. A hash changed by hand
+    /// still ends them. (Before: a weak hash stayed for good, and its logins answered faster
+    /// than any other account's.)
+    async fn a_login_stores_an_outdated_hash_again_and_keeps_the_sessions(db: Db) {
+        let app = app(db).await;
+        // Imported as a rehash would store it, so that the session below survives the import.
+        let weak = weak_hash(BOB_PASSWORD);
+        let import = format!(
+            "UPDATE auth_users SET password_hash = '{weak}', password_rehashes = password_rehashes + 1
+              WHERE id = {}",
+            app.bob
+        );
+        let before = app.login(BOB, BOB_PASSWORD).await;
+        app.db.exec(&import).await;
+        assert_eq!(app.status("/me", &before).await, StatusCode::OK);
+
+        let rehashing = app.login(BOB, BOB_PASSWORD).await;
+        let stored = app.db.password_hash(app.bob).await;
+        assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
+        assert_ne!(stored, weak);
+        assert_eq!(app.status("/me", &before).await, StatusCode::OK, "the other session stays");
+        assert_eq!(app.status("/me", &rehashing).await, StatusCode::OK);
+        let again = app.login(BOB, BOB_PASSWORD).await;
+        assert_eq!(app.db.password_hash(app.bob).await, stored, "a current hash stays");
+        assert_eq!(app.status("/me", &again).await, StatusCode::OK);
+
+        // By hand, without the count: every session ends, as before.
+        let by_hand = format!("UPDATE auth_users SET password_hash = '{weak}' WHERE id = {}", app.bob);
+        app.db.exec(&by_hand).await;
+        assert_eq!(app.status("/me", &before).await, StatusCode::UNAUTHORIZED);
+    }
+
     /// Names given before the rules were this strict (0.1.0 took decomposed names and
     /// invisible characters), or by SQL: a user stored decomposed is found and logs in as
     /// stored, also once the composed spelling is another user's; a role with an invisible
