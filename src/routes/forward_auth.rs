@@ -159,9 +159,8 @@ fn original_request_is_same_site(auth: &Auth, headers: &HeaderMap) -> Result<(),
         return Ok(());
     }
     csrf.check(headers).map_err(|reason| {
-        // Every path the headers name: a proxy sets one of the two, and the client may have
-        // sent the other.
-        // Lossy: nginx passes a path's bytes as the client sent them.
+        // Every path the headers name (a proxy sets one of the two, and the client may have
+        // sent the other), read lossily: nginx passes a path's bytes as the client sent them.
         let uris = ["x-forwarded-uri", "x-original-uri"].into_iter();
         let paths: Vec<String> = (uris.flat_map(|name| headers.get_all(name).iter()))
             .map(|uri| String::from_utf8_lossy(uri.as_bytes()))
