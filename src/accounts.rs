@@ -215,9 +215,10 @@ impl Accounts {
     /// Checks a username and password; `Some(id)` only for the right password of an enabled
     /// user. Takes the same time whether or not the user exists, has a password or is
     /// disabled (for hashes the crate wrote: a hash imported from elsewhere costs what its own
-    /// Argon2 parameters cost, so its account can be told apart by timing until the user sets a
-    /// new password), and is throttled per account like logins (there is no client address
-    /// here).
+    /// Argon2 parameters cost, so its account can be told apart by timing until its first right
+    /// password, which stores the password again with the crate's parameters, a write to
+    /// `auth_users` that keeps the user's sessions), and is throttled per account like logins
+    /// (there is no client address here).
     /// To log a user in, use [`Auth::login_with_password`](crate::Auth::login_with_password),
     /// which is also throttled per client address.
     ///

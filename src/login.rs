@@ -34,6 +34,8 @@ impl PasswordCheck<'_> {
     /// Checks `username` and `password` for `client`: `Some` only for the right password of an
     /// enabled user. Unknown, password-less and disabled users cost the same as a wrong password
     /// (one Argon2 verification always runs), and each failure is a `login_failed` security event.
+    /// A right password checked against a hash with other parameters than the crate's is
+    /// stored again with the crate's (a second hash, and a write), keeping the credential epoch.
     ///
     /// # Errors
     ///
