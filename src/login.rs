@@ -109,8 +109,9 @@ impl PasswordCheck<'_> {
     }
 
     /// Stores the right `password` of `user` again with the crate's parameters, in place of
-    /// the `outdated` hash, keeping the credential epoch. Best effort: when the hasher is busy
-    /// or the database fails, the login goes on and the next one tries again.
+    /// the `outdated` hash, keeping the credential epoch. Best effort: only when a hash can run
+    /// at once (the login never waits in the hasher's queue for it); when the hasher is busy or
+    /// the database fails, the login goes on and a later one tries again.
     async fn rehash(
         &self,
         client: &Client,
@@ -119,7 +120,11 @@ impl PasswordCheck<'_> {
         password: &str,
         outdated: &str,
     ) {
-        let stored = match self.hasher.hash(password, client.address).await {
+        let hashed = match self.hasher.admit_now(client.address) {
+            Ok(admission) => self.hasher.hash_admitted(password, admission).await,
+            Err(busy) => Err(busy),
+        };
+        let stored = match hashed {
             Ok(hash) => (self.store)
                 .rehash_password(user, epoch, outdated, &hash)
                 .await

@@ -115,12 +115,34 @@ impl Hasher {
         })
     }
 
+    /// Admits a hash only if it can run at once (a running place is free): for work that may
+    /// as well wait for a quieter moment, such as renewing an outdated hash.
+    pub(crate) fn admit_now(&self, from: Option<IpAddr>) -> Result<Admission, Error> {
+        let (share, _) = Share::join(&self.by_address, from);
+        let place = Place::take(&self.admitted, self.places)?;
+        let permit = Arc::clone(&self.permits).try_acquire_owned();
+        Ok(Admission {
+            share,
+            place,
+            permit: Some(permit.map_err(|_| busy())?),
+        })
+    }
+
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), for a
     /// client at address `from` (see [`admit`](Self::admit)).
     pub(crate) async fn hash(&self, password: &str, from: Option<IpAddr>) -> Result<String, Error> {
+        self.hash_admitted(password, self.admit(from)?).await
+    }
+
+    /// [`hash`](Self::hash), once `admission` is granted.
+    pub(crate) async fn hash_admitted(
+        &self,
+        password: &str,
+        admission: Admission,
+    ) -> Result<String, Error> {
         let password = password.to_owned();
         let salt = random_bytes::<16>()?;
-        self.run(self.admit(from)?, move |memory| {
+        self.run(admission, move |memory| {
             let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
             argon2id()
                 .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
@@ -386,6 +408,45 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(verify("correct horse", Some(theirs)).await);
+    }
+
+    /// The crate's own hashes, and the argon2 crate's defaults (which earlier versions wrote),
+    /// are current; weaker or other parameters, another algorithm or version are not.
+    #[tokio::test]
+    async fn only_the_crates_parameters_are_current() {
+        let ours = Hasher::new(1, 1).hash("correct horse", None).await.unwrap();
+        assert!(is_current(&ours));
+        use argon2::password_hash::PasswordHasher as _;
+        let theirs = Argon2::default().hash_password(b"correct horse").unwrap();
+        assert!(is_current(&theirs.to_string()));
+        let salt_and_hash = ours.rsplitn(3, '$').take(2).collect::<Vec<_>>();
+        let (hash, salt) = (salt_and_hash[0], salt_and_hash[1]);
+        for head in [
+            "$argon2id$v=19$m=1024,t=1,p=1",
+            "$argon2id$v=19$m=19456,t=3,p=1",
+            "$argon2i$v=19$m=19456,t=2,p=1",
+            "$argon2id$v=16$m=19456,t=2,p=1",
+        ] {
+            assert!(!is_current(&format!("{head}${salt}${hash}")), "{head}");
+        }
+        assert!(!is_current("not a hash"));
+    }
+
+    /// A renewal is admitted only when a hash can run at once: never to wait in the queue.
+    #[test]
+    fn admit_now_takes_a_free_running_place_or_none() {
+        let hasher = Hasher::new(1, 4);
+        let running = hasher.admit_now(None).unwrap();
+        assert!(
+            hasher.admit_now(None).is_err(),
+            "the one running place is taken"
+        );
+        assert!(
+            hasher.admit(None).is_ok(),
+            "a login may still wait in the queue"
+        );
+        drop(running);
+        assert!(hasher.admit_now(None).is_ok());
     }
 
     /// A stored hash this hasher cannot check (another algorithm's, or Argon2 asking for 4 GiB)
