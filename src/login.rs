@@ -68,7 +68,9 @@ impl PasswordCheck<'_> {
         };
         let (address, account, admission) = self.reserve(client, username, &account).await?;
         // A hash with other parameters than the crate's, kept to be replaced if it verifies.
-        let outdated = (row.password_hash.clone()).filter(|hash| !password::is_current(hash));
+        let outdated = (row.password_hash.as_deref())
+            .filter(|hash| !password::is_current(hash))
+            .map(str::to_owned);
         let verified = self
             .hasher
             .verify(password, row.password_hash, admission)

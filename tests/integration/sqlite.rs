@@ -341,7 +341,7 @@ async fn concurrent_migrates_apply_each_migration_once(pool: sqlx::SqlitePool) {
     for run in runs {
         run.unwrap();
     }
-    // The pool's connections are in normal locking mode again: another one writes.
+    // No run left the database locked: another connection writes.
     let other = SqlitePoolOptions::new()
         .connect_with(pool.connect_options().as_ref().clone())
         .await
